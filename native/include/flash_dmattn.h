@@ -1,0 +1,150 @@
+/*
+ * FlashDmAttn C ABI: Dynamic Mask Attention on CUDA.
+ *
+ * Every export returns an fdma_status and never prints, aborts or exits. After a failure,
+ * fdma_last_error_message() returns a detailed message for the calling thread; it stays valid
+ * until that thread's next call into the library.
+ *
+ * Tensors are given by a device pointer and element strides (int64). The head dimension is
+ * always contiguous, so (B, L, H, D) and (B, H, L, D) layouts both work without copies.
+ * Semantics (broadcasting, causal alignment, empty rows) are documented in README.md.
+ */
+#ifndef FLASH_DMATTN_H
+#define FLASH_DMATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(FDMA_BUILDING_LIBRARY)
+#    define FDMA_API __declspec(dllexport)
+#  else
+#    define FDMA_API __declspec(dllimport)
+#  endif
+#else
+#  define FDMA_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped on every incompatible change of a struct, an enum or a signature below. */
+#define FDMA_ABI_VERSION 1
+
+typedef enum fdma_status {
+    FDMA_STATUS_SUCCESS = 0,
+
+    /* 1xx: the call itself is wrong; nothing was launched and nothing was written. */
+    FDMA_STATUS_INVALID_ARGUMENT = 100, /* null pointer, bad shape, stride, value or aliasing */
+    FDMA_STATUS_UNSUPPORTED = 101,      /* valid in general, not supported (head dim, dtype) */
+    FDMA_STATUS_MISALIGNED = 102,       /* a pointer or stride breaks an alignment rule */
+    FDMA_STATUS_STRUCT_SIZE = 103,      /* params.struct_size is not one this library knows */
+
+    /* 2xx: the CUDA runtime or device refused. */
+    FDMA_STATUS_CUDA_ERROR = 200,       /* a CUDA call failed; the message holds its text */
+    FDMA_STATUS_NO_KERNEL_IMAGE = 201,  /* the library holds no code for this GPU */
+
+    /* 3xx: a bug in the library. */
+    FDMA_STATUS_INTERNAL = 300
+} fdma_status;
+
+typedef enum fdma_dtype {
+    FDMA_DTYPE_FLOAT16 = 1,
+    FDMA_DTYPE_BFLOAT16 = 2,
+    FDMA_DTYPE_FLOAT32 = 3
+} fdma_dtype;
+
+/*
+ * Optional mask or bias: logical shape (batch, heads, rows, Lk) with
+ *   batch in {1, B}, heads in {1, Hkv, Hq}, rows in {1, Lq};
+ * a dimension of size 1 is broadcast (its stride is ignored). The key dimension is contiguous.
+ * With heads == Hkv, query head h reads mask/bias head h / (Hq / Hkv).
+ */
+typedef struct fdma_broadcast_tensor {
+    const void* data;     /* device pointer, aligned to its element; NULL = absent */
+    int32_t dtype;        /* bias: fdma_dtype; mask: ignored (8-bit, nonzero = visible) */
+    int32_t batch;
+    int32_t heads;
+    int32_t rows;
+    int64_t stride_batch; /* elements */
+    int64_t stride_head;
+    int64_t stride_row;
+} fdma_broadcast_tensor;
+
+/* A (batch, seq, heads, head_dim) tensor: pointer and element strides; head_dim contiguous. */
+typedef struct fdma_tensor {
+    void* data;           /* device pointer, 16-byte aligned; inputs are only read */
+    int64_t stride_batch;
+    int64_t stride_seq;
+    int64_t stride_head;  /* all three strides: multiples of 8 elements (16 bytes) */
+} fdma_tensor;
+
+typedef struct fdma_fwd_params {
+    uint32_t struct_size;   /* sizeof(fdma_fwd_params): lets the struct grow compatibly */
+    int32_t dtype;          /* of q, k, v and out: FDMA_DTYPE_FLOAT16 or FDMA_DTYPE_BFLOAT16 */
+
+    int32_t batch;          /* B >= 1 */
+    int32_t seqlen_q;       /* Lq >= 1 */
+    int32_t seqlen_k;       /* Lk >= 1 */
+    int32_t heads_q;        /* Hq >= 1, a multiple of heads_kv */
+    int32_t heads_kv;       /* Hkv >= 1 */
+    int32_t head_dim;       /* D in {32, 64, 96, 128, 192, 256} */
+
+    fdma_tensor q;          /* (B, Lq, Hq, D) */
+    fdma_tensor k;          /* (B, Lk, Hkv, D) */
+    fdma_tensor v;          /* (B, Lk, Hkv, D) */
+    fdma_tensor out;        /* (B, Lq, Hq, D), written; must not overlap q, k, v, mask, bias */
+
+    fdma_broadcast_tensor mask; /* optional, 8-bit, nonzero = visible */
+    fdma_broadcast_tensor bias; /* optional, fp16, bf16 or fp32, added to the scaled score */
+
+    float* lse;             /* optional (B, Hq, Lq) contiguous fp32, natural log; -inf on empty rows;
+                               must not overlap any other tensor */
+
+    float softmax_scale;    /* finite and > 0; the usual value is 1/sqrt(head_dim) */
+    float softcap;          /* 0 = off; else finite and > 0: score = c * tanh(score / c) */
+    int32_t is_causal;      /* 0 or 1: key j visible to query i only if j <= i + Lk - Lq */
+
+    /* Optional device pointer to two uint64 counters, overwritten with the number of
+     * (query tile, key tile) pairs computed and skipped by this call, over all batches and
+     * query heads. Tile shape: fdma_fwd_tile_shape(). computed + skipped = the tile count. */
+    uint64_t* tile_stats;
+
+    void* stream;           /* cudaStream_t; NULL = the legacy default stream */
+
+    uint64_t reserved[4];   /* must be zero */
+} fdma_fwd_params;
+
+/* Returns FDMA_ABI_VERSION as compiled into the library. */
+FDMA_API int32_t fdma_abi_version(void);
+
+/* Returns the library's version string, e.g. "0.1.0". Static storage. */
+FDMA_API const char* fdma_version_string(void);
+
+/* Fixed description of a status code. Static storage. */
+FDMA_API const char* fdma_status_string(int32_t status);
+
+/* Detailed message of the calling thread's last failure ("" if none). */
+FDMA_API const char* fdma_last_error_message(void);
+
+/* Writes up to `capacity` compute capabilities (major*10+minor) the library holds machine code
+ * for into `archs`; `*count` receives the total number. */
+FDMA_API fdma_status fdma_compiled_archs(int32_t* archs, int32_t capacity, int32_t* count);
+
+/* Tile shape (query rows, key columns) the forward kernel uses for this head dim and dtype. */
+FDMA_API fdma_status fdma_fwd_tile_shape(int32_t head_dim, int32_t dtype, int32_t* block_m,
+                                         int32_t* block_n);
+
+/* Sets struct_size and zeroes everything else. */
+FDMA_API void fdma_fwd_params_init(fdma_fwd_params* params);
+
+/* Forward pass. Checks every argument first; on any failure nothing is launched. Asynchronous
+ * with respect to the host on params->stream. */
+FDMA_API fdma_status fdma_fwd(const fdma_fwd_params* params);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLASH_DMATTN_H */

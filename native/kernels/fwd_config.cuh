@@ -1,0 +1,30 @@
+// Tile shapes of the forward kernel: the one place that decides them, read by the kernel, by the
+// host launcher and by fdma_fwd_tile_shape(). Plain C++, usable from host code and NVRTC alike.
+#pragma once
+
+#if defined(__CUDACC__)
+#define FDMA_HOST_DEVICE __host__ __device__
+#else
+#define FDMA_HOST_DEVICE
+#endif
+
+namespace fdma {
+
+struct FwdTile {
+    int block_m;  // query rows per block
+    int block_n;  // keys per step; at most 64 (one visibility bit per score register)
+    int warps;    // each warp owns block_m / warps query rows, a multiple of 16
+};
+
+// 128 query rows share each K/V tile up to D = 128 (two 16-row MMA tiles per warp, as in
+// FlashAttention-2); above that the output accumulators need the registers, so 64 rows.
+FDMA_HOST_DEVICE constexpr FwdTile fwd_tile(int head_dim) {
+    return head_dim <= 128 ? FwdTile{128, 64, 4} : FwdTile{64, 64, 4};
+}
+
+FDMA_HOST_DEVICE constexpr bool is_supported_head_dim(int head_dim) {
+    return head_dim == 32 || head_dim == 64 || head_dim == 96 || head_dim == 128 || head_dim == 192 ||
+           head_dim == 256;
+}
+
+}  // namespace fdma

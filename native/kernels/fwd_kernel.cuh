@@ -1,0 +1,347 @@
+// Forward kernel of Dynamic Mask Attention: flash-style online softmax over key tiles, scores in
+// registers only, tensor-core MMA (m16n8k16) fed by ldmatrix from cp.async-filled shared memory.
+//
+// One block computes block_m query rows of one (batch, query head). Before a key tile is loaded,
+// the block decides from the mask (and the causal bound) whether any of its block_m x block_n
+// pairs is visible; a tile with none is skipped with no K, V or bias traffic and no math. Causal
+// tiles wholly above the diagonal are never even looked at.
+//
+// Device-only, no host headers: compiled by nvcc (native library) and NVRTC (fallback) alike.
+#pragma once
+
+#include "fwd_config.cuh"
+#include "fwd_params.cuh"
+#include "ptx.cuh"
+
+namespace fdma {
+
+template <int kElementType>
+struct ElementOps;
+
+template <>
+struct ElementOps<kFloat16> {
+    static __device__ __forceinline__ u32 pack(float lo, float hi) { return cvt_rn_f16x2(lo, hi); }
+    static __device__ __forceinline__ void mma(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+        mma_m16n8k16_f16(d, a, b0, b1);
+    }
+};
+
+template <>
+struct ElementOps<kBFloat16> {
+    static __device__ __forceinline__ u32 pack(float lo, float hi) { return cvt_rn_bf16x2(lo, hi); }
+    static __device__ __forceinline__ void mma(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+        mma_m16n8k16_bf16(d, a, b0, b1);
+    }
+};
+
+template <int kHeadDim>
+struct FwdTraits {
+    static constexpr FwdTile kTile = fwd_tile(kHeadDim);
+    static constexpr int kBlockM = kTile.block_m;
+    static constexpr int kBlockN = kTile.block_n;
+    static constexpr int kWarps = kTile.warps;
+    static constexpr int kThreads = kWarps * 32;
+    static constexpr int kMTiles = kBlockM / kWarps / 16;  // 16-row MMA tiles per warp
+    static constexpr int kNTiles = kBlockN / 8;            // 8-key score tiles
+    static constexpr int kDTiles = kHeadDim / 8;           // 8-wide output tiles
+    static constexpr int kChunks = kHeadDim / 8;           // 16-byte chunks per row
+    static constexpr int kRowElems = kHeadDim + 8;  // +16 B per row: ldmatrix rows hit 8 distinct bank groups
+    static constexpr int kSmemBytes = (kBlockM + 2 * kBlockN) * kRowElems * 2;
+
+    static_assert(kBlockM % (kWarps * 16) == 0, "each warp owns whole 16-row MMA tiles");
+    static_assert(kBlockN % 16 == 0 && kBlockN <= 64, "visibility bits: one u32 per MMA row tile");
+    static_assert(kHeadDim % 16 == 0, "head dim is a multiple of the MMA k");
+};
+
+// Copies rows [row0, row0 + kRows) of a [seqlen, kHeadDim] slice into padded shared memory;
+// rows at or past seqlen are zero-filled so that no garbage (or NaN) reaches the MMAs.
+template <typename Traits, int kRows>
+__device__ __forceinline__ void load_tile_async(u32 smem_tile, const char* gmem, i64 row_stride_bytes,
+                                                int row0, int seqlen) {
+    for (int c = threadIdx.x; c < kRows * Traits::kChunks; c += Traits::kThreads) {
+        const int r = c / Traits::kChunks;
+        const int chunk = c % Traits::kChunks;
+        const bool in_range = row0 + r < seqlen;
+        const char* src = gmem + (in_range ? (row0 + r) * row_stride_bytes + chunk * 16 : 0);
+        cp_async_16(smem_tile + (r * Traits::kRowElems + chunk * 8) * 2, src, in_range ? 16 : 0);
+    }
+}
+
+__device__ __forceinline__ float load_bias(const void* row, int col, int type) {
+    if (type == kFloat32) return __ldg(static_cast<const float*>(row) + col);
+    const u16 bits = __ldg(static_cast<const u16*>(row) + col);
+    return type == kFloat16 ? cvt_f32_f16(bits) : cvt_f32_bf16(bits);
+}
+
+template <typename Traits>
+struct ThreadRows {
+    // Row (within the block) of accumulator half `half` (0: c0/c1, 1: c2/c3) of MMA row tile mi.
+    static __device__ __forceinline__ int of(int warp, int lane, int mi, int half) {
+        return warp * (Traits::kBlockM / Traits::kWarps) + mi * 16 + lane / 4 + half * 8;
+    }
+};
+
+template <int kElementType, int kHeadDim>
+__global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
+    dmattn_fwd_kernel(const FwdParams p) {
+    using Traits = FwdTraits<kHeadDim>;
+    using Ops = ElementOps<kElementType>;
+    constexpr int kBlockM = Traits::kBlockM;
+    constexpr int kBlockN = Traits::kBlockN;
+    constexpr int kMTiles = Traits::kMTiles;
+    constexpr int kNTiles = Traits::kNTiles;
+    constexpr int kDTiles = Traits::kDTiles;
+    constexpr int kRowElems = Traits::kRowElems;
+
+    extern __shared__ __align__(16) unsigned char smem[];
+    const u32 sQ = smem_addr(smem);                          // [kBlockM, kRowElems]
+    const u32 sK = sQ + kBlockM * kRowElems * 2;             // [kBlockN, kRowElems]
+    const u32 sV = sK + kBlockN * kRowElems * 2;             // [kBlockN, kRowElems]
+
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    const int m0 = blockIdx.x * kBlockM;
+    const int head = blockIdx.y;
+    const int batch = blockIdx.z;
+    const int kv_head = head / p.kv_group;
+    const int Lq = p.seqlen_q;
+    const int Lk = p.seqlen_k;
+    const int causal_shift = Lk - Lq;  // bottom-right alignment: key j visible to query i iff j <= i + shift
+
+    const char* q_g = static_cast<const char*>(p.q) + 2 * (batch * p.q_strides.batch + head * p.q_strides.head);
+    const char* k_g = static_cast<const char*>(p.k) + 2 * (batch * p.k_strides.batch + kv_head * p.k_strides.head);
+    const char* v_g = static_cast<const char*>(p.v) + 2 * (batch * p.v_strides.batch + kv_head * p.v_strides.head);
+    const u8* mask_g = p.mask.data == nullptr
+        ? nullptr
+        : static_cast<const u8*>(p.mask.data) + batch * p.mask.stride_batch +
+              (head / p.mask.head_group) * p.mask.stride_head;
+    const int bias_size = p.bias.type == kFloat32 ? 4 : 2;
+    const char* bias_g = p.bias.data == nullptr
+        ? nullptr
+        : static_cast<const char*>(p.bias.data) +
+              bias_size * (batch * p.bias.stride_batch + (head / p.bias.head_group) * p.bias.stride_head);
+
+    // Key tiles [0, n_end) can hold a visible key for some row of this block; the rest are
+    // causally hidden and skipped without a look.
+    const int n_tiles = (Lk + kBlockN - 1) / kBlockN;
+    int n_end = n_tiles;
+    if (p.is_causal) {
+        const int last_row = min(m0 + kBlockM, Lq) - 1;
+        const int last_key = last_row + causal_shift;
+        n_end = last_key < 0 ? 0 : min(n_tiles, last_key / kBlockN + 1);
+    }
+    int computed = 0;
+    int skipped = n_tiles - n_end;
+
+    load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * p.q_strides.seq, m0, Lq);
+    cp_async_commit();
+
+    // Bit (ni * 4 + e) of visible[mi] says whether score register s[mi][ni][e] of this thread is
+    // visible: inside both lengths, not causally hidden, and not masked.
+    auto tile_visibility = [&](int n0, u32 (&visible)[kMTiles]) {
+        bool any = false;
+#pragma unroll
+        for (int mi = 0; mi < kMTiles; ++mi) {
+            u32 bits = 0;
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int row = m0 + ThreadRows<Traits>::of(warp, lane, mi, half);
+                const u8* mask_row = mask_g == nullptr ? nullptr : mask_g + row * p.mask.stride_row;
+#pragma unroll
+                for (int ni = 0; ni < kNTiles; ++ni) {
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int col = n0 + ni * 8 + (lane % 4) * 2 + e;
+                        bool visible = row < Lq && col < Lk && (!p.is_causal || col <= row + causal_shift);
+                        if (visible && mask_row != nullptr) visible = __ldg(mask_row + col) != 0;
+                        bits |= static_cast<u32>(visible) << (ni * 4 + half * 2 + e);
+                    }
+                }
+            }
+            visible[mi] = bits;
+            any |= bits != 0;
+        }
+        return __syncthreads_or(any) != 0;
+    };
+    auto next_visible_tile = [&](int n, u32 (&visible)[kMTiles]) {
+        for (; n < n_end; ++n) {
+            if (tile_visibility(n * kBlockN, visible)) return n;
+            ++skipped;
+        }
+        return n_end;
+    };
+
+    u32 visible[kMTiles];
+    int n = next_visible_tile(0, visible);
+    if (n < n_end) {
+        load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n * kBlockN, Lk);
+        cp_async_commit();
+    }
+
+    float acc_o[kMTiles][kDTiles][4];
+    float row_max[kMTiles][2];  // log2 domain; -inf until a visible key is seen
+    float row_sum[kMTiles][2];  // this thread's share; the quad is summed at the end
+#pragma unroll
+    for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+        for (int d = 0; d < kDTiles; ++d) acc_o[mi][d][0] = acc_o[mi][d][1] = acc_o[mi][d][2] = acc_o[mi][d][3] = 0.f;
+        row_max[mi][0] = row_max[mi][1] = neg_inf();
+        row_sum[mi][0] = row_sum[mi][1] = 0.f;
+    }
+
+    cp_async_wait<0>();
+    __syncthreads();
+
+    while (n < n_end) {
+        const int n0 = n * kBlockN;
+        load_tile_async<Traits, kBlockN>(sV, v_g, 2 * p.v_strides.seq, n0, Lk);
+        cp_async_commit();
+
+        // S = Q K^T for this warp's rows.
+        float s[kMTiles][kNTiles][4];
+#pragma unroll
+        for (int mi = 0; mi < kMTiles; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < kNTiles; ++ni) s[mi][ni][0] = s[mi][ni][1] = s[mi][ni][2] = s[mi][ni][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+            u32 a[kMTiles][4];
+#pragma unroll
+            for (int mi = 0; mi < kMTiles; ++mi) {
+                const int row = ThreadRows<Traits>::of(warp, 0, mi, 0) + lane % 16;
+                ldmatrix_x4(a[mi], sQ + (row * kRowElems + kk * 16 + (lane / 16) * 8) * 2);
+            }
+#pragma unroll
+            for (int nj = 0; nj < kNTiles / 2; ++nj) {
+                u32 b[4];
+                const int key = nj * 16 + lane % 8 + (lane / 16) * 8;
+                ldmatrix_x4(b, sK + (key * kRowElems + kk * 16 + ((lane / 8) % 2) * 8) * 2);
+#pragma unroll
+                for (int mi = 0; mi < kMTiles; ++mi) {
+                    Ops::mma(s[mi][2 * nj], a[mi], b[0], b[1]);
+                    Ops::mma(s[mi][2 * nj + 1], a[mi], b[2], b[3]);
+                }
+            }
+        }
+
+        // Scores to log2 space with bias and softcap; hidden ones to -inf; online softmax.
+#pragma unroll
+        for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int row = m0 + ThreadRows<Traits>::of(warp, lane, mi, half);
+                const char* bias_row = bias_g == nullptr ? nullptr : bias_g + bias_size * (row * p.bias.stride_row);
+                float tile_max = neg_inf();
+#pragma unroll
+                for (int ni = 0; ni < kNTiles; ++ni) {
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        float& x = s[mi][ni][half * 2 + e];
+                        if ((visible[mi] >> (ni * 4 + half * 2 + e)) & 1u) {
+                            float t = x * p.qk_scale;
+                            if (bias_row != nullptr)
+                                t += p.bias_scale * load_bias(bias_row, n0 + ni * 8 + (lane % 4) * 2 + e, p.bias.type);
+                            x = p.softcap_out != 0.f ? tanhf(t) * p.softcap_out : t;
+                        } else {
+                            x = neg_inf();
+                        }
+                        tile_max = fmaxf(tile_max, x);
+                    }
+                }
+                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+                const float new_max = fmaxf(row_max[mi][half], tile_max);
+                const float base = new_max == neg_inf() ? 0.f : new_max;  // all hidden so far: p = 0, no NaN
+                const float rescale = ex2_approx(row_max[mi][half] - base);
+                row_max[mi][half] = new_max;
+                float sum = 0.f;
+#pragma unroll
+                for (int ni = 0; ni < kNTiles; ++ni) {
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        float& x = s[mi][ni][half * 2 + e];
+                        x = ex2_approx(x - base);
+                        sum += x;
+                    }
+                }
+                row_sum[mi][half] = row_sum[mi][half] * rescale + sum;
+#pragma unroll
+                for (int d = 0; d < kDTiles; ++d) {
+                    acc_o[mi][d][half * 2] *= rescale;
+                    acc_o[mi][d][half * 2 + 1] *= rescale;
+                }
+            }
+        }
+
+        // Decide the next tile while V is in flight.
+        u32 next_visible[kMTiles];
+        const int n_next = next_visible_tile(n + 1, next_visible);
+
+        cp_async_wait<0>();
+        __syncthreads();  // V landed; every warp is done reading K
+        if (n_next < n_end) {
+            load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n_next * kBlockN, Lk);
+            cp_async_commit();
+        }
+
+        // O += P V, P taken from the score registers in the A-fragment layout.
+#pragma unroll
+        for (int kk = 0; kk < kBlockN / 16; ++kk) {
+            u32 a[kMTiles][4];
+#pragma unroll
+            for (int mi = 0; mi < kMTiles; ++mi) {
+                a[mi][0] = Ops::pack(s[mi][2 * kk][0], s[mi][2 * kk][1]);
+                a[mi][1] = Ops::pack(s[mi][2 * kk][2], s[mi][2 * kk][3]);
+                a[mi][2] = Ops::pack(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
+                a[mi][3] = Ops::pack(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
+            }
+#pragma unroll
+            for (int dj = 0; dj < kDTiles / 2; ++dj) {
+                u32 b[4];
+                const int key = kk * 16 + lane % 8 + ((lane / 8) % 2) * 8;
+                ldmatrix_x4_trans(b, sV + (key * kRowElems + dj * 16 + (lane / 16) * 8) * 2);
+#pragma unroll
+                for (int mi = 0; mi < kMTiles; ++mi) {
+                    Ops::mma(acc_o[mi][2 * dj], a[mi], b[0], b[1]);
+                    Ops::mma(acc_o[mi][2 * dj + 1], a[mi], b[2], b[3]);
+                }
+            }
+        }
+        ++computed;
+
+        cp_async_wait<0>();
+        __syncthreads();  // next K landed; every warp is done reading V
+        n = n_next;
+#pragma unroll
+        for (int mi = 0; mi < kMTiles; ++mi) visible[mi] = next_visible[mi];
+    }
+
+    // Epilogue: normalise, write O (zeros on empty rows) and LSE (natural log; -inf on empty rows).
+    char* o_g = static_cast<char*>(p.o) + 2 * (batch * p.o_strides.batch + head * p.o_strides.head);
+#pragma unroll
+    for (int mi = 0; mi < kMTiles; ++mi) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            float sum = row_sum[mi][half];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            const int row = m0 + ThreadRows<Traits>::of(warp, lane, mi, half);
+            if (row >= Lq) continue;
+            const float inv = sum > 0.f ? 1.f / sum : 0.f;
+            u32* o_row = reinterpret_cast<u32*>(o_g + 2 * (row * p.o_strides.seq));
+#pragma unroll
+            for (int d = 0; d < kDTiles; ++d)
+                o_row[d * 4 + lane % 4] = Ops::pack(acc_o[mi][d][half * 2] * inv, acc_o[mi][d][half * 2 + 1] * inv);
+            if (p.lse != nullptr && lane % 4 == 0)
+                p.lse[(static_cast<i64>(batch) * p.heads_q + head) * Lq + row] =
+                    sum > 0.f ? (row_max[mi][half] + __log2f(sum)) * 0.6931471805599453f : neg_inf();
+        }
+    }
+
+    if (p.tile_stats != nullptr && threadIdx.x == 0) {
+        atomicAdd(p.tile_stats, static_cast<u64>(computed));
+        atomicAdd(p.tile_stats + 1, static_cast<u64>(skipped));
+    }
+}
+
+}  // namespace fdma

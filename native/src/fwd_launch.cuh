@@ -1,0 +1,24 @@
+// Definition of launch_fwd, included only by the generated per-head-dim instantiation files.
+#pragma once
+
+#include "../kernels/fwd_kernel.cuh"
+#include "fwd_launch.h"
+
+namespace fdma {
+
+template <int kElementType, int kHeadDim>
+cudaError_t launch_fwd(const FwdParams& params, int batch, cudaStream_t stream) {
+    using Traits = FwdTraits<kHeadDim>;
+    const auto kernel = dmattn_fwd_kernel<kElementType, kHeadDim>;
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes);
+    if (err != cudaSuccess) return err;
+    const dim3 grid((params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, params.heads_q, batch);
+    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(params);
+    return cudaGetLastError();
+}
+
+}  // namespace fdma
+
+#define FDMA_INSTANTIATE_FWD(HEAD_DIM)                                                                  \
+    template cudaError_t fdma::launch_fwd<fdma::kFloat16, HEAD_DIM>(const FwdParams&, int, cudaStream_t); \
+    template cudaError_t fdma::launch_fwd<fdma::kBFloat16, HEAD_DIM>(const FwdParams&, int, cudaStream_t);

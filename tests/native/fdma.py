@@ -1,0 +1,146 @@
+"""ctypes view of the C ABI (native/include/flash_dmattn.h) over PyTorch tensors.
+
+PyTorch is the second, independent oracle of the native library: these tests call the C ABI
+directly, with no .NET in between, on a GPU machine that has PyTorch.
+"""
+import ctypes
+import math
+import os
+
+import torch
+
+FLOAT16, BFLOAT16, FLOAT32 = 1, 2, 3
+DTYPE_CODES = {torch.float16: FLOAT16, torch.bfloat16: BFLOAT16, torch.float32: FLOAT32}
+STATUS_SUCCESS = 0
+STATUS_INVALID_ARGUMENT = 100
+STATUS_UNSUPPORTED = 101
+STATUS_MISALIGNED = 102
+STATUS_STRUCT_SIZE = 103
+
+
+class Tensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("stride_batch", ctypes.c_int64),
+                ("stride_seq", ctypes.c_int64), ("stride_head", ctypes.c_int64)]
+
+
+class BroadcastTensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("dtype", ctypes.c_int32), ("batch", ctypes.c_int32),
+                ("heads", ctypes.c_int32), ("rows", ctypes.c_int32), ("stride_batch", ctypes.c_int64),
+                ("stride_head", ctypes.c_int64), ("stride_row", ctypes.c_int64)]
+
+
+class FwdParams(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("dtype", ctypes.c_int32),
+                ("batch", ctypes.c_int32), ("seqlen_q", ctypes.c_int32), ("seqlen_k", ctypes.c_int32),
+                ("heads_q", ctypes.c_int32), ("heads_kv", ctypes.c_int32), ("head_dim", ctypes.c_int32),
+                ("q", Tensor), ("k", Tensor), ("v", Tensor), ("out", Tensor),
+                ("mask", BroadcastTensor), ("bias", BroadcastTensor),
+                ("lse", ctypes.c_void_p), ("softmax_scale", ctypes.c_float), ("softcap", ctypes.c_float),
+                ("is_causal", ctypes.c_int32), ("tile_stats", ctypes.c_void_p), ("stream", ctypes.c_void_p),
+                ("reserved", ctypes.c_uint64 * 4)]
+
+
+def load_library():
+    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    path = os.environ.get("FLASHDMATTN_NATIVE_LIBRARY", os.path.join(repo, "build", "native", "libflash_dmattn.so"))
+    lib = ctypes.CDLL(path)
+    lib.fdma_abi_version.restype = ctypes.c_int32
+    lib.fdma_last_error_message.restype = ctypes.c_char_p
+    lib.fdma_status_string.restype = ctypes.c_char_p
+    lib.fdma_fwd.argtypes = [ctypes.POINTER(FwdParams)]
+    lib.fdma_fwd.restype = ctypes.c_int32
+    lib.fdma_fwd_params_init.argtypes = [ctypes.POINTER(FwdParams)]
+    lib.fdma_fwd_tile_shape.argtypes = [ctypes.c_int32, ctypes.c_int32, ctypes.POINTER(ctypes.c_int32),
+                                        ctypes.POINTER(ctypes.c_int32)]
+    return lib
+
+
+LIB = load_library()
+
+
+def tile_shape(head_dim, dtype):
+    bm, bn = ctypes.c_int32(), ctypes.c_int32()
+    assert LIB.fdma_fwd_tile_shape(head_dim, DTYPE_CODES[dtype], ctypes.byref(bm), ctypes.byref(bn)) == 0
+    return bm.value, bn.value
+
+
+def as_tensor(t):
+    """A (B, L, H, D) view, any strides, head dim contiguous."""
+    assert t.stride(3) == 1
+    return Tensor(t.data_ptr(), t.stride(0), t.stride(1), t.stride(2))
+
+
+def as_broadcast(t):
+    """A (b, h, r, Lk) view; size-1 dims broadcast."""
+    if t is None:
+        return BroadcastTensor()
+    assert t.stride(3) == 1
+    dtype = DTYPE_CODES.get(t.dtype, 0)
+    return BroadcastTensor(t.data_ptr(), dtype, t.shape[0], t.shape[1], t.shape[2], t.stride(0), t.stride(1), t.stride(2))
+
+
+def make_params(q, k, v, out, mask=None, bias=None, lse=None, scale=None, softcap=0.0, causal=False, stats=None):
+    p = FwdParams()
+    LIB.fdma_fwd_params_init(ctypes.byref(p))
+    b, lq, hq, d = q.shape
+    p.dtype = DTYPE_CODES[q.dtype]
+    p.batch, p.seqlen_q, p.seqlen_k, p.heads_q, p.heads_kv, p.head_dim = b, lq, k.shape[1], hq, k.shape[2], d
+    p.q, p.k, p.v, p.out = as_tensor(q), as_tensor(k), as_tensor(v), as_tensor(out)
+    p.mask, p.bias = as_broadcast(mask), as_broadcast(bias)
+    p.lse = lse.data_ptr() if lse is not None else None
+    p.softmax_scale = 1.0 / math.sqrt(d) if scale is None else scale
+    p.softcap = softcap
+    p.is_causal = int(causal)
+    p.tile_stats = stats.data_ptr() if stats is not None else None
+    p.stream = torch.cuda.current_stream().cuda_stream
+    return p
+
+
+def call(params):
+    status = LIB.fdma_fwd(ctypes.byref(params))
+    return status, LIB.fdma_last_error_message().decode()
+
+
+def forward(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False):
+    """Runs the kernel on NaN-prefilled outputs; returns (out, lse, (computed, skipped))."""
+    b, lq, hq, d = q.shape
+    out = torch.full_like(q, float("nan"))
+    lse = torch.full((b, hq, lq), float("nan"), device=q.device, dtype=torch.float32)
+    stats = torch.full((2,), -1, device=q.device, dtype=torch.int64)
+    status, message = call(make_params(q, k, v, out, mask, bias, lse, scale, softcap, causal, stats))
+    assert status == STATUS_SUCCESS, message
+    torch.cuda.synchronize()
+    return out, lse, tuple(stats.tolist())
+
+
+def reference(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False):
+    """float64 DMA forward: returns (out, lse) with out (B, Lq, Hq, D), lse (B, Hq, Lq)."""
+    b, lq, hq, d = q.shape
+    lk, hkv = k.shape[1], k.shape[2]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    qd = q.double().permute(0, 2, 1, 3)
+    kd = k.double().permute(0, 2, 1, 3).repeat_interleave(hq // hkv, dim=1)
+    vd = v.double().permute(0, 2, 1, 3).repeat_interleave(hq // hkv, dim=1)
+    s = scale * qd @ kd.transpose(-1, -2)
+
+    def expand(t):
+        if t.shape[1] not in (1, hq):
+            t = t.repeat_interleave(hq // hkv, dim=1)
+        return t.expand(b, hq, lq, lk)
+
+    if bias is not None:
+        s = s + expand(bias.double())
+    if softcap > 0:
+        s = softcap * torch.tanh(s / softcap)
+    visible = torch.ones(b, hq, lq, lk, dtype=torch.bool, device=q.device)
+    if mask is not None:
+        visible &= expand(mask != 0)
+    if causal:
+        i = torch.arange(lq, device=q.device)[:, None]
+        j = torch.arange(lk, device=q.device)[None, :]
+        visible &= j <= i + lk - lq
+    s = s.masked_fill(~visible, float("-inf"))
+    lse = torch.logsumexp(s, dim=-1)
+    p = torch.exp(s - lse[..., None]).nan_to_num(0.0)
+    out = (p @ vd).permute(0, 2, 1, 3)
+    return out, lse

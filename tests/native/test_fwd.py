@@ -1,0 +1,198 @@
+"""The native forward through the C ABI against a float64 PyTorch reference (GPU machine only).
+
+Run from the repository root after `./build.sh build`: python3 -m pytest tests/native -q
+"""
+import ctypes
+import math
+
+import pytest
+import torch
+
+import fdma
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
+WORST = {}
+
+
+def rand(*shape, dtype, lo=-0.5, hi=1.5):
+    return (torch.rand(*shape, device="cuda", dtype=torch.float32) * (hi - lo) + lo).to(dtype)
+
+
+def check(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False):
+    out, lse, stats = fdma.forward(q, k, v, mask, bias, scale, softcap, causal)
+    ref_out, ref_lse = fdma.reference(q, k, v, mask, bias, scale, softcap, causal)
+    assert not out.isnan().any(), "unwritten (NaN) output elements"
+    err = ((out.double() - ref_out).norm() / ref_out.norm().clamp_min(1e-30)).item()
+    WORST[q.dtype] = max(WORST.get(q.dtype, 0.0), err)
+    assert err <= TOLERANCE[q.dtype], f"relative error {err:.3e}"
+    empty = torch.isinf(ref_lse)
+    assert torch.equal(torch.isinf(lse), empty), "LSE is -inf exactly on empty rows"
+    assert (lse[empty] == float("-inf")).all()
+    assert (out.permute(0, 2, 1, 3)[empty] == 0).all(), "empty rows output zeros"
+    if (~empty).any():
+        assert (lse[~empty].double() - ref_lse[~empty]).abs().max().item() <= 1e-3
+    return stats
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_worst():
+    yield
+    print("\nworst relative error:", {str(k): f"{v:.2e}" for k, v in WORST.items()})
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("head_dim", [32, 64, 96, 128, 192, 256])
+@pytest.mark.parametrize("causal", [False, True])
+def test_head_dims(dtype, head_dim, causal):
+    q = rand(2, 97, 4, head_dim, dtype=dtype)
+    k = rand(2, 130, 2, head_dim, dtype=dtype)
+    v = rand(2, 130, 2, head_dim, dtype=dtype)
+    check(q, k, v, causal=causal)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("lq,lk", [(1, 1), (1, 1025), (17, 257), (257, 17), (200, 200), (1025, 1025)])
+@pytest.mark.parametrize("group", [1, 2, 8])
+def test_lengths_and_gqa(dtype, lq, lk, group):
+    hkv = 1 if group == 8 else 2
+    q = rand(1, lq, hkv * group, 64, dtype=dtype)
+    k = rand(1, lk, hkv, 64, dtype=dtype)
+    v = rand(1, lk, hkv, 64, dtype=dtype)
+    check(q, k, v, causal=lq <= lk)
+
+
+BROADCASTS = [(b, h, r) for b in ("1", "B") for h in ("1", "Hkv", "Hq") for r in ("1", "Lq")]
+
+
+@pytest.mark.parametrize("shape", BROADCASTS)
+@pytest.mark.parametrize("bias_dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_mask_and_bias_broadcasts(shape, bias_dtype):
+    B, Lq, Lk, Hq, Hkv, D = 2, 70, 150, 4, 2, 64
+    sizes = {"1": 1, "B": B, "Hkv": Hkv, "Hq": Hq, "Lq": Lq}
+    dims = [sizes[s] for s in shape] + [Lk]
+    q, k, v = rand(B, Lq, Hq, D, dtype=torch.bfloat16), rand(B, Lk, Hkv, D, dtype=torch.bfloat16), rand(B, Lk, Hkv, D, dtype=torch.bfloat16)
+    mask = (torch.rand(*dims, device="cuda") < 0.6).to(torch.uint8)
+    bias = rand(*dims, dtype=bias_dtype, lo=-2, hi=1)
+    check(q, k, v, mask=mask, bias=bias)
+    check(q, k, v, mask=mask, bias=bias, causal=True)
+
+
+def test_head_major_layout_and_padded_strides():
+    B, Lq, Lk, Hq, Hkv, D = 2, 100, 300, 4, 2, 128
+    q = rand(B, Hq, Lq, D, dtype=torch.float16).permute(0, 2, 1, 3)
+    k = rand(B, Hkv, Lk, D, dtype=torch.float16).permute(0, 2, 1, 3)
+    v = rand(B, Lk, Hkv, D + 64, dtype=torch.float16)[..., :D]
+    check(q, k, v, causal=True)
+
+
+def test_softcap_and_scale():
+    q, k, v = (rand(1, 64, 2, 64, dtype=torch.float16, lo=-3, hi=3) for _ in range(3))
+    bias = rand(1, 2, 64, 64, dtype=torch.float32, lo=-5, hi=5)
+    check(q, k, v, bias=bias, softcap=5.0, scale=0.3)
+
+
+def test_empty_rows_and_tiles():
+    q, k, v = (rand(1, 300, 2, 64, dtype=torch.bfloat16) for _ in range(3))
+    mask = (torch.rand(1, 1, 300, 300, device="cuda") < 0.3).to(torch.uint8)
+    mask[:, :, 10:20, :] = 0  # empty rows
+    mask[:, :, 128:256, 64:256] = 0  # whole tiles
+    check(q, k, v, mask=mask)
+    mask.zero_()
+    check(q, k, v, mask=mask)
+
+
+def test_tile_stats_count_skipped_tiles():
+    D, dtype = 128, torch.float16
+    bm, bn = fdma.tile_shape(D, dtype)
+    m_tiles, n_tiles, heads = 5, 7, 2
+    lq, lk = bm * m_tiles - 3, bn * n_tiles - 5
+    q, k, v = rand(1, lq, heads, D, dtype=dtype), rand(1, lk, 1, D, dtype=dtype), rand(1, lk, 1, D, dtype=dtype)
+    mask = torch.zeros(1, 1, lq, lk, dtype=torch.uint8, device="cuda")
+    visible_tiles = [(0, 0), (1, 3), (4, 6), (2, 2), (2, 5)]
+    for mt, nt in visible_tiles:
+        mask[0, 0, mt * bm + 5, nt * bn + 1] = 1  # one visible element makes the tile computed
+    stats = check(q, k, v, mask=mask)
+    assert stats == (heads * len(visible_tiles), heads * (m_tiles * n_tiles - len(visible_tiles)))
+    # Causal with no mask: tiles wholly above the (bottom-right) diagonal are skipped.
+    _, _, (computed, skipped) = fdma.forward(q, k, v, causal=True)
+    shift = lk - lq
+    expected = sum(1 for mt in range(m_tiles) for nt in range(n_tiles)
+                   if nt * bn <= min(mt * bm + bm, lq) - 1 + shift)
+    assert (computed, skipped) == (heads * expected, heads * (m_tiles * n_tiles - expected))
+
+
+def test_sparse_mask_long():
+    L = 2048
+    q, k, v = (rand(1, L, 2, 128, dtype=torch.bfloat16) for _ in range(3))
+    i = torch.arange(L, device="cuda")
+    mask = ((i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - 256)).to(torch.uint8)[None, None]
+    bias = rand(1, 1, 1, L, dtype=torch.bfloat16, lo=-1, hi=1)
+    _, _, (computed, skipped) = fdma.forward(q, k, v, mask=mask, bias=bias, causal=True)
+    assert skipped > computed
+    check(q, k, v, mask=mask, bias=bias, causal=True)
+
+
+# --- bad input: each call fails with a clear status and message and writes nothing -----------
+
+def _valid():
+    q, k, v = (rand(1, 40, 2, 64, dtype=torch.float16) for _ in range(3))
+    out = torch.full_like(q, 7.0)
+    lse = torch.full((1, 2, 40), 7.0, device="cuda")
+    return q, k, v, out, lse
+
+
+BAD_CALLS = [
+    ("struct_size", lambda p, t: setattr(p, "struct_size", 8), fdma.STATUS_STRUCT_SIZE, "struct_size"),
+    ("reserved", lambda p, t: p.reserved.__setitem__(1, 5), fdma.STATUS_INVALID_ARGUMENT, "reserved"),
+    ("dtype float32", lambda p, t: setattr(p, "dtype", fdma.FLOAT32), fdma.STATUS_UNSUPPORTED, "dtype"),
+    ("dtype 9", lambda p, t: setattr(p, "dtype", 9), fdma.STATUS_INVALID_ARGUMENT, "dtype"),
+    ("batch 0", lambda p, t: setattr(p, "batch", 0), fdma.STATUS_INVALID_ARGUMENT, "batch"),
+    ("seqlen_q -1", lambda p, t: setattr(p, "seqlen_q", -1), fdma.STATUS_INVALID_ARGUMENT, "seqlen_q"),
+    ("head_dim 48", lambda p, t: setattr(p, "head_dim", 48), fdma.STATUS_UNSUPPORTED, "head_dim"),
+    ("heads 3/2", lambda p, t: setattr(p, "heads_q", 3), fdma.STATUS_INVALID_ARGUMENT, "heads_q"),
+    ("null q", lambda p, t: setattr(p.q, "data", None), fdma.STATUS_INVALID_ARGUMENT, "q.data"),
+    ("misaligned k", lambda p, t: setattr(p.k, "data", p.k.data + 2), fdma.STATUS_MISALIGNED, "k.data"),
+    ("stride not x8", lambda p, t: setattr(p.v, "stride_seq", 130), fdma.STATUS_MISALIGNED, "v.stride_seq"),
+    ("negative stride", lambda p, t: setattr(p.q, "stride_seq", -128), fdma.STATUS_INVALID_ARGUMENT, "q.stride_seq"),
+    ("overlapping out", lambda p, t: setattr(p.out, "stride_seq", 8), fdma.STATUS_INVALID_ARGUMENT, "out"),
+    ("out aliases q", lambda p, t: setattr(p.out, "data", p.q.data), fdma.STATUS_INVALID_ARGUMENT, "overlaps"),
+    ("lse aliases out", lambda p, t: setattr(p, "lse", p.out.data), fdma.STATUS_INVALID_ARGUMENT, "overlaps"),
+    ("host pointer", lambda p, t: setattr(p.q, "data", t["host"].data_ptr()), fdma.STATUS_INVALID_ARGUMENT, "host"),
+    ("scale nan", lambda p, t: setattr(p, "softmax_scale", float("nan")), fdma.STATUS_INVALID_ARGUMENT, "softmax_scale"),
+    ("scale 0", lambda p, t: setattr(p, "softmax_scale", 0.0), fdma.STATUS_INVALID_ARGUMENT, "softmax_scale"),
+    ("softcap -1", lambda p, t: setattr(p, "softcap", -1.0), fdma.STATUS_INVALID_ARGUMENT, "softcap"),
+    ("causal 2", lambda p, t: setattr(p, "is_causal", 2), fdma.STATUS_INVALID_ARGUMENT, "is_causal"),
+    ("mask rows 3", lambda p, t: setattr(p, "mask", fdma.BroadcastTensor(t["mask"].data_ptr(), 0, 1, 1, 3, 0, 0, 40)),
+     fdma.STATUS_INVALID_ARGUMENT, "mask.rows"),
+    ("bias dtype 7", lambda p, t: setattr(p, "bias", fdma.BroadcastTensor(t["bias"].data_ptr(), 7, 1, 1, 1, 0, 0, 0)),
+     fdma.STATUS_INVALID_ARGUMENT, "bias.dtype"),
+    ("bias heads 3", lambda p, t: setattr(p, "bias", fdma.BroadcastTensor(t["bias"].data_ptr(), 3, 1, 3, 1, 0, 0, 0)),
+     fdma.STATUS_INVALID_ARGUMENT, "bias.heads"),
+    ("lse misaligned", lambda p, t: setattr(p, "lse", p.lse + 2), fdma.STATUS_MISALIGNED, "lse"),
+    ("stride overflow", lambda p, t: setattr(p.k, "stride_batch", 2**62), fdma.STATUS_INVALID_ARGUMENT, "2^62"),
+]
+
+
+@pytest.mark.parametrize("name,corrupt,status,word", BAD_CALLS, ids=[b[0] for b in BAD_CALLS])
+def test_bad_call_is_refused_and_writes_nothing(name, corrupt, status, word):
+    q, k, v, out, lse = _valid()
+    if name == "stride overflow":
+        k = rand(2, 40, 2, 64, dtype=torch.float16)
+        q = rand(2, 40, 2, 64, dtype=torch.float16)
+        out, lse = torch.full_like(q, 7.0), torch.full((2, 2, 40), 7.0, device="cuda")
+        v = rand(2, 40, 2, 64, dtype=torch.float16)
+    extras = {"host": torch.ones(1, 40, 2, 64, dtype=torch.float16).pin_memory() if name != "host pointer"
+              else torch.ones(1, 40, 2, 64, dtype=torch.float16),
+              "mask": torch.ones(1, 1, 40, 40, dtype=torch.uint8, device="cuda"),
+              "bias": torch.ones(1, 1, 1, 40, device="cuda")}
+    params = fdma.make_params(q, k, v, out, lse=lse)
+    corrupt(params, extras)
+    got, message = fdma.call(params)
+    assert got == status, message
+    assert word in message, message
+    torch.cuda.synchronize()
+    assert (out == 7.0).all() and (lse == 7.0).all(), "nothing is written on a refused call"
+    # The process and the context stay usable.
+    check(*_valid()[:3])
