@@ -111,6 +111,12 @@ typedef struct fdma_fwd_params {
      * query heads. Tile shape: fdma_fwd_tile_shape(). computed + skipped = the tile count. */
     uint64_t* tile_stats;
 
+    /* Optional device scratch of at least fdma_fwd_workspace_size() bytes, 16-byte aligned, not
+     * overlapping any tensor. NULL: the library takes it from CUDA's stream-ordered allocator
+     * (cudaMallocAsync) for the call. Only a call with a mask needs scratch. */
+    void* workspace;
+    uint64_t workspace_bytes;
+
     void* stream;           /* cudaStream_t; NULL = the legacy default stream */
 
     uint64_t reserved[4];   /* must be zero */
@@ -135,6 +141,9 @@ FDMA_API fdma_status fdma_compiled_archs(int32_t* archs, int32_t capacity, int32
 /* Tile shape (query rows, key columns) the forward kernel uses for this head dim and dtype. */
 FDMA_API fdma_status fdma_fwd_tile_shape(int32_t head_dim, int32_t dtype, int32_t* block_m,
                                          int32_t* block_n);
+
+/* Bytes of scratch fdma_fwd needs for these parameters (shapes and mask fields are read). */
+FDMA_API fdma_status fdma_fwd_workspace_size(const fdma_fwd_params* params, uint64_t* bytes);
 
 /* Sets struct_size and zeroes everything else. */
 FDMA_API void fdma_fwd_params_init(fdma_fwd_params* params);

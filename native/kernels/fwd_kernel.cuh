@@ -1,10 +1,10 @@
 // Forward kernel of Dynamic Mask Attention: flash-style online softmax over key tiles, scores in
 // registers only, tensor-core MMA (m16n8k16) fed by ldmatrix from cp.async-filled shared memory.
 //
-// One block computes block_m query rows of one (batch, query head). Before a key tile is loaded,
-// the block decides from the mask (and the causal bound) whether any of its block_m x block_n
-// pairs is visible; a tile with none is skipped with no K, V or bias traffic and no math. Causal
-// tiles wholly above the diagonal are never even looked at.
+// One block computes block_m query rows of one (batch, query head). It visits only the key tiles
+// that hold a visible pair for its rows: below the causal bound and, with a mask, marked in the
+// occupancy bitmap a pre-pass built (tile_occupancy.cuh). A skipped tile costs no K, V, mask or
+// bias traffic and no math; the mask bytes of the next visited tile load during the current one.
 //
 // Device-only, no host headers: compiled by nvcc (native library) and NVRTC (fallback) alike.
 #pragma once
@@ -12,6 +12,8 @@
 #include "fwd_config.cuh"
 #include "fwd_params.cuh"
 #include "ptx.cuh"
+#include "tile_occupancy.cuh"
+#include "visibility.cuh"
 
 namespace fdma {
 
@@ -73,13 +75,37 @@ __device__ __forceinline__ float load_bias(const void* row, int col, int type) {
     return type == kFloat16 ? cvt_f32_f16(bits) : cvt_f32_bf16(bits);
 }
 
-template <typename Traits>
-struct ThreadRows {
-    // Row (within the block) of accumulator half `half` (0: c0/c1, 1: c2/c3) of MMA row tile mi.
-    static __device__ __forceinline__ int of(int warp, int lane, int mi, int half) {
-        return warp * (Traits::kBlockM / Traits::kWarps) + mi * 16 + lane / 4 + half * 8;
+// Turns raw q.k products into log2-space scores: scale, bias, softcap; hidden ones to -inf.
+template <typename Traits, bool kHasBias, bool kSoftcap>
+__device__ __forceinline__ void apply_score_mod(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
+                                                const u32 (&visible)[Traits::kMTiles], const FwdParams& p,
+                                                const char* bias_g, int bias_size, int m0, int n0, int warp,
+                                                int lane) {
+#pragma unroll
+    for (int mi = 0; mi < Traits::kMTiles; ++mi) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int row = m0 + ThreadRows<Traits>::of(warp, lane, mi, half);
+            const char* bias_row = kHasBias ? bias_g + bias_size * (row * p.bias.stride_row) : nullptr;
+#pragma unroll
+            for (int ni = 0; ni < Traits::kNTiles; ++ni) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    float& x = s[mi][ni][half * 2 + e];
+                    const bool is_visible = (visible[mi] >> (ni * 4 + half * 2 + e)) & 1u;
+                    float t = x * p.qk_scale;
+                    if (kHasBias) {
+                        const int col = n0 + ni * 8 + (lane % 4) * 2 + e;
+                        // Only visible positions are inside both lengths: others must not be read.
+                        t += p.bias_scale * (is_visible ? load_bias(bias_row, col, p.bias.type) : 0.f);
+                    }
+                    if (kSoftcap) t = tanhf(t) * p.softcap_out;
+                    x = is_visible ? t : neg_inf();
+                }
+            }
+        }
     }
-};
+}
 
 template <int kElementType, int kHeadDim>
 __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
@@ -131,51 +157,34 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
         n_end = last_key < 0 ? 0 : min(n_tiles, last_key / kBlockN + 1);
     }
     int computed = 0;
-    int skipped = n_tiles - n_end;
 
     load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * p.q_strides.seq, m0, Lq);
     cp_async_commit();
 
-    // Bit (ni * 4 + e) of visible[mi] says whether score register s[mi][ni][e] of this thread is
-    // visible: inside both lengths, not causally hidden, and not masked.
-    auto tile_visibility = [&](int n0, u32 (&visible)[kMTiles]) {
-        bool any = false;
-#pragma unroll
-        for (int mi = 0; mi < kMTiles; ++mi) {
-            u32 bits = 0;
-#pragma unroll
-            for (int half = 0; half < 2; ++half) {
-                const int row = m0 + ThreadRows<Traits>::of(warp, lane, mi, half);
-                const u8* mask_row = mask_g == nullptr ? nullptr : mask_g + row * p.mask.stride_row;
-#pragma unroll
-                for (int ni = 0; ni < kNTiles; ++ni) {
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        const int col = n0 + ni * 8 + (lane % 4) * 2 + e;
-                        bool visible = row < Lq && col < Lk && (!p.is_causal || col <= row + causal_shift);
-                        if (visible && mask_row != nullptr) visible = __ldg(mask_row + col) != 0;
-                        bits |= static_cast<u32>(visible) << (ni * 4 + half * 2 + e);
-                    }
-                }
-            }
-            visible[mi] = bits;
-            any |= bits != 0;
-        }
-        return __syncthreads_or(any) != 0;
-    };
-    auto next_visible_tile = [&](int n, u32 (&visible)[kMTiles]) {
-        for (; n < n_end; ++n) {
-            if (tile_visibility(n * kBlockN, visible)) return n;
-            ++skipped;
+    // Without a mask every tile below n_end holds a visible pair; with one, the occupancy bitmap
+    // row of this query tile says which do.
+    const u32* occupancy = mask_g == nullptr
+        ? nullptr
+        : p.occupancy + ((static_cast<i64>(p.mask.batches == 1 ? 0 : batch) * p.mask.heads +
+                          (p.mask.heads == 1 ? 0 : head / p.mask.head_group)) * gridDim.x + blockIdx.x) *
+                            occupancy_words(n_tiles);
+    auto next_tile = [&](int n) {  // first tile >= n holding a visible pair, else n_end
+        if (occupancy == nullptr) return min(n, n_end);
+        while (n < n_end) {
+            const u32 word = __ldg(occupancy + n / 32) >> (n % 32);
+            if (word != 0) return min(n + __ffs(word) - 1, n_end);
+            n = (n / 32 + 1) * 32;
         }
         return n_end;
     };
 
-    u32 visible[kMTiles];
-    int n = next_visible_tile(0, visible);
+    const TileVisibility<Traits> visibility{p, mask_g, m0, warp, lane};
+    u32 mask_raw[TileVisibility<Traits>::kMaskRegs];
+    int n = next_tile(0);
     if (n < n_end) {
         load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n * kBlockN, Lk);
         cp_async_commit();
+        visibility.load_mask(n * kBlockN, mask_raw);
     }
 
     float acc_o[kMTiles][kDTiles][4];
@@ -196,6 +205,10 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
         const int n0 = n * kBlockN;
         load_tile_async<Traits, kBlockN>(sV, v_g, 2 * p.v_strides.seq, n0, Lk);
         cp_async_commit();
+        u32 visible[kMTiles];
+        visibility.compute(n0, mask_raw, visible);
+        const int n_next = next_tile(n + 1);
+        if (n_next < n_end) visibility.load_mask(n_next * kBlockN, mask_raw);
 
         // S = Q K^T for this warp's rows.
         float s[kMTiles][kNTiles][4];
@@ -224,30 +237,21 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
             }
         }
 
-        // Scores to log2 space with bias and softcap; hidden ones to -inf; online softmax.
+        // Scores to log2 space with bias and softcap, hidden ones to -inf (one straight-line
+        // variant per feature set: per-element branches would serialise the warp), then online softmax.
+        if (bias_g == nullptr)
+            if (p.softcap_out == 0.f) apply_score_mod<Traits, false, false>(s, visible, p, nullptr, bias_size, m0, n0, warp, lane);
+            else apply_score_mod<Traits, false, true>(s, visible, p, nullptr, bias_size, m0, n0, warp, lane);
+        else if (p.softcap_out == 0.f) apply_score_mod<Traits, true, false>(s, visible, p, bias_g, bias_size, m0, n0, warp, lane);
+        else apply_score_mod<Traits, true, true>(s, visible, p, bias_g, bias_size, m0, n0, warp, lane);
 #pragma unroll
         for (int mi = 0; mi < kMTiles; ++mi) {
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
-                const int row = m0 + ThreadRows<Traits>::of(warp, lane, mi, half);
-                const char* bias_row = bias_g == nullptr ? nullptr : bias_g + bias_size * (row * p.bias.stride_row);
                 float tile_max = neg_inf();
 #pragma unroll
-                for (int ni = 0; ni < kNTiles; ++ni) {
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        float& x = s[mi][ni][half * 2 + e];
-                        if ((visible[mi] >> (ni * 4 + half * 2 + e)) & 1u) {
-                            float t = x * p.qk_scale;
-                            if (bias_row != nullptr)
-                                t += p.bias_scale * load_bias(bias_row, n0 + ni * 8 + (lane % 4) * 2 + e, p.bias.type);
-                            x = p.softcap_out != 0.f ? tanhf(t) * p.softcap_out : t;
-                        } else {
-                            x = neg_inf();
-                        }
-                        tile_max = fmaxf(tile_max, x);
-                    }
-                }
+                for (int ni = 0; ni < kNTiles; ++ni)
+                    tile_max = fmaxf(tile_max, fmaxf(s[mi][ni][half * 2], s[mi][ni][half * 2 + 1]));
                 tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
                 tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
                 const float new_max = fmaxf(row_max[mi][half], tile_max);
@@ -272,10 +276,6 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
                 }
             }
         }
-
-        // Decide the next tile while V is in flight.
-        u32 next_visible[kMTiles];
-        const int n_next = next_visible_tile(n + 1, next_visible);
 
         cp_async_wait<0>();
         __syncthreads();  // V landed; every warp is done reading K
@@ -312,8 +312,6 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
         cp_async_wait<0>();
         __syncthreads();  // next K landed; every warp is done reading V
         n = n_next;
-#pragma unroll
-        for (int mi = 0; mi < kMTiles; ++mi) visible[mi] = next_visible[mi];
     }
 
     // Epilogue: normalise, write O (zeros on empty rows) and LSE (natural log; -inf on empty rows).
@@ -340,7 +338,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
 
     if (p.tile_stats != nullptr && threadIdx.x == 0) {
         atomicAdd(p.tile_stats, static_cast<u64>(computed));
-        atomicAdd(p.tile_stats + 1, static_cast<u64>(skipped));
+        atomicAdd(p.tile_stats + 1, static_cast<u64>(n_tiles - computed));
     }
 }
 

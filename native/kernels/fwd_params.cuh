@@ -13,6 +13,8 @@ struct BroadcastOperand {
     long long stride_head;   // per query head group; 0 where broadcast
     long long stride_row;    // 0 where broadcast over queries
     int head_group;          // query head h reads head h / head_group
+    int batches;             // distinct batches (1 where broadcast)
+    int heads;               // distinct heads (1 where broadcast)
     int type;                // DType of the bias; unused for the mask
 };
 
@@ -29,6 +31,10 @@ struct FwdParams {
 
     BroadcastOperand mask;   // [B|1, Hq|Hkv|1, Lq|1, Lk] u8, nonzero = visible
     BroadcastOperand bias;   // [B|1, Hq|Hkv|1, Lq|1, Lk]
+
+    // With a mask: one bit per (query tile, key tile), set where the tile holds a visible pair;
+    // written by tile_occupancy_kernel, read by the forward kernel. Layout in tile_occupancy.cuh.
+    unsigned int* occupancy;
 
     float* lse;              // [B, Hq, Lq] or nullptr
     unsigned long long* tile_stats;  // [2]: computed, skipped; or nullptr

@@ -62,6 +62,13 @@ fdma_status fdma_fwd_tile_shape(int32_t head_dim, int32_t dtype, int32_t* block_
     });
 }
 
+fdma_status fdma_fwd_workspace_size(const fdma_fwd_params* params, uint64_t* bytes) {
+    return guarded([&] {
+        if (bytes == nullptr) return fdma::fail(FDMA_STATUS_INVALID_ARGUMENT, "bytes is null");
+        return fdma::fwd_workspace_bytes(params, *bytes);
+    });
+}
+
 void fdma_fwd_params_init(fdma_fwd_params* params) {
     if (params == nullptr) return;
     *params = fdma_fwd_params{};
@@ -77,9 +84,20 @@ fdma_status fdma_fwd(const fdma_fwd_params* params) {
             const cudaError_t err = cudaMemsetAsync(params->tile_stats, 0, 2 * sizeof(uint64_t), stream);
             if (err != cudaSuccess) return fdma::fail_cuda(err, "clearing tile_stats");
         }
+        uint64_t scratch_bytes = 0;
+        fdma::fwd_workspace_bytes(params, scratch_bytes);
+        void* scratch = params->workspace;
+        const bool owns_scratch = scratch_bytes > 0 && scratch == nullptr;
+        if (owns_scratch) {
+            const cudaError_t err = cudaMallocAsync(&scratch, scratch_bytes, stream);
+            if (err != cudaSuccess) return fdma::fail_cuda(err, "allocating the forward's scratch");
+        }
+        kernel_params.occupancy = static_cast<unsigned int*>(scratch);
         const cudaError_t err =
             fdma::dispatch_fwd(kernel_params, params->dtype, params->head_dim, params->batch, stream);
+        const cudaError_t free_err = owns_scratch ? cudaFreeAsync(scratch, stream) : cudaSuccess;
         if (err != cudaSuccess) return fdma::fail_cuda(err, "launching the forward kernel");
+        if (free_err != cudaSuccess) return fdma::fail_cuda(free_err, "freeing the forward's scratch");
         return FDMA_STATUS_SUCCESS;
     });
 }

@@ -149,14 +149,14 @@ fdma_status check_broadcast(const fdma_broadcast_tensor& t, const char* field, c
     out.stride_row = strides[2];
     // heads == heads_q: one per query head; heads == heads_kv: one per group of query heads.
     out.head_group = (t.heads == p.heads_q || t.heads == 1) ? 1 : p.heads_q / p.heads_kv;
+    out.batches = t.batch;
+    out.heads = t.heads;
     out.type = is_bias ? t.dtype : 0;
     extent = {static_cast<const char*>(t.data), static_cast<const char*>(t.data) + element_size * elements, field};
     return check_device_pointer(t.data, (name + ".data").c_str());
 }
 
-}  // namespace
-
-fdma_status make_fwd_params(const fdma_fwd_params* in, FwdParams& out) {
+fdma_status check_shape(const fdma_fwd_params* in) {
     if (in == nullptr) return fail(FDMA_STATUS_INVALID_ARGUMENT, "params is null");
     const fdma_fwd_params& p = *in;
     if (p.struct_size != sizeof(fdma_fwd_params))
@@ -185,6 +185,30 @@ fdma_status make_fwd_params(const fdma_fwd_params* in, FwdParams& out) {
     if (p.batch > 65535 || p.heads_q > 65535)
         return fail(FDMA_STATUS_UNSUPPORTED, "params.batch and params.heads_q must be <= 65535; got " + str(p.batch) +
                                                  " and " + str(p.heads_q));
+    if (p.mask.data != nullptr && static_cast<long long>(p.mask.batch) * p.mask.heads > 65535)
+        return fail(FDMA_STATUS_UNSUPPORTED, "params.mask.batch * params.mask.heads must be <= 65535");
+    return FDMA_STATUS_SUCCESS;
+}
+
+uint64_t workspace_bytes_unchecked(const fdma_fwd_params& p) {
+    if (p.mask.data == nullptr) return 0;
+    const FwdTile tile = fwd_tile(p.head_dim);
+    const uint64_t m_tiles = (p.seqlen_q + tile.block_m - 1) / tile.block_m;
+    const uint64_t n_tiles = (p.seqlen_k + tile.block_n - 1) / tile.block_n;
+    return static_cast<uint64_t>(p.mask.batch) * p.mask.heads * m_tiles * ((n_tiles + 31) / 32) * 4;
+}
+
+}  // namespace
+
+fdma_status fwd_workspace_bytes(const fdma_fwd_params* in, uint64_t& bytes) {
+    if (const fdma_status st = check_shape(in)) return st;
+    bytes = workspace_bytes_unchecked(*in);
+    return FDMA_STATUS_SUCCESS;
+}
+
+fdma_status make_fwd_params(const fdma_fwd_params* in, FwdParams& out) {
+    if (const fdma_status st = check_shape(in)) return st;
+    const fdma_fwd_params& p = *in;
     if (!(std::isfinite(p.softmax_scale) && p.softmax_scale > 0.f))
         return fail(FDMA_STATUS_INVALID_ARGUMENT,
                     "params.softmax_scale must be finite and > 0; got " + std::to_string(p.softmax_scale));
@@ -198,7 +222,7 @@ fdma_status make_fwd_params(const fdma_fwd_params* in, FwdParams& out) {
     if (reinterpret_cast<std::uintptr_t>(p.tile_stats) % 8 != 0)
         return fail(FDMA_STATUS_MISALIGNED, "params.tile_stats must be 8-byte aligned");
 
-    Extent extents[8];
+    Extent extents[9];
     fdma_status st;
     if ((st = check_tensor(p.q, {"q", {p.batch, p.seqlen_q, p.heads_q}, false}, p.head_dim, extents[0])) ||
         (st = check_tensor(p.k, {"k", {p.batch, p.seqlen_k, p.heads_kv}, false}, p.head_dim, extents[1])) ||
@@ -217,8 +241,19 @@ fdma_status make_fwd_params(const fdma_fwd_params* in, FwdParams& out) {
         const char* stats = reinterpret_cast<const char*>(p.tile_stats);
         extents[7] = {stats, stats + 16, "tile_stats", true};
     }
-    for (int w = 0; w < 8; ++w)
-        for (int i = 0; i < 8; ++i)
+    const uint64_t workspace_needed = workspace_bytes_unchecked(p);
+    if (p.workspace != nullptr && workspace_needed > 0) {
+        if (p.workspace_bytes < workspace_needed)
+            return fail(FDMA_STATUS_INVALID_ARGUMENT, "params.workspace_bytes is " + str(p.workspace_bytes) +
+                                                          "; this call needs " + str(workspace_needed));
+        if (reinterpret_cast<std::uintptr_t>(p.workspace) % 16 != 0)
+            return fail(FDMA_STATUS_MISALIGNED, "params.workspace must be 16-byte aligned");
+        if ((st = check_device_pointer(p.workspace, "params.workspace"))) return st;
+        const char* ws = static_cast<const char*>(p.workspace);
+        extents[8] = {ws, ws + workspace_needed, "workspace", true};
+    }
+    for (int w = 0; w < 9; ++w)
+        for (int i = 0; i < 9; ++i)
             if (extents[w].written && i != w && overlaps(extents[w], extents[i]))
                 return fail(FDMA_STATUS_INVALID_ARGUMENT, std::string("params.") + extents[w].name +
                                                               " overlaps params." + extents[i].name);

@@ -6,7 +6,12 @@
 
 namespace fdma {
 
-// On failure returns the status, records the message, and leaves nothing launched.
+// Checks the fields fdma_fwd_workspace_size reads (struct size, shapes, mask shape) and returns
+// the scratch bytes the call needs.
+fdma_status fwd_workspace_bytes(const fdma_fwd_params* params, uint64_t& bytes);
+
+// Checks everything; on failure returns the status, records the message, and leaves nothing
+// launched. out.occupancy is left for the caller to point at the scratch.
 fdma_status make_fwd_params(const fdma_fwd_params* params, FwdParams& out);
 
 }  // namespace fdma

@@ -9,10 +9,17 @@ namespace fdma {
 template <int kElementType, int kHeadDim>
 cudaError_t launch_fwd(const FwdParams& params, int batch, cudaStream_t stream) {
     using Traits = FwdTraits<kHeadDim>;
+    const int m_tiles = (params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM;
+    if (params.mask.data != nullptr) {
+        const int n_tiles = (params.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN;
+        const dim3 grid(m_tiles, occupancy_words(n_tiles), params.mask.batches * params.mask.heads);
+        tile_occupancy_kernel<Traits::kBlockM, Traits::kBlockN><<<grid, kOccupancyThreads, 0, stream>>>(params);
+        if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+    }
     const auto kernel = dmattn_fwd_kernel<kElementType, kHeadDim>;
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes);
     if (err != cudaSuccess) return err;
-    const dim3 grid((params.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, params.heads_q, batch);
+    const dim3 grid(m_tiles, params.heads_q, batch);
     kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(params);
     return cudaGetLastError();
 }

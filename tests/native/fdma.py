@@ -36,13 +36,14 @@ class FwdParams(ctypes.Structure):
                 ("q", Tensor), ("k", Tensor), ("v", Tensor), ("out", Tensor),
                 ("mask", BroadcastTensor), ("bias", BroadcastTensor),
                 ("lse", ctypes.c_void_p), ("softmax_scale", ctypes.c_float), ("softcap", ctypes.c_float),
-                ("is_causal", ctypes.c_int32), ("tile_stats", ctypes.c_void_p), ("stream", ctypes.c_void_p),
+                ("is_causal", ctypes.c_int32), ("tile_stats", ctypes.c_void_p),
+                ("workspace", ctypes.c_void_p), ("workspace_bytes", ctypes.c_uint64), ("stream", ctypes.c_void_p),
                 ("reserved", ctypes.c_uint64 * 4)]
 
 
-def load_library():
+def load_library(path=None):
     repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-    path = os.environ.get("FLASHDMATTN_NATIVE_LIBRARY", os.path.join(repo, "build", "native", "libflash_dmattn.so"))
+    path = path or os.environ.get("FLASHDMATTN_NATIVE_LIBRARY", os.path.join(repo, "build", "native", "libflash_dmattn.so"))
     lib = ctypes.CDLL(path)
     lib.fdma_abi_version.restype = ctypes.c_int32
     lib.fdma_last_error_message.restype = ctypes.c_char_p
@@ -50,6 +51,7 @@ def load_library():
     lib.fdma_fwd.argtypes = [ctypes.POINTER(FwdParams)]
     lib.fdma_fwd.restype = ctypes.c_int32
     lib.fdma_fwd_params_init.argtypes = [ctypes.POINTER(FwdParams)]
+    lib.fdma_fwd_workspace_size.argtypes = [ctypes.POINTER(FwdParams), ctypes.POINTER(ctypes.c_uint64)]
     lib.fdma_fwd_tile_shape.argtypes = [ctypes.c_int32, ctypes.c_int32, ctypes.POINTER(ctypes.c_int32),
                                         ctypes.POINTER(ctypes.c_int32)]
     return lib
@@ -101,13 +103,23 @@ def call(params):
     return status, LIB.fdma_last_error_message().decode()
 
 
-def forward(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False):
+def workspace_size(params):
+    size = ctypes.c_uint64()
+    assert LIB.fdma_fwd_workspace_size(ctypes.byref(params), ctypes.byref(size)) == 0
+    return size.value
+
+
+def forward(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False, own_workspace=False):
     """Runs the kernel on NaN-prefilled outputs; returns (out, lse, (computed, skipped))."""
     b, lq, hq, d = q.shape
     out = torch.full_like(q, float("nan"))
     lse = torch.full((b, hq, lq), float("nan"), device=q.device, dtype=torch.float32)
     stats = torch.full((2,), -1, device=q.device, dtype=torch.int64)
-    status, message = call(make_params(q, k, v, out, mask, bias, lse, scale, softcap, causal, stats))
+    params = make_params(q, k, v, out, mask, bias, lse, scale, softcap, causal, stats)
+    if own_workspace:
+        workspace = torch.full((workspace_size(params) + 16,), 255, dtype=torch.uint8, device=q.device)
+        params.workspace, params.workspace_bytes = workspace.data_ptr(), workspace.numel()
+    status, message = call(params)
     assert status == STATUS_SUCCESS, message
     torch.cuda.synchronize()
     return out, lse, tuple(stats.tolist())

@@ -123,6 +123,29 @@ def test_tile_stats_count_skipped_tiles():
     assert (computed, skipped) == (heads * expected, heads * (m_tiles * n_tiles - expected))
 
 
+def test_tile_stats_with_mask_and_causal():
+    D, dtype = 64, torch.bfloat16
+    bm, bn = fdma.tile_shape(D, dtype)
+    L = 4 * bm
+    q, k, v = (rand(1, L, 1, D, dtype=dtype) for _ in range(3))
+    mask = torch.zeros(1, 1, L, L, dtype=torch.uint8, device="cuda")
+    mask[0, 0, 0, bn + 3] = 1  # above the diagonal: hidden by causality, so tile (0, 1) is empty
+    mask[0, 0, bm + 2, 1] = 1  # below it: tile (1, 0) is computed
+    _, _, stats = fdma.forward(q, k, v, mask=mask, causal=True)
+    m_tiles, n_tiles = L // bm, (L + bn - 1) // bn
+    assert stats == (1, m_tiles * n_tiles - 1)
+    check(q, k, v, mask=mask, causal=True)
+
+
+def test_caller_workspace_gives_identical_bits():
+    q, k, v = (rand(2, 333, 2, 96, dtype=torch.float16) for _ in range(3))
+    mask = (torch.rand(2, 1, 333, 333, device="cuda") < 0.2).to(torch.uint8)
+    bias = rand(2, 2, 1, 333, dtype=torch.float16)
+    a = fdma.forward(q, k, v, mask=mask, bias=bias, causal=True)
+    b = fdma.forward(q, k, v, mask=mask, bias=bias, causal=True, own_workspace=True)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
+
+
 def test_sparse_mask_long():
     L = 2048
     q, k, v = (rand(1, L, 2, 128, dtype=torch.bfloat16) for _ in range(3))
@@ -172,6 +195,9 @@ BAD_CALLS = [
      fdma.STATUS_INVALID_ARGUMENT, "bias.heads"),
     ("lse misaligned", lambda p, t: setattr(p, "lse", p.lse + 2), fdma.STATUS_MISALIGNED, "lse"),
     ("stride overflow", lambda p, t: setattr(p.k, "stride_batch", 2**62), fdma.STATUS_INVALID_ARGUMENT, "2^62"),
+    ("workspace too small", lambda p, t: (setattr(p, "mask", fdma.as_broadcast(t["mask"][None, None])),
+                                          setattr(p, "workspace", t["bias"].data_ptr()), setattr(p, "workspace_bytes", 1)),
+     fdma.STATUS_INVALID_ARGUMENT, "workspace_bytes"),
 ]
 
 
@@ -185,7 +211,7 @@ def test_bad_call_is_refused_and_writes_nothing(name, corrupt, status, word):
         v = rand(2, 40, 2, 64, dtype=torch.float16)
     extras = {"host": torch.ones(1, 40, 2, 64, dtype=torch.float16).pin_memory() if name != "host pointer"
               else torch.ones(1, 40, 2, 64, dtype=torch.float16),
-              "mask": torch.ones(1, 1, 40, 40, dtype=torch.uint8, device="cuda"),
+              "mask": torch.ones(40, 40, dtype=torch.uint8, device="cuda"),
               "bias": torch.ones(1, 1, 1, 40, device="cuda")}
     params = fdma.make_params(q, k, v, out, lse=lse)
     corrupt(params, extras)
