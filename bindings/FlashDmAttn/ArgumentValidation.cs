@@ -1,0 +1,289 @@
+namespace FlashDmAttn;
+
+// Every argument check of the forward pass, shared by the device-pointer API, the Span API and the CPU reference,
+// so that all three refuse the same calls with the same messages, before any native call, allocation or copy.
+internal static class ArgumentValidation
+{
+    private static readonly int[] SupportedHeadDims = [32, 64, 96, 128, 192, 256];
+
+    // The kernel reads Q, K, V and writes O in 16-byte vectors along the head dimension.
+    private const int TensorAlignment = 16;
+    private const int TensorStrideMultiple = 8;
+
+    public static ScalarType ScalarTypeOf<T>() where T : unmanaged =>
+        typeof(T) == typeof(Half) ? ScalarType.Float16
+        : typeof(T) == typeof(BFloat16) ? ScalarType.BFloat16
+        : throw new ArgumentException($"T must be {typeof(Half)} or {typeof(BFloat16)}; got {typeof(T)}.", nameof(T));
+
+    public static void ValidateShape(AttentionShape shape, string name)
+    {
+        ThrowIfLessThanOne(shape.Batch, $"{name}.{nameof(shape.Batch)}");
+        ThrowIfLessThanOne(shape.SeqLenQ, $"{name}.{nameof(shape.SeqLenQ)}");
+        ThrowIfLessThanOne(shape.SeqLenK, $"{name}.{nameof(shape.SeqLenK)}");
+        ThrowIfLessThanOne(shape.HeadsQ, $"{name}.{nameof(shape.HeadsQ)}");
+        ThrowIfLessThanOne(shape.HeadsKv, $"{name}.{nameof(shape.HeadsKv)}");
+        ValidateHeadDim(shape.HeadDim, $"{name}.{nameof(shape.HeadDim)}");
+        if (shape.HeadsQ % shape.HeadsKv != 0)
+        {
+            throw new ArgumentException(
+                $"{name}.HeadsQ must be a multiple of {name}.HeadsKv ({shape.HeadsKv}); got {shape.HeadsQ}.", name);
+        }
+
+        try
+        {
+            _ = shape.QElements;
+            _ = shape.KvElements;
+        }
+        catch (OverflowException)
+        {
+            throw new ArgumentOutOfRangeException(name, $"{name} must have at most {long.MaxValue} elements per tensor; got {shape}.");
+        }
+    }
+
+    public static void ValidateHeadDim(int headDim, string name)
+    {
+        if (Array.IndexOf(SupportedHeadDims, headDim) < 0)
+            throw new ArgumentOutOfRangeException(name, $"{name} must be one of {string.Join(", ", SupportedHeadDims)}; got {headDim}.");
+    }
+
+    public static void ValidateTensorDType(ScalarType dtype, string name)
+    {
+        if (dtype is not (ScalarType.Float16 or ScalarType.BFloat16))
+            throw new ArgumentOutOfRangeException(name, $"{name} must be {ScalarType.Float16} or {ScalarType.BFloat16}; got {dtype}.");
+    }
+
+    public static void ValidateOptions(AttentionOptions? options)
+    {
+        if (options is null)
+            return;
+        if (options.SoftmaxScale is float scale && !(float.IsFinite(scale) && scale > 0))
+        {
+            throw new ArgumentOutOfRangeException(nameof(options),
+                $"options.SoftmaxScale must be null or finite and greater than 0; got {scale}.");
+        }
+
+        if (!(float.IsFinite(options.Softcap) && options.Softcap >= 0))
+        {
+            throw new ArgumentOutOfRangeException(nameof(options),
+                $"options.Softcap must be finite and >= 0 (0 = off); got {options.Softcap}.");
+        }
+    }
+
+    public static void ValidateBroadcastShape(BroadcastShape broadcast, AttentionShape shape, string name)
+    {
+        if (broadcast.Batch != 1 && broadcast.Batch != shape.Batch)
+            throw new ArgumentOutOfRangeException(name, $"{name}.Batch must be 1 or Batch ({shape.Batch}); got {broadcast.Batch}.");
+        if (broadcast.Heads != 1 && broadcast.Heads != shape.HeadsKv && broadcast.Heads != shape.HeadsQ)
+        {
+            throw new ArgumentOutOfRangeException(name,
+                $"{name}.Heads must be 1, HeadsKv ({shape.HeadsKv}) or HeadsQ ({shape.HeadsQ}); got {broadcast.Heads}.");
+        }
+
+        if (broadcast.Rows != 1 && broadcast.Rows != shape.SeqLenQ)
+            throw new ArgumentOutOfRangeException(name, $"{name}.Rows must be 1 or SeqLenQ ({shape.SeqLenQ}); got {broadcast.Rows}.");
+    }
+
+    public static unsafe void ValidateHostForward<T, TLse>(
+        AttentionShape shape,
+        ReadOnlySpan<T> q,
+        ReadOnlySpan<T> k,
+        ReadOnlySpan<T> v,
+        ReadOnlySpan<T> output,
+        AttentionOptions? options,
+        BroadcastOperand mask,
+        BroadcastOperand bias,
+        ReadOnlySpan<TLse> lse)
+        where T : unmanaged
+        where TLse : unmanaged
+    {
+        ValidateShape(shape, nameof(shape));
+        ValidateOptions(options);
+        ThrowIfLengthIsNot(q.Length, shape.QElements, "B * Lq * Hq * D", nameof(q));
+        ThrowIfLengthIsNot(k.Length, shape.KvElements, "B * Lk * Hkv * D", nameof(k));
+        ThrowIfLengthIsNot(v.Length, shape.KvElements, "B * Lk * Hkv * D", nameof(v));
+        ThrowIfLengthIsNot(output.Length, shape.QElements, "B * Lq * Hq * D", nameof(output));
+        if (mask.IsPresent)
+            ValidateHostOperand(mask, shape, nameof(mask));
+        if (bias.IsPresent)
+            ValidateHostOperand(bias, shape, nameof(bias));
+        if (!lse.IsEmpty)
+            ThrowIfLengthIsNot(lse.Length, shape.LseElements, "B * Hq * Lq, or empty for none", nameof(lse));
+
+        // Pinned so that the addresses compared cannot move between two reads.
+        fixed (T* qStart = q, kStart = k, vStart = v, outputStart = output)
+        fixed (byte* maskStart = &mask.Start, biasStart = &bias.Start)
+        fixed (TLse* lseStart = lse)
+        {
+            ThrowIfOutputOverlaps(
+            [
+                MemoryRange.Of(nameof(q), qStart, (ulong)q.Length * (ulong)sizeof(T), written: false),
+                MemoryRange.Of(nameof(k), kStart, (ulong)k.Length * (ulong)sizeof(T), written: false),
+                MemoryRange.Of(nameof(v), vStart, (ulong)v.Length * (ulong)sizeof(T), written: false),
+                MemoryRange.Of(nameof(mask), maskStart, (ulong)mask.ByteLength, written: false),
+                MemoryRange.Of(nameof(bias), biasStart, (ulong)bias.ByteLength, written: false),
+                MemoryRange.Of(nameof(output), outputStart, (ulong)output.Length * (ulong)sizeof(T), written: true),
+                MemoryRange.Of(nameof(lse), lseStart, (ulong)lse.Length * (ulong)sizeof(TLse), written: true),
+            ]);
+        }
+    }
+
+    public static void ValidateDeviceForward(DeviceForwardArgs args, AttentionOptions? options)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        AttentionShape shape = args.Shape;
+        ValidateShape(shape, "args.Shape");
+        ValidateTensorDType(args.DType, "args.DType");
+        ValidateOptions(options);
+        int elementSize = args.DType.ElementSize();
+        ValidateDeviceTensor(args.Q, "args.Q");
+        ValidateDeviceTensor(args.K, "args.K");
+        ValidateDeviceTensor(args.V, "args.V");
+        ValidateDeviceTensor(args.Output, "args.Output");
+        if (args.Mask is { } mask)
+            ValidateDeviceBroadcast(mask, 1, shape, "args.Mask");
+        if (args.Bias is { } bias)
+        {
+            if (bias.DType is not (ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float32))
+                throw new ArgumentOutOfRangeException("args.Bias", $"args.Bias.DType must be Float16, BFloat16 or Float32; got {bias.DType}.");
+            ValidateDeviceBroadcast(bias, bias.DType.ElementSize(), shape, "args.Bias");
+        }
+
+        ThrowIfMisaligned(args.Lse, sizeof(float), "args.Lse");
+        ThrowIfMisaligned(args.TileStats, sizeof(ulong), "args.TileStats");
+
+        ThrowIfOutputOverlaps(
+        [
+            TensorRange(args.Q, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.Q", written: false),
+            TensorRange(args.K, shape.SeqLenK, shape.HeadsKv, shape, elementSize, "args.K", written: false),
+            TensorRange(args.V, shape.SeqLenK, shape.HeadsKv, shape, elementSize, "args.V", written: false),
+            BroadcastRange(args.Mask, 1, shape, "args.Mask"),
+            BroadcastRange(args.Bias, args.Bias?.DType.ElementSize() ?? 0, shape, "args.Bias"),
+            TensorRange(args.Output, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.Output", written: true),
+            new MemoryRange("args.Lse", unchecked((ulong)args.Lse), args.Lse == 0 ? 0 : (ulong)shape.LseElements * sizeof(float), Written: true),
+            new MemoryRange("args.TileStats", unchecked((ulong)args.TileStats), args.TileStats == 0 ? 0ul : 2 * sizeof(ulong), Written: true),
+        ]);
+    }
+
+    private static void ThrowIfLessThanOne(int value, string name)
+    {
+        if (value < 1)
+            throw new ArgumentOutOfRangeException(name, $"{name} must be >= 1; got {value}.");
+    }
+
+    private static void ThrowIfLengthIsNot(int actual, long expected, string formula, string name)
+    {
+        if (actual != expected)
+            throw new ArgumentException($"{name} must have {expected} elements ({formula}); got {actual}.", name);
+    }
+
+    private static void ValidateHostOperand(BroadcastOperand operand, AttentionShape shape, string name)
+    {
+        ValidateBroadcastShape(operand.Shape, shape, $"{name}.Shape");
+        ThrowIfLengthIsNot(operand.Length, operand.Shape.Elements(shape.SeqLenK), "Shape.Batch * Shape.Heads * Shape.Rows * Lk", name);
+    }
+
+    private static void ValidateDeviceTensor(DeviceTensor tensor, string name)
+    {
+        if (tensor.Pointer == 0)
+            throw new ArgumentNullException(name, $"{name}.Pointer must be a device address; got 0.");
+        ThrowIfMisaligned(tensor.Pointer, TensorAlignment, name);
+        ThrowIfBadTensorStride(tensor.StrideBatch, $"{name}.StrideBatch");
+        ThrowIfBadTensorStride(tensor.StrideSeq, $"{name}.StrideSeq");
+        ThrowIfBadTensorStride(tensor.StrideHead, $"{name}.StrideHead");
+    }
+
+    private static void ThrowIfBadTensorStride(long stride, string name)
+    {
+        if (stride < 0 || stride % TensorStrideMultiple != 0)
+            throw new ArgumentException($"{name} must be a non-negative multiple of {TensorStrideMultiple} elements; got {stride}.", name);
+    }
+
+    private static void ValidateDeviceBroadcast(DeviceBroadcastTensor tensor, int elementSize, AttentionShape shape, string name)
+    {
+        if (tensor.Pointer == 0)
+            throw new ArgumentNullException(name, $"{name}.Pointer must be a device address (use null for none); got 0.");
+        ThrowIfMisaligned(tensor.Pointer, elementSize, name);
+        ValidateBroadcastShape(tensor.Shape, shape, $"{name}.Shape");
+        ThrowIfNegativeStride(tensor.Shape.Batch, tensor.StrideBatch, $"{name}.StrideBatch");
+        ThrowIfNegativeStride(tensor.Shape.Heads, tensor.StrideHead, $"{name}.StrideHead");
+        ThrowIfNegativeStride(tensor.Shape.Rows, tensor.StrideRow, $"{name}.StrideRow");
+    }
+
+    private static void ThrowIfNegativeStride(int size, long stride, string name)
+    {
+        // The stride of a size-1 dimension is never used, so any value is accepted there.
+        if (size > 1 && stride < 0)
+            throw new ArgumentException($"{name} must be >= 0; got {stride}.", name);
+    }
+
+    private static void ThrowIfMisaligned(nint pointer, int alignment, string name)
+    {
+        if (pointer % alignment != 0)
+            throw new ArgumentException($"{name}.Pointer must be {alignment}-byte aligned; got 0x{pointer:x}.", name);
+    }
+
+    private static MemoryRange TensorRange(
+        DeviceTensor tensor, int seqLen, int heads, AttentionShape shape, int elementSize, string name, bool written) =>
+        DeviceRange(
+            name, tensor.Pointer, elementSize, written,
+            (shape.Batch, tensor.StrideBatch), (seqLen, tensor.StrideSeq), (heads, tensor.StrideHead), (shape.HeadDim, 1));
+
+    private static MemoryRange BroadcastRange(DeviceBroadcastTensor? tensor, int elementSize, AttentionShape shape, string name) =>
+        tensor is not { } t
+            ? new MemoryRange(name, 0, 0, Written: false)
+            : DeviceRange(
+                name, t.Pointer, elementSize, written: false,
+                (t.Shape.Batch, t.StrideBatch), (t.Shape.Heads, t.StrideHead), (t.Shape.Rows, t.StrideRow), (shape.SeqLenK, 1));
+
+    // From the first element to one past the last one the strides reach; a conservative range for interleaved layouts.
+    private static MemoryRange DeviceRange(
+        string name, nint pointer, int elementSize, bool written, params ReadOnlySpan<(int Size, long Stride)> dimensions)
+    {
+        ulong start = unchecked((ulong)pointer);
+        try
+        {
+            ulong lastElement = 0;
+            foreach ((int size, long stride) in dimensions)
+            {
+                if (size > 1)
+                    lastElement = checked(lastElement + (ulong)(size - 1) * (ulong)stride);
+            }
+
+            ulong length = checked((lastElement + 1) * (ulong)elementSize);
+            _ = checked(start + length);
+            return new MemoryRange(name, start, length, written);
+        }
+        catch (OverflowException)
+        {
+            throw new ArgumentOutOfRangeException(name, $"{name} must lie within the 64-bit address space; its strides reach past it.");
+        }
+    }
+
+    private static void ThrowIfOutputOverlaps(ReadOnlySpan<MemoryRange> ranges)
+    {
+        foreach (MemoryRange output in ranges)
+        {
+            if (!output.Written)
+                continue;
+            foreach (MemoryRange other in ranges)
+            {
+                if (other.Name != output.Name && output.Overlaps(other))
+                {
+                    throw new ArgumentException(
+                        $"{output.Name} must not overlap {other.Name}; got {output} and {other}.", output.Name);
+                }
+            }
+        }
+    }
+
+    private readonly record struct MemoryRange(string Name, ulong Start, ulong Length, bool Written)
+    {
+        public static unsafe MemoryRange Of(string name, void* start, ulong length, bool written) =>
+            new(name, (ulong)start, length, written);
+
+        public bool Overlaps(MemoryRange other) =>
+            Length > 0 && other.Length > 0 && Start < other.Start + other.Length && other.Start < Start + Length;
+
+        public override string ToString() => $"{Name} at [0x{Start:x}, 0x{Start + Length:x})";
+    }
+}

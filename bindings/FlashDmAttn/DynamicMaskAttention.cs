@@ -1,0 +1,196 @@
+using System.Runtime.CompilerServices;
+
+namespace FlashDmAttn;
+
+/// <summary>
+/// Dynamic Mask Attention forward pass on CUDA: softmax attention restricted by an optional mask and shifted by an
+/// optional bias, skipping whole tiles the mask leaves empty. Two entry points: device pointers for engines that own
+/// their memory, context and stream, and host spans that copy through the GPU for simple use.
+/// </summary>
+public static class DynamicMaskAttention
+{
+    /// <summary>
+    /// Runs the forward pass on tensors already in GPU memory, asynchronously on <paramref name="stream"/>: no
+    /// allocation, no copy, no synchronization, and no context change (the caller's current context is used).
+    /// </summary>
+    /// <param name="args">The tensors and their sizes.</param>
+    /// <param name="options">Scale, softcap and causality; <c>null</c> for the defaults.</param>
+    /// <param name="stream">A <c>CUstream</c>/<c>cudaStream_t</c>; 0 for the legacy default stream.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="args"/> is null, or a required pointer is 0.</exception>
+    /// <exception cref="ArgumentException">
+    /// A shape, type, option, alignment, stride or overlap is invalid, or Q is not CUDA device memory.
+    /// </exception>
+    /// <exception cref="NativeLibraryException">The CUDA driver or the native library is missing, incompatible or has no code for the GPU.</exception>
+    /// <exception cref="CudaException">The CUDA driver failed to initialize.</exception>
+    /// <exception cref="FlashDmAttnException">The native library refused the call or the launch failed.</exception>
+    public static void Forward(DeviceForwardArgs args, AttentionOptions? options = null, nint stream = 0)
+    {
+        ArgumentValidation.ValidateDeviceForward(args, options);
+        FlashDmAttnLibrary.EnsureSupportsDevice(CudaDriver.DeviceOf(args.Q.Pointer, "args.Q"));
+        Launch(args, options, stream);
+    }
+
+    /// <summary>
+    /// Runs the forward pass on host tensors, synchronously: copies the inputs to GPU <paramref name="device"/>,
+    /// runs, and copies the output (and the log-sum-exp if requested) back. Tensors are (B, L, H, D) contiguous.
+    /// On failure nothing is written to <paramref name="output"/> or <paramref name="lse"/>.
+    /// </summary>
+    /// <typeparam name="T"><see cref="Half"/> or <see cref="BFloat16"/>.</typeparam>
+    /// <param name="shape">Batch, sequence lengths, head counts and head dimension.</param>
+    /// <param name="q">Queries, exactly B * Lq * Hq * D elements.</param>
+    /// <param name="k">Keys, exactly B * Lk * Hkv * D elements.</param>
+    /// <param name="v">Values, exactly B * Lk * Hkv * D elements.</param>
+    /// <param name="output">Receives the output, exactly B * Lq * Hq * D elements; must not overlap any other argument.</param>
+    /// <param name="options">Scale, softcap and causality; <c>null</c> for the defaults.</param>
+    /// <param name="mask">Optional mask; <c>default</c> for none.</param>
+    /// <param name="bias">Optional bias; <c>default</c> for none.</param>
+    /// <param name="lse">Empty, or receives the log-sum-exp per (B, Hq, Lq): exactly B * Hq * Lq elements.</param>
+    /// <param name="device">CUDA device ordinal.</param>
+    /// <returns>The numbers of tiles computed and skipped.</returns>
+    /// <exception cref="ArgumentException">An argument is invalid (the message names it), or <typeparamref name="T"/> is not supported.</exception>
+    /// <exception cref="NativeLibraryException">The CUDA driver or the native library is missing, incompatible or has no code for the GPU.</exception>
+    /// <exception cref="CudaException">A CUDA driver call (allocation, copy, synchronization) failed.</exception>
+    /// <exception cref="FlashDmAttnException">The native library refused the call or the kernel failed.</exception>
+    public static TileStats Forward<T>(
+        AttentionShape shape,
+        ReadOnlySpan<T> q,
+        ReadOnlySpan<T> k,
+        ReadOnlySpan<T> v,
+        Span<T> output,
+        AttentionOptions? options = null,
+        MaskInput mask = default,
+        BiasInput bias = default,
+        Span<float> lse = default,
+        int device = 0)
+        where T : unmanaged
+    {
+        ScalarType dtype = ArgumentValidation.ScalarTypeOf<T>();
+        ArgumentValidation.ValidateHostForward<T, float>(shape, q, k, v, output, options, mask.Operand, bias.Operand, lse);
+        ArgumentOutOfRangeException.ThrowIfNegative(device);
+        int deviceCount = CudaDriver.DeviceCount();
+        if (device >= deviceCount)
+            throw new ArgumentOutOfRangeException(nameof(device), $"device must be less than the device count ({deviceCount}); got {device}.");
+        FlashDmAttnLibrary.EnsureSupportsDevice(device);
+
+        using CudaPrimaryContext context = CudaPrimaryContext.Retain(device);
+        using CudaContextScope current = context.Push();
+        using DeviceBuffer qBuffer = DeviceBuffer.FromHost(context, q);
+        using DeviceBuffer kBuffer = DeviceBuffer.FromHost(context, k);
+        using DeviceBuffer vBuffer = DeviceBuffer.FromHost(context, v);
+        using DeviceBuffer outputBuffer = DeviceBuffer.Allocate(context, (long)output.Length * Unsafe.SizeOf<T>());
+        using DeviceBuffer? maskBuffer = mask.IsPresent ? DeviceBuffer.FromHost(context, mask.Operand) : null;
+        using DeviceBuffer? biasBuffer = bias.IsPresent ? DeviceBuffer.FromHost(context, bias.Operand) : null;
+        using DeviceBuffer? lseBuffer = lse.IsEmpty ? null : DeviceBuffer.Allocate(context, (long)lse.Length * sizeof(float));
+        using DeviceBuffer tileStatsBuffer = DeviceBuffer.Allocate(context, 2 * sizeof(ulong));
+
+        var args = new DeviceForwardArgs
+        {
+            Shape = shape,
+            DType = dtype,
+            Q = DeviceTensor.SequenceMajor(qBuffer.Pointer, shape.SeqLenQ, shape.HeadsQ, shape.HeadDim),
+            K = DeviceTensor.SequenceMajor(kBuffer.Pointer, shape.SeqLenK, shape.HeadsKv, shape.HeadDim),
+            V = DeviceTensor.SequenceMajor(vBuffer.Pointer, shape.SeqLenK, shape.HeadsKv, shape.HeadDim),
+            Output = DeviceTensor.SequenceMajor(outputBuffer.Pointer, shape.SeqLenQ, shape.HeadsQ, shape.HeadDim),
+            Mask = maskBuffer is null ? null : DeviceBroadcastTensor.Contiguous(maskBuffer.Pointer, default, mask.Shape, shape.SeqLenK),
+            Bias = biasBuffer is null ? null : DeviceBroadcastTensor.Contiguous(biasBuffer.Pointer, bias.DType, bias.Shape, shape.SeqLenK),
+            Lse = lseBuffer?.Pointer ?? 0,
+            TileStats = tileStatsBuffer.Pointer,
+        };
+        Launch(args, options, stream: 0);
+        CudaDriver.Synchronize();
+
+        Span<ulong> tileStats = stackalloc ulong[2];
+        tileStatsBuffer.CopyTo(tileStats);
+        outputBuffer.CopyTo(output);
+        lseBuffer?.CopyTo(lse);
+        return new TileStats(checked((long)tileStats[0]), checked((long)tileStats[1]));
+    }
+
+    /// <summary>The (query rows, key columns) tile the forward kernel uses for a head dimension and element type.</summary>
+    /// <param name="headDim">32, 64, 96, 128, 192 or 256.</param>
+    /// <param name="dtype"><see cref="ScalarType.Float16"/> or <see cref="ScalarType.BFloat16"/>.</param>
+    /// <returns>BlockM query rows by BlockN key columns.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The head dimension or the type is not supported.</exception>
+    /// <exception cref="NativeLibraryException">The native library is missing or incompatible.</exception>
+    /// <exception cref="FlashDmAttnException">The native library refused the query.</exception>
+    public static (int BlockM, int BlockN) ForwardTileShape(int headDim, ScalarType dtype)
+    {
+        ArgumentValidation.ValidateHeadDim(headDim, nameof(headDim));
+        ArgumentValidation.ValidateTensorDType(dtype, nameof(dtype));
+        FlashDmAttnLibrary.EnsureLoaded();
+        FlashDmAttnLibrary.ThrowIfFailed(
+            Interop.FlashDmAttn.fdma_fwd_tile_shape(headDim, (int)dtype, out int blockM, out int blockN), "fdma_fwd_tile_shape");
+        return (blockM, blockN);
+    }
+
+    /// <summary>
+    /// Whether the CUDA driver loads, initializes and reports at least one device; never throws.
+    /// </summary>
+    /// <param name="reason">Why not (or, when available, how many devices were found).</param>
+    /// <returns>True when GPU calls can run.</returns>
+    public static bool IsCudaAvailable(out string reason)
+    {
+        try
+        {
+            int count = CudaDriver.DeviceCount();
+            reason = count == 0 ? "The CUDA driver reports no device." : $"{count} CUDA device(s) found.";
+            return count > 0;
+        }
+        catch (Exception e) when (e is NativeLibraryException or CudaException)
+        {
+            reason = e.Message;
+            return false;
+        }
+    }
+
+    // Both entry points end here: arguments already validated, the device already checked against the library.
+    private static unsafe void Launch(DeviceForwardArgs args, AttentionOptions? options, nint stream)
+    {
+        AttentionOptions resolved = options ?? AttentionOptions.Default;
+        AttentionShape shape = args.Shape;
+        var parameters = new Interop.FlashDmAttn.FwdParams
+        {
+            StructSize = (uint)sizeof(Interop.FlashDmAttn.FwdParams),
+            DType = (int)args.DType,
+            Batch = shape.Batch,
+            SeqLenQ = shape.SeqLenQ,
+            SeqLenK = shape.SeqLenK,
+            HeadsQ = shape.HeadsQ,
+            HeadsKv = shape.HeadsKv,
+            HeadDim = shape.HeadDim,
+            Q = ToNative(args.Q),
+            K = ToNative(args.K),
+            V = ToNative(args.V),
+            Out = ToNative(args.Output),
+            Mask = ToNative(args.Mask),
+            Bias = ToNative(args.Bias),
+            Lse = args.Lse,
+            SoftmaxScale = resolved.ResolveSoftmaxScale(shape.HeadDim),
+            Softcap = resolved.Softcap,
+            IsCausal = resolved.Causal ? 1 : 0,
+            TileStats = args.TileStats,
+            Stream = stream,
+        };
+        FlashDmAttnLibrary.ThrowIfFailed(Interop.FlashDmAttn.fdma_fwd(&parameters), "fdma_fwd");
+    }
+
+    private static Interop.FlashDmAttn.Tensor ToNative(DeviceTensor tensor) => new()
+    {
+        Data = tensor.Pointer,
+        StrideBatch = tensor.StrideBatch,
+        StrideSeq = tensor.StrideSeq,
+        StrideHead = tensor.StrideHead,
+    };
+
+    private static Interop.FlashDmAttn.BroadcastTensor ToNative(DeviceBroadcastTensor? tensor) => tensor is not { } t ? default : new()
+    {
+        Data = t.Pointer,
+        DType = (int)t.DType,
+        Batch = t.Shape.Batch,
+        Heads = t.Shape.Heads,
+        Rows = t.Shape.Rows,
+        StrideBatch = t.StrideBatch,
+        StrideHead = t.StrideHead,
+        StrideRow = t.StrideRow,
+    };
+}

@@ -1,0 +1,104 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+
+namespace FlashDmAttn;
+
+internal readonly record struct LoadedLibrary(nint Handle, string Location);
+
+// Maps the logical names of Interop.Libraries to files: each library is searched for and loaded once per process,
+// and a failure becomes a NativeLibraryException that lists every place searched.
+internal static class NativeLibraryResolver
+{
+    public const string PathVariable = "FLASHDMATTN_NATIVE_LIBRARY";
+
+    private static readonly Lock RegistrationLock = new();
+    private static bool registered;
+
+    private static readonly Lazy<LoadedLibrary> FlashDmAttnLoader = new(LoadFlashDmAttn);
+    private static readonly Lazy<LoadedLibrary> CudaDriverLoader = new(LoadCudaDriver);
+
+    public static LoadedLibrary FlashDmAttn => FlashDmAttnLoader.Value;
+
+    public static LoadedLibrary CudaDriver => CudaDriverLoader.Value;
+
+    // Called from the static constructor of each Interop class, so before any of their calls binds.
+    public static void Register()
+    {
+        lock (RegistrationLock)
+        {
+            if (registered)
+                return;
+            NativeLibrary.SetDllImportResolver(typeof(NativeLibraryResolver).Assembly, Resolve);
+            registered = true;
+        }
+    }
+
+    private static nint Resolve(string libraryName, Assembly assembly, DllImportSearchPath? searchPath) => libraryName switch
+    {
+        Interop.Libraries.FlashDmAttn => FlashDmAttn.Handle,
+        Interop.Libraries.CudaDriver => CudaDriver.Handle,
+        _ => 0,
+    };
+
+    private static LoadedLibrary LoadFlashDmAttn()
+    {
+        string fileName = Interop.Libraries.FlashDmAttnFileName;
+        string? overridePath = Environment.GetEnvironmentVariable(PathVariable);
+        if (!string.IsNullOrEmpty(overridePath))
+        {
+            // An explicit path is never second-guessed by a search that could find another build.
+            return TryLoad(overridePath, out string? error)
+                ?? throw new NativeLibraryException($"{PathVariable} names '{overridePath}', which could not be loaded: {error}");
+        }
+
+        var searched = new List<string> { $"{PathVariable}: not set" };
+        string assemblyDirectory = Path.GetDirectoryName(typeof(NativeLibraryResolver).Assembly.Location) is { Length: > 0 } directory
+            ? directory
+            : AppContext.BaseDirectory;
+        string[] candidates =
+        [
+            Path.Combine(assemblyDirectory, fileName),
+            Path.Combine(assemblyDirectory, "runtimes", RuntimeInformation.RuntimeIdentifier, "native", fileName),
+        ];
+        foreach (string candidate in candidates)
+        {
+            if (!File.Exists(candidate))
+            {
+                searched.Add($"{candidate}: not found");
+                continue;
+            }
+
+            // A file that exists but does not load is reported rather than skipped: it is the build the user meant.
+            return TryLoad(candidate, out string? error)
+                ?? throw new NativeLibraryException(
+                    $"{candidate} was found but could not be loaded: {error} Searched: {string.Join("; ", searched)}.");
+        }
+
+        return TryLoad(fileName, out string? searchError)
+            ?? throw new NativeLibraryException(
+                $"{fileName} was not found. Set {PathVariable} to its full path or place it in {assemblyDirectory}. " +
+                $"Searched: {string.Join("; ", searched)}; the system search for {fileName}: {searchError}");
+    }
+
+    private static LoadedLibrary LoadCudaDriver()
+    {
+        string fileName = Interop.Libraries.CudaDriverFileName;
+        return TryLoad(fileName, out string? error)
+            ?? throw new NativeLibraryException(
+                $"The CUDA driver library {fileName} could not be loaded (is an NVIDIA driver installed?): {error}");
+    }
+
+    private static LoadedLibrary? TryLoad(string pathOrName, out string? error)
+    {
+        try
+        {
+            error = null;
+            return new LoadedLibrary(NativeLibrary.Load(pathOrName), pathOrName);
+        }
+        catch (Exception e) when (e is DllNotFoundException or BadImageFormatException)
+        {
+            error = e.Message;
+            return null;
+        }
+    }
+}
