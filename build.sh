@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Build and test FlashDmAttn.
+#   ./build.sh build          native library (when nvcc exists) and managed code (when the .NET SDK exists)
+#   ./build.sh test [args]    build what can be built (the native library only where a GPU can run it), then run
+#                             the built test executable; extra args go to it (e.g. --treenode-filter
+#                             '/*/*/*/*[Category!=Gpu]'). Needs only the .NET runtime when the test assembly is
+#                             already built (the GPU machine has no SDK).
+#   ./build.sh bench          benchmarks
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+native_dir=build/native
+native_lib=$native_dir/libflash_dmattn.so
+test_dll=artifacts/bin/FlashDmAttn.Tests/release/FlashDmAttn.Tests.dll
+
+# nvcc is often installed without being on PATH.
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
+
+have_nvcc() { command -v nvcc >/dev/null 2>&1; }
+have_gpu() { compgen -G '/dev/nvidia[0-9]*' >/dev/null || { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }; }
+have_dotnet_sdk() { command -v dotnet >/dev/null 2>&1 && [ -n "$(dotnet --list-sdks 2>/dev/null)" ]; }
+
+build_native() {
+  cmake -S . -B "$native_dir" -DCMAKE_BUILD_TYPE=Release
+  cmake --build "$native_dir" -j
+}
+
+build_managed() {
+  dotnet build FlashDmAttn.sln -c Release
+}
+
+build() {
+  if have_nvcc; then build_native; else echo "build.sh: no nvcc: skipping the native library"; fi
+  if have_dotnet_sdk; then build_managed; else echo "build.sh: no .NET SDK: skipping the managed build"; fi
+}
+
+run_tests() {
+  # The native library only serves the GPU tests: build it where they can run (nvcc and a GPU).
+  if have_nvcc && have_gpu; then
+    build_native
+  else
+    echo "build.sh: no nvcc or no GPU: not building the native library (GPU tests will be skipped)"
+  fi
+  if have_dotnet_sdk; then build_managed; else echo "build.sh: no .NET SDK: running the prebuilt tests"; fi
+  if [ ! -f "$test_dll" ]; then
+    echo "build.sh: $test_dll is missing (build it where the .NET SDK is installed)" >&2
+    exit 1
+  fi
+  if [ -z "${FLASHDMATTN_NATIVE_LIBRARY:-}" ] && [ -f "$native_lib" ]; then
+    export FLASHDMATTN_NATIVE_LIBRARY="$PWD/$native_lib"
+  fi
+  echo "build.sh: native library: ${FLASHDMATTN_NATIVE_LIBRARY:-(none: GPU tests will be skipped)}"
+
+  local rc=0
+  log=$(mktemp)
+  trap 'rm -f "$log"' EXIT
+  dotnet "$test_dll" --progress off --ansi off --show-test-results failed,skipped --show-stdout failed "$@" 2>&1 | tee "$log" || rc=$?
+
+  # Microsoft.Testing.Platform ends with a summary: "  total: N", "  failed: N", "  succeeded: N", "  skipped: N".
+  local passed failed skipped
+  passed=$(sed -n 's/^ *succeeded: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+  failed=$(sed -n 's/^ *failed: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+  skipped=$(sed -n 's/^ *skipped: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+  if [ -z "$passed" ] || [ -z "$failed" ] || [ -z "$skipped" ]; then
+    echo "build.sh: no test summary found (test executable exit code $rc)" >&2
+    exit $((rc == 0 ? 1 : rc))
+  fi
+  echo "$passed passed, $failed failed, $skipped skipped"
+  if [ "$failed" -ne 0 ] || [ "$rc" -ne 0 ]; then
+    exit $((rc == 0 ? 1 : rc))
+  fi
+}
+
+verb=${1:-}
+[ $# -gt 0 ] && shift
+case "$verb" in
+  build) build ;;
+  test) run_tests "$@" ;;
+  bench) echo "build.sh: benchmarks arrive with the bench project" ;;
+  *) echo "usage: $0 build | test [test args...] | bench" >&2; exit 2 ;;
+esac
