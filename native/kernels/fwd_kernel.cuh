@@ -161,30 +161,34 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * p.q_strides.seq, m0, Lq);
     cp_async_commit();
 
-    // Without a mask every tile below n_end holds a visible pair; with one, the occupancy bitmap
-    // row of this query tile says which do.
-    const u32* occupancy = mask_g == nullptr
-        ? nullptr
-        : p.occupancy + ((static_cast<i64>(p.mask.batches == 1 ? 0 : batch) * p.mask.heads +
-                          (p.mask.heads == 1 ? 0 : head / p.mask.head_group)) * gridDim.x + blockIdx.x) *
-                            occupancy_words(n_tiles);
+    // Without a mask every tile below n_end holds a visible pair; with one, the bitmap row of
+    // this query tile says which tiles do, and which need no mask bytes (tile_occupancy.cuh).
+    const i64 bitmap_row = mask_g == nullptr
+        ? 0
+        : ((static_cast<i64>(p.mask.batches == 1 ? 0 : batch) * p.mask.heads +
+            (p.mask.heads == 1 ? 0 : head / p.mask.head_group)) * gridDim.x + blockIdx.x) *
+              occupancy_words(n_tiles);
     auto next_tile = [&](int n) {  // first tile >= n holding a visible pair, else n_end
-        if (occupancy == nullptr) return min(n, n_end);
+        if (mask_g == nullptr) return min(n, n_end);
         while (n < n_end) {
-            const u32 word = __ldg(occupancy + n / 32) >> (n % 32);
+            const u32 word = __ldg(p.occupancy + bitmap_row + n / 32) >> (n % 32);
             if (word != 0) return min(n + __ffs(word) - 1, n_end);
             n = (n / 32 + 1) * 32;
         }
         return n_end;
     };
+    auto needs_mask = [&](int n) {
+        return mask_g != nullptr && ((__ldg(p.full_tiles + bitmap_row + n / 32) >> (n % 32)) & 1u) == 0;
+    };
 
     const TileVisibility<Traits> visibility{p, mask_g, m0, warp, lane};
     u32 mask_raw[TileVisibility<Traits>::kMaskRegs];
     int n = next_tile(0);
+    bool use_mask = n < n_end && needs_mask(n);
     if (n < n_end) {
         load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n * kBlockN, Lk);
         cp_async_commit();
-        visibility.load_mask(n * kBlockN, mask_raw);
+        if (use_mask) visibility.load_mask(n * kBlockN, mask_raw);
     }
 
     float acc_o[kMTiles][kDTiles][4];
@@ -206,9 +210,10 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
         load_tile_async<Traits, kBlockN>(sV, v_g, 2 * p.v_strides.seq, n0, Lk);
         cp_async_commit();
         u32 visible[kMTiles];
-        visibility.compute(n0, mask_raw, visible);
+        visibility.compute(n0, use_mask, mask_raw, visible);
         const int n_next = next_tile(n + 1);
-        if (n_next < n_end) visibility.load_mask(n_next * kBlockN, mask_raw);
+        use_mask = n_next < n_end && needs_mask(n_next);
+        if (use_mask) visibility.load_mask(n_next * kBlockN, mask_raw);
 
         // S = Q K^T for this warp's rows.
         float s[kMTiles][kNTiles][4];

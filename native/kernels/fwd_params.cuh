@@ -32,9 +32,10 @@ struct FwdParams {
     BroadcastOperand mask;   // [B|1, Hq|Hkv|1, Lq|1, Lk] u8, nonzero = visible
     BroadcastOperand bias;   // [B|1, Hq|Hkv|1, Lq|1, Lk]
 
-    // With a mask: one bit per (query tile, key tile), set where the tile holds a visible pair;
-    // written by tile_occupancy_kernel, read by the forward kernel. Layout in tile_occupancy.cuh.
+    // With a mask: bitmaps of one bit per (query tile, key tile), written by
+    // tile_occupancy_kernel and read by the forward kernel (meaning and layout there).
     unsigned int* occupancy;
+    unsigned int* full_tiles;
 
     float* lse;              // [B, Hq, Lq] or nullptr
     unsigned long long* tile_stats;  // [2]: computed, skipped; or nullptr

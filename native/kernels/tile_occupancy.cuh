@@ -1,7 +1,10 @@
-// Pre-pass over the mask: one bit per (query tile, key tile) pair saying whether any pair in it
-// is visible (mask, causal and both lengths applied). The forward kernel then walks the set bits
-// and never reads K, V, bias or the mask of an empty tile. Reading the mask once here, fully
-// parallel, costs what one pass over it costs at memory speed.
+// Pre-pass over the mask: two bits per (query tile, key tile), with mask, causality and both
+// lengths applied:
+//   occupied: some pair of the tile is visible (the forward visits only these tiles);
+//   full:     every in-range, causally visible pair is unmasked (the forward then skips the
+//             tile's mask bytes and keeps only the causal and length bounds).
+// The forward never reads K, V, bias or mask bytes of an empty tile. Reading the mask once here,
+// with every SM, costs what one pass over it costs at memory speed.
 // Device-only, no host headers.
 #pragma once
 
@@ -16,13 +19,27 @@ constexpr int kOccupancyTilesPerWarp = 4;  // 8 warps x 4 tiles = one 32-bit wor
 // Words of the bitmap row of one query tile.
 __host__ __device__ constexpr int occupancy_words(int n_tiles) { return (n_tiles + 31) / 32; }
 
-// Grid: (query tiles, bitmap words, mask batches x mask heads). Bitmap layout:
-// [mask batches][mask heads][query tiles][words], tile n at bit n % 32 of word n / 32.
+// 0xff in each of the first `count` bytes (count clamped to [0, 4]).
+__device__ __forceinline__ u32 first_bytes(int count) {
+    return count >= 4 ? 0xffffffffu : count <= 0 ? 0u : (1u << (8 * count)) - 1u;
+}
+
+// Folds up to four mask bytes into (any visible, all visible); `selected` marks with 0xff the
+// bytes whose pairs are in range and causally visible.
+__device__ __forceinline__ void fold(u32 bytes, u32 selected, bool& any, bool& all) {
+    any |= (bytes & selected) != 0;
+    const u32 x = bytes | ~selected;                    // unselected bytes count as nonzero
+    all &= ((x - 0x01010101u) & ~x & 0x80808080u) == 0;  // no zero byte
+}
+
+// Grid: (query tiles, bitmap words, mask batches x mask heads). Each bitmap has the layout
+// [mask batches][mask heads][query tiles][words], tile n at bit n % 32 of word n / 32; the full
+// bitmap follows the occupied one.
 template <int kBlockM, int kBlockN>
 __global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const FwdParams p) {
-    static_assert(kBlockN == 64, "one lane covers two neighbouring keys of a tile");
-    __shared__ u32 word;
-    if (threadIdx.x == 0) word = 0;
+    static_assert(kBlockN == 64, "a warp row covers 64 keys: 32 lanes x 2, or 16 lanes x 16 bytes x 4 tiles");
+    __shared__ u32 occupied_word, full_word;
+    if (threadIdx.x == 0) occupied_word = full_word = 0;
     __syncthreads();
 
     const int m_tile = blockIdx.x;
@@ -36,37 +53,73 @@ __global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const
     const int last_row = min(m0 + kBlockM, Lq) - 1;
     const u8* mask = static_cast<const u8*>(p.mask.data) + (bh / p.mask.heads) * p.mask.stride_batch +
                      (bh % p.mask.heads) * p.mask.stride_head;
-    const bool paired = ((reinterpret_cast<u64>(mask) | static_cast<u64>(p.mask.stride_row)) & 1) == 0;
+    // Last key row r can see: the causal bound, clamped to the keys that exist.
+    auto last_key = [&](int r) { return p.is_causal ? min(Lk - 1, r + shift) : Lk - 1; };
+    const int warp_tile0 = blockIdx.y * 32 + warp * kOccupancyTilesPerWarp;
 
-    u32 bits = 0;
-#pragma unroll 1
-    for (int t = 0; t < kOccupancyTilesPerWarp; ++t) {
-        const int n_tile = (blockIdx.y * 32) + warp * kOccupancyTilesPerWarp + t;
-        const int n0 = n_tile * kBlockN;
-        if (n0 >= Lk || (p.is_causal && n0 > last_row + shift)) continue;  // warp-uniform
-        const int col = n0 + 2 * lane;
-        // Rows from which each of the two keys is causally visible.
-        const int first_row0 = p.is_causal ? col - shift : 0;
-        const int first_row1 = p.is_causal ? col + 1 - shift : 0;
-        bool any = false;
-#pragma unroll 8
-        for (int r = m0; r <= last_row; ++r) {
-            const u8* row = mask + r * p.mask.stride_row;
-            const bool in0 = col < Lk && r >= first_row0;
-            const bool in1 = col + 1 < Lk && r >= first_row1;
-            u32 pair;
-            if (paired && col + 1 < Lk) {
-                pair = (in0 | in1) ? __ldg(reinterpret_cast<const u16*>(row + col)) : 0u;
-            } else {
-                pair = (in0 ? __ldg(row + col) : 0u) | (in1 ? static_cast<u32>(__ldg(row + col + 1)) << 8 : 0u);
+    u32 occupied_bits = 0, full_bits = 0;
+    if (((reinterpret_cast<u64>(mask) | static_cast<u64>(p.mask.stride_row)) & 15) == 0) {
+        // 16-byte loads: lane = (row parity, 16-key chunk of the warp's 4 tiles).
+        const int c = warp_tile0 * kBlockN + (lane % 16) * 16;
+        bool any = false, all = true;
+#pragma unroll 4
+        for (int r = m0 + lane / 16; r <= last_row; r += 2) {
+            const int limit = last_key(r);
+            if (c > limit) continue;
+            const u8* src = mask + r * p.mask.stride_row + c;
+            u32 w[4];
+            if (c + 16 <= Lk) {
+                const uint4 v = __ldg(reinterpret_cast<const uint4*>(src));
+                w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
+            } else {  // the row's last, partial chunk: no read past Lk
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    w[i] = 0;
+#pragma unroll
+                    for (int b = 0; b < 4; ++b)
+                        if (c + 4 * i + b < Lk) w[i] |= static_cast<u32>(__ldg(src + 4 * i + b)) << (8 * b);
+                }
             }
-            any |= (in0 && (pair & 0xffu)) || (in1 && (pair >> 8));
+#pragma unroll
+            for (int i = 0; i < 4; ++i) fold(w[i], first_bytes(limit - (c + 4 * i) + 1), any, all);
         }
-        if (__any_sync(0xffffffffu, any)) bits |= 1u << (warp * kOccupancyTilesPerWarp + t);
+        const u32 any_lanes = __ballot_sync(0xffffffffu, any);
+        const u32 partial_lanes = __ballot_sync(0xffffffffu, !all);
+#pragma unroll
+        for (int t = 0; t < kOccupancyTilesPerWarp; ++t) {
+            const u32 tile_lanes = (0xfu << (4 * t)) | (0xfu << (16 + 4 * t));
+            const u32 bit = 1u << (warp * kOccupancyTilesPerWarp + t);
+            if (any_lanes & tile_lanes) occupied_bits |= bit;
+            if (!(partial_lanes & tile_lanes)) full_bits |= bit;
+        }
+    } else {
+        // Unaligned mask: lane = two neighbouring keys of one tile, tiles in turn.
+#pragma unroll 1
+        for (int t = 0; t < kOccupancyTilesPerWarp; ++t) {
+            const int c = (warp_tile0 + t) * kBlockN + 2 * lane;
+            bool any = false, all = true;
+#pragma unroll 8
+            for (int r = m0; r <= last_row; ++r) {
+                const int limit = last_key(r);
+                const u8* src = mask + r * p.mask.stride_row + c;
+                const u32 bytes = (c <= limit ? __ldg(src) : 0u) | (c + 1 <= limit ? static_cast<u32>(__ldg(src + 1)) << 8 : 0u);
+                fold(bytes, first_bytes(min(limit - c + 1, 2)), any, all);
+            }
+            const u32 bit = 1u << (warp * kOccupancyTilesPerWarp + t);
+            if (__any_sync(0xffffffffu, any)) occupied_bits |= bit;
+            if (__all_sync(0xffffffffu, all)) full_bits |= bit;
+        }
     }
-    if (lane == 0 && bits != 0) atomicOr(&word, bits);
+    if (lane == 0) {
+        if (occupied_bits) atomicOr(&occupied_word, occupied_bits);
+        if (full_bits) atomicOr(&full_word, full_bits);
+    }
     __syncthreads();
-    if (threadIdx.x == 0) p.occupancy[(static_cast<i64>(bh) * gridDim.x + m_tile) * gridDim.y + blockIdx.y] = word;
+    if (threadIdx.x == 0) {
+        const i64 index = (static_cast<i64>(bh) * gridDim.x + m_tile) * gridDim.y + blockIdx.y;
+        p.occupancy[index] = occupied_word;
+        p.full_tiles[index] = full_word;
+    }
 }
 
 }  // namespace fdma

@@ -31,7 +31,6 @@ struct TileVisibility {
     // Issues this thread's mask loads for the tile at n0; called a tile ahead, so that their
     // latency hides behind the current tile's math.
     __device__ __forceinline__ void load_mask(int n0, u32 (&raw)[kMaskRegs]) const {
-        if (mask == nullptr) return;
         const int Lq = p.seqlen_q;
         const int Lk = p.seqlen_k;
         // Two neighbouring keys in one 16-bit load where the tile's keys are whole and aligned.
@@ -65,14 +64,15 @@ struct TileVisibility {
     }
 
     // Sets bit (ni * 4 + e) of visible[mi] when score register s[mi][ni][e] of this thread is
-    // visible in the tile at n0, given the mask bytes load_mask fetched for it.
-    __device__ __forceinline__ void compute(int n0, const u32 (&raw)[kMaskRegs], u32 (&visible)[Traits::kMTiles]) const {
+    // visible in the tile at n0; with use_mask, given the mask bytes load_mask fetched for it.
+    __device__ __forceinline__ void compute(int n0, bool use_mask, const u32 (&raw)[kMaskRegs],
+                                            u32 (&visible)[Traits::kMTiles]) const {
         const int Lq = p.seqlen_q;
         const int Lk = p.seqlen_k;
         const int shift = Lk - Lq;
         const bool interior = n0 + Traits::kBlockN <= Lk && m0 + Traits::kBlockM <= Lq &&
                               (!p.is_causal || n0 + Traits::kBlockN - 1 <= m0 + shift);
-        if (interior && mask == nullptr) {
+        if (interior && !use_mask) {
 #pragma unroll
             for (int mi = 0; mi < Traits::kMTiles; ++mi) visible[mi] = 0xffffffffu;
             return;
@@ -88,7 +88,7 @@ struct TileVisibility {
                     const int col = n0 + ni * 8 + (lane % 4) * 2;
                     bool v0 = (row < Lq) & (col < Lk) & (!p.is_causal | (col <= row + shift));
                     bool v1 = (row < Lq) & (col + 1 < Lk) & (!p.is_causal | (col + 1 <= row + shift));
-                    if (mask != nullptr) {
+                    if (use_mask) {
                         const u32 r = raw[(mi * 2 + half) * Traits::kNTiles + ni];
                         v0 &= (r & 0xffu) != 0;
                         v1 &= (r >> 8) != 0;

@@ -93,6 +93,7 @@ fdma_status fdma_fwd(const fdma_fwd_params* params) {
             if (err != cudaSuccess) return fdma::fail_cuda(err, "allocating the forward's scratch");
         }
         kernel_params.occupancy = static_cast<unsigned int*>(scratch);
+        if (scratch_bytes > 0) kernel_params.full_tiles = kernel_params.occupancy + fdma::bitmap_words(*params);
         const cudaError_t err =
             fdma::dispatch_fwd(kernel_params, params->dtype, params->head_dim, params->batch, stream);
         const cudaError_t free_err = owns_scratch ? cudaFreeAsync(scratch, stream) : cudaSuccess;

@@ -192,13 +192,17 @@ fdma_status check_shape(const fdma_fwd_params* in) {
 
 uint64_t workspace_bytes_unchecked(const fdma_fwd_params& p) {
     if (p.mask.data == nullptr) return 0;
-    const FwdTile tile = fwd_tile(p.head_dim);
-    const uint64_t m_tiles = (p.seqlen_q + tile.block_m - 1) / tile.block_m;
-    const uint64_t n_tiles = (p.seqlen_k + tile.block_n - 1) / tile.block_n;
-    return static_cast<uint64_t>(p.mask.batch) * p.mask.heads * m_tiles * ((n_tiles + 31) / 32) * 4;
+    return 2 * bitmap_words(p) * sizeof(uint32_t);  // occupied and full bitmaps
 }
 
 }  // namespace
+
+uint64_t bitmap_words(const fdma_fwd_params& p) {
+    const FwdTile tile = fwd_tile(p.head_dim);
+    const uint64_t m_tiles = (p.seqlen_q + tile.block_m - 1) / tile.block_m;
+    const uint64_t n_tiles = (p.seqlen_k + tile.block_n - 1) / tile.block_n;
+    return static_cast<uint64_t>(p.mask.batch) * p.mask.heads * m_tiles * ((n_tiles + 31) / 32);
+}
 
 fdma_status fwd_workspace_bytes(const fdma_fwd_params* in, uint64_t& bytes) {
     if (const fdma_status st = check_shape(in)) return st;

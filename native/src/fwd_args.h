@@ -10,6 +10,9 @@ namespace fdma {
 // the scratch bytes the call needs.
 fdma_status fwd_workspace_bytes(const fdma_fwd_params* params, uint64_t& bytes);
 
+// Words of one tile bitmap (tile_occupancy.cuh) of a call with a mask; shapes already checked.
+uint64_t bitmap_words(const fdma_fwd_params& params);
+
 // Checks everything; on failure returns the status, records the message, and leaves nothing
 // launched. out.occupancy is left for the caller to point at the scratch.
 fdma_status make_fwd_params(const fdma_fwd_params* params, FwdParams& out);

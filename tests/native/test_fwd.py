@@ -137,6 +137,21 @@ def test_tile_stats_with_mask_and_causal():
     check(q, k, v, mask=mask, causal=True)
 
 
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("causal", [False, True])
+def test_full_and_partial_mask_tiles(aligned, causal):
+    # Blocks of ones (full tiles), blocks of zeros (skipped) and random blocks (partial), on a mask
+    # whose rows are 16-byte aligned or not (a view at an odd offset).
+    L = 700
+    q, k, v = (rand(1, L, 2, 64, dtype=torch.float16) for _ in range(3))
+    base = torch.zeros(1, 1, L, L + 1, dtype=torch.uint8, device="cuda")
+    mask = base[..., 1:] if not aligned else torch.zeros(1, 1, L, L, dtype=torch.uint8, device="cuda")
+    mask[..., :300, :] = 1
+    mask[..., 300:500, 100:600] = (torch.rand(200, 500, device="cuda") < 0.5).to(torch.uint8)
+    mask[..., 500:, 650:] = 1
+    check(q, k, v, mask=mask, causal=causal)
+
+
 def test_caller_workspace_gives_identical_bits():
     q, k, v = (rand(2, 333, 2, 96, dtype=torch.float16) for _ in range(3))
     mask = (torch.rand(2, 1, 333, 333, device="cuda") < 0.2).to(torch.uint8)
