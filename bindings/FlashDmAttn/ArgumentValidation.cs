@@ -10,6 +10,9 @@ internal static class ArgumentValidation
     private const int TensorAlignment = 16;
     private const int TensorStrideMultiple = 8;
 
+    // The C ABI's rule for fdma_fwd_params.workspace.
+    private const int WorkspaceAlignment = 16;
+
     public static ScalarType ScalarTypeOf<T>() where T : unmanaged =>
         typeof(T) == typeof(Half) ? ScalarType.Float16
         : typeof(T) == typeof(BFloat16) ? ScalarType.BFloat16
@@ -150,6 +153,7 @@ internal static class ArgumentValidation
 
         ThrowIfMisaligned(args.Lse, sizeof(float), "args.Lse");
         ThrowIfMisaligned(args.TileStats, sizeof(ulong), "args.TileStats");
+        ValidateWorkspace(args.Workspace, args.WorkspaceBytes);
 
         ThrowIfOutputOverlaps(
         [
@@ -159,9 +163,18 @@ internal static class ArgumentValidation
             BroadcastRange(args.Mask, 1, shape, "args.Mask"),
             BroadcastRange(args.Bias, args.Bias?.DType.ElementSize() ?? 0, shape, "args.Bias"),
             TensorRange(args.Output, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.Output", written: true),
-            new MemoryRange("args.Lse", unchecked((ulong)args.Lse), args.Lse == 0 ? 0 : (ulong)shape.LseElements * sizeof(float), Written: true),
-            new MemoryRange("args.TileStats", unchecked((ulong)args.TileStats), args.TileStats == 0 ? 0ul : 2 * sizeof(ulong), Written: true),
+            FlatRange("args.Lse", args.Lse, (ulong)shape.LseElements * sizeof(float)),
+            FlatRange("args.TileStats", args.TileStats, 2 * sizeof(ulong)),
+            FlatRange("args.Workspace", args.Workspace, (ulong)args.WorkspaceBytes),
         ]);
+    }
+
+    public static void ValidateForwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask)
+    {
+        ValidateShape(shape, nameof(shape));
+        ValidateTensorDType(dtype, nameof(dtype));
+        if (mask is { } maskShape)
+            ValidateBroadcastShape(maskShape, shape, nameof(mask));
     }
 
     private static void ThrowIfLessThanOne(int value, string name)
@@ -216,6 +229,19 @@ internal static class ArgumentValidation
             throw new ArgumentException($"{name} must be >= 0; got {stride}.", name);
     }
 
+    private static void ValidateWorkspace(nint workspace, long workspaceBytes)
+    {
+        if (workspaceBytes < 0)
+            throw new ArgumentOutOfRangeException("args.WorkspaceBytes", $"args.WorkspaceBytes must be >= 0; got {workspaceBytes}.");
+        if (workspace != 0 && workspaceBytes == 0)
+        {
+            throw new ArgumentOutOfRangeException("args.WorkspaceBytes",
+                $"args.WorkspaceBytes must be > 0 when args.Workspace is set (0x{workspace:x}); got 0.");
+        }
+
+        ThrowIfMisaligned(workspace, WorkspaceAlignment, "args.Workspace");
+    }
+
     private static void ThrowIfMisaligned(nint pointer, int alignment, string name)
     {
         if (pointer % alignment != 0)
@@ -234,6 +260,17 @@ internal static class ArgumentValidation
             : DeviceRange(
                 name, t.Pointer, elementSize, written: false,
                 (t.Shape.Batch, t.StrideBatch), (t.Shape.Heads, t.StrideHead), (t.Shape.Rows, t.StrideRow), (shape.SeqLenK, 1));
+
+    // Written bytes at an optional pointer: none when it is 0.
+    private static MemoryRange FlatRange(string name, nint pointer, ulong length)
+    {
+        ulong start = unchecked((ulong)pointer);
+        if (pointer == 0)
+            return new MemoryRange(name, 0, 0, Written: true);
+        if (length > ulong.MaxValue - start)
+            throw new ArgumentOutOfRangeException(name, $"{name} must lie within the 64-bit address space; got {length} bytes at 0x{start:x}.");
+        return new MemoryRange(name, start, length, Written: true);
+    }
 
     // From the first element to one past the last one the strides reach; a conservative range for interleaved layouts.
     private static MemoryRange DeviceRange(

@@ -41,4 +41,17 @@ public sealed record DeviceForwardArgs
     /// skipped tile counts (see <see cref="TileStats"/>); 0 for none.
     /// </summary>
     public nint TileStats { get; init; }
+
+    /// <summary>
+    /// Optional device scratch of at least <see cref="DynamicMaskAttention.ForwardWorkspaceSize"/> bytes, 16-byte
+    /// aligned, not overlapping any tensor; 0 lets the library take stream-ordered scratch itself (cudaMallocAsync)
+    /// for the call. Only a call with a mask uses it.
+    /// </summary>
+    public nint Workspace { get; init; }
+
+    /// <summary>
+    /// Bytes at <see cref="Workspace"/>: greater than 0 when it is set (the call is refused when fewer than
+    /// <see cref="DynamicMaskAttention.ForwardWorkspaceSize"/> bytes), ignored when it is 0; never negative.
+    /// </summary>
+    public long WorkspaceBytes { get; init; }
 }

@@ -9,6 +9,9 @@ namespace FlashDmAttn;
 /// </summary>
 public static class DynamicMaskAttention
 {
+    // The mask pointer of a size query: fdma_fwd_workspace_size reads whether it is null, never what it points to.
+    private const nint MaskPresentPlaceholder = 1;
+
     /// <summary>
     /// Runs the forward pass on tensors already in GPU memory, asynchronously on <paramref name="stream"/>: no
     /// allocation, no copy, no synchronization, and no context change (the caller's current context is used).
@@ -124,6 +127,31 @@ public static class DynamicMaskAttention
     }
 
     /// <summary>
+    /// Bytes of device scratch a forward call of this shape, type and mask needs (0 without a mask): the least
+    /// <see cref="DeviceForwardArgs.WorkspaceBytes"/> a caller-provided <see cref="DeviceForwardArgs.Workspace"/> may
+    /// have. Needs no GPU.
+    /// </summary>
+    /// <param name="shape">Batch, sequence lengths, head counts and head dimension.</param>
+    /// <param name="dtype"><see cref="ScalarType.Float16"/> or <see cref="ScalarType.BFloat16"/>.</param>
+    /// <param name="mask">The logical shape of the call's mask; <c>null</c> for none.</param>
+    /// <returns>The scratch size in bytes.</returns>
+    /// <exception cref="ArgumentException">The shape, the type or the mask shape is invalid (the message names it).</exception>
+    /// <exception cref="NativeLibraryException">The native library is missing or incompatible.</exception>
+    /// <exception cref="FlashDmAttnException">The native library refused the query.</exception>
+    public static unsafe long ForwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask)
+    {
+        ArgumentValidation.ValidateForwardWorkspaceSize(shape, dtype, mask);
+        FlashDmAttnLibrary.EnsureLoaded();
+        Interop.FlashDmAttn.FwdParams parameters = NativeParams(shape, dtype);
+        if (mask is { } m)
+            parameters.Mask = new() { Data = MaskPresentPlaceholder, Batch = m.Batch, Heads = m.Heads, Rows = m.Rows };
+
+        FlashDmAttnLibrary.ThrowIfFailed(
+            Interop.FlashDmAttn.fdma_fwd_workspace_size(&parameters, out ulong bytes), "fdma_fwd_workspace_size");
+        return checked((long)bytes);
+    }
+
+    /// <summary>
     /// Whether the CUDA driver loads, initializes and reports at least one device; never throws.
     /// </summary>
     /// <param name="reason">Why not (or, when available, how many devices were found).</param>
@@ -147,32 +175,36 @@ public static class DynamicMaskAttention
     private static unsafe void Launch(DeviceForwardArgs args, AttentionOptions? options, nint stream)
     {
         AttentionOptions resolved = options ?? AttentionOptions.Default;
-        AttentionShape shape = args.Shape;
-        var parameters = new Interop.FlashDmAttn.FwdParams
-        {
-            StructSize = (uint)sizeof(Interop.FlashDmAttn.FwdParams),
-            DType = (int)args.DType,
-            Batch = shape.Batch,
-            SeqLenQ = shape.SeqLenQ,
-            SeqLenK = shape.SeqLenK,
-            HeadsQ = shape.HeadsQ,
-            HeadsKv = shape.HeadsKv,
-            HeadDim = shape.HeadDim,
-            Q = ToNative(args.Q),
-            K = ToNative(args.K),
-            V = ToNative(args.V),
-            Out = ToNative(args.Output),
-            Mask = ToNative(args.Mask),
-            Bias = ToNative(args.Bias),
-            Lse = args.Lse,
-            SoftmaxScale = resolved.ResolveSoftmaxScale(shape.HeadDim),
-            Softcap = resolved.Softcap,
-            IsCausal = resolved.Causal ? 1 : 0,
-            TileStats = args.TileStats,
-            Stream = stream,
-        };
+        Interop.FlashDmAttn.FwdParams parameters = NativeParams(args.Shape, args.DType);
+        parameters.Q = ToNative(args.Q);
+        parameters.K = ToNative(args.K);
+        parameters.V = ToNative(args.V);
+        parameters.Out = ToNative(args.Output);
+        parameters.Mask = ToNative(args.Mask);
+        parameters.Bias = ToNative(args.Bias);
+        parameters.Lse = args.Lse;
+        parameters.SoftmaxScale = resolved.ResolveSoftmaxScale(args.Shape.HeadDim);
+        parameters.Softcap = resolved.Softcap;
+        parameters.IsCausal = resolved.Causal ? 1 : 0;
+        parameters.TileStats = args.TileStats;
+        parameters.Workspace = args.Workspace;
+        parameters.WorkspaceBytes = (ulong)args.WorkspaceBytes;
+        parameters.Stream = stream;
         FlashDmAttnLibrary.ThrowIfFailed(Interop.FlashDmAttn.fdma_fwd(&parameters), "fdma_fwd");
     }
+
+    // The struct size, element type and sizes: what every call into the native forward starts from.
+    private static unsafe Interop.FlashDmAttn.FwdParams NativeParams(AttentionShape shape, ScalarType dtype) => new()
+    {
+        StructSize = (uint)sizeof(Interop.FlashDmAttn.FwdParams),
+        DType = (int)dtype,
+        Batch = shape.Batch,
+        SeqLenQ = shape.SeqLenQ,
+        SeqLenK = shape.SeqLenK,
+        HeadsQ = shape.HeadsQ,
+        HeadsKv = shape.HeadsKv,
+        HeadDim = shape.HeadDim,
+    };
 
     private static Interop.FlashDmAttn.Tensor ToNative(DeviceTensor tensor) => new()
     {

@@ -213,6 +213,16 @@ public class ArgumentValidationTests
         new("TileStatsMisaligned", a => a with { TileStats = Base + 0x200004 }, Invalid, "args.TileStats", "8-byte"),
         new("LseOverlapsOutput", a => a with { Lse = a.Output.Pointer }, Invalid, "args.", "args.Lse", "args.Output"),
         new("SoftcapNegative", a => a, OutOfRange, "options", "Softcap", "-1") { Options = new() { Softcap = -1 } },
+        new("WorkspaceBytesNegative", a => a with { WorkspaceBytes = -1 }, OutOfRange, "args.WorkspaceBytes", "-1"),
+        new("WorkspaceBytesZero", a => a with { Workspace = Base + 0x300000 }, OutOfRange, "args.WorkspaceBytes", "> 0", "0x7f0000300000"),
+        new("WorkspaceMisaligned", a => a with { Workspace = Base + 0x300008, WorkspaceBytes = 64 }, Invalid, "args.Workspace", "16-byte"),
+        new("WorkspaceOverlapsQ", a => a with { Workspace = a.Q.Pointer + 0x100, WorkspaceBytes = 64 }, Invalid, "args.Workspace", "args.Workspace must not overlap args.Q"),
+        new("WorkspaceOverlapsMask", a => a with { Mask = DeviceBroadcastTensor.Contiguous(Base + 0x100000, default, new(1, 1, 5), 7), Workspace = Base + 0x100000 - 16, WorkspaceBytes = 17 },
+            Invalid, "args.Workspace", "args.Workspace must not overlap args.Mask"),
+        new("WorkspaceOverlapsOutput", a => a with { Workspace = a.Output.Pointer - 16, WorkspaceBytes = 32 }, Invalid, "args.", "args.Output", "args.Workspace"),
+        new("WorkspaceOverlapsLse", a => a with { Lse = Base + 0x200000, Workspace = Base + 0x200000 + 144, WorkspaceBytes = 64 }, Invalid, "args.", "args.Lse", "args.Workspace"),
+        new("WorkspacePastTheAddressSpace", a => a with { Workspace = unchecked((nint)0xffff_ffff_ffff_ff00), WorkspaceBytes = 0x100 },
+            OutOfRange, "args.Workspace", "64-bit", "256"),
     }.Select(c => new TestCaseData(c).SetArgDisplayNames(c.Name));
 
     [TestCaseSource(nameof(DeviceCases))]
@@ -224,6 +234,39 @@ public class ArgumentValidationTests
 
         Assert.That(thrown.ParamName, Does.StartWith(c.ParamName));
         foreach (string part in c.MessageParts)
+            Assert.That(thrown.Message, Does.Contain(part));
+    }
+
+    [Test]
+    public void DeviceArgs_WithWorkspaceBesideTheTensorsOrNone_PassValidation()
+    {
+        DeviceForwardArgs args = ValidDeviceArgs();
+        long outputBytes = Valid.QElements * 2;
+
+        Assert.DoesNotThrow(() => ArgumentValidation.ValidateDeviceForward(
+            args with { Workspace = args.Output.Pointer + (nint)outputBytes, WorkspaceBytes = 1 << 20 }, null));
+        Assert.DoesNotThrow(() => ArgumentValidation.ValidateDeviceForward(
+            args with { Workspace = args.Q.Pointer - 4096, WorkspaceBytes = 4096 }, null));
+        Assert.DoesNotThrow(() => ArgumentValidation.ValidateDeviceForward(args with { WorkspaceBytes = 4096 }, null));
+    }
+
+    private static IEnumerable<TestCaseData> WorkspaceSizeCases() => new (string Name, AttentionShape Shape, ScalarType DType, BroadcastShape? Mask, Type Exception, string ParamName, string[] MessageParts)[]
+    {
+        ("HeadDim48", Valid with { HeadDim = 48 }, ScalarType.BFloat16, null, OutOfRange, "shape.HeadDim", ["48"]),
+        ("HeadsQNotAMultipleOfHeadsKv", Valid with { HeadsQ = 6, HeadsKv = 4 }, ScalarType.Float16, null, Invalid, "shape", ["HeadsKv", "6"]),
+        ("DTypeFloat32", Valid, ScalarType.Float32, new(1, 1, 1), OutOfRange, "dtype", ["Float32"]),
+        ("MaskHeads3", Valid, ScalarType.Float16, new(1, 3, 1), OutOfRange, "mask", ["mask.Heads", "3"]),
+        ("MaskRows4", Valid, ScalarType.BFloat16, new(2, 2, 4), OutOfRange, "mask", ["mask.Rows", "4"]),
+    }.Select(c => new TestCaseData(c.Shape, c.DType, c.Mask, c.Exception, c.ParamName, c.MessageParts).SetArgDisplayNames(c.Name));
+
+    [TestCaseSource(nameof(WorkspaceSizeCases))]
+    public void ForwardWorkspaceSize_RefusesInvalidArgumentsBeforeAnyNativeCall(
+        AttentionShape shape, ScalarType dtype, BroadcastShape? mask, Type exception, string paramName, string[] messageParts)
+    {
+        var thrown = (ArgumentException)Assert.Throws(exception, () => DynamicMaskAttention.ForwardWorkspaceSize(shape, dtype, mask))!;
+
+        Assert.That(thrown.ParamName, Is.EqualTo(paramName));
+        foreach (string part in messageParts)
             Assert.That(thrown.Message, Does.Contain(part));
     }
 

@@ -85,6 +85,9 @@ internal static partial class Interop
         [LibraryImport(Libraries.FlashDmAttn)]
         public static partial int fdma_fwd_tile_shape(int headDim, int dtype, out int blockM, out int blockN);
 
+        [LibraryImport(Libraries.FlashDmAttn)]
+        public static partial int fdma_fwd_workspace_size(FwdParams* parameters, out ulong bytes);
+
         // Only the tests call it, to compare the struct_size it writes (the native sizeof) with the mirror's;
         // untyped because a mismatched native struct may be larger than FwdParams.
         [LibraryImport(Libraries.FlashDmAttn)]
