@@ -142,8 +142,6 @@ public class ForwardGpuTests : GpuTest
 
     // ---- the device-pointer API ----
 
-    public enum Layout { SequenceMajor, HeadMajor }
-
     private static IEnumerable<TestCaseData> LayoutCases()
     {
         (Layout Q, Layout Kv)[] layouts = [(Layout.SequenceMajor, Layout.SequenceMajor), (Layout.HeadMajor, Layout.HeadMajor),
@@ -166,112 +164,14 @@ public class ForwardGpuTests : GpuTest
     public void DeviceApi_WithEitherLayoutAndStridedMaskAndBias_MatchesTheReference(ForwardCase c, Layout qLayout, Layout kvLayout)
     {
         var inputs = new ForwardInputs(c, new TestRandom());
-        AttentionShape s = c.Shape;
-        BroadcastShape maskShape = c.Mask!.Value, biasShape = c.Bias!.Value;
-        const int maskRowPadding = 6, biasHeadPadding = 40; // strides that are not the contiguous ones
-        int elementSize = 2, biasSize = c.BiasType == ScalarType.Float32 ? 4 : 2;
+        using var problem = new DeviceForwardProblem(inputs, qLayout, kvLayout, maskRowPadding: 6, biasHeadPadding: 40); // strides that are not the contiguous ones
 
-        using CudaPrimaryContext context = CudaPrimaryContext.Retain(0);
-        using DeviceBuffer q = DeviceBuffer.FromHost<byte>(context, ToLayout(inputs.Q, s.SeqLenQ, s.HeadsQ, s.HeadDim, qLayout, c.DType));
-        using DeviceBuffer k = DeviceBuffer.FromHost<byte>(context, ToLayout(inputs.K, s.SeqLenK, s.HeadsKv, s.HeadDim, kvLayout, c.DType));
-        using DeviceBuffer v = DeviceBuffer.FromHost<byte>(context, ToLayout(inputs.V, s.SeqLenK, s.HeadsKv, s.HeadDim, kvLayout, c.DType));
-        using DeviceBuffer output = DeviceBuffer.Allocate(context, s.QElements * elementSize);
-        using DeviceBuffer lse = DeviceBuffer.Allocate(context, s.LseElements * sizeof(float));
-        using DeviceBuffer tileStats = DeviceBuffer.Allocate(context, 2 * sizeof(ulong));
-        using DeviceBuffer mask = DeviceBuffer.FromHost<byte>(context, PadRows(inputs.Mask!, maskShape, s.SeqLenK, maskRowPadding));
-        using DeviceBuffer bias = DeviceBuffer.FromHost<byte>(context, PadHeads(inputs.Bias!, biasShape, s.SeqLenK, biasHeadPadding, c.BiasType));
-        output.Fill(0xFF); // NaN in fp16 and bf16
-        lse.Fill(0xFF);
-        tileStats.Fill(0xFF);
-        long biasRow = s.SeqLenK, biasHead = biasShape.Rows * biasRow + biasHeadPadding;
-        var args = new DeviceForwardArgs
-        {
-            Shape = s,
-            DType = c.DType,
-            Q = Tensor(q.Pointer, s.SeqLenQ, s.HeadsQ, s.HeadDim, qLayout),
-            K = Tensor(k.Pointer, s.SeqLenK, s.HeadsKv, s.HeadDim, kvLayout),
-            V = Tensor(v.Pointer, s.SeqLenK, s.HeadsKv, s.HeadDim, kvLayout),
-            Output = Tensor(output.Pointer, s.SeqLenQ, s.HeadsQ, s.HeadDim, qLayout),
-            Mask = new DeviceBroadcastTensor(mask.Pointer, c.DType /* ignored for a mask */, maskShape,
-                (long)maskShape.Heads * maskShape.Rows * (s.SeqLenK + maskRowPadding), (long)maskShape.Rows * (s.SeqLenK + maskRowPadding), s.SeqLenK + maskRowPadding),
-            Bias = new DeviceBroadcastTensor(bias.Pointer, c.BiasType, biasShape, biasShape.Heads * biasHead, biasHead, biasRow),
-            Lse = lse.Pointer,
-            TileStats = tileStats.Pointer,
-        };
-
-        using (context.Push())
-        {
-            DynamicMaskAttention.Forward(args, c.Options);
-            CudaDriver.Synchronize();
-        }
-
-        var outputBytes = new byte[s.QElements * elementSize];
-        output.CopyTo<byte>(outputBytes);
-        var lseValues = new float[s.LseElements];
-        lse.CopyTo<float>(lseValues);
-        var stats = new ulong[2];
-        tileStats.CopyTo<ulong>(stats);
+        problem.Run(problem.Args);
+        DeviceResults results = problem.Read();
         (double[] refOutput, double[] refLse) = inputs.Reference();
 
-        double[] result = FromLayout(outputBytes, s.SeqLenQ, s.HeadsQ, s.HeadDim, qLayout, c.DType);
-        ForwardCheck.Check(inputs, result, lseValues.Select(x => (double)x).ToArray(), refOutput, refLse);
-        Assert.That(stats[0] + stats[1], Is.EqualTo((ulong)ForwardCheck.TileCount(s, DynamicMaskAttention.ForwardTileShape(s.HeadDim, c.DType))), c.Name);
-    }
-
-    private static DeviceTensor Tensor(nint pointer, int seqLen, int heads, int headDim, Layout layout) =>
-        layout == Layout.SequenceMajor ? DeviceTensor.SequenceMajor(pointer, seqLen, heads, headDim) : DeviceTensor.HeadMajor(pointer, seqLen, heads, headDim);
-
-    /// <summary>(B, L, H, D) doubles to the bytes of a (B, L, H, D) or (B, H, L, D) tensor of the given type.</summary>
-    private static byte[] ToLayout(double[] values, int seqLen, int heads, int headDim, Layout layout, ScalarType dtype)
-    {
-        double[] arranged = layout == Layout.SequenceMajor ? values : Transpose(values, seqLen, heads, headDim);
-        return dtype == ScalarType.Float16 ? Tensors.Bytes(Tensors.Narrow<Half>(arranged)) : Tensors.Bytes(Tensors.Narrow<BFloat16>(arranged));
-    }
-
-    private static double[] FromLayout(byte[] bytes, int seqLen, int heads, int headDim, Layout layout, ScalarType dtype)
-    {
-        double[] values = dtype == ScalarType.Float16
-            ? Tensors.Widen<Half>(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(bytes))
-            : Tensors.Widen<BFloat16>(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, BFloat16>(bytes));
-        return layout == Layout.SequenceMajor ? values : Transpose(values, heads, seqLen, headDim);
-    }
-
-    /// <summary>Swaps the two middle dimensions of a (B, X, Y, D) tensor.</summary>
-    private static double[] Transpose(double[] values, int x, int y, int d)
-    {
-        var result = new double[values.Length];
-        int batch = values.Length / (x * y * d);
-        for (int b = 0; b < batch; b++)
-            for (int i = 0; i < x; i++)
-                for (int j = 0; j < y; j++)
-                    Array.Copy(values, ((b * x + i) * y + j) * d, result, ((b * y + j) * x + i) * d, d);
-        return result;
-    }
-
-    /// <summary>Mask rows stored padding bytes apart; the padding holds visible bytes that must never be read.</summary>
-    private static byte[] PadRows(byte[] mask, BroadcastShape m, int lk, int padding)
-    {
-        int rows = m.Batch * m.Heads * m.Rows;
-        var padded = new byte[rows * (lk + padding)];
-        Array.Fill(padded, (byte)1);
-        for (int row = 0; row < rows; row++)
-            Array.Copy(mask, row * lk, padded, row * (lk + padding), lk);
-        return padded;
-    }
-
-    /// <summary>Bias heads stored padding elements apart; the padding holds huge values that must never be read.</summary>
-    private static byte[] PadHeads(double[] bias, BroadcastShape shape, int lk, int padding, ScalarType type)
-    {
-        int planes = shape.Batch * shape.Heads, plane = shape.Rows * lk;
-        var padded = new double[planes * (plane + padding)];
-        Array.Fill(padded, 1000.0);
-        for (int p = 0; p < planes; p++)
-            Array.Copy(bias, p * plane, padded, p * (plane + padding), plane);
-        return type switch
-        {
-            ScalarType.Float16 => Tensors.Bytes(Tensors.Narrow<Half>(padded)),
-            ScalarType.BFloat16 => Tensors.Bytes(Tensors.Narrow<BFloat16>(padded)),
-            _ => Tensors.Bytes(Tensors.Narrow<float>(padded)),
-        };
+        ForwardCheck.Check(inputs, problem.OutputValues(results), results.Lse, refOutput, refLse);
+        Assert.That(results.Stats.Computed + results.Stats.Skipped,
+            Is.EqualTo(ForwardCheck.TileCount(c.Shape, DynamicMaskAttention.ForwardTileShape(c.Shape.HeadDim, c.DType))), c.Name);
     }
 }

@@ -1,0 +1,185 @@
+using System.Runtime.InteropServices;
+
+namespace FlashDmAttn.Tests.Gpu;
+
+/// <summary>How a (B, L, H, D) tensor is stored for the device-pointer API.</summary>
+public enum Layout { SequenceMajor, HeadMajor }
+
+/// <summary>What a device-pointer call left in its output, LSE and tile statistics, as raw bytes.</summary>
+internal sealed record DeviceResults(byte[] OutputBytes, byte[] LseBytes, byte[] TileStatsBytes)
+{
+    public double[] Lse => Tensors.Widen<float>(MemoryMarshal.Cast<byte, float>(LseBytes));
+
+    public TileStats Stats
+    {
+        get
+        {
+            ReadOnlySpan<ulong> counts = MemoryMarshal.Cast<byte, ulong>(TileStatsBytes);
+            return new TileStats(checked((long)counts[0]), checked((long)counts[1]));
+        }
+    }
+}
+
+/// <summary>
+/// The inputs of a case in GPU memory for the device-pointer API: Q and O in one layout, K and V in another, mask
+/// rows and bias heads stored padding apart (padding that must never be read: visible mask bytes, huge bias values).
+/// Output, LSE and tile statistics start as 0xFF bytes (NaN in fp16, bf16 and fp32), so what a call leaves unwritten
+/// shows. Every buffer, those from <see cref="Allocate"/> included, is freed with the problem.
+/// </summary>
+internal sealed class DeviceForwardProblem : IDisposable
+{
+    private readonly CudaPrimaryContext context;
+    private readonly List<DeviceBuffer> buffers = [];
+    private readonly DeviceBuffer output, lse, tileStats;
+    private readonly Layout qLayout;
+
+    public DeviceForwardProblem(ForwardInputs inputs, Layout qLayout = Layout.SequenceMajor, Layout kvLayout = Layout.SequenceMajor,
+        int maskRowPadding = 0, int biasHeadPadding = 0)
+    {
+        Inputs = inputs;
+        this.qLayout = qLayout;
+        ForwardCase c = inputs.Case;
+        AttentionShape s = c.Shape;
+        context = CudaPrimaryContext.Retain(0);
+        try
+        {
+            DeviceBuffer q = Upload(ToLayout(inputs.Q, s.SeqLenQ, s.HeadsQ, s.HeadDim, qLayout, c.DType));
+            DeviceBuffer k = Upload(ToLayout(inputs.K, s.SeqLenK, s.HeadsKv, s.HeadDim, kvLayout, c.DType));
+            DeviceBuffer v = Upload(ToLayout(inputs.V, s.SeqLenK, s.HeadsKv, s.HeadDim, kvLayout, c.DType));
+            output = Allocate(s.QElements * c.DType.ElementSize());
+            lse = Allocate(s.LseElements * sizeof(float));
+            tileStats = Allocate(2 * sizeof(ulong));
+            ClearResults();
+            Args = new DeviceForwardArgs
+            {
+                Shape = s,
+                DType = c.DType,
+                Q = Tensor(q.Pointer, s.SeqLenQ, s.HeadsQ, s.HeadDim, qLayout),
+                K = Tensor(k.Pointer, s.SeqLenK, s.HeadsKv, s.HeadDim, kvLayout),
+                V = Tensor(v.Pointer, s.SeqLenK, s.HeadsKv, s.HeadDim, kvLayout),
+                Output = Tensor(output.Pointer, s.SeqLenQ, s.HeadsQ, s.HeadDim, qLayout),
+                Mask = inputs.Mask is null ? null : Mask(inputs.Mask, c.Mask!.Value, s.SeqLenK, maskRowPadding),
+                Bias = inputs.Bias is null ? null : Bias(inputs.Bias, c.Bias!.Value, s.SeqLenK, biasHeadPadding, c.BiasType),
+                Lse = lse.Pointer,
+                TileStats = tileStats.Pointer,
+            };
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    public ForwardInputs Inputs { get; }
+
+    /// <summary>The call on the uploaded tensors, writing the problem's output, LSE and tile statistics.</summary>
+    public DeviceForwardArgs Args { get; }
+
+    public DeviceBuffer Allocate(long byteCount)
+    {
+        DeviceBuffer buffer = DeviceBuffer.Allocate(context, byteCount);
+        buffers.Add(buffer);
+        return buffer;
+    }
+
+    /// <summary>Runs the device-pointer API with the case's options and waits for it.</summary>
+    public void Run(DeviceForwardArgs args)
+    {
+        using CudaContextScope current = context.Push();
+        DynamicMaskAttention.Forward(args, Inputs.Case.Options);
+        CudaDriver.Synchronize();
+    }
+
+    public void ClearResults()
+    {
+        output.Fill(0xFF);
+        lse.Fill(0xFF);
+        tileStats.Fill(0xFF);
+    }
+
+    public DeviceResults Read() => new(Read(output), Read(lse), Read(tileStats));
+
+    /// <summary>The output as (B, Lq, Hq, D) doubles, whatever its layout.</summary>
+    public double[] OutputValues(DeviceResults results)
+    {
+        AttentionShape s = Inputs.Case.Shape;
+        double[] values = Inputs.Case.DType == ScalarType.Float16
+            ? Tensors.Widen<Half>(MemoryMarshal.Cast<byte, Half>(results.OutputBytes))
+            : Tensors.Widen<BFloat16>(MemoryMarshal.Cast<byte, BFloat16>(results.OutputBytes));
+        return qLayout == Layout.SequenceMajor ? values : Transpose(values, s.HeadsQ, s.SeqLenQ, s.HeadDim);
+    }
+
+    public void Dispose()
+    {
+        foreach (DeviceBuffer buffer in buffers)
+            buffer.Dispose();
+        context.Dispose();
+    }
+
+    private static byte[] Read(DeviceBuffer buffer)
+    {
+        var bytes = new byte[buffer.ByteCount];
+        buffer.CopyTo<byte>(bytes);
+        return bytes;
+    }
+
+    private DeviceBuffer Upload(byte[] bytes)
+    {
+        DeviceBuffer buffer = DeviceBuffer.FromHost<byte>(context, bytes);
+        buffers.Add(buffer);
+        return buffer;
+    }
+
+    private static DeviceTensor Tensor(nint pointer, int seqLen, int heads, int headDim, Layout layout) =>
+        layout == Layout.SequenceMajor ? DeviceTensor.SequenceMajor(pointer, seqLen, heads, headDim) : DeviceTensor.HeadMajor(pointer, seqLen, heads, headDim);
+
+    /// <summary>Mask rows stored padding bytes apart; the padding holds visible bytes that must never be read.</summary>
+    private DeviceBroadcastTensor Mask(byte[] mask, BroadcastShape m, int lk, int padding)
+    {
+        int rows = m.Batch * m.Heads * m.Rows;
+        var padded = new byte[rows * (lk + padding)];
+        Array.Fill(padded, (byte)1);
+        for (int row = 0; row < rows; row++)
+            Array.Copy(mask, row * lk, padded, row * (lk + padding), lk);
+        long stride = lk + padding;
+        return new DeviceBroadcastTensor(Upload(padded).Pointer, default /* ignored for a mask */, m, m.Heads * m.Rows * stride, m.Rows * stride, stride);
+    }
+
+    /// <summary>Bias heads stored padding elements apart; the padding holds huge values that must never be read.</summary>
+    private DeviceBroadcastTensor Bias(double[] bias, BroadcastShape b, int lk, int padding, ScalarType type)
+    {
+        int planes = b.Batch * b.Heads, plane = b.Rows * lk;
+        var padded = new double[planes * (plane + padding)];
+        Array.Fill(padded, 1000.0);
+        for (int p = 0; p < planes; p++)
+            Array.Copy(bias, p * plane, padded, p * (plane + padding), plane);
+        byte[] bytes = type switch
+        {
+            ScalarType.Float16 => Tensors.Bytes(Tensors.Narrow<Half>(padded)),
+            ScalarType.BFloat16 => Tensors.Bytes(Tensors.Narrow<BFloat16>(padded)),
+            _ => Tensors.Bytes(Tensors.Narrow<float>(padded)),
+        };
+        long headStride = plane + padding;
+        return new DeviceBroadcastTensor(Upload(bytes).Pointer, type, b, b.Heads * headStride, headStride, lk);
+    }
+
+    /// <summary>(B, L, H, D) doubles to the bytes of a (B, L, H, D) or (B, H, L, D) tensor of the given type.</summary>
+    private static byte[] ToLayout(double[] values, int seqLen, int heads, int headDim, Layout layout, ScalarType dtype)
+    {
+        double[] arranged = layout == Layout.SequenceMajor ? values : Transpose(values, seqLen, heads, headDim);
+        return dtype == ScalarType.Float16 ? Tensors.Bytes(Tensors.Narrow<Half>(arranged)) : Tensors.Bytes(Tensors.Narrow<BFloat16>(arranged));
+    }
+
+    /// <summary>Swaps the two middle dimensions of a (B, X, Y, D) tensor.</summary>
+    private static double[] Transpose(double[] values, int x, int y, int d)
+    {
+        var result = new double[values.Length];
+        int batch = values.Length / (x * y * d);
+        for (int b = 0; b < batch; b++)
+            for (int i = 0; i < x; i++)
+                for (int j = 0; j < y; j++)
+                    Array.Copy(values, ((b * x + i) * y + j) * d, result, ((b * y + j) * x + i) * d, d);
+        return result;
+    }
+}
