@@ -129,7 +129,7 @@ public static class DynamicMaskAttention
     /// <summary>
     /// Bytes of device scratch a forward call of this shape, type and mask needs (0 without a mask): the least
     /// <see cref="DeviceForwardArgs.WorkspaceBytes"/> a caller-provided <see cref="DeviceForwardArgs.Workspace"/> may
-    /// have. Needs no GPU.
+    /// have.
     /// </summary>
     /// <param name="shape">Batch, sequence lengths, head counts and head dimension.</param>
     /// <param name="dtype"><see cref="ScalarType.Float16"/> or <see cref="ScalarType.BFloat16"/>.</param>
