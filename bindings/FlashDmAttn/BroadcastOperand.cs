@@ -36,6 +36,8 @@ internal readonly ref struct BroadcastOperand
 
     public ReadOnlySpan<TElement> As<TElement>() where TElement : unmanaged
     {
+        if (!IsPresent)
+            return default;
         if (Unsafe.SizeOf<TElement>() != ElementSize)
             throw new InvalidOperationException($"Elements are {ElementSize} bytes; {typeof(TElement)} is {Unsafe.SizeOf<TElement>()}.");
         return MemoryMarshal.CreateReadOnlySpan(ref Unsafe.As<byte, TElement>(ref Unsafe.AsRef(in start)), Length);

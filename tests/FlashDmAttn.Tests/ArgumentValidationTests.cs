@@ -84,7 +84,7 @@ public class ArgumentValidationTests
             case Backend.ReferenceDouble:
                 CheckRefused<double, double>(c, (shape, q, k, v, output, options, mask, maskShape, bias, biasShape, lse) =>
                     ReferenceAttention.Forward(shape, q, k, v, output, options,
-                        mask is null ? default : new ReferenceMask(mask, maskShape),
+                        mask is null ? default : new MaskInput(mask, maskShape),
                         bias is null ? default : new ReferenceBias(bias, biasShape), lse));
                 break;
             case Backend.ReferenceHalf:

@@ -101,7 +101,7 @@ internal sealed class ForwardInputs
         var output = new double[s.QElements];
         var lse = new double[s.LseElements];
         ReferenceAttention.Forward(s, Q, K, V, output, Case.Options,
-            Mask is null ? default : new ReferenceMask(Mask, Case.Mask!.Value),
+            Mask is null ? default : new MaskInput(Mask, Case.Mask!.Value),
             Bias is null ? default : new ReferenceBias(Bias, Case.Bias!.Value), lse);
         return (output, lse);
     }

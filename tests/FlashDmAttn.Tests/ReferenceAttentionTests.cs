@@ -409,7 +409,7 @@ public class ReferenceAttentionTests
         var output = new double[shape.QElements];
         Array.Fill(output, double.NaN);
         ReferenceAttention.Forward(shape, q, k, v, output, options,
-            mask is null ? default : new ReferenceMask(mask, maskShape),
+            mask is null ? default : new MaskInput(mask, maskShape),
             bias is null ? default : new ReferenceBias(bias, biasShape),
             lse);
         return output;

@@ -31,18 +31,74 @@ public static class ReferenceAttention
         ReadOnlySpan<double> v,
         Span<double> output,
         AttentionOptions? options = null,
-        ReferenceMask mask = default,
+        MaskInput mask = default,
         ReferenceBias bias = default,
         Span<double> lse = default)
     {
-        ArgumentValidation.ValidateHostForward<double, double>(shape, q, k, v, output, options,
-            mask.IsPresent ? BroadcastOperand.Of(mask.Data, mask.Shape) : default,
-            bias.IsPresent ? BroadcastOperand.Of(bias.Data, bias.Shape) : default,
-            lse);
-        Compute(shape, q, k, v, output, options ?? AttentionOptions.Default,
-            mask.IsPresent ? new Operand<byte>(mask.Data, mask.Shape) : default,
-            bias.IsPresent ? new Operand<double>(bias.Data, bias.Shape) : default,
-            lse);
+        ArgumentValidation.ValidateHostForward<double, double>(shape, q, k, v, output, options, mask.Operand, bias.Operand, lse);
+        options ??= AttentionOptions.Default;
+        ReadOnlySpan<byte> maskData = mask.Data;
+        ReadOnlySpan<double> biasData = bias.Data;
+        int lq = shape.SeqLenQ, lk = shape.SeqLenK, hq = shape.HeadsQ, hkv = shape.HeadsKv, d = shape.HeadDim;
+        int groupSize = hq / hkv;
+        double scale = options.SoftmaxScale is float s ? s : 1.0 / Math.Sqrt(d);
+        double softcap = options.Softcap;
+        var scores = new double[lk];
+        var visible = new bool[lk];
+
+        for (int b = 0; b < shape.Batch; b++)
+        for (int h = 0; h < hq; h++)
+        {
+            int g = h / groupSize;
+            for (int i = 0; i < lq; i++)
+            {
+                ReadOnlySpan<double> qi = q.Slice(Index(b, i, h, lq, hq, d), d);
+                long maskRow = mask.IsPresent ? RowOffset(mask.Shape, shape, b, h, g, i) : 0;
+                long biasRow = bias.IsPresent ? RowOffset(bias.Shape, shape, b, h, g, i) : 0;
+                long lastCausalKey = (long)i + lk - lq; // bottom-right alignment
+                double max = double.NegativeInfinity;
+                bool anyVisible = false;
+                for (int j = 0; j < lk; j++)
+                {
+                    visible[j] = (!options.Causal || j <= lastCausalKey) && (!mask.IsPresent || maskData[(int)(maskRow + j)] != 0);
+                    if (!visible[j])
+                        continue;
+                    double score = scale * Dot(qi, k.Slice(Index(b, j, g, lk, hkv, d), d));
+                    if (bias.IsPresent)
+                        score += biasData[(int)(biasRow + j)];
+                    if (softcap > 0)
+                        score = softcap * Math.Tanh(score / softcap);
+                    scores[j] = score;
+                    max = Math.Max(max, score);
+                    anyVisible = true;
+                }
+
+                Span<double> oi = output.Slice(Index(b, i, h, lq, hq, d), d);
+                oi.Clear();
+                double rowLse = double.NegativeInfinity;
+                if (anyVisible)
+                {
+                    double sum = 0;
+                    for (int j = 0; j < lk; j++)
+                    {
+                        if (!visible[j])
+                            continue;
+                        double p = Math.Exp(scores[j] - max); // max-subtraction keeps every term <= 1
+                        sum += p;
+                        ReadOnlySpan<double> vj = v.Slice(Index(b, j, g, lk, hkv, d), d);
+                        for (int x = 0; x < d; x++)
+                            oi[x] += p * vj[x];
+                    }
+
+                    for (int x = 0; x < d; x++)
+                        oi[x] /= sum;
+                    rowLse = max + Math.Log(sum);
+                }
+
+                if (!lse.IsEmpty)
+                    lse[(b * hq + h) * lq + i] = rowLse;
+            }
+        }
     }
 
     /// <summary>
@@ -73,13 +129,10 @@ public static class ReferenceAttention
     {
         _ = ArgumentValidation.ScalarTypeOf<T>(); // refuses a T other than Half or BFloat16
         ArgumentValidation.ValidateHostForward<T, float>(shape, q, k, v, output, options, mask.Operand, bias.Operand, lse);
-        double[] biasValues = bias.IsPresent ? Widen(bias) : [];
         var result = new double[output.Length];
         double[] lseValues = lse.IsEmpty ? [] : new double[lse.Length];
-        Compute(shape, Widen(q), Widen(k), Widen(v), result, options ?? AttentionOptions.Default,
-            mask.IsPresent ? new Operand<byte>(mask.Data, mask.Shape) : default,
-            bias.IsPresent ? new Operand<double>(biasValues, bias.Shape) : default,
-            lseValues);
+        Forward(shape, Widen(q), Widen(k), Widen(v), result, options, mask,
+            bias.IsPresent ? new ReferenceBias(Widen(bias), bias.Shape) : default, lseValues);
         Narrow(result, output);
         for (int i = 0; i < lseValues.Length; i++)
             lse[i] = (float)lseValues[i];
@@ -148,94 +201,13 @@ public static class ReferenceAttention
         return (BFloat16)BitConverter.UInt32BitsToSingle(bits);
     }
 
-    /// <summary>A present or absent broadcast operand (mask or bias) with its logical shape.</summary>
-    private readonly ref struct Operand<TElement>(ReadOnlySpan<TElement> data, BroadcastShape shape)
+    /// <summary>Offset of key 0 of the row of a mask or bias that query head h (kv head g), query i of batch b reads.</summary>
+    private static long RowOffset(BroadcastShape operand, AttentionShape attention, int b, int h, int g, int i)
     {
-        public readonly ReadOnlySpan<TElement> Data = data;
-        public readonly BroadcastShape Shape = shape;
-        public readonly bool IsPresent = true;
-
-        /// <summary>Offset of key 0 of the row that query head h (kv head g), query i of batch b reads.</summary>
-        public long RowOffset(AttentionShape attention, int b, int h, int g, int i)
-        {
-            int batch = Shape.Batch == 1 ? 0 : b;
-            int head = Shape.Heads == attention.HeadsQ ? h : Shape.Heads == attention.HeadsKv ? g : 0;
-            int row = Shape.Rows == 1 ? 0 : i;
-            return (((long)batch * Shape.Heads + head) * Shape.Rows + row) * attention.SeqLenK;
-        }
-    }
-
-    private static void Compute(
-        AttentionShape shape,
-        ReadOnlySpan<double> q,
-        ReadOnlySpan<double> k,
-        ReadOnlySpan<double> v,
-        Span<double> output,
-        AttentionOptions options,
-        Operand<byte> mask,
-        Operand<double> bias,
-        Span<double> lse)
-    {
-        int lq = shape.SeqLenQ, lk = shape.SeqLenK, hq = shape.HeadsQ, hkv = shape.HeadsKv, d = shape.HeadDim;
-        int groupSize = hq / hkv;
-        double scale = options.SoftmaxScale is float s ? s : 1.0 / Math.Sqrt(d);
-        double softcap = options.Softcap;
-        var scores = new double[lk];
-        var visible = new bool[lk];
-
-        for (int b = 0; b < shape.Batch; b++)
-        for (int h = 0; h < hq; h++)
-        {
-            int g = h / groupSize;
-            for (int i = 0; i < lq; i++)
-            {
-                ReadOnlySpan<double> qi = q.Slice(Index(b, i, h, lq, hq, d), d);
-                long maskRow = mask.IsPresent ? mask.RowOffset(shape, b, h, g, i) : 0;
-                long biasRow = bias.IsPresent ? bias.RowOffset(shape, b, h, g, i) : 0;
-                long lastCausalKey = (long)i + lk - lq; // bottom-right alignment
-                double max = double.NegativeInfinity;
-                bool anyVisible = false;
-                for (int j = 0; j < lk; j++)
-                {
-                    visible[j] = (!options.Causal || j <= lastCausalKey) && (!mask.IsPresent || mask.Data[(int)(maskRow + j)] != 0);
-                    if (!visible[j])
-                        continue;
-                    double score = scale * Dot(qi, k.Slice(Index(b, j, g, lk, hkv, d), d));
-                    if (bias.IsPresent)
-                        score += bias.Data[(int)(biasRow + j)];
-                    if (softcap > 0)
-                        score = softcap * Math.Tanh(score / softcap);
-                    scores[j] = score;
-                    max = Math.Max(max, score);
-                    anyVisible = true;
-                }
-
-                Span<double> oi = output.Slice(Index(b, i, h, lq, hq, d), d);
-                oi.Clear();
-                double rowLse = double.NegativeInfinity;
-                if (anyVisible)
-                {
-                    double sum = 0;
-                    for (int j = 0; j < lk; j++)
-                    {
-                        if (!visible[j])
-                            continue;
-                        double p = Math.Exp(scores[j] - max); // max-subtraction keeps every term <= 1
-                        sum += p;
-                        ReadOnlySpan<double> vj = v.Slice(Index(b, j, g, lk, hkv, d), d);
-                        for (int x = 0; x < d; x++)
-                            oi[x] += p * vj[x];
-                    }
-
-                    for (int x = 0; x < d; x++)
-                        oi[x] /= sum;
-                    rowLse = max + Math.Log(sum);
-                }
-
-                if (!lse.IsEmpty)
-                    lse[(b * hq + h) * lq + i] = rowLse;
-            }
-        }
+        int batch = operand.Batch == 1 ? 0 : b;
+        int head = operand.Heads == attention.HeadsQ ? h : operand.Heads == attention.HeadsKv ? g : 0;
+        int row = operand.Rows == 1 ? 0 : i;
+        return (((long)batch * operand.Heads + head) * operand.Rows + row) * attention.SeqLenK;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
