@@ -122,6 +122,32 @@ typedef struct fdma_fwd_params {
     uint64_t reserved[4];   /* must be zero */
 } fdma_fwd_params;
 
+/*
+ * Backward pass: gradients of a loss L with respect to q, k, v and the bias, given dL/dout.
+ * `forward` holds the forward call's parameters exactly as given to fdma_fwd, except that its out
+ * and lse are now inputs (the forward's O and LSE; lse is required). The backward reads
+ * forward.stream, forward.tile_stats (counting the backward's tiles), forward.workspace and
+ * forward.workspace_bytes (sized by fdma_bwd_workspace_size) for itself.
+ */
+typedef struct fdma_bwd_params {
+    uint32_t struct_size;   /* sizeof(fdma_bwd_params) */
+    int32_t deterministic;  /* 0 or 1: 1 = identical bits on every run (no order-dependent atomics) */
+
+    fdma_fwd_params forward;
+
+    fdma_tensor d_out;      /* (B, Lq, Hq, D), read */
+    fdma_tensor d_q;        /* (B, Lq, Hq, D), written */
+    fdma_tensor d_k;        /* (B, Lk, Hkv, D), written: summed over the query heads of each group */
+    fdma_tensor d_v;        /* (B, Lk, Hkv, D), written: summed over the query heads of each group */
+
+    /* Optional, only with a bias: the bias's own logical shape (batch, heads, rows as in
+     * forward.bias), dtype the bias's or FDMA_DTYPE_FLOAT32; summed over every dimension the bias
+     * is broadcast along. Written in full (zeros where every pair is masked). */
+    fdma_broadcast_tensor d_bias;
+
+    uint64_t reserved[4];   /* must be zero */
+} fdma_bwd_params;
+
 /* Returns FDMA_ABI_VERSION as compiled into the library. */
 FDMA_API int32_t fdma_abi_version(void);
 
@@ -147,6 +173,20 @@ FDMA_API fdma_status fdma_fwd_workspace_size(const fdma_fwd_params* params, uint
 
 /* Sets struct_size and zeroes everything else. */
 FDMA_API void fdma_fwd_params_init(fdma_fwd_params* params);
+
+/* Sets struct_size (its own and forward's) and zeroes everything else. */
+FDMA_API void fdma_bwd_params_init(fdma_bwd_params* params);
+
+/* Bytes of scratch fdma_bwd needs for these parameters. */
+FDMA_API fdma_status fdma_bwd_workspace_size(const fdma_bwd_params* params, uint64_t* bytes);
+
+/* Tile shape (query rows, key columns) the backward kernels use for this head dim and dtype. */
+FDMA_API fdma_status fdma_bwd_tile_shape(int32_t head_dim, int32_t dtype, int32_t* block_m,
+                                         int32_t* block_n);
+
+/* Backward pass. Checks every argument first; on any failure nothing is launched. Asynchronous
+ * with respect to the host on forward.stream. */
+FDMA_API fdma_status fdma_bwd(const fdma_bwd_params* params);
 
 /* Forward pass. Checks every argument first; on any failure nothing is launched. Asynchronous
  * with respect to the host on params->stream. */

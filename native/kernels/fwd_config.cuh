@@ -23,6 +23,10 @@ FDMA_HOST_DEVICE constexpr FwdTile fwd_tile(int head_dim) {
     return head_dim <= 64 ? FwdTile{128, 64, 4} : FwdTile{64, 64, 4};
 }
 
+// The backward's tiles: 64 x 64 for every head dim (bwd_kernel.cuh splits the head dim above 128
+// instead, to keep dK and dV in registers).
+FDMA_HOST_DEVICE constexpr FwdTile bwd_tile(int) { return FwdTile{64, 64, 4}; }
+
 FDMA_HOST_DEVICE constexpr bool is_supported_head_dim(int head_dim) {
     return head_dim == 32 || head_dim == 64 || head_dim == 96 || head_dim == 128 || head_dim == 192 ||
            head_dim == 256;

@@ -11,30 +11,12 @@
 
 #include "fwd_config.cuh"
 #include "fwd_params.cuh"
+#include "mma_tile.cuh"
 #include "ptx.cuh"
 #include "tile_occupancy.cuh"
 #include "visibility.cuh"
 
 namespace fdma {
-
-template <int kElementType>
-struct ElementOps;
-
-template <>
-struct ElementOps<kFloat16> {
-    static __device__ __forceinline__ u32 pack(float lo, float hi) { return cvt_rn_f16x2(lo, hi); }
-    static __device__ __forceinline__ void mma(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
-        mma_m16n8k16_f16(d, a, b0, b1);
-    }
-};
-
-template <>
-struct ElementOps<kBFloat16> {
-    static __device__ __forceinline__ u32 pack(float lo, float hi) { return cvt_rn_bf16x2(lo, hi); }
-    static __device__ __forceinline__ void mma(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
-        mma_m16n8k16_bf16(d, a, b0, b1);
-    }
-};
 
 template <int kHeadDim>
 struct FwdTraits {
@@ -54,26 +36,6 @@ struct FwdTraits {
     static_assert(kBlockN % 16 == 0 && kBlockN <= 64, "visibility bits: one u32 per MMA row tile");
     static_assert(kHeadDim % 16 == 0, "head dim is a multiple of the MMA k");
 };
-
-// Copies rows [row0, row0 + kRows) of a [seqlen, kHeadDim] slice into padded shared memory;
-// rows at or past seqlen are zero-filled so that no garbage (or NaN) reaches the MMAs.
-template <typename Traits, int kRows>
-__device__ __forceinline__ void load_tile_async(u32 smem_tile, const char* gmem, i64 row_stride_bytes,
-                                                int row0, int seqlen) {
-    for (int c = threadIdx.x; c < kRows * Traits::kChunks; c += Traits::kThreads) {
-        const int r = c / Traits::kChunks;
-        const int chunk = c % Traits::kChunks;
-        const bool in_range = row0 + r < seqlen;
-        const char* src = gmem + (in_range ? (row0 + r) * row_stride_bytes + chunk * 16 : 0);
-        cp_async_16(smem_tile + (r * Traits::kRowElems + chunk * 8) * 2, src, in_range ? 16 : 0);
-    }
-}
-
-__device__ __forceinline__ float load_bias(const void* row, int col, int type) {
-    if (type == kFloat32) return __ldg(static_cast<const float*>(row) + col);
-    const u16 bits = __ldg(static_cast<const u16*>(row) + col);
-    return type == kFloat16 ? cvt_f32_f16(bits) : cvt_f32_bf16(bits);
-}
 
 // Turns raw q.k products into log2-space scores: scale, bias, softcap; hidden ones to -inf.
 template <typename Traits, bool kHasBias, bool kSoftcap>

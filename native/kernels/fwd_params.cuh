@@ -15,6 +15,7 @@ struct BroadcastOperand {
     int head_group;          // query head h reads head h / head_group
     int batches;             // distinct batches (1 where broadcast)
     int heads;               // distinct heads (1 where broadcast)
+    int rows;                // distinct query rows: 1 (broadcast) or Lq
     int type;                // DType of the bias; unused for the mask
 };
 
@@ -36,6 +37,10 @@ struct FwdParams {
     // tile_occupancy_kernel and read by the forward kernel (meaning and layout there).
     unsigned int* occupancy;
     unsigned int* full_tiles;
+    // The same bitmaps by key tile, [mask batches][mask heads][key tiles][query-tile words], for
+    // the backward's key-major walk; nullptr in the forward.
+    unsigned int* occupancy_t;
+    unsigned int* full_tiles_t;
 
     float* lse;              // [B, Hq, Lq] or nullptr
     unsigned long long* tile_stats;  // [2]: computed, skipped; or nullptr

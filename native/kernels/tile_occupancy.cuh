@@ -33,8 +33,8 @@ __device__ __forceinline__ void fold(u32 bytes, u32 selected, bool& any, bool& a
 }
 
 // Grid: (query tiles, bitmap words, mask batches x mask heads). Each bitmap has the layout
-// [mask batches][mask heads][query tiles][words], tile n at bit n % 32 of word n / 32; the full
-// bitmap follows the occupied one.
+// [mask batches][mask heads][query tiles][words], tile n at bit n % 32 of word n / 32. With
+// occupancy_t set (the backward), also [..][key tiles][query-tile words], zeroed beforehand.
 template <int kBlockM, int kBlockN>
 __global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const FwdParams p) {
     static_assert(kBlockN == 64, "a warp row covers 64 keys: 32 lanes x 2, or 16 lanes x 16 bytes x 4 tiles");
@@ -119,6 +119,17 @@ __global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const
         const i64 index = (static_cast<i64>(bh) * gridDim.x + m_tile) * gridDim.y + blockIdx.y;
         p.occupancy[index] = occupied_word;
         p.full_tiles[index] = full_word;
+    }
+    if (p.occupancy_t != nullptr && threadIdx.x < 32) {  // transposed copy: bit m_tile of each key tile's row
+        const int n_tile = blockIdx.y * 32 + threadIdx.x;
+        const int n_tiles = (Lk + kBlockN - 1) / kBlockN;
+        if (n_tile < n_tiles) {
+            const int m_words = occupancy_words(gridDim.x);
+            const i64 index = (static_cast<i64>(bh) * n_tiles + n_tile) * m_words + m_tile / 32;
+            const u32 bit = 1u << (m_tile % 32);
+            if ((occupied_word >> threadIdx.x) & 1u) atomicOr(p.occupancy_t + index, bit);
+            if ((full_word >> threadIdx.x) & 1u) atomicOr(p.full_tiles_t + index, bit);
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 #include "../kernels/fwd_config.cuh"
 #include "flash_dmattn.h"
+#include "bwd_args.h"
 #include "fwd_args.h"
 #include "fwd_launch.h"
 #include "status.h"
@@ -23,6 +24,41 @@ fdma_status guarded(F&& body) {
     } catch (...) {
         return fdma::fail(FDMA_STATUS_INTERNAL, "unexpected C++ exception");
     }
+}
+
+fdma_status tile_shape(fdma::FwdTile (*tile_of)(int), int32_t head_dim, int32_t dtype, int32_t* block_m,
+                       int32_t* block_n) {
+    return guarded([&] {
+        if (block_m == nullptr || block_n == nullptr)
+            return fdma::fail(FDMA_STATUS_INVALID_ARGUMENT, "block_m and block_n must not be null");
+        if (!fdma::is_supported_head_dim(head_dim))
+            return fdma::fail(FDMA_STATUS_UNSUPPORTED,
+                              "head_dim must be one of 32, 64, 96, 128, 192, 256; got " + std::to_string(head_dim));
+        if (dtype != FDMA_DTYPE_FLOAT16 && dtype != FDMA_DTYPE_BFLOAT16)
+            return fdma::fail(FDMA_STATUS_UNSUPPORTED,
+                              "dtype must be FLOAT16 (1) or BFLOAT16 (2); got " + std::to_string(dtype));
+        const fdma::FwdTile tile = tile_of(head_dim);
+        *block_m = tile.block_m;
+        *block_n = tile.block_n;
+        return FDMA_STATUS_SUCCESS;
+    });
+}
+
+// Runs `launch(scratch)` with `given` as scratch, or with `bytes` from the stream-ordered
+// allocator for the call when the caller gave none.
+template <typename Launch>
+fdma_status with_scratch(void* given, uint64_t bytes, cudaStream_t stream, Launch&& launch) {
+    void* scratch = given;
+    const bool owned = bytes > 0 && scratch == nullptr;
+    if (owned) {
+        const cudaError_t err = cudaMallocAsync(&scratch, bytes, stream);
+        if (err != cudaSuccess) return fdma::fail_cuda(err, "allocating scratch");
+    }
+    const cudaError_t err = launch(scratch);
+    const cudaError_t free_err = owned ? cudaFreeAsync(scratch, stream) : cudaSuccess;
+    if (err != cudaSuccess) return fdma::fail_cuda(err, "launching the kernels");
+    if (free_err != cudaSuccess) return fdma::fail_cuda(free_err, "freeing scratch");
+    return FDMA_STATUS_SUCCESS;
 }
 
 }  // namespace
@@ -46,20 +82,7 @@ fdma_status fdma_compiled_archs(int32_t* archs, int32_t capacity, int32_t* count
 }
 
 fdma_status fdma_fwd_tile_shape(int32_t head_dim, int32_t dtype, int32_t* block_m, int32_t* block_n) {
-    return guarded([&] {
-        if (block_m == nullptr || block_n == nullptr)
-            return fdma::fail(FDMA_STATUS_INVALID_ARGUMENT, "block_m and block_n must not be null");
-        if (!fdma::is_supported_head_dim(head_dim))
-            return fdma::fail(FDMA_STATUS_UNSUPPORTED,
-                              "head_dim must be one of 32, 64, 96, 128, 192, 256; got " + std::to_string(head_dim));
-        if (dtype != FDMA_DTYPE_FLOAT16 && dtype != FDMA_DTYPE_BFLOAT16)
-            return fdma::fail(FDMA_STATUS_UNSUPPORTED,
-                              "dtype must be FLOAT16 (1) or BFLOAT16 (2); got " + std::to_string(dtype));
-        const fdma::FwdTile tile = fdma::fwd_tile(head_dim);
-        *block_m = tile.block_m;
-        *block_n = tile.block_n;
-        return FDMA_STATUS_SUCCESS;
-    });
+    return tile_shape(fdma::fwd_tile, head_dim, dtype, block_m, block_n);
 }
 
 fdma_status fdma_fwd_workspace_size(const fdma_fwd_params* params, uint64_t* bytes) {
@@ -86,20 +109,47 @@ fdma_status fdma_fwd(const fdma_fwd_params* params) {
         }
         uint64_t scratch_bytes = 0;
         fdma::fwd_workspace_bytes(params, scratch_bytes);
-        void* scratch = params->workspace;
-        const bool owns_scratch = scratch_bytes > 0 && scratch == nullptr;
-        if (owns_scratch) {
-            const cudaError_t err = cudaMallocAsync(&scratch, scratch_bytes, stream);
-            if (err != cudaSuccess) return fdma::fail_cuda(err, "allocating the forward's scratch");
-        }
-        kernel_params.occupancy = static_cast<unsigned int*>(scratch);
-        if (scratch_bytes > 0) kernel_params.full_tiles = kernel_params.occupancy + fdma::bitmap_words(*params);
-        const cudaError_t err =
-            fdma::dispatch_fwd(kernel_params, params->dtype, params->head_dim, params->batch, stream);
-        const cudaError_t free_err = owns_scratch ? cudaFreeAsync(scratch, stream) : cudaSuccess;
-        if (err != cudaSuccess) return fdma::fail_cuda(err, "launching the forward kernel");
-        if (free_err != cudaSuccess) return fdma::fail_cuda(free_err, "freeing the forward's scratch");
+        return with_scratch(params->workspace, scratch_bytes, stream, [&](void* scratch) {
+            if (scratch_bytes > 0) {
+                kernel_params.occupancy = static_cast<unsigned int*>(scratch);
+                kernel_params.full_tiles = kernel_params.occupancy + fdma::bitmap_words(*params);
+            }
+            return fdma::dispatch_fwd(kernel_params, params->dtype, params->head_dim, params->batch, stream);
+        });
+    });
+}
+
+void fdma_bwd_params_init(fdma_bwd_params* params) {
+    if (params == nullptr) return;
+    *params = fdma_bwd_params{};
+    params->struct_size = sizeof(fdma_bwd_params);
+    params->forward.struct_size = sizeof(fdma_fwd_params);
+}
+
+fdma_status fdma_bwd_workspace_size(const fdma_bwd_params* params, uint64_t* bytes) {
+    return guarded([&] {
+        if (bytes == nullptr) return fdma::fail(FDMA_STATUS_INVALID_ARGUMENT, "bytes is null");
+        fdma::BwdScratch scratch;
+        if (const fdma_status st = fdma::bwd_scratch_layout(params, scratch)) return st;
+        *bytes = scratch.total;
         return FDMA_STATUS_SUCCESS;
+    });
+}
+
+fdma_status fdma_bwd_tile_shape(int32_t head_dim, int32_t dtype, int32_t* block_m, int32_t* block_n) {
+    return tile_shape(fdma::bwd_tile, head_dim, dtype, block_m, block_n);
+}
+
+fdma_status fdma_bwd(const fdma_bwd_params* params) {
+    return guarded([&] {
+        fdma::BwdParams kernel_params{};
+        fdma::BwdScratch scratch;
+        if (const fdma_status st = fdma::make_bwd_params(params, kernel_params, scratch)) return st;
+        const auto stream = static_cast<cudaStream_t>(params->forward.stream);
+        return with_scratch(params->forward.workspace, scratch.total, stream, [&](void* base) {
+            fdma::place_bwd_scratch(kernel_params, scratch, base);
+            return fdma::dispatch_bwd(kernel_params, scratch, params->forward.dtype, params->forward.head_dim, stream);
+        });
     });
 }
 

@@ -151,8 +151,65 @@ def reference(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=Fal
         i = torch.arange(lq, device=q.device)[:, None]
         j = torch.arange(lk, device=q.device)[None, :]
         visible &= j <= i + lk - lq
-    s = s.masked_fill(~visible, float("-inf"))
-    lse = torch.logsumexp(s, dim=-1)
-    p = torch.exp(s - lse[..., None]).nan_to_num(0.0)
+    # Empty rows: softmax over zeros, then zeroed, so that autograd sees no inf - inf anywhere.
+    has_key = visible.any(dim=-1, keepdim=True)
+    s = torch.where(visible, s, torch.tensor(float("-inf"), dtype=s.dtype, device=s.device))
+    s = torch.where(has_key, s, torch.zeros_like(s))
+    p = torch.softmax(s, dim=-1) * visible
+    lse = torch.where(has_key[..., 0], torch.logsumexp(s, dim=-1), torch.tensor(float("-inf"), dtype=s.dtype, device=s.device))
     out = (p @ vd).permute(0, 2, 1, 3)
     return out, lse
+
+
+class BwdParams(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("deterministic", ctypes.c_int32), ("forward", FwdParams),
+                ("d_out", Tensor), ("d_q", Tensor), ("d_k", Tensor), ("d_v", Tensor),
+                ("d_bias", BroadcastTensor), ("reserved", ctypes.c_uint64 * 4)]
+
+
+LIB.fdma_bwd.argtypes = [ctypes.POINTER(BwdParams)]
+LIB.fdma_bwd.restype = ctypes.c_int32
+LIB.fdma_bwd_params_init.argtypes = [ctypes.POINTER(BwdParams)]
+LIB.fdma_bwd_tile_shape.argtypes = LIB.fdma_fwd_tile_shape.argtypes
+
+
+def bwd_tile_shape(head_dim, dtype):
+    bm, bn = ctypes.c_int32(), ctypes.c_int32()
+    assert LIB.fdma_bwd_tile_shape(head_dim, DTYPE_CODES[dtype], ctypes.byref(bm), ctypes.byref(bn)) == 0
+    return bm.value, bn.value
+
+
+def make_bwd_params(q, k, v, out, lse, d_out, d_q, d_k, d_v, mask=None, bias=None, d_bias=None, scale=None,
+                    softcap=0.0, causal=False, stats=None, deterministic=False):
+    p = BwdParams()
+    LIB.fdma_bwd_params_init(ctypes.byref(p))
+    forward = make_params(q, k, v, out, mask, bias, lse, scale, softcap, causal, stats)
+    forward.struct_size = ctypes.sizeof(FwdParams)
+    p.forward = forward
+    p.deterministic = int(deterministic)
+    p.d_out, p.d_q, p.d_k, p.d_v = as_tensor(d_out), as_tensor(d_q), as_tensor(d_k), as_tensor(d_v)
+    p.d_bias = as_broadcast(d_bias)
+    return p
+
+
+def backward(q, k, v, out, lse, d_out, mask=None, bias=None, scale=None, softcap=0.0, causal=False,
+             deterministic=False, d_bias_dtype=None):
+    """Runs the backward on NaN-prefilled gradients; returns (dq, dk, dv, dbias or None, (computed, skipped))."""
+    d_q, d_k, d_v = (torch.full_like(t, float("nan")) for t in (q, k, v))
+    d_bias = None if bias is None else torch.full_like(bias, float("nan"), dtype=d_bias_dtype or bias.dtype)
+    stats = torch.full((2,), -1, device=q.device, dtype=torch.int64)
+    params = make_bwd_params(q, k, v, out, lse, d_out, d_q, d_k, d_v, mask, bias, d_bias, scale, softcap, causal,
+                             stats, deterministic)
+    status = LIB.fdma_bwd(ctypes.byref(params))
+    assert status == STATUS_SUCCESS, LIB.fdma_last_error_message().decode()
+    torch.cuda.synchronize()
+    return d_q, d_k, d_v, d_bias, tuple(stats.tolist())
+
+
+def reference_grads(q, k, v, d_out, mask=None, bias=None, scale=None, softcap=0.0, causal=False):
+    """float64 gradients of sum(out * d_out) with respect to q, k, v and the bias (in its own shape)."""
+    leaves = [t.double().requires_grad_() for t in (q, k, v)]
+    bias_leaf = None if bias is None else bias.double().requires_grad_()
+    out, _ = reference(*leaves, mask, bias_leaf, scale, softcap, causal)
+    (out * d_out.double()).sum().backward()
+    return [t.grad for t in leaves] + [None if bias_leaf is None else bias_leaf.grad]

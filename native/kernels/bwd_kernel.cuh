@@ -1,0 +1,494 @@
+// Backward kernels of Dynamic Mask Attention (FlashAttention-2 style: P recomputed from the
+// forward's LSE, no score matrix in memory), skipping the tiles that hold no visible pair.
+//
+// dmattn_bwd_dkdv_kernel: one block per (key tile, head-dim slice, dBias owner). It walks the
+// query tiles that see its keys (causal bound, transposed occupancy bitmap) for every query head
+// of its key/value head and accumulates dK and dV in registers, so GQA sums need no atomics.
+// Above D = 128 the block keeps the whole rows of K, V, Q and dO (every dot product needs them)
+// but accumulates only its half of dK, dV and dQ. dQ goes to an fp32 buffer with atomics; in
+// deterministic mode dmattn_bwd_dq_kernel computes it instead, one block per query tile.
+//
+// Element layout: in the dK/dV kernel a warp owns 16 keys and holds S^T (keys x queries) in MMA
+// accumulator layout; in the dQ kernel a warp owns 16 queries and holds S (queries x keys).
+// Device-only, no host headers.
+#pragma once
+
+#include "bwd_params.cuh"
+#include "fwd_config.cuh"
+#include "mma_tile.cuh"
+#include "ptx.cuh"
+#include "tile_occupancy.cuh"
+#include "visibility.cuh"
+
+namespace fdma {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <int kHeadDim>
+struct BwdTraits {
+    static constexpr FwdTile kTile = bwd_tile(kHeadDim);
+    static constexpr int kBlockM = kTile.block_m;  // query tile
+    static constexpr int kBlockN = kTile.block_n;  // key tile
+    static constexpr int kWarps = kTile.warps;
+    static constexpr int kThreads = kWarps * 32;
+    static constexpr int kMTiles = 1;                   // 16-row MMA tiles per warp
+    static constexpr int kNTiles = 8;                   // 8-wide score tiles per warp row (64 / 8)
+    static constexpr int kDSlice = kHeadDim <= 128 ? kHeadDim : kHeadDim / 2;  // registers bound dK + dV
+    static constexpr int kSlices = kHeadDim / kDSlice;
+    static constexpr int kSliceTiles = kDSlice / 8;
+    static constexpr int kDTiles = kHeadDim / 8;
+    static constexpr int kChunks = kHeadDim / 8;
+    static constexpr int kRowElems = kHeadDim + 8;      // padded rows: conflict-free ldmatrix
+    static constexpr int kSRowElems = kBlockM + 8;      // dS^T rows (queries), padded likewise
+    static constexpr int kTileBytes = kBlockM * kRowElems * 2;
+    static constexpr int kDkdvSmemBytes = 4 * kTileBytes + kBlockN * kSRowElems * 2 + 2 * kBlockM * 4;
+    static constexpr int kDqSmemBytes = 4 * kTileBytes;
+
+    static_assert(kBlockM == kBlockN && kBlockM == 16 * kWarps, "one 16-row MMA tile per warp, square tiles");
+    static_assert(kDSlice % 16 == 0, "slices hold whole pairs of 8-wide MMA tiles");
+};
+
+// Recomputed softmax probabilities and the pieces of the score's derivative, for one score
+// register: p = exp(score - lse), and dscore/dx where x = scale * q.k + bias (1 - tanh^2 under
+// softcap, else 1).
+struct ScoreGrad {
+    float p;
+    float dscore_dx;
+};
+
+__device__ __forceinline__ ScoreGrad recompute_score(const FwdParams& p, float qk, float bias, float lse_log2,
+                                                     bool visible) {
+    const float x = qk * p.qk_scale + bias * p.bias_scale;
+    float score = x, slope = 1.f;
+    if (p.softcap_out != 0.f) {
+        const float t = tanhf(x);
+        score = t * p.softcap_out;
+        slope = 1.f - t * t;
+    }
+    return {visible ? ex2_approx(score - lse_log2) : 0.f, slope};
+}
+
+template <int kElementType, int kHeadDim>
+__global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
+    dmattn_bwd_dkdv_kernel(const BwdParams bp) {
+    using Traits = BwdTraits<kHeadDim>;
+    using Ops = ElementOps<kElementType>;
+    constexpr int kBlockM = Traits::kBlockM;
+    constexpr int kBlockN = Traits::kBlockN;
+    constexpr int kRowElems = Traits::kRowElems;
+    constexpr int kSliceTiles = Traits::kSliceTiles;
+    const FwdParams& p = bp.fwd;
+
+    extern __shared__ __align__(16) unsigned char smem[];
+    const u32 sK = smem_addr(smem);                  // [kBlockN, kRowElems]
+    const u32 sV = sK + Traits::kTileBytes;          // [kBlockN, kRowElems]
+    const u32 sQ = sV + Traits::kTileBytes;          // [kBlockM, kRowElems]
+    const u32 sdO = sQ + Traits::kTileBytes;         // [kBlockM, kRowElems]
+    const u32 sdS = sdO + Traits::kTileBytes;        // [kBlockN, kSRowElems]: dX^T as elements
+    float* sLse = reinterpret_cast<float*>(smem + 4 * Traits::kTileBytes + kBlockN * Traits::kSRowElems * 2);  // [kBlockM], log2
+    float* sDelta = sLse + kBlockM;                                                                            // [kBlockM]
+    u32* sdS_words = reinterpret_cast<u32*>(smem + 4 * Traits::kTileBytes);
+
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    const int n_tile = blockIdx.x / Traits::kSlices;
+    const int d0 = (blockIdx.x % Traits::kSlices) * Traits::kDSlice;
+    const bool first_slice = d0 == 0;  // owns dBias and the tile statistics
+    const int n0 = n_tile * kBlockN;
+    const int Lq = p.seqlen_q;
+    const int Lk = p.seqlen_k;
+    const int shift = Lk - Lq;
+    const int m_tiles = (Lq + kBlockM - 1) / kBlockM;
+    const int n_tiles = (Lk + kBlockN - 1) / kBlockN;
+    // First query tile with a row that sees key n0 (bottom-right causal alignment).
+    const int m_begin = p.is_causal ? max(0, n0 - shift) / kBlockM : 0;
+    const int bias_size = p.bias.type == kFloat32 ? 4 : 2;
+    const int key_row = warp * 16 + lane / 4;  // + 8 * half: this thread's keys within the tile
+
+    long long computed = 0, skipped = 0;
+    const int b_first = bp.owner_batches == 1 ? 0 : blockIdx.z;
+    const int b_last = bp.owner_batches == 1 ? bp.batch - 1 : blockIdx.z;
+    const int g_first = bp.owner_heads == 1 ? 0 : blockIdx.y;
+    const int g_last = bp.owner_heads == 1 ? bp.heads_kv - 1 : blockIdx.y;
+
+    for (int batch = b_first; batch <= b_last; ++batch) {
+        for (int kv_head = g_first; kv_head <= g_last; ++kv_head) {
+            const char* k_g = static_cast<const char*>(p.k) + 2 * (batch * p.k_strides.batch + kv_head * p.k_strides.head);
+            const char* v_g = static_cast<const char*>(p.v) + 2 * (batch * p.v_strides.batch + kv_head * p.v_strides.head);
+            load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n0, Lk);
+            load_tile_async<Traits, kBlockN>(sV, v_g, 2 * p.v_strides.seq, n0, Lk);
+            cp_async_commit();
+
+            float acc_dk[kSliceTiles][4], acc_dv[kSliceTiles][4];
+#pragma unroll
+            for (int d = 0; d < kSliceTiles; ++d)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc_dk[d][e] = acc_dv[d][e] = 0.f;
+
+            for (int head = kv_head * p.kv_group; head < (kv_head + 1) * p.kv_group; ++head) {
+                const char* q_g = static_cast<const char*>(p.q) + 2 * (batch * p.q_strides.batch + head * p.q_strides.head);
+                const char* do_g = static_cast<const char*>(bp.d_o) + 2 * (batch * bp.d_o_strides.batch + head * bp.d_o_strides.head);
+                const float* lse_g = p.lse + (static_cast<i64>(batch) * p.heads_q + head) * Lq;
+                const float* delta_g = bp.delta + (static_cast<i64>(batch) * p.heads_q + head) * Lq;
+                const u8* mask_g = p.mask.data == nullptr
+                    ? nullptr
+                    : static_cast<const u8*>(p.mask.data) + batch * p.mask.stride_batch + (head / p.mask.head_group) * p.mask.stride_head;
+                const char* bias_g = p.bias.data == nullptr
+                    ? nullptr
+                    : static_cast<const char*>(p.bias.data) +
+                          bias_size * (batch * p.bias.stride_batch + (head / p.bias.head_group) * p.bias.stride_head);
+                // dBias accumulator rows of this (batch, head): contiguous [batches][heads][rows][Lk].
+                float* dbias_g = bp.d_bias_accum == nullptr
+                    ? nullptr
+                    : bp.d_bias_accum + ((static_cast<i64>(p.bias.batches == 1 ? 0 : batch) * p.bias.heads +
+                                          (p.bias.heads == 1 ? 0 : head / p.bias.head_group)) * p.bias.rows) * Lk;
+                const i64 bitmap_col = mask_g == nullptr
+                    ? 0
+                    : ((static_cast<i64>(p.mask.batches == 1 ? 0 : batch) * p.mask.heads +
+                        (p.mask.heads == 1 ? 0 : head / p.mask.head_group)) * n_tiles + n_tile) * occupancy_words(m_tiles);
+                auto next_tile = [&](int m) {  // first query tile >= m holding a visible pair with these keys
+                    if (mask_g == nullptr) return m;
+                    while (m < m_tiles) {
+                        const u32 word = __ldg(p.occupancy_t + bitmap_col + m / 32) >> (m % 32);
+                        if (word != 0) return min(m + __ffs(word) - 1, m_tiles);
+                        m = (m / 32 + 1) * 32;
+                    }
+                    return m_tiles;
+                };
+
+                float dbias_sum[2] = {0.f, 0.f};  // row-broadcast dBias: this thread's share per key
+                int visited = 0;
+                for (int m_tile = next_tile(m_begin); m_tile < m_tiles; m_tile = next_tile(m_tile + 1)) {
+                    const int m0 = m_tile * kBlockM;
+                    ++visited;
+                    load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * p.q_strides.seq, m0, Lq);
+                    load_tile_async<Traits, kBlockM>(sdO, do_g, 2 * bp.d_o_strides.seq, m0, Lq);
+                    cp_async_commit();
+                    if (threadIdx.x < kBlockM) {
+                        const int row = m0 + threadIdx.x;
+                        sLse[threadIdx.x] = row < Lq ? lse_g[row] * kLog2e : 0.f;
+                        sDelta[threadIdx.x] = row < Lq ? delta_g[row] : 0.f;
+                    }
+                    const bool use_mask = mask_g != nullptr &&
+                        ((__ldg(p.full_tiles_t + bitmap_col + m_tile / 32) >> (m_tile % 32)) & 1u) == 0;
+                    cp_async_wait<0>();
+                    __syncthreads();
+
+                    // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys.
+                    float s[8][4], dp[8][4];
+#pragma unroll
+                    for (int ni = 0; ni < 8; ++ni)
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) s[ni][e] = dp[ni][e] = 0.f;
+#pragma unroll
+                    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+                        u32 a_k[4], a_v[4];
+                        const u32 a_off = ((warp * 16 + lane % 16) * kRowElems + kk * 16 + (lane / 16) * 8) * 2;
+                        ldmatrix_x4(a_k, sK + a_off);
+                        ldmatrix_x4(a_v, sV + a_off);
+#pragma unroll
+                        for (int nj = 0; nj < 4; ++nj) {
+                            u32 b_q[4], b_do[4];
+                            const u32 b_off = ((nj * 16 + lane % 8 + (lane / 16) * 8) * kRowElems + kk * 16 + ((lane / 8) % 2) * 8) * 2;
+                            ldmatrix_x4(b_q, sQ + b_off);
+                            ldmatrix_x4(b_do, sdO + b_off);
+                            Ops::mma(s[2 * nj], a_k, b_q[0], b_q[1]);
+                            Ops::mma(s[2 * nj + 1], a_k, b_q[2], b_q[3]);
+                            Ops::mma(dp[2 * nj], a_v, b_do[0], b_do[1]);
+                            Ops::mma(dp[2 * nj + 1], a_v, b_do[2], b_do[3]);
+                        }
+                    }
+
+                    // P^T in place of s, dX^T (the gradient of the pre-softcap score) in place of dP^T.
+#pragma unroll
+                    for (int ni = 0; ni < 8; ++ni) {
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) {
+                            const int key = n0 + key_row + (e / 2) * 8;
+                            const int q_local = ni * 8 + (lane % 4) * 2 + e % 2;
+                            const int query = m0 + q_local;
+                            bool visible = query < Lq && key < Lk && (!p.is_causal || key <= query + shift);
+                            if (use_mask && visible) visible = __ldg(mask_g + query * p.mask.stride_row + key) != 0;
+                            const float bias = bias_g != nullptr && visible
+                                ? load_bias(bias_g + bias_size * (query * p.bias.stride_row), key, p.bias.type)
+                                : 0.f;
+                            const ScoreGrad g = recompute_score(p, s[ni][e], bias, sLse[q_local], visible);
+                            const float d = g.p * (dp[ni][e] - sDelta[q_local]) * g.dscore_dx;
+                            s[ni][e] = g.p;
+                            dp[ni][e] = d;
+                            if (dbias_g != nullptr && first_slice) {
+                                if (p.bias.rows == 1) dbias_sum[e / 2] += d;
+                                else if (visible) dbias_g[static_cast<i64>(query) * Lk + key] += d;
+                            }
+                        }
+                    }
+
+                    // dV += P^T dO and dK += dX^T Q over this block's slice of the head dim.
+#pragma unroll
+                    for (int kk = 0; kk < kBlockM / 16; ++kk) {
+                        u32 a_p[4], a_dx[4];
+                        a_p[0] = Ops::pack(s[2 * kk][0], s[2 * kk][1]);
+                        a_p[1] = Ops::pack(s[2 * kk][2], s[2 * kk][3]);
+                        a_p[2] = Ops::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+                        a_p[3] = Ops::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+                        a_dx[0] = Ops::pack(dp[2 * kk][0], dp[2 * kk][1]);
+                        a_dx[1] = Ops::pack(dp[2 * kk][2], dp[2 * kk][3]);
+                        a_dx[2] = Ops::pack(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+                        a_dx[3] = Ops::pack(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+                        if (bp.d_q_accum != nullptr) {  // dX^T for the dQ product below
+                            const int row = warp * 16 + lane / 4;
+                            const int col = kk * 16 + (lane % 4) * 2;
+                            sdS_words[(row * Traits::kSRowElems + col) / 2] = a_dx[0];
+                            sdS_words[((row + 8) * Traits::kSRowElems + col) / 2] = a_dx[1];
+                            sdS_words[(row * Traits::kSRowElems + col + 8) / 2] = a_dx[2];
+                            sdS_words[((row + 8) * Traits::kSRowElems + col + 8) / 2] = a_dx[3];
+                        }
+#pragma unroll
+                        for (int dj = 0; dj < kSliceTiles / 2; ++dj) {
+                            u32 b_do[4], b_q[4];
+                            const u32 off = ((kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kRowElems + d0 + dj * 16 + (lane / 16) * 8) * 2;
+                            ldmatrix_x4_trans(b_do, sdO + off);
+                            ldmatrix_x4_trans(b_q, sQ + off);
+                            Ops::mma(acc_dv[2 * dj], a_p, b_do[0], b_do[1]);
+                            Ops::mma(acc_dv[2 * dj + 1], a_p, b_do[2], b_do[3]);
+                            Ops::mma(acc_dk[2 * dj], a_dx, b_q[0], b_q[1]);
+                            Ops::mma(acc_dk[2 * dj + 1], a_dx, b_q[2], b_q[3]);
+                        }
+                    }
+
+                    if (bp.d_q_accum != nullptr) {
+                        // dQ += dX K for this warp's 16 queries, added to the fp32 buffer.
+                        __syncthreads();  // dX^T of every warp is in shared memory
+                        float acc_dq[kSliceTiles][4];
+#pragma unroll
+                        for (int d = 0; d < kSliceTiles; ++d)
+#pragma unroll
+                            for (int e = 0; e < 4; ++e) acc_dq[d][e] = 0.f;
+#pragma unroll
+                        for (int kk = 0; kk < kBlockN / 16; ++kk) {
+                            u32 a[4];
+                            ldmatrix_x4_trans(a, sdS + ((kk * 16 + lane % 8 + (lane / 16) * 8) * Traits::kSRowElems + warp * 16 + ((lane / 8) % 2) * 8) * 2);
+#pragma unroll
+                            for (int dj = 0; dj < kSliceTiles / 2; ++dj) {
+                                u32 b[4];
+                                ldmatrix_x4_trans(b, sK + ((kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kRowElems + d0 + dj * 16 + (lane / 16) * 8) * 2);
+                                Ops::mma(acc_dq[2 * dj], a, b[0], b[1]);
+                                Ops::mma(acc_dq[2 * dj + 1], a, b[2], b[3]);
+                            }
+                        }
+#pragma unroll
+                        for (int half = 0; half < 2; ++half) {
+                            const int query = m0 + warp * 16 + lane / 4 + half * 8;
+                            if (query >= Lq) continue;
+                            float* dq_row = bp.d_q_accum + ((static_cast<i64>(batch) * Lq + query) * p.heads_q + head) * kHeadDim + d0;
+#pragma unroll
+                            for (int d = 0; d < kSliceTiles; ++d) {
+                                atomicAdd(dq_row + d * 8 + (lane % 4) * 2, acc_dq[d][half * 2] * bp.softmax_scale);
+                                atomicAdd(dq_row + d * 8 + (lane % 4) * 2 + 1, acc_dq[d][half * 2 + 1] * bp.softmax_scale);
+                            }
+                        }
+                    }
+                    __syncthreads();  // every warp is done with sQ, sdO, sdS, sLse, sDelta
+                }
+                if (dbias_g != nullptr && first_slice && p.bias.rows == 1) {
+#pragma unroll
+                    for (int half = 0; half < 2; ++half) {
+                        float sum = dbias_sum[half];
+                        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+                        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+                        const int key = n0 + key_row + half * 8;
+                        if (lane % 4 == 0 && key < Lk) dbias_g[key] += sum;
+                    }
+                }
+                computed += visited;
+                skipped += m_tiles - visited;
+            }
+
+            // dK (with the softmax scale of q.k) and dV of this (batch, kv head), this slice.
+            char* dk_g = static_cast<char*>(bp.d_k) + 2 * (batch * bp.d_k_strides.batch + kv_head * bp.d_k_strides.head);
+            char* dv_g = static_cast<char*>(bp.d_v) + 2 * (batch * bp.d_v_strides.batch + kv_head * bp.d_v_strides.head);
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int key = n0 + key_row + half * 8;
+                if (key >= Lk) continue;
+                u32* dk_row = reinterpret_cast<u32*>(dk_g + 2 * (key * bp.d_k_strides.seq + d0));
+                u32* dv_row = reinterpret_cast<u32*>(dv_g + 2 * (key * bp.d_v_strides.seq + d0));
+#pragma unroll
+                for (int d = 0; d < kSliceTiles; ++d) {
+                    dk_row[d * 4 + lane % 4] = Ops::pack(acc_dk[d][half * 2] * bp.softmax_scale, acc_dk[d][half * 2 + 1] * bp.softmax_scale);
+                    dv_row[d * 4 + lane % 4] = Ops::pack(acc_dv[d][half * 2], acc_dv[d][half * 2 + 1]);
+                }
+            }
+            cp_async_wait<0>();  // a (batch, kv head) with no visited tile never waited for its K and V
+            __syncthreads();     // every warp is done with sK and sV
+        }
+    }
+
+    if (p.tile_stats != nullptr && first_slice && threadIdx.x == 0) {
+        atomicAdd(p.tile_stats, static_cast<u64>(computed));
+        atomicAdd(p.tile_stats + 1, static_cast<u64>(skipped));
+    }
+}
+
+// Deterministic dQ: one block per (query tile, query head, batch) walks its key tiles like the
+// forward and accumulates dQ = dX K in registers.
+template <int kElementType, int kHeadDim>
+__global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
+    dmattn_bwd_dq_kernel(const BwdParams bp) {
+    using Traits = BwdTraits<kHeadDim>;
+    using Ops = ElementOps<kElementType>;
+    constexpr int kBlockM = Traits::kBlockM;
+    constexpr int kBlockN = Traits::kBlockN;
+    constexpr int kRowElems = Traits::kRowElems;
+    constexpr int kDTiles = Traits::kDTiles;
+    const FwdParams& p = bp.fwd;
+
+    extern __shared__ __align__(16) unsigned char smem[];
+    const u32 sQ = smem_addr(smem);
+    const u32 sdO = sQ + Traits::kTileBytes;
+    const u32 sK = sdO + Traits::kTileBytes;
+    const u32 sV = sK + Traits::kTileBytes;
+
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    const int m0 = blockIdx.x * kBlockM;
+    const int head = blockIdx.y;
+    const int batch = blockIdx.z;
+    const int kv_head = head / p.kv_group;
+    const int Lq = p.seqlen_q;
+    const int Lk = p.seqlen_k;
+    const int shift = Lk - Lq;
+    const int n_tiles = (Lk + kBlockN - 1) / kBlockN;
+    int n_end = n_tiles;
+    if (p.is_causal) {
+        const int last_key = min(m0 + kBlockM, Lq) - 1 + shift;
+        n_end = last_key < 0 ? 0 : min(n_tiles, last_key / kBlockN + 1);
+    }
+    const int bias_size = p.bias.type == kFloat32 ? 4 : 2;
+
+    const char* q_g = static_cast<const char*>(p.q) + 2 * (batch * p.q_strides.batch + head * p.q_strides.head);
+    const char* do_g = static_cast<const char*>(bp.d_o) + 2 * (batch * bp.d_o_strides.batch + head * bp.d_o_strides.head);
+    const char* k_g = static_cast<const char*>(p.k) + 2 * (batch * p.k_strides.batch + kv_head * p.k_strides.head);
+    const char* v_g = static_cast<const char*>(p.v) + 2 * (batch * p.v_strides.batch + kv_head * p.v_strides.head);
+    const u8* mask_g = p.mask.data == nullptr
+        ? nullptr
+        : static_cast<const u8*>(p.mask.data) + batch * p.mask.stride_batch + (head / p.mask.head_group) * p.mask.stride_head;
+    const char* bias_g = p.bias.data == nullptr
+        ? nullptr
+        : static_cast<const char*>(p.bias.data) + bias_size * (batch * p.bias.stride_batch + (head / p.bias.head_group) * p.bias.stride_head);
+    const i64 bitmap_row = mask_g == nullptr
+        ? 0
+        : ((static_cast<i64>(p.mask.batches == 1 ? 0 : batch) * p.mask.heads +
+            (p.mask.heads == 1 ? 0 : head / p.mask.head_group)) * gridDim.x + blockIdx.x) * occupancy_words(n_tiles);
+    auto next_tile = [&](int n) {
+        if (mask_g == nullptr) return min(n, n_end);
+        while (n < n_end) {
+            const u32 word = __ldg(p.occupancy + bitmap_row + n / 32) >> (n % 32);
+            if (word != 0) return min(n + __ffs(word) - 1, n_end);
+            n = (n / 32 + 1) * 32;
+        }
+        return n_end;
+    };
+
+    load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * p.q_strides.seq, m0, Lq);
+    load_tile_async<Traits, kBlockM>(sdO, do_g, 2 * bp.d_o_strides.seq, m0, Lq);
+    cp_async_commit();
+
+    float lse_log2[2], delta[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int query = m0 + warp * 16 + lane / 4 + half * 8;
+        const i64 row = (static_cast<i64>(batch) * p.heads_q + head) * Lq + query;
+        lse_log2[half] = query < Lq ? p.lse[row] * kLog2e : 0.f;
+        delta[half] = query < Lq ? bp.delta[row] : 0.f;
+    }
+
+    float acc_dq[kDTiles][4];
+#pragma unroll
+    for (int d = 0; d < kDTiles; ++d)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc_dq[d][e] = 0.f;
+
+    for (int n = next_tile(0); n < n_end; n = next_tile(n + 1)) {
+        const int n0 = n * kBlockN;
+        load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n0, Lk);
+        load_tile_async<Traits, kBlockN>(sV, v_g, 2 * p.v_strides.seq, n0, Lk);
+        cp_async_commit();
+        const bool use_mask = mask_g != nullptr &&
+            ((__ldg(p.full_tiles + bitmap_row + n / 32) >> (n % 32)) & 1u) == 0;
+        cp_async_wait<0>();
+        __syncthreads();
+
+        float s[8][4], dp[8][4];
+#pragma unroll
+        for (int ni = 0; ni < 8; ++ni)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[ni][e] = dp[ni][e] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+            u32 a_q[4], a_do[4];
+            const u32 a_off = ((warp * 16 + lane % 16) * kRowElems + kk * 16 + (lane / 16) * 8) * 2;
+            ldmatrix_x4(a_q, sQ + a_off);
+            ldmatrix_x4(a_do, sdO + a_off);
+#pragma unroll
+            for (int nj = 0; nj < 4; ++nj) {
+                u32 b_k[4], b_v[4];
+                const u32 b_off = ((nj * 16 + lane % 8 + (lane / 16) * 8) * kRowElems + kk * 16 + ((lane / 8) % 2) * 8) * 2;
+                ldmatrix_x4(b_k, sK + b_off);
+                ldmatrix_x4(b_v, sV + b_off);
+                Ops::mma(s[2 * nj], a_q, b_k[0], b_k[1]);
+                Ops::mma(s[2 * nj + 1], a_q, b_k[2], b_k[3]);
+                Ops::mma(dp[2 * nj], a_do, b_v[0], b_v[1]);
+                Ops::mma(dp[2 * nj + 1], a_do, b_v[2], b_v[3]);
+            }
+        }
+
+#pragma unroll
+        for (int ni = 0; ni < 8; ++ni) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int half = e / 2;
+                const int query = m0 + warp * 16 + lane / 4 + half * 8;
+                const int key = n0 + ni * 8 + (lane % 4) * 2 + e % 2;
+                bool visible = query < Lq && key < Lk && (!p.is_causal || key <= query + shift);
+                if (use_mask && visible) visible = __ldg(mask_g + query * p.mask.stride_row + key) != 0;
+                const float bias = bias_g != nullptr && visible
+                    ? load_bias(bias_g + bias_size * (query * p.bias.stride_row), key, p.bias.type)
+                    : 0.f;
+                const ScoreGrad g = recompute_score(p, s[ni][e], bias, lse_log2[half], visible);
+                s[ni][e] = g.p * (dp[ni][e] - delta[half]) * g.dscore_dx;
+            }
+        }
+
+#pragma unroll
+        for (int kk = 0; kk < kBlockN / 16; ++kk) {
+            u32 a[4];
+            a[0] = Ops::pack(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = Ops::pack(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = Ops::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = Ops::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int dj = 0; dj < kDTiles / 2; ++dj) {
+                u32 b[4];
+                ldmatrix_x4_trans(b, sK + ((kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kRowElems + dj * 16 + (lane / 16) * 8) * 2);
+                Ops::mma(acc_dq[2 * dj], a, b[0], b[1]);
+                Ops::mma(acc_dq[2 * dj + 1], a, b[2], b[3]);
+            }
+        }
+        __syncthreads();  // every warp is done with sK and sV
+    }
+    cp_async_wait<0>();  // Q and dO of a tile with no visited key tile
+
+    char* dq_g = static_cast<char*>(bp.d_q) + 2 * (batch * bp.d_q_strides.batch + head * bp.d_q_strides.head);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int query = m0 + warp * 16 + lane / 4 + half * 8;
+        if (query >= Lq) continue;
+        u32* dq_row = reinterpret_cast<u32*>(dq_g + 2 * (query * bp.d_q_strides.seq));
+#pragma unroll
+        for (int d = 0; d < kDTiles; ++d)
+            dq_row[d * 4 + lane % 4] = Ops::pack(acc_dq[d][half * 2] * bp.softmax_scale, acc_dq[d][half * 2 + 1] * bp.softmax_scale);
+    }
+}
+
+}  // namespace fdma

@@ -1,0 +1,54 @@
+#include "bwd_launch.h"
+#include "fwd_launch.h"
+
+namespace fdma {
+
+namespace {
+
+// Calls launch.operator()<dtype, head dim>() of the instantiation matching the run-time values.
+template <int kElementType, typename Launch>
+cudaError_t with_head_dim(int head_dim, Launch&& launch) {
+    switch (head_dim) {
+        case 32: return launch.template operator()<kElementType, 32>();
+        case 64: return launch.template operator()<kElementType, 64>();
+        case 96: return launch.template operator()<kElementType, 96>();
+        case 128: return launch.template operator()<kElementType, 128>();
+        case 192: return launch.template operator()<kElementType, 192>();
+        case 256: return launch.template operator()<kElementType, 256>();
+        default: return cudaErrorInvalidValue;
+    }
+}
+
+template <typename Launch>
+cudaError_t with_instance(int dtype, int head_dim, Launch&& launch) {
+    return dtype == kFloat16 ? with_head_dim<kFloat16>(head_dim, launch) : with_head_dim<kBFloat16>(head_dim, launch);
+}
+
+struct FwdLaunch {
+    const FwdParams& params;
+    int batch;
+    cudaStream_t stream;
+    template <int kElementType, int kHeadDim>
+    cudaError_t operator()() const { return launch_fwd<kElementType, kHeadDim>(params, batch, stream); }
+};
+
+struct BwdLaunch {
+    const BwdParams& params;
+    const BwdScratch& scratch;
+    cudaStream_t stream;
+    template <int kElementType, int kHeadDim>
+    cudaError_t operator()() const { return launch_bwd<kElementType, kHeadDim>(params, scratch, stream); }
+};
+
+}  // namespace
+
+cudaError_t dispatch_fwd(const FwdParams& params, int dtype, int head_dim, int batch, cudaStream_t stream) {
+    return with_instance(dtype, head_dim, FwdLaunch{params, batch, stream});
+}
+
+cudaError_t dispatch_bwd(const BwdParams& params, const BwdScratch& scratch, int dtype, int head_dim,
+                         cudaStream_t stream) {
+    return with_instance(dtype, head_dim, BwdLaunch{params, scratch, stream});
+}
+
+}  // namespace fdma

@@ -1,0 +1,117 @@
+"""The native backward through the C ABI against float64 PyTorch autograd (GPU machine only)."""
+import pytest
+import torch
+
+import fdma
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+TOLERANCE = {torch.float16: 5e-3, torch.bfloat16: 2e-2}
+WORST = {}
+
+
+def rand(*shape, dtype, lo=-0.5, hi=1.5):
+    return (torch.rand(*shape, device="cuda", dtype=torch.float32) * (hi - lo) + lo).to(dtype)
+
+
+def rel(got, ref):
+    # Floor of an RMS of 1e-3: a gradient that is zero up to rounding (one key: dS = P (dP - Delta)
+    # cancels exactly) has no meaningful relative error.
+    floor = 1e-3 * ref.numel() ** 0.5
+    return ((got.double() - ref).norm() / max(ref.norm().item(), floor)).item()
+
+
+def check(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False, deterministic=False,
+          d_bias_dtype=None):
+    out, lse, _ = fdma.forward(q, k, v, mask, bias, scale, softcap, causal)
+    d_out = rand(*q.shape, dtype=q.dtype, lo=-1, hi=1)
+    dq, dk, dv, dbias, stats = fdma.backward(q, k, v, out, lse, d_out, mask, bias, scale, softcap, causal,
+                                             deterministic, d_bias_dtype)
+    refs = fdma.reference_grads(q, k, v, d_out, mask, bias, scale, softcap, causal)
+    for name, got, ref in zip(("dq", "dk", "dv", "dbias"), (dq, dk, dv, dbias), refs):
+        if ref is None:
+            continue
+        assert not got.isnan().any(), f"{name}: unwritten (NaN) elements"
+        err = rel(got, ref)
+        key = (name, q.dtype)
+        WORST[key] = max(WORST.get(key, 0.0), err)
+        assert err <= TOLERANCE[q.dtype], f"{name}: relative error {err:.3e}"
+    return stats
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_worst():
+    yield
+    print("\nworst relative error:", {f"{k[0]} {k[1]}": f"{v:.2e}" for k, v in sorted(WORST.items(), key=str)})
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("head_dim", [32, 64, 96, 128, 192, 256])
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_head_dims(dtype, head_dim, deterministic):
+    q = rand(2, 97, 4, head_dim, dtype=dtype)
+    k, v = rand(2, 130, 2, head_dim, dtype=dtype), rand(2, 130, 2, head_dim, dtype=dtype)
+    check(q, k, v, causal=True, deterministic=deterministic)
+
+
+@pytest.mark.parametrize("lq,lk", [(1, 1), (1, 300), (17, 257), (257, 17), (200, 200)])
+@pytest.mark.parametrize("group", [1, 2, 8])
+def test_lengths_and_gqa(lq, lk, group):
+    hkv = 1 if group == 8 else 2
+    q = rand(1, lq, hkv * group, 64, dtype=torch.float16)
+    k, v = rand(1, lk, hkv, 64, dtype=torch.float16), rand(1, lk, hkv, 64, dtype=torch.float16)
+    check(q, k, v, causal=lq <= lk)
+    check(q, k, v, deterministic=True)
+
+
+BROADCASTS = [(b, h, r) for b in ("1", "B") for h in ("1", "Hkv", "Hq") for r in ("1", "Lq")]
+
+
+@pytest.mark.parametrize("shape", BROADCASTS)
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_bias_and_mask_broadcasts(shape, deterministic):
+    B, Lq, Lk, Hq, Hkv, D = 2, 70, 150, 4, 2, 64
+    sizes = {"1": 1, "B": B, "Hkv": Hkv, "Hq": Hq, "Lq": Lq}
+    dims = [sizes[s] for s in shape] + [Lk]
+    q = rand(B, Lq, Hq, D, dtype=torch.bfloat16)
+    k, v = rand(B, Lk, Hkv, D, dtype=torch.bfloat16), rand(B, Lk, Hkv, D, dtype=torch.bfloat16)
+    mask = (torch.rand(*dims, device="cuda") < 0.6).to(torch.uint8)
+    bias = rand(*dims, dtype=torch.bfloat16, lo=-2, hi=1)
+    check(q, k, v, mask=mask, bias=bias, causal=True, deterministic=deterministic)
+    check(q, k, v, mask=mask, bias=bias, deterministic=deterministic, d_bias_dtype=torch.float32)
+
+
+def test_softcap_scale_and_fp32_bias():
+    q, k, v = (rand(1, 100, 2, 64, dtype=torch.float16, lo=-2, hi=2) for _ in range(3))
+    bias = rand(1, 2, 100, 100, dtype=torch.float32, lo=-3, hi=3)
+    check(q, k, v, bias=bias, softcap=5.0, scale=0.3, causal=True)
+    check(q, k, v, bias=bias, softcap=5.0, scale=0.3, deterministic=True)
+
+
+def test_empty_rows_tiles_and_layouts():
+    B, L, H, D = 1, 300, 2, 128
+    q = rand(B, H, L, D, dtype=torch.bfloat16).permute(0, 2, 1, 3)
+    k = rand(B, H, L, D, dtype=torch.bfloat16).permute(0, 2, 1, 3)
+    v = rand(B, L, H, D, dtype=torch.bfloat16)
+    mask = (torch.rand(1, 1, L, L, device="cuda") < 0.3).to(torch.uint8)
+    mask[..., 10:20, :] = 0
+    mask[..., 128:256, 64:256] = 0
+    mask[..., 256:, :] = 1
+    bias = rand(1, H, 1, L, dtype=torch.bfloat16)
+    stats = check(q, k, v, mask=mask, bias=bias)
+    bm, bn = fdma.bwd_tile_shape(D, torch.bfloat16)
+    m_tiles, n_tiles = -(-L // bm), -(-L // bn)
+    assert sum(stats) == H * m_tiles * n_tiles and stats[1] > 0
+    check(q, k, v, mask=mask, bias=bias, deterministic=True)
+
+
+def test_deterministic_bits():
+    q, k, v = (rand(2, 513, 4, 64, dtype=torch.bfloat16) for _ in range(3))
+    k, v = k[:, :, :2].contiguous(), v[:, :, :2].contiguous()
+    bias = rand(2, 1, 1, 513, dtype=torch.bfloat16)
+    out, lse, _ = fdma.forward(q, k, v, bias=bias, causal=True)
+    d_out = rand(*q.shape, dtype=q.dtype, lo=-1, hi=1)
+    runs = [fdma.backward(q, k, v, out, lse, d_out, bias=bias, causal=True, deterministic=True)[:4] for _ in range(3)]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a, b)
