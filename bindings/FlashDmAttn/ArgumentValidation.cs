@@ -2,7 +2,7 @@ namespace FlashDmAttn;
 
 // Every argument check of the forward pass, shared by the device-pointer API, the Span API and the CPU reference,
 // so that all three refuse the same calls with the same messages, before any native call, allocation or copy.
-internal static class ArgumentValidation
+internal static partial class ArgumentValidation
 {
     private static readonly int[] SupportedHeadDims = [32, 64, 96, 128, 192, 256];
 

@@ -7,7 +7,7 @@ namespace FlashDmAttn;
 /// optional bias, skipping whole tiles the mask leaves empty. Two entry points: device pointers for engines that own
 /// their memory, context and stream, and host spans that copy through the GPU for simple use.
 /// </summary>
-public static class DynamicMaskAttention
+public static partial class DynamicMaskAttention
 {
     // The mask pointer of a size query: fdma_fwd_workspace_size reads whether it is null, never what it points to.
     private const nint MaskPresentPlaceholder = 1;

@@ -1,0 +1,174 @@
+namespace FlashDmAttn;
+
+// The checks of the backward pass. The forward's tensors are checked as the forward checks them (a backward call
+// takes them exactly as its forward call had them); what is new is the gradients: their sizes and types, and that
+// none of them overlaps anything else.
+internal static partial class ArgumentValidation
+{
+    public static void ValidateDeviceBackward(DeviceBackwardArgs args, AttentionOptions? options)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        ValidateDeviceForward(args.Forward, options);
+        if (args.Lse == 0)
+            throw new ArgumentNullException("args.Lse", "args.Lse must be the device address of the forward's log-sum-exp; got 0.");
+
+        AttentionShape shape = args.Shape;
+        int elementSize = args.DType.ElementSize();
+        ValidateDeviceTensor(args.DOutput, "args.DOutput");
+        ValidateDeviceTensor(args.DQ, "args.DQ");
+        ValidateDeviceTensor(args.DK, "args.DK");
+        ValidateDeviceTensor(args.DV, "args.DV");
+        int biasGradientElementSize = 0;
+        if (args.DBias is { } dBias)
+        {
+            if (args.Bias is not { } bias)
+                throw new ArgumentException($"args.DBias must be null when args.Bias is; got a tensor at 0x{dBias.Pointer:x}.", "args.DBias");
+            ValidateBiasGradientType(bias.DType, dBias.DType, "args.DBias");
+            if (dBias.Shape != bias.Shape)
+                throw new ArgumentException($"args.DBias.Shape must be args.Bias.Shape ({bias.Shape}); got {dBias.Shape}.", "args.DBias.Shape");
+            biasGradientElementSize = dBias.DType.ElementSize();
+            ValidateDeviceBroadcast(dBias, biasGradientElementSize, shape, "args.DBias");
+        }
+
+        ThrowIfOutputOverlaps(
+        [
+            TensorRange(args.Q, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.Q", written: false),
+            TensorRange(args.K, shape.SeqLenK, shape.HeadsKv, shape, elementSize, "args.K", written: false),
+            TensorRange(args.V, shape.SeqLenK, shape.HeadsKv, shape, elementSize, "args.V", written: false),
+            TensorRange(args.Output, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.Output", written: false),
+            FlatRange("args.Lse", args.Lse, (ulong)shape.LseElements * sizeof(float)) with { Written = false },
+            BroadcastRange(args.Mask, 1, shape, "args.Mask"),
+            BroadcastRange(args.Bias, args.Bias?.DType.ElementSize() ?? 0, shape, "args.Bias"),
+            TensorRange(args.DOutput, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.DOutput", written: false),
+            TensorRange(args.DQ, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.DQ", written: true),
+            TensorRange(args.DK, shape.SeqLenK, shape.HeadsKv, shape, elementSize, "args.DK", written: true),
+            TensorRange(args.DV, shape.SeqLenK, shape.HeadsKv, shape, elementSize, "args.DV", written: true),
+            BroadcastRange(args.DBias, biasGradientElementSize, shape, "args.DBias") with { Written = true },
+            FlatRange("args.TileStats", args.TileStats, 2 * sizeof(ulong)),
+            FlatRange("args.Workspace", args.Workspace, (ulong)args.WorkspaceBytes),
+        ]);
+    }
+
+    // The Span API: the forward's tensors as its forward call took them, its output and log-sum-exp (required here),
+    // then the gradients.
+    public static void ValidateHostBackward<T>(
+        AttentionShape shape,
+        ReadOnlySpan<T> q,
+        ReadOnlySpan<T> k,
+        ReadOnlySpan<T> v,
+        ReadOnlySpan<T> output,
+        ReadOnlySpan<float> lse,
+        ReadOnlySpan<T> dOutput,
+        ReadOnlySpan<T> dq,
+        ReadOnlySpan<T> dk,
+        ReadOnlySpan<T> dv,
+        AttentionOptions? options,
+        MaskInput mask,
+        BiasInput bias,
+        BiasGradientOutput dBias)
+        where T : unmanaged
+    {
+        ValidateShape(shape, nameof(shape));
+        ThrowIfLengthIsNot(lse.Length, shape.LseElements, "B * Hq * Lq, the forward's log-sum-exp", nameof(lse));
+        ValidateHostForward<T, float>(shape, q, k, v, output, options, mask.Operand, bias.Operand, lse);
+        ValidateHostGradients<T, float>(shape, q, k, v, output, lse, dOutput, dq, dk, dv, mask.Operand, bias.Operand,
+            dBias.IsPresent ? dBias.AsOperand(bias.Shape) : default);
+        if (dBias.IsPresent)
+            ValidateBiasGradientType(bias.DType, dBias.DType, nameof(dBias));
+    }
+
+    // The CPU reference, which computes the forward's results itself: the forward's inputs, then the gradients.
+    public static void ValidateReferenceBackward(
+        AttentionShape shape,
+        ReadOnlySpan<double> q,
+        ReadOnlySpan<double> k,
+        ReadOnlySpan<double> v,
+        ReadOnlySpan<double> dOutput,
+        ReadOnlySpan<double> dq,
+        ReadOnlySpan<double> dk,
+        ReadOnlySpan<double> dv,
+        AttentionOptions? options,
+        BroadcastOperand mask,
+        BroadcastOperand bias,
+        BroadcastOperand dBias)
+    {
+        ValidateShape(shape, nameof(shape));
+        ValidateOptions(options);
+        ThrowIfLengthIsNot(q.Length, shape.QElements, "B * Lq * Hq * D", nameof(q));
+        ThrowIfLengthIsNot(k.Length, shape.KvElements, "B * Lk * Hkv * D", nameof(k));
+        ThrowIfLengthIsNot(v.Length, shape.KvElements, "B * Lk * Hkv * D", nameof(v));
+        if (mask.IsPresent)
+            ValidateHostOperand(mask, shape, nameof(mask));
+        if (bias.IsPresent)
+            ValidateHostOperand(bias, shape, nameof(bias));
+        ValidateHostGradients<double, double>(shape, q, k, v, default, default, dOutput, dq, dk, dv, mask, bias, dBias);
+    }
+
+    public static void ValidateBackwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient)
+    {
+        ValidateForwardWorkspaceSize(shape, dtype, mask);
+        if (biasGradient is { } biasShape)
+            ValidateBroadcastShape(biasShape, shape, nameof(biasGradient));
+    }
+
+    private static unsafe void ValidateHostGradients<T, TLse>(
+        AttentionShape shape,
+        ReadOnlySpan<T> q,
+        ReadOnlySpan<T> k,
+        ReadOnlySpan<T> v,
+        ReadOnlySpan<T> output,
+        ReadOnlySpan<TLse> lse,
+        ReadOnlySpan<T> dOutput,
+        ReadOnlySpan<T> dq,
+        ReadOnlySpan<T> dk,
+        ReadOnlySpan<T> dv,
+        BroadcastOperand mask,
+        BroadcastOperand bias,
+        BroadcastOperand dBias)
+        where T : unmanaged
+        where TLse : unmanaged
+    {
+        ThrowIfLengthIsNot(dOutput.Length, shape.QElements, "B * Lq * Hq * D", nameof(dOutput));
+        ThrowIfLengthIsNot(dq.Length, shape.QElements, "B * Lq * Hq * D", nameof(dq));
+        ThrowIfLengthIsNot(dk.Length, shape.KvElements, "B * Lk * Hkv * D", nameof(dk));
+        ThrowIfLengthIsNot(dv.Length, shape.KvElements, "B * Lk * Hkv * D", nameof(dv));
+        if (dBias.IsPresent)
+        {
+            if (!bias.IsPresent)
+                throw new ArgumentException($"dBias must be default (none) when there is no bias; got {dBias.Length} elements.", nameof(dBias));
+            ThrowIfLengthIsNot(dBias.Length, bias.Length, "as many as the bias", nameof(dBias));
+        }
+
+        // Pinned so that the addresses compared cannot move between two reads.
+        fixed (T* qStart = q, kStart = k, vStart = v, outputStart = output, dOutputStart = dOutput)
+        fixed (T* dqStart = dq, dkStart = dk, dvStart = dv)
+        fixed (TLse* lseStart = lse)
+        fixed (byte* maskStart = &mask.Start, biasStart = &bias.Start, dBiasStart = &dBias.Start)
+        {
+            ThrowIfOutputOverlaps(
+            [
+                MemoryRange.Of(nameof(q), qStart, (ulong)q.Length * (ulong)sizeof(T), written: false),
+                MemoryRange.Of(nameof(k), kStart, (ulong)k.Length * (ulong)sizeof(T), written: false),
+                MemoryRange.Of(nameof(v), vStart, (ulong)v.Length * (ulong)sizeof(T), written: false),
+                MemoryRange.Of(nameof(output), outputStart, (ulong)output.Length * (ulong)sizeof(T), written: false),
+                MemoryRange.Of(nameof(lse), lseStart, (ulong)lse.Length * (ulong)sizeof(TLse), written: false),
+                MemoryRange.Of(nameof(mask), maskStart, (ulong)mask.ByteLength, written: false),
+                MemoryRange.Of(nameof(bias), biasStart, (ulong)bias.ByteLength, written: false),
+                MemoryRange.Of(nameof(dOutput), dOutputStart, (ulong)dOutput.Length * (ulong)sizeof(T), written: false),
+                MemoryRange.Of(nameof(dq), dqStart, (ulong)dq.Length * (ulong)sizeof(T), written: true),
+                MemoryRange.Of(nameof(dk), dkStart, (ulong)dk.Length * (ulong)sizeof(T), written: true),
+                MemoryRange.Of(nameof(dv), dvStart, (ulong)dv.Length * (ulong)sizeof(T), written: true),
+                MemoryRange.Of(nameof(dBias), dBiasStart, (ulong)dBias.ByteLength, written: true),
+            ]);
+        }
+    }
+
+    private static void ValidateBiasGradientType(ScalarType biasType, ScalarType gradientType, string name)
+    {
+        if (gradientType != biasType && gradientType != ScalarType.Float32)
+        {
+            throw new ArgumentOutOfRangeException(name,
+                $"{name}.DType must be the bias's ({biasType}) or {ScalarType.Float32}; got {gradientType}.");
+        }
+    }
+}

@@ -1,0 +1,253 @@
+using System.Runtime.CompilerServices;
+
+namespace FlashDmAttn;
+
+// The backward pass: gradients of a loss with respect to Q, K, V and the bias, given the gradient with respect to the
+// output and the forward's output and log-sum-exp. It runs on the native library only.
+public static partial class DynamicMaskAttention
+{
+    /// <summary>
+    /// Runs the backward pass on tensors already in GPU memory, asynchronously on <paramref name="stream"/>: writes
+    /// dL/dQ, dL/dK, dL/dV and, when asked, dL/dBias, given dL/dO and the forward call's tensors, output and
+    /// log-sum-exp. No allocation (unless <see cref="DeviceBackwardArgs.Workspace"/> is 0), no copy, no
+    /// synchronization, no context change. Runs on the native library whatever backend the options name.
+    /// </summary>
+    /// <param name="args">The forward call's tensors and the gradients.</param>
+    /// <param name="options">The forward call's scale, softcap and causality; <c>null</c> for the defaults.</param>
+    /// <param name="deterministic">
+    /// True: identical bits on every run (no order-dependent atomics). False (the default) may be faster, and the
+    /// low bits of dQ and dBias may change from run to run.
+    /// </param>
+    /// <param name="stream">A <c>CUstream</c>/<c>cudaStream_t</c>; 0 for the legacy default stream.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="args"/> is null, or a required pointer (LSE included) is 0.</exception>
+    /// <exception cref="ArgumentException">
+    /// A shape, type, option, alignment, stride or overlap is invalid, the bias gradient does not match the bias, or
+    /// Q is not CUDA device memory.
+    /// </exception>
+    /// <exception cref="NativeLibraryException">The CUDA driver or the native library is missing, incompatible or has no code for the GPU.</exception>
+    /// <exception cref="CudaException">The CUDA driver failed to initialize.</exception>
+    /// <exception cref="FlashDmAttnException">The native library refused the call or the launch failed.</exception>
+    public static void Backward(DeviceBackwardArgs args, AttentionOptions? options = null, bool deterministic = false, nint stream = 0)
+    {
+        ArgumentValidation.ValidateDeviceBackward(args, options);
+        FlashDmAttnLibrary.EnsureSupportsDevice(CudaDriver.DeviceOf(args.Q.Pointer, "args.Q"));
+        LaunchBackward(args, options, deterministic, stream);
+    }
+
+    /// <summary>
+    /// Runs the backward pass on host tensors, synchronously: copies the inputs to GPU <paramref name="device"/>,
+    /// runs, and copies the gradients back. Tensors are (B, L, H, D) contiguous. dK and dV are summed over the query
+    /// heads of each group; dBias has the bias's shape, summed over every dimension the bias is broadcast along. On
+    /// failure nothing is written to <paramref name="dq"/>, <paramref name="dk"/>, <paramref name="dv"/> or
+    /// <paramref name="dBias"/>.
+    /// </summary>
+    /// <typeparam name="T"><see cref="Half"/> or <see cref="BFloat16"/>.</typeparam>
+    /// <param name="shape">Batch, sequence lengths, head counts and head dimension.</param>
+    /// <param name="q">Queries, exactly B * Lq * Hq * D elements.</param>
+    /// <param name="k">Keys, exactly B * Lk * Hkv * D elements.</param>
+    /// <param name="v">Values, exactly B * Lk * Hkv * D elements.</param>
+    /// <param name="output">The forward call's output, exactly B * Lq * Hq * D elements.</param>
+    /// <param name="lse">The forward call's log-sum-exp, exactly B * Hq * Lq elements.</param>
+    /// <param name="dOutput">dL/dO, exactly B * Lq * Hq * D elements.</param>
+    /// <param name="dq">Receives dL/dQ, exactly B * Lq * Hq * D elements.</param>
+    /// <param name="dk">Receives dL/dK, exactly B * Lk * Hkv * D elements.</param>
+    /// <param name="dv">Receives dL/dV, exactly B * Lk * Hkv * D elements.</param>
+    /// <param name="options">The forward call's scale, softcap and causality; <c>null</c> for the defaults.</param>
+    /// <param name="mask">The forward call's mask; <c>default</c> for none.</param>
+    /// <param name="bias">The forward call's bias; <c>default</c> for none.</param>
+    /// <param name="dBias">
+    /// Optional, only with a bias: receives dL/dBias, as many values as the bias, in float or in the bias's type;
+    /// <c>default</c> for none.
+    /// </param>
+    /// <param name="deterministic">True: identical bits on every run. False (the default) may be faster.</param>
+    /// <param name="device">CUDA device ordinal.</param>
+    /// <returns>The numbers of backward tiles (<see cref="BackwardTileShape"/>) computed and skipped.</returns>
+    /// <exception cref="ArgumentException">An argument is invalid (the message names it), or <typeparamref name="T"/> is not supported.</exception>
+    /// <exception cref="NativeLibraryException">The CUDA driver or the native library is missing, incompatible or has no code for the GPU.</exception>
+    /// <exception cref="CudaException">A CUDA driver call (allocation, copy, synchronization) failed.</exception>
+    /// <exception cref="FlashDmAttnException">The native library refused the call or the kernel failed.</exception>
+    public static TileStats Backward<T>(
+        AttentionShape shape,
+        ReadOnlySpan<T> q,
+        ReadOnlySpan<T> k,
+        ReadOnlySpan<T> v,
+        ReadOnlySpan<T> output,
+        ReadOnlySpan<float> lse,
+        ReadOnlySpan<T> dOutput,
+        Span<T> dq,
+        Span<T> dk,
+        Span<T> dv,
+        AttentionOptions? options = null,
+        MaskInput mask = default,
+        BiasInput bias = default,
+        BiasGradientOutput dBias = default,
+        bool deterministic = false,
+        int device = 0)
+        where T : unmanaged
+    {
+        ScalarType dtype = ArgumentValidation.ScalarTypeOf<T>();
+        ArgumentValidation.ValidateHostBackward<T>(shape, q, k, v, output, lse, dOutput, dq, dk, dv, options, mask, bias, dBias);
+        ArgumentOutOfRangeException.ThrowIfNegative(device);
+        int deviceCount = CudaDriver.DeviceCount();
+        if (device >= deviceCount)
+            throw new ArgumentOutOfRangeException(nameof(device), $"device must be less than the device count ({deviceCount}); got {device}.");
+        FlashDmAttnLibrary.EnsureSupportsDevice(device);
+
+        using CudaPrimaryContext context = CudaPrimaryContext.Retain(device);
+        using CudaContextScope current = context.Push();
+        using DeviceBuffer qBuffer = DeviceBuffer.FromHost(context, q);
+        using DeviceBuffer kBuffer = DeviceBuffer.FromHost(context, k);
+        using DeviceBuffer vBuffer = DeviceBuffer.FromHost(context, v);
+        using DeviceBuffer outputBuffer = DeviceBuffer.FromHost(context, output);
+        using DeviceBuffer lseBuffer = DeviceBuffer.FromHost(context, lse);
+        using DeviceBuffer dOutputBuffer = DeviceBuffer.FromHost(context, dOutput);
+        using DeviceBuffer dqBuffer = DeviceBuffer.Allocate(context, (long)dq.Length * Unsafe.SizeOf<T>());
+        using DeviceBuffer dkBuffer = DeviceBuffer.Allocate(context, (long)dk.Length * Unsafe.SizeOf<T>());
+        using DeviceBuffer dvBuffer = DeviceBuffer.Allocate(context, (long)dv.Length * Unsafe.SizeOf<T>());
+        using DeviceBuffer? maskBuffer = mask.IsPresent ? DeviceBuffer.FromHost(context, mask.Operand) : null;
+        using DeviceBuffer? biasBuffer = bias.IsPresent ? DeviceBuffer.FromHost(context, bias.Operand) : null;
+        using DeviceBuffer? dBiasBuffer = dBias.IsPresent ? DeviceBuffer.Allocate(context, (long)dBias.Length * dBias.DType.ElementSize()) : null;
+        using DeviceBuffer tileStatsBuffer = DeviceBuffer.Allocate(context, 2 * sizeof(ulong));
+
+        var args = new DeviceBackwardArgs
+        {
+            Shape = shape,
+            DType = dtype,
+            Q = DeviceTensor.SequenceMajor(qBuffer.Pointer, shape.SeqLenQ, shape.HeadsQ, shape.HeadDim),
+            K = DeviceTensor.SequenceMajor(kBuffer.Pointer, shape.SeqLenK, shape.HeadsKv, shape.HeadDim),
+            V = DeviceTensor.SequenceMajor(vBuffer.Pointer, shape.SeqLenK, shape.HeadsKv, shape.HeadDim),
+            Output = DeviceTensor.SequenceMajor(outputBuffer.Pointer, shape.SeqLenQ, shape.HeadsQ, shape.HeadDim),
+            Lse = lseBuffer.Pointer,
+            Mask = maskBuffer is null ? null : DeviceBroadcastTensor.Contiguous(maskBuffer.Pointer, default, mask.Shape, shape.SeqLenK),
+            Bias = biasBuffer is null ? null : DeviceBroadcastTensor.Contiguous(biasBuffer.Pointer, bias.DType, bias.Shape, shape.SeqLenK),
+            DOutput = DeviceTensor.SequenceMajor(dOutputBuffer.Pointer, shape.SeqLenQ, shape.HeadsQ, shape.HeadDim),
+            DQ = DeviceTensor.SequenceMajor(dqBuffer.Pointer, shape.SeqLenQ, shape.HeadsQ, shape.HeadDim),
+            DK = DeviceTensor.SequenceMajor(dkBuffer.Pointer, shape.SeqLenK, shape.HeadsKv, shape.HeadDim),
+            DV = DeviceTensor.SequenceMajor(dvBuffer.Pointer, shape.SeqLenK, shape.HeadsKv, shape.HeadDim),
+            DBias = dBiasBuffer is null ? null : DeviceBroadcastTensor.Contiguous(dBiasBuffer.Pointer, dBias.DType, bias.Shape, shape.SeqLenK),
+            TileStats = tileStatsBuffer.Pointer,
+        };
+        LaunchBackward(args, options, deterministic, stream: 0);
+        CudaDriver.Synchronize();
+
+        Span<ulong> tileStats = stackalloc ulong[2];
+        tileStatsBuffer.CopyTo(tileStats);
+        dqBuffer.CopyTo(dq);
+        dkBuffer.CopyTo(dk);
+        dvBuffer.CopyTo(dv);
+        switch (dBias.DType)
+        {
+            case ScalarType.Float32:
+                dBiasBuffer?.CopyTo(dBias.As<float>());
+                break;
+            case ScalarType.Float16:
+                dBiasBuffer?.CopyTo(dBias.As<Half>());
+                break;
+            default:
+                dBiasBuffer?.CopyTo(dBias.As<BFloat16>());
+                break;
+        }
+
+        return new TileStats(checked((long)tileStats[0]), checked((long)tileStats[1]));
+    }
+
+    /// <summary>
+    /// The (query rows, key columns) tile the backward kernels use for a head dimension and element type: the unit of
+    /// the backward's tile statistics. Needs no GPU.
+    /// </summary>
+    /// <param name="headDim">32, 64, 96, 128, 192 or 256.</param>
+    /// <param name="dtype"><see cref="ScalarType.Float16"/> or <see cref="ScalarType.BFloat16"/>.</param>
+    /// <returns>BlockM query rows by BlockN key columns.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The head dimension or the type is not supported.</exception>
+    /// <exception cref="NativeLibraryException">The native library is missing or incompatible.</exception>
+    /// <exception cref="FlashDmAttnException">The native library refused the query.</exception>
+    public static (int BlockM, int BlockN) BackwardTileShape(int headDim, ScalarType dtype)
+    {
+        ArgumentValidation.ValidateHeadDim(headDim, nameof(headDim));
+        ArgumentValidation.ValidateTensorDType(dtype, nameof(dtype));
+        FlashDmAttnLibrary.EnsureLoaded();
+        FlashDmAttnLibrary.ThrowIfFailed(
+            Interop.FlashDmAttn.fdma_bwd_tile_shape(headDim, (int)dtype, out int blockM, out int blockN), "fdma_bwd_tile_shape");
+        return (blockM, blockN);
+    }
+
+    /// <summary>
+    /// Bytes of device scratch a backward call needs: the least <see cref="DeviceBackwardArgs.WorkspaceBytes"/> a
+    /// caller-provided <see cref="DeviceBackwardArgs.Workspace"/> may have. Every backward call needs some.
+    /// </summary>
+    /// <param name="shape">Batch, sequence lengths, head counts and head dimension.</param>
+    /// <param name="dtype"><see cref="ScalarType.Float16"/> or <see cref="ScalarType.BFloat16"/>.</param>
+    /// <param name="mask">The logical shape of the call's mask; <c>null</c> for none.</param>
+    /// <param name="biasGradient">
+    /// The logical shape of the bias when the call asks for its gradient (<see cref="DeviceBackwardArgs.DBias"/> set);
+    /// <c>null</c> otherwise.
+    /// </param>
+    /// <param name="deterministic">The call's mode: the default mode needs more scratch.</param>
+    /// <returns>The scratch size in bytes.</returns>
+    /// <exception cref="ArgumentException">The shape, the type, the mask shape or the bias shape is invalid (the message names it).</exception>
+    /// <exception cref="NativeLibraryException">The native library is missing or incompatible.</exception>
+    /// <exception cref="FlashDmAttnException">The native library refused the query.</exception>
+    public static unsafe long BackwardWorkspaceSize(
+        AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient, bool deterministic = false)
+    {
+        ArgumentValidation.ValidateBackwardWorkspaceSize(shape, dtype, mask, biasGradient);
+        FlashDmAttnLibrary.EnsureLoaded();
+
+        // fdma_bwd_workspace_size reads the shapes and whether the mask and the bias gradient are present, never
+        // what their pointers point to.
+        var parameters = new Interop.FlashDmAttn.BwdParams
+        {
+            StructSize = (uint)sizeof(Interop.FlashDmAttn.BwdParams),
+            Deterministic = deterministic ? 1 : 0,
+            Forward = NativeParams(shape, dtype),
+        };
+        if (mask is { } m)
+            parameters.Forward.Mask = new() { Data = MaskPresentPlaceholder, Batch = m.Batch, Heads = m.Heads, Rows = m.Rows };
+        if (biasGradient is { } b)
+        {
+            parameters.Forward.Bias = new() { Data = MaskPresentPlaceholder, Batch = b.Batch, Heads = b.Heads, Rows = b.Rows };
+            parameters.DBias = parameters.Forward.Bias;
+        }
+
+        FlashDmAttnLibrary.ThrowIfFailed(
+            Interop.FlashDmAttn.fdma_bwd_workspace_size(&parameters, out ulong bytes), "fdma_bwd_workspace_size");
+        return checked((long)bytes);
+    }
+
+    private static unsafe void LaunchBackward(DeviceBackwardArgs args, AttentionOptions? options, bool deterministic, nint stream)
+    {
+        var parameters = new Interop.FlashDmAttn.BwdParams
+        {
+            StructSize = (uint)sizeof(Interop.FlashDmAttn.BwdParams),
+            Deterministic = deterministic ? 1 : 0,
+            Forward = NativeForwardParams(args.Forward, options ?? AttentionOptions.Default, stream),
+            DOut = ToNative(args.DOutput),
+            DQ = ToNative(args.DQ),
+            DK = ToNative(args.DK),
+            DV = ToNative(args.DV),
+            DBias = ToNative(args.DBias),
+        };
+        FlashDmAttnLibrary.ThrowIfFailed(Interop.FlashDmAttn.fdma_bwd(&parameters), "fdma_bwd");
+    }
+
+    // The native parameters of a forward call: for the backward, which embeds its forward call's.
+    private static Interop.FlashDmAttn.FwdParams NativeForwardParams(DeviceForwardArgs args, AttentionOptions options, nint stream)
+    {
+        Interop.FlashDmAttn.FwdParams parameters = NativeParams(args.Shape, args.DType);
+        parameters.Q = ToNative(args.Q);
+        parameters.K = ToNative(args.K);
+        parameters.V = ToNative(args.V);
+        parameters.Out = ToNative(args.Output);
+        parameters.Mask = ToNative(args.Mask);
+        parameters.Bias = ToNative(args.Bias);
+        parameters.Lse = args.Lse;
+        parameters.SoftmaxScale = options.ResolveSoftmaxScale(args.Shape.HeadDim);
+        parameters.Softcap = options.Softcap;
+        parameters.IsCausal = options.Causal ? 1 : 0;
+        parameters.TileStats = args.TileStats;
+        parameters.Workspace = args.Workspace;
+        parameters.WorkspaceBytes = (ulong)args.WorkspaceBytes;
+        parameters.Stream = stream;
+        return parameters;
+    }
+}
