@@ -10,7 +10,7 @@ namespace FlashDmAttn.Reference;
 /// rules, so one test suite can run against both. Tensors are (B, L, H, D) contiguous; LSE is (B, Hq, Lq).
 /// It is meant for tests and small problems: its cost is O(B * Hq * Lq * Lk * D).
 /// </summary>
-public static class ReferenceAttention
+public static partial class ReferenceAttention
 {
     /// <summary>
     /// Computes the attention output (and optionally the log-sum-exp of the scores) in double precision.
@@ -37,12 +37,8 @@ public static class ReferenceAttention
     {
         ArgumentValidation.ValidateHostForward<double, double>(shape, q, k, v, output, options, mask.Operand, bias.Operand, lse);
         options ??= AttentionOptions.Default;
-        ReadOnlySpan<byte> maskData = mask.Data;
-        ReadOnlySpan<double> biasData = bias.Data;
         int lq = shape.SeqLenQ, lk = shape.SeqLenK, hq = shape.HeadsQ, hkv = shape.HeadsKv, d = shape.HeadDim;
         int groupSize = hq / hkv;
-        double scale = options.SoftmaxScale is float s ? s : 1.0 / Math.Sqrt(d);
-        double softcap = options.Softcap;
         var scores = new double[lk];
         var visible = new bool[lk];
 
@@ -52,31 +48,11 @@ public static class ReferenceAttention
             int g = h / groupSize;
             for (int i = 0; i < lq; i++)
             {
-                ReadOnlySpan<double> qi = q.Slice(Index(b, i, h, lq, hq, d), d);
-                long maskRow = mask.IsPresent ? RowOffset(mask.Shape, shape, b, h, g, i) : 0;
-                long biasRow = bias.IsPresent ? RowOffset(bias.Shape, shape, b, h, g, i) : 0;
-                long lastCausalKey = (long)i + lk - lq; // bottom-right alignment
-                double max = double.NegativeInfinity;
-                bool anyVisible = false;
-                for (int j = 0; j < lk; j++)
-                {
-                    visible[j] = (!options.Causal || j <= lastCausalKey) && (!mask.IsPresent || maskData[(int)(maskRow + j)] != 0);
-                    if (!visible[j])
-                        continue;
-                    double score = scale * Dot(qi, k.Slice(Index(b, j, g, lk, hkv, d), d));
-                    if (bias.IsPresent)
-                        score += biasData[(int)(biasRow + j)];
-                    if (softcap > 0)
-                        score = softcap * Math.Tanh(score / softcap);
-                    scores[j] = score;
-                    max = Math.Max(max, score);
-                    anyVisible = true;
-                }
-
+                double max = ScoreRow(shape, options, q, k, mask, bias, b, h, i, scores, visible);
                 Span<double> oi = output.Slice(Index(b, i, h, lq, hq, d), d);
                 oi.Clear();
                 double rowLse = double.NegativeInfinity;
-                if (anyVisible)
+                if (max > double.NegativeInfinity) // some key is visible with a score above -inf
                 {
                     double sum = 0;
                     for (int j = 0; j < lk; j++)
@@ -200,6 +176,45 @@ public static class ReferenceAttention
             bits = Math.Abs(value) > Math.Abs(nearest) ? bits + 1 : bits - 1; // the odd neighbour on value's side
         return (BFloat16)BitConverter.UInt32BitsToSingle(bits);
     }
+
+    /// <summary>
+    /// The scores of query i of head h in batch b against every key: <paramref name="visible"/>[j] says whether key j
+    /// is visible (mask and causality), <paramref name="scores"/>[j] holds its score, scaled, biased and softcapped,
+    /// where it is. Returns the largest visible score, -inf when there is none.
+    /// </summary>
+    private static double ScoreRow(
+        AttentionShape shape, AttentionOptions options, ReadOnlySpan<double> q, ReadOnlySpan<double> k, MaskInput mask, ReferenceBias bias,
+        int b, int h, int i, Span<double> scores, Span<bool> visible)
+    {
+        int lq = shape.SeqLenQ, lk = shape.SeqLenK, d = shape.HeadDim;
+        int g = h / (shape.HeadsQ / shape.HeadsKv);
+        double scale = Scale(options, d);
+        double softcap = options.Softcap;
+        ReadOnlySpan<byte> maskData = mask.Data;
+        ReadOnlySpan<double> biasData = bias.Data;
+        ReadOnlySpan<double> qi = q.Slice(Index(b, i, h, lq, shape.HeadsQ, d), d);
+        long maskRow = mask.IsPresent ? RowOffset(mask.Shape, shape, b, h, g, i) : 0;
+        long biasRow = bias.IsPresent ? RowOffset(bias.Shape, shape, b, h, g, i) : 0;
+        long lastCausalKey = (long)i + lk - lq; // bottom-right alignment
+        double max = double.NegativeInfinity;
+        for (int j = 0; j < lk; j++)
+        {
+            visible[j] = (!options.Causal || j <= lastCausalKey) && (!mask.IsPresent || maskData[(int)(maskRow + j)] != 0);
+            if (!visible[j])
+                continue;
+            double score = scale * Dot(qi, k.Slice(Index(b, j, g, lk, shape.HeadsKv, d), d));
+            if (bias.IsPresent)
+                score += biasData[(int)(biasRow + j)];
+            if (softcap > 0)
+                score = softcap * Math.Tanh(score / softcap);
+            scores[j] = score;
+            max = Math.Max(max, score);
+        }
+
+        return max;
+    }
+
+    private static double Scale(AttentionOptions options, int headDim) => options.SoftmaxScale is float s ? s : 1.0 / Math.Sqrt(headDim);
 
     /// <summary>Offset of key 0 of the row of a mask or bias that query head h (kv head g), query i of batch b reads.</summary>
     private static long RowOffset(BroadcastShape operand, AttentionShape attention, int b, int h, int g, int i)
