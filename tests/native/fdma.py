@@ -126,13 +126,14 @@ def forward(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False
 
 
 def reference(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False):
-    """float64 DMA forward: returns (out, lse) with out (B, Lq, Hq, D), lse (B, Hq, Lq)."""
+    """DMA forward in the inputs' dtype (float64 for the oracle): returns (out, lse) with out
+    (B, Lq, Hq, D), lse (B, Hq, Lq)."""
     b, lq, hq, d = q.shape
     lk, hkv = k.shape[1], k.shape[2]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    qd = q.double().permute(0, 2, 1, 3)
-    kd = k.double().permute(0, 2, 1, 3).repeat_interleave(hq // hkv, dim=1)
-    vd = v.double().permute(0, 2, 1, 3).repeat_interleave(hq // hkv, dim=1)
+    qd = q.permute(0, 2, 1, 3)
+    kd = k.permute(0, 2, 1, 3).repeat_interleave(hq // hkv, dim=1)
+    vd = v.permute(0, 2, 1, 3).repeat_interleave(hq // hkv, dim=1)
     s = scale * qd @ kd.transpose(-1, -2)
 
     def expand(t):
@@ -141,7 +142,7 @@ def reference(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=Fal
         return t.expand(b, hq, lq, lk)
 
     if bias is not None:
-        s = s + expand(bias.double())
+        s = s + expand(bias.to(s.dtype))
     if softcap > 0:
         s = softcap * torch.tanh(s / softcap)
     visible = torch.ones(b, hq, lq, lk, dtype=torch.bool, device=q.device)
@@ -206,10 +207,12 @@ def backward(q, k, v, out, lse, d_out, mask=None, bias=None, scale=None, softcap
     return d_q, d_k, d_v, d_bias, tuple(stats.tolist())
 
 
-def reference_grads(q, k, v, d_out, mask=None, bias=None, scale=None, softcap=0.0, causal=False):
-    """float64 gradients of sum(out * d_out) with respect to q, k, v and the bias (in its own shape)."""
-    leaves = [t.double().requires_grad_() for t in (q, k, v)]
-    bias_leaf = None if bias is None else bias.double().requires_grad_()
+def reference_grads(q, k, v, d_out, mask=None, bias=None, scale=None, softcap=0.0, causal=False,
+                    dtype=torch.float64):
+    """Gradients of sum(out * d_out) with respect to q, k, v and the bias (in its own shape),
+    computed by autograd in `dtype` (float64: the oracle; the inputs' dtype: PyTorch's own error)."""
+    leaves = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+    bias_leaf = None if bias is None else bias.to(dtype).requires_grad_()
     out, _ = reference(*leaves, mask, bias_leaf, scale, softcap, causal)
-    (out * d_out.double()).sum().backward()
+    (out * d_out.to(dtype)).sum().backward()
     return [t.grad for t in leaves] + [None if bias_leaf is None else bias_leaf.grad]

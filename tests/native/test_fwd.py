@@ -22,7 +22,7 @@ def rand(*shape, dtype, lo=-0.5, hi=1.5):
 
 def check(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False):
     out, lse, stats = fdma.forward(q, k, v, mask, bias, scale, softcap, causal)
-    ref_out, ref_lse = fdma.reference(q, k, v, mask, bias, scale, softcap, causal)
+    ref_out, ref_lse = fdma.reference(q.double(), k.double(), v.double(), mask, bias, scale, softcap, causal)
     assert not out.isnan().any(), "unwritten (NaN) output elements"
     err = ((out.double() - ref_out).norm() / ref_out.norm().clamp_min(1e-30)).item()
     WORST[q.dtype] = max(WORST.get(q.dtype, 0.0), err)
