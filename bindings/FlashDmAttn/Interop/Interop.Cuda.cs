@@ -14,6 +14,7 @@ internal static partial class Interop
         public const int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
         public const int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
         public const int CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL = 9;
+        public const int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 
         [LibraryImport(Libraries.CudaDriver)]
         public static partial int cuInit(uint flags);
@@ -40,7 +41,35 @@ internal static partial class Interop
         public static partial int cuCtxPopCurrent_v2(out nint context);
 
         [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuDevicePrimaryCtxGetState(int device, out uint flags, out int active);
+
+        [LibraryImport(Libraries.CudaDriver)]
         public static partial int cuCtxSynchronize();
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuCtxGetCurrent(out nint context);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuCtxGetDevice(out int device);
+
+        // CUDA 12.0 and newer: an identifier unique to the context for the life of the process.
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuCtxGetId(nint context, out ulong id);
+
+        // image: a cubin, or PTX ending with a NUL byte.
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuModuleLoadData(out nint module, void* image);
+
+        [LibraryImport(Libraries.CudaDriver, StringMarshalling = StringMarshalling.Utf8)]
+        public static partial int cuModuleGetFunction(out nint function, nint module, string name);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuFuncSetAttribute(nint function, int attribute, int value);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuLaunchKernel(
+            nint function, uint gridX, uint gridY, uint gridZ, uint blockX, uint blockY, uint blockZ,
+            uint sharedMemBytes, nint stream, void** kernelParams, void** extra);
 
         [LibraryImport(Libraries.CudaDriver)]
         public static partial int cuMemAlloc_v2(out ulong pointer, nuint byteCount);
@@ -56,6 +85,15 @@ internal static partial class Interop
 
         [LibraryImport(Libraries.CudaDriver)]
         public static partial int cuMemsetD8_v2(ulong destination, byte value, nuint count);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuMemsetD8Async(ulong destination, byte value, nuint count, nint stream);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuMemAllocAsync(out ulong pointer, nuint byteCount, nint stream);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuMemFreeAsync(ulong pointer, nint stream);
 
         [LibraryImport(Libraries.CudaDriver)]
         public static partial int cuPointerGetAttribute(void* data, int attribute, ulong pointer);

@@ -10,16 +10,20 @@ internal readonly record struct LoadedLibrary(nint Handle, string Location);
 internal static class NativeLibraryResolver
 {
     public const string PathVariable = "FLASHDMATTN_NATIVE_LIBRARY";
+    public const string NvrtcPathVariable = "FLASHDMATTN_NVRTC";
 
     private static readonly Lock RegistrationLock = new();
     private static bool registered;
 
     private static readonly Lazy<LoadedLibrary> FlashDmAttnLoader = new(LoadFlashDmAttn);
     private static readonly Lazy<LoadedLibrary> CudaDriverLoader = new(LoadCudaDriver);
+    private static readonly Lazy<LoadedLibrary> NvrtcLoader = new(LoadNvrtc);
 
     public static LoadedLibrary FlashDmAttn => FlashDmAttnLoader.Value;
 
     public static LoadedLibrary CudaDriver => CudaDriverLoader.Value;
+
+    public static LoadedLibrary Nvrtc => NvrtcLoader.Value;
 
     // Called from the static constructor of each Interop class, so before any of their calls binds.
     public static void Register()
@@ -37,6 +41,7 @@ internal static class NativeLibraryResolver
     {
         Interop.Libraries.FlashDmAttn => FlashDmAttn.Handle,
         Interop.Libraries.CudaDriver => CudaDriver.Handle,
+        Interop.Libraries.Nvrtc => Nvrtc.Handle,
         _ => 0,
     };
 
@@ -86,6 +91,64 @@ internal static class NativeLibraryResolver
         return TryLoad(fileName, out string? error)
             ?? throw new NativeLibraryException(
                 $"The CUDA driver library {fileName} could not be loaded (is an NVIDIA driver installed?): {error}");
+    }
+
+    // Like the driver, by its versioned names; first in a toolkit named by CUDA_PATH or CUDA_HOME, or at its usual
+    // place on Linux, since a toolkit's lib64 is often not on the loader's path; an explicit path wins over all.
+    private static LoadedLibrary LoadNvrtc()
+    {
+        string? overridePath = Environment.GetEnvironmentVariable(NvrtcPathVariable);
+        if (!string.IsNullOrEmpty(overridePath))
+        {
+            return TryLoad(overridePath, out string? error)
+                ?? throw new NativeLibraryException($"{NvrtcPathVariable} names '{overridePath}', which could not be loaded: {error}");
+        }
+
+        var searched = new List<string> { $"{NvrtcPathVariable}: not set" };
+        var roots = new List<string>();
+        foreach (string variable in new[] { "CUDA_PATH", "CUDA_HOME" })
+        {
+            if (Environment.GetEnvironmentVariable(variable) is { Length: > 0 } root)
+                roots.Add(root);
+            else
+                searched.Add($"{variable}: not set");
+        }
+
+        if (!OperatingSystem.IsWindows())
+            roots.Add("/usr/local/cuda");
+
+        var candidates = new List<string>();
+        foreach (string directory in roots.SelectMany(root => Interop.Libraries.NvrtcToolkitFolders.Select(folder => Path.Combine(root, folder))))
+        {
+            if (OperatingSystem.IsWindows() && Directory.Exists(directory))
+                candidates.AddRange(Directory.GetFiles(directory, "nvrtc64_*.dll").Order(StringComparer.Ordinal).Reverse());
+            else
+                candidates.AddRange(Interop.Libraries.NvrtcFileNames.Select(name => Path.Combine(directory, name)));
+        }
+
+        foreach (string candidate in candidates.Distinct())
+        {
+            if (!File.Exists(candidate))
+            {
+                searched.Add($"{candidate}: not found");
+                continue;
+            }
+
+            if (TryLoad(candidate, out string? error) is { } loaded)
+                return loaded;
+            searched.Add($"{candidate}: {error}");
+        }
+
+        foreach (string name in Interop.Libraries.NvrtcFileNames)
+        {
+            if (TryLoad(name, out string? error) is { } loaded)
+                return loaded;
+            searched.Add($"{name} (system search): {error}");
+        }
+
+        throw new NativeLibraryException(
+            $"NVRTC (the CUDA runtime compiler) was not found. Install the CUDA toolkit or its NVRTC package, or set {NvrtcPathVariable} " +
+            $"to the library's full path. Searched: {string.Join("; ", searched)}.");
     }
 
     private static LoadedLibrary? TryLoad(string pathOrName, out string? error)
