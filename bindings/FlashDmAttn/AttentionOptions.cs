@@ -22,5 +22,11 @@ public sealed record AttentionOptions
     /// </summary>
     public bool Causal { get; init; }
 
+    /// <summary>
+    /// The backend this call runs on; <c>null</c> takes the environment variable <c>FLASHDMATTN_BACKEND</c>, else
+    /// <see cref="FlashDmAttnBackend.Auto"/>. Every backend gives the same results.
+    /// </summary>
+    public FlashDmAttnBackend? Backend { get; init; }
+
     internal float ResolveSoftmaxScale(int headDim) => SoftmaxScale ?? 1f / MathF.Sqrt(headDim);
 }

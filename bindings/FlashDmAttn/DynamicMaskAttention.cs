@@ -17,20 +17,25 @@ public static partial class DynamicMaskAttention
     /// allocation, no copy, no synchronization, and no context change (the caller's current context is used).
     /// </summary>
     /// <param name="args">The tensors and their sizes.</param>
-    /// <param name="options">Scale, softcap and causality; <c>null</c> for the defaults.</param>
+    /// <param name="options">Scale, softcap, causality and backend; <c>null</c> for the defaults.</param>
     /// <param name="stream">A <c>CUstream</c>/<c>cudaStream_t</c>; 0 for the legacy default stream.</param>
     /// <exception cref="ArgumentNullException"><paramref name="args"/> is null, or a required pointer is 0.</exception>
     /// <exception cref="ArgumentException">
     /// A shape, type, option, alignment, stride or overlap is invalid, or Q is not CUDA device memory.
     /// </exception>
-    /// <exception cref="NativeLibraryException">The CUDA driver or the native library is missing, incompatible or has no code for the GPU.</exception>
-    /// <exception cref="CudaException">The CUDA driver failed to initialize.</exception>
-    /// <exception cref="FlashDmAttnException">The native library refused the call or the launch failed.</exception>
+    /// <exception cref="NativeLibraryException">
+    /// The CUDA driver is missing, or no backend is usable: the native library is missing, incompatible or has no code
+    /// for the GPU, and NVRTC is missing or cannot compile for it (or the one forced is unusable).
+    /// </exception>
+    /// <exception cref="CudaException">A CUDA driver call failed (with the NVRTC backend, the launch too).</exception>
+    /// <exception cref="FlashDmAttnException">The backend refused the call, or the native library's launch failed.</exception>
+    /// <exception cref="KernelCompilationException">NVRTC failed to compile a kernel.</exception>
+    /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
     public static void Forward(DeviceForwardArgs args, AttentionOptions? options = null, nint stream = 0)
     {
         ArgumentValidation.ValidateDeviceForward(args, options);
-        FlashDmAttnLibrary.EnsureSupportsDevice(CudaDriver.DeviceOf(args.Q.Pointer, "args.Q"));
-        Launch(args, options, stream);
+        int device = CudaDriver.DeviceOf(args.Q.Pointer, "args.Q");
+        Launch(args, options, stream, device, BackendSelector.Select(options?.Backend, device).Backend);
     }
 
     /// <summary>
@@ -44,16 +49,21 @@ public static partial class DynamicMaskAttention
     /// <param name="k">Keys, exactly B * Lk * Hkv * D elements.</param>
     /// <param name="v">Values, exactly B * Lk * Hkv * D elements.</param>
     /// <param name="output">Receives the output, exactly B * Lq * Hq * D elements; must not overlap any other argument.</param>
-    /// <param name="options">Scale, softcap and causality; <c>null</c> for the defaults.</param>
+    /// <param name="options">Scale, softcap, causality and backend; <c>null</c> for the defaults.</param>
     /// <param name="mask">Optional mask; <c>default</c> for none.</param>
     /// <param name="bias">Optional bias; <c>default</c> for none.</param>
     /// <param name="lse">Empty, or receives the log-sum-exp per (B, Hq, Lq): exactly B * Hq * Lq elements.</param>
     /// <param name="device">CUDA device ordinal.</param>
     /// <returns>The numbers of tiles computed and skipped.</returns>
     /// <exception cref="ArgumentException">An argument is invalid (the message names it), or <typeparamref name="T"/> is not supported.</exception>
-    /// <exception cref="NativeLibraryException">The CUDA driver or the native library is missing, incompatible or has no code for the GPU.</exception>
-    /// <exception cref="CudaException">A CUDA driver call (allocation, copy, synchronization) failed.</exception>
-    /// <exception cref="FlashDmAttnException">The native library refused the call or the kernel failed.</exception>
+    /// <exception cref="NativeLibraryException">
+    /// The CUDA driver is missing, or no backend is usable: the native library is missing, incompatible or has no code
+    /// for the GPU, and NVRTC is missing or cannot compile for it (or the one forced is unusable).
+    /// </exception>
+    /// <exception cref="CudaException">A CUDA driver call (allocation, copy, synchronization; with NVRTC, the launch) failed.</exception>
+    /// <exception cref="FlashDmAttnException">The backend refused the call, or the native library's kernel failed.</exception>
+    /// <exception cref="KernelCompilationException">NVRTC failed to compile a kernel.</exception>
+    /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
     public static TileStats Forward<T>(
         AttentionShape shape,
         ReadOnlySpan<T> q,
@@ -73,7 +83,7 @@ public static partial class DynamicMaskAttention
         int deviceCount = CudaDriver.DeviceCount();
         if (device >= deviceCount)
             throw new ArgumentOutOfRangeException(nameof(device), $"device must be less than the device count ({deviceCount}); got {device}.");
-        FlashDmAttnLibrary.EnsureSupportsDevice(device);
+        FlashDmAttnBackend backend = BackendSelector.Select(options?.Backend, device).Backend;
 
         using CudaPrimaryContext context = CudaPrimaryContext.Retain(device);
         using CudaContextScope current = context.Push();
@@ -99,7 +109,7 @@ public static partial class DynamicMaskAttention
             Lse = lseBuffer?.Pointer ?? 0,
             TileStats = tileStatsBuffer.Pointer,
         };
-        Launch(args, options, stream: 0);
+        Launch(args, options, stream: 0, device, backend);
         CudaDriver.Synchronize();
 
         Span<ulong> tileStats = stackalloc ulong[2];
@@ -109,17 +119,31 @@ public static partial class DynamicMaskAttention
         return new TileStats(checked((long)tileStats[0]), checked((long)tileStats[1]));
     }
 
-    /// <summary>The (query rows, key columns) tile the forward kernel uses for a head dimension and element type.</summary>
+    /// <summary>
+    /// The (query rows, key columns) tile the forward kernel uses for a head dimension and element type. Needs no GPU;
+    /// every backend answers the same.
+    /// </summary>
     /// <param name="headDim">32, 64, 96, 128, 192 or 256.</param>
     /// <param name="dtype"><see cref="ScalarType.Float16"/> or <see cref="ScalarType.BFloat16"/>.</param>
+    /// <param name="backend">
+    /// The backend to ask; <c>null</c> takes <c>FLASHDMATTN_BACKEND</c>, else Auto: the native library where it
+    /// loads, else the NVRTC backend's table (which needs no library).
+    /// </param>
     /// <returns>BlockM query rows by BlockN key columns.</returns>
-    /// <exception cref="ArgumentOutOfRangeException">The head dimension or the type is not supported.</exception>
-    /// <exception cref="NativeLibraryException">The native library is missing or incompatible.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The head dimension, the type or the backend is not supported.</exception>
+    /// <exception cref="NativeLibraryException">The native library, forced, is missing or incompatible.</exception>
     /// <exception cref="FlashDmAttnException">The native library refused the query.</exception>
-    public static (int BlockM, int BlockN) ForwardTileShape(int headDim, ScalarType dtype)
+    /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
+    public static (int BlockM, int BlockN) ForwardTileShape(int headDim, ScalarType dtype, FlashDmAttnBackend? backend = null)
     {
         ArgumentValidation.ValidateHeadDim(headDim, nameof(headDim));
         ArgumentValidation.ValidateTensorDType(dtype, nameof(dtype));
+        if (BackendSelector.SelectForHostQuery(backend) == FlashDmAttnBackend.Nvrtc)
+        {
+            ForwardTile tile = ForwardTile.For(headDim);
+            return (tile.BlockM, tile.BlockN);
+        }
+
         FlashDmAttnLibrary.EnsureLoaded();
         FlashDmAttnLibrary.ThrowIfFailed(
             Interop.FlashDmAttn.fdma_fwd_tile_shape(headDim, (int)dtype, out int blockM, out int blockN), "fdma_fwd_tile_shape");
@@ -134,13 +158,21 @@ public static partial class DynamicMaskAttention
     /// <param name="shape">Batch, sequence lengths, head counts and head dimension.</param>
     /// <param name="dtype"><see cref="ScalarType.Float16"/> or <see cref="ScalarType.BFloat16"/>.</param>
     /// <param name="mask">The logical shape of the call's mask; <c>null</c> for none.</param>
+    /// <param name="backend">
+    /// The backend to ask; <c>null</c> takes <c>FLASHDMATTN_BACKEND</c>, else Auto: the native library where it
+    /// loads, else the NVRTC backend's plan (which needs no library). Every backend answers the same.
+    /// </param>
     /// <returns>The scratch size in bytes.</returns>
-    /// <exception cref="ArgumentException">The shape, the type or the mask shape is invalid (the message names it).</exception>
-    /// <exception cref="NativeLibraryException">The native library is missing or incompatible.</exception>
+    /// <exception cref="ArgumentException">The shape, the type, the mask shape or the backend is invalid (the message names it).</exception>
+    /// <exception cref="NativeLibraryException">The native library, forced, is missing or incompatible.</exception>
     /// <exception cref="FlashDmAttnException">The native library refused the query.</exception>
-    public static unsafe long ForwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask)
+    /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
+    public static unsafe long ForwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask, FlashDmAttnBackend? backend = null)
     {
         ArgumentValidation.ValidateForwardWorkspaceSize(shape, dtype, mask);
+        if (BackendSelector.SelectForHostQuery(backend) == FlashDmAttnBackend.Nvrtc)
+            return ForwardLaunchPlan.For(shape, mask).WorkspaceBytes;
+
         FlashDmAttnLibrary.EnsureLoaded();
         Interop.FlashDmAttn.FwdParams parameters = NativeParams(shape, dtype);
         if (mask is { } m)
@@ -149,6 +181,28 @@ public static partial class DynamicMaskAttention
         FlashDmAttnLibrary.ThrowIfFailed(
             Interop.FlashDmAttn.fdma_fwd_workspace_size(&parameters, out ulong bytes), "fdma_fwd_workspace_size");
         return checked((long)bytes);
+    }
+
+    /// <summary>
+    /// The backend forward calls on <paramref name="device"/> run with when they ask for <paramref name="requested"/>,
+    /// and, when Auto fell back to NVRTC, why: the native library is missing, fails to load, has another ABI version or
+    /// holds no code for the device's architecture. Auto decides once per device and process, and logs a fallback once
+    /// through <see cref="System.Diagnostics.Trace"/>.
+    /// </summary>
+    /// <param name="device">CUDA device ordinal.</param>
+    /// <param name="requested">As <see cref="AttentionOptions.Backend"/>: <c>null</c> takes <c>FLASHDMATTN_BACKEND</c>, else Auto.</param>
+    /// <returns>The backend (Native or Nvrtc) and the fallback reason.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="device"/> or <paramref name="requested"/> is out of range.</exception>
+    /// <exception cref="NativeLibraryException">The CUDA driver is missing, or no backend (or not the one forced) is usable.</exception>
+    /// <exception cref="CudaException">The CUDA driver failed to initialize.</exception>
+    /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
+    public static BackendSelection SelectBackend(int device = 0, FlashDmAttnBackend? requested = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(device);
+        int deviceCount = CudaDriver.DeviceCount();
+        if (device >= deviceCount)
+            throw new ArgumentOutOfRangeException(nameof(device), $"device must be less than the device count ({deviceCount}); got {device}.");
+        return BackendSelector.Select(requested, device, nameof(requested));
     }
 
     /// <summary>
@@ -171,10 +225,16 @@ public static partial class DynamicMaskAttention
         }
     }
 
-    // Both entry points end here: arguments already validated, the device already checked against the library.
-    private static unsafe void Launch(DeviceForwardArgs args, AttentionOptions? options, nint stream)
+    // Both entry points end here: arguments already validated, the backend already chosen for the device Q lives on.
+    private static unsafe void Launch(DeviceForwardArgs args, AttentionOptions? options, nint stream, int device, FlashDmAttnBackend backend)
     {
         AttentionOptions resolved = options ?? AttentionOptions.Default;
+        if (backend == FlashDmAttnBackend.Nvrtc)
+        {
+            NvrtcForward.Launch(args, resolved, stream, device);
+            return;
+        }
+
         Interop.FlashDmAttn.FwdParams parameters = NativeParams(args.Shape, args.DType);
         parameters.Q = ToNative(args.Q);
         parameters.K = ToNative(args.K);

@@ -1,0 +1,105 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+
+namespace FlashDmAttn;
+
+// Which backend a call runs on: AttentionOptions.Backend, else FLASHDMATTN_BACKEND, else Auto. Auto's answer is
+// decided once per device and process (the native library loads once per process), and a fallback is logged once,
+// through System.Diagnostics.Trace.
+internal static class BackendSelector
+{
+    public const string BackendVariable = "FLASHDMATTN_BACKEND";
+
+    private static readonly ConcurrentDictionary<int, Lazy<BackendSelection>> AutoSelections = new();
+
+    // name: the argument the option came in, for the refusal of an undefined value.
+    public static FlashDmAttnBackend Requested(FlashDmAttnBackend? option, string name = "options")
+    {
+        if (option is { } requested)
+        {
+            if (!Enum.IsDefined(requested))
+                throw new ArgumentOutOfRangeException(name, $"{(name == "options" ? "options.Backend" : name)} must be Auto, Native or Nvrtc; got {requested}.");
+            return requested;
+        }
+
+        string? value = Environment.GetEnvironmentVariable(BackendVariable);
+        return value?.Trim().ToLowerInvariant() switch
+        {
+            null or "" or "auto" => FlashDmAttnBackend.Auto,
+            "native" => FlashDmAttnBackend.Native,
+            "nvrtc" => FlashDmAttnBackend.Nvrtc,
+            _ => throw new InvalidOperationException($"{BackendVariable} must be Auto, Native or Nvrtc (any case), or unset; got '{value}'."),
+        };
+    }
+
+    // The backend of calls on a device: throws, with the reasons, when none is usable.
+    public static BackendSelection Select(FlashDmAttnBackend? option, int device, string name = "options")
+    {
+        switch (Requested(option, name))
+        {
+            case FlashDmAttnBackend.Native:
+                FlashDmAttnLibrary.EnsureSupportsDevice(device);
+                return new BackendSelection(FlashDmAttnBackend.Native, null);
+            case FlashDmAttnBackend.Nvrtc:
+                NvrtcCompiler.EnsureLoaded();
+                _ = KernelModules.TargetOf(device);
+                return new BackendSelection(FlashDmAttnBackend.Nvrtc, null);
+            default:
+                Lazy<BackendSelection> selection = AutoSelections.GetOrAdd(device, d => new Lazy<BackendSelection>(() => SelectAuto(d)));
+                try
+                {
+                    return selection.Value;
+                }
+                catch
+                {
+                    AutoSelections.TryRemove(new(device, selection)); // a failure to be reported again, not remembered
+                    throw;
+                }
+        }
+    }
+
+    // For host-side queries (tile shape, scratch size), which need no device: the native library's answers where it
+    // loads, else the NVRTC backend's (the same numbers: NvrtcMirrorTests).
+    public static FlashDmAttnBackend SelectForHostQuery(FlashDmAttnBackend? option)
+    {
+        FlashDmAttnBackend requested = Requested(option, "backend");
+        if (requested != FlashDmAttnBackend.Auto)
+            return requested;
+        try
+        {
+            FlashDmAttnLibrary.EnsureLoaded();
+            return FlashDmAttnBackend.Native;
+        }
+        catch (NativeLibraryException)
+        {
+            return FlashDmAttnBackend.Nvrtc;
+        }
+    }
+
+    private static BackendSelection SelectAuto(int device)
+    {
+        string reason;
+        try
+        {
+            FlashDmAttnLibrary.EnsureSupportsDevice(device);
+            return new BackendSelection(FlashDmAttnBackend.Native, null);
+        }
+        catch (NativeLibraryException e)
+        {
+            reason = e.Message;
+        }
+
+        try
+        {
+            NvrtcCompiler.EnsureLoaded();
+            CompileTarget target = KernelModules.TargetOf(device);
+            Trace.TraceInformation($"FlashDmAttn: device {device}: using the NVRTC backend ({NvrtcCompiler.Location}, NVRTC {NvrtcCompiler.Version}, {target}): {reason}");
+        }
+        catch (NativeLibraryException e)
+        {
+            throw new NativeLibraryException($"Neither backend is usable on device {device}. Native: {reason} NVRTC: {e.Message}", e);
+        }
+
+        return new BackendSelection(FlashDmAttnBackend.Nvrtc, reason);
+    }
+}

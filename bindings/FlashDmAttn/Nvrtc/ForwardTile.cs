@@ -1,0 +1,61 @@
+namespace FlashDmAttn;
+
+// The forward's tile shape for a head dim, mirrored from fwd_tile() in native/kernels/fwd_config.cuh, with what the
+// kernel's FwdTraits derive from it (fwd_kernel.cuh): the NVRTC backend's one source of launch shapes.
+// NvrtcMirrorTests compiles these numbers against the headers with NVRTC, and against the native library's answers
+// where it exists.
+internal readonly record struct ForwardTile(int BlockM, int BlockN, int Warps)
+{
+    public static readonly int[] HeadDims = [32, 64, 96, 128, 192, 256];
+
+    public static ForwardTile For(int headDim) => headDim <= 64 ? new(128, 64, 4) : new(64, 64, 4);
+
+    public int Threads => Warps * 32;
+
+    // FwdTraits::kSmemBytes: Q, K and V tiles of 16-bit elements, each row padded by 8 elements.
+    public int SharedMemoryBytes(int headDim) => (BlockM + 2 * BlockN) * (headDim + 8) * 2;
+}
+
+// Everything the NVRTC backend launches for one call, computed in this one place the way native/src/fwd_launch.cuh
+// and fwd_args.cpp compute it: grids, blocks, dynamic shared memory and scratch.
+internal readonly record struct ForwardLaunchPlan
+{
+    public const int OccupancyThreads = 256; // kOccupancyThreads in tile_occupancy.cuh
+
+    private ForwardLaunchPlan(AttentionShape shape, BroadcastShape? mask)
+    {
+        Tile = ForwardTile.For(shape.HeadDim);
+        QueryTiles = (shape.SeqLenQ + Tile.BlockM - 1) / Tile.BlockM;
+        KeyTiles = (shape.SeqLenK + Tile.BlockN - 1) / Tile.BlockN;
+        BitmapRowWords = (KeyTiles + 31) / 32; // occupancy_words()
+        MaskPlanes = mask is { } m ? m.Batch * m.Heads : 0;
+        ForwardGrid = ((uint)QueryTiles, (uint)shape.HeadsQ, (uint)shape.Batch);
+        ForwardSharedMemoryBytes = Tile.SharedMemoryBytes(shape.HeadDim);
+        OccupancyGrid = ((uint)QueryTiles, (uint)BitmapRowWords, (uint)MaskPlanes);
+    }
+
+    public ForwardTile Tile { get; }
+
+    public int QueryTiles { get; }
+
+    public int KeyTiles { get; }
+
+    public int BitmapRowWords { get; }
+
+    // Distinct (batch, head) planes of the mask; 0 without one, and then no pre-pass and no scratch.
+    public int MaskPlanes { get; }
+
+    public (uint X, uint Y, uint Z) ForwardGrid { get; }
+
+    public int ForwardSharedMemoryBytes { get; }
+
+    public (uint X, uint Y, uint Z) OccupancyGrid { get; }
+
+    // Words of one bitmap, [mask planes][query tiles][row words]: bitmap_words() in fwd_args.cpp.
+    public long BitmapWords => (long)MaskPlanes * QueryTiles * BitmapRowWords;
+
+    // The occupied and the full bitmap, one after the other.
+    public long WorkspaceBytes => 2 * BitmapWords * sizeof(uint);
+
+    public static ForwardLaunchPlan For(AttentionShape shape, BroadcastShape? mask) => new(shape, mask);
+}

@@ -1,0 +1,175 @@
+namespace FlashDmAttn;
+
+// The forward pass of the NVRTC backend: what native/src/api.cpp, fwd_args.cpp and fwd_launch.cuh do on the native
+// side, with the driver API. Arguments arrive validated by ArgumentValidation; the checks below are the rest of the
+// native library's, refused with the same statuses and messages.
+internal static class NvrtcForward
+{
+    private const float Log2e = 1.4426950408889634f; // kLog2e in fwd_args.cpp
+    private const int MaxGridYZ = 65535;
+
+    // device: the ordinal Q lives on.
+    public static unsafe void Launch(DeviceForwardArgs args, AttentionOptions options, nint stream, int device)
+    {
+        AttentionShape shape = args.Shape;
+        ForwardLaunchPlan plan = ForwardLaunchPlan.For(shape, args.Mask?.Shape);
+        CheckNativeOnlyRules(args, plan, device);
+        KernelParams.Forward parameters = Resolve(args, options);
+
+        // Like the CUDA runtime: the caller's current context, else the device's primary one.
+        CudaDriver.ThrowIfFailed(Interop.Cuda.cuCtxGetCurrent(out nint current));
+        using CudaContextScope scope = current == 0 ? KernelModules.PrimaryContext(device).Push() : default;
+        if (current != 0)
+            CheckCurrentContextDevice(device);
+
+        nint forward = KernelModules.GetFunction(KernelVariant.Forward(args.DType, shape.HeadDim), device, plan.ForwardSharedMemoryBytes);
+        nint occupancy = plan.MaskPlanes > 0 ? KernelModules.GetFunction(KernelVariant.Occupancy(plan.Tile), device, 0) : 0;
+
+        if (args.TileStats != 0)
+            CudaDriver.ThrowIfFailed(Interop.Cuda.cuMemsetD8Async(Address(args.TileStats), 0, 2 * sizeof(ulong), stream));
+
+        ulong scratch = Address(args.Workspace);
+        bool ownsScratch = plan.WorkspaceBytes > 0 && scratch == 0;
+        if (ownsScratch)
+            CudaDriver.ThrowIfFailed(Interop.Cuda.cuMemAllocAsync(out scratch, (nuint)plan.WorkspaceBytes, stream));
+        try
+        {
+            if (plan.MaskPlanes > 0)
+            {
+                parameters.Occupancy = (nint)scratch;
+                parameters.FullTiles = (nint)(scratch + (ulong)plan.BitmapWords * sizeof(uint));
+                LaunchKernel(occupancy, plan.OccupancyGrid, ForwardLaunchPlan.OccupancyThreads, 0, stream, &parameters);
+            }
+
+            LaunchKernel(forward, plan.ForwardGrid, plan.Tile.Threads, plan.ForwardSharedMemoryBytes, stream, &parameters);
+        }
+        catch
+        {
+            if (ownsScratch)
+                _ = Interop.Cuda.cuMemFreeAsync(scratch, stream); // the launch failure is the one to report
+            throw;
+        }
+
+        if (ownsScratch)
+            CudaDriver.ThrowIfFailed(Interop.Cuda.cuMemFreeAsync(scratch, stream));
+    }
+
+    // make_fwd_params: the ABI's fields in the kernel's form, broadcasts as zero strides and scales in log2 space.
+    internal static KernelParams.Forward Resolve(DeviceForwardArgs args, AttentionOptions options)
+    {
+        AttentionShape shape = args.Shape;
+        float scale = options.ResolveSoftmaxScale(shape.HeadDim);
+        float softcap = options.Softcap;
+        return new KernelParams.Forward
+        {
+            Q = args.Q.Pointer,
+            K = args.K.Pointer,
+            V = args.V.Pointer,
+            O = args.Output.Pointer,
+            QStrides = Strides(args.Q),
+            KStrides = Strides(args.K),
+            VStrides = Strides(args.V),
+            OStrides = Strides(args.Output),
+            Mask = Broadcast(args.Mask, shape, isBias: false),
+            Bias = Broadcast(args.Bias, shape, isBias: true),
+            Lse = args.Lse,
+            TileStats = args.TileStats,
+            SeqLenQ = shape.SeqLenQ,
+            SeqLenK = shape.SeqLenK,
+            HeadsQ = shape.HeadsQ,
+            KvGroup = shape.HeadsQ / shape.HeadsKv,
+            IsCausal = options.Causal ? 1 : 0,
+            QkScale = softcap > 0 ? scale / softcap : scale * Log2e,
+            BiasScale = softcap > 0 ? 1f / softcap : Log2e,
+            SoftcapOut = softcap > 0 ? softcap * Log2e : 0f,
+        };
+    }
+
+    private static KernelParams.Strides Strides(DeviceTensor t) => new() { Batch = t.StrideBatch, Seq = t.StrideSeq, Head = t.StrideHead };
+
+    private static KernelParams.BroadcastOperand Broadcast(DeviceBroadcastTensor? tensor, AttentionShape shape, bool isBias)
+    {
+        if (tensor is not { } t)
+            return default;
+        BroadcastShape b = t.Shape;
+        return new KernelParams.BroadcastOperand
+        {
+            Data = t.Pointer,
+            StrideBatch = b.Batch == 1 ? 0 : t.StrideBatch,
+            StrideHead = b.Heads == 1 ? 0 : t.StrideHead,
+            StrideRow = b.Rows == 1 ? 0 : t.StrideRow,
+            // One per query head, or (heads == Hkv) one per group of query heads.
+            HeadGroup = b.Heads == shape.HeadsQ || b.Heads == 1 ? 1 : shape.HeadsQ / shape.HeadsKv,
+            Batches = b.Batch,
+            Heads = b.Heads,
+            Rows = b.Rows,
+            Type = isBias ? (int)t.DType : 0,
+        };
+    }
+
+    private static void CheckNativeOnlyRules(DeviceForwardArgs args, ForwardLaunchPlan plan, int device)
+    {
+        AttentionShape shape = args.Shape;
+        if (shape.Batch > MaxGridYZ || shape.HeadsQ > MaxGridYZ)
+            throw Refused(FlashDmAttnStatus.Unsupported, $"params.batch and params.heads_q must be <= {MaxGridYZ}; got {shape.Batch} and {shape.HeadsQ}");
+        if (plan.MaskPlanes > MaxGridYZ)
+            throw Refused(FlashDmAttnStatus.Unsupported, $"params.mask.batch * params.mask.heads must be <= {MaxGridYZ}");
+        CheckOutputStrides(args.Output, shape);
+        if (args.Workspace != 0 && plan.WorkspaceBytes > 0 && args.WorkspaceBytes < plan.WorkspaceBytes)
+            throw Refused(FlashDmAttnStatus.InvalidArgument, $"params.workspace_bytes is {args.WorkspaceBytes}; this call needs {plan.WorkspaceBytes}");
+
+        // Every pointer in device memory of Q's device (Q itself was checked by the caller).
+        (nint Pointer, string Name)[] pointers =
+        [
+            (args.K.Pointer, "args.K"), (args.V.Pointer, "args.V"), (args.Output.Pointer, "args.Output"),
+            (args.Mask?.Pointer ?? 0, "args.Mask"), (args.Bias?.Pointer ?? 0, "args.Bias"), (args.Lse, "args.Lse"),
+            (args.TileStats, "args.TileStats"), (args.Workspace, "args.Workspace"),
+        ];
+        foreach ((nint pointer, string name) in pointers)
+        {
+            if (pointer != 0 && CudaDriver.DeviceOf(pointer, name) is int other && other != device)
+                throw Refused(FlashDmAttnStatus.InvalidArgument, $"{name} lives on device {other} but args.Q lives on device {device}");
+        }
+    }
+
+    // The output must not write one element twice: each dimension, in order of stride, steps past all the smaller
+    // ones span.
+    private static void CheckOutputStrides(DeviceTensor output, AttentionShape shape)
+    {
+        (long Stride, long Size)[] dimensions = new[] { (output.StrideBatch, (long)shape.Batch), (output.StrideSeq, shape.SeqLenQ), (output.StrideHead, shape.HeadsQ) }
+            .Where(d => d.Item2 > 1)
+            .OrderBy(d => d.Item1)
+            .ToArray();
+        long covered = shape.HeadDim;
+        foreach ((long stride, long size) in dimensions)
+        {
+            if (stride < covered)
+            {
+                throw Refused(FlashDmAttnStatus.InvalidArgument,
+                    $"params.out: strides ({output.StrideBatch}, {output.StrideSeq}, {output.StrideHead}) make output elements overlap");
+            }
+
+            covered = stride * size;
+        }
+    }
+
+    private static void CheckCurrentContextDevice(int device)
+    {
+        CudaDriver.ThrowIfFailed(Interop.Cuda.cuCtxGetDevice(out int current));
+        CudaDriver.ThrowIfFailed(Interop.Cuda.cuDeviceGet(out int expected, device));
+        if (current != expected)
+            throw Refused(FlashDmAttnStatus.InvalidArgument, $"params.q.data lives on device {device} but the current context belongs to another device");
+    }
+
+    private static unsafe void LaunchKernel(nint function, (uint X, uint Y, uint Z) grid, int threads, int sharedBytes, nint stream, KernelParams.Forward* parameters)
+    {
+        void* argument = parameters;
+        CudaDriver.ThrowIfFailed(Interop.Cuda.cuLaunchKernel(
+            function, grid.X, grid.Y, grid.Z, (uint)threads, 1, 1, (uint)sharedBytes, stream, &argument, null));
+    }
+
+    private static ulong Address(nint pointer) => unchecked((ulong)pointer);
+
+    private static FlashDmAttnException Refused(FlashDmAttnStatus status, string message) =>
+        new("NVRTC forward", (int)status, status == FlashDmAttnStatus.Unsupported ? "unsupported configuration" : "invalid argument", message);
+}
