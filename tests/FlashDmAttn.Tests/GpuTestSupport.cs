@@ -61,7 +61,10 @@ public sealed record ForwardCase(string Name, ScalarType DType, AttentionShape S
     public BroadcastShape? Bias { get; init; }
     public ScalarType BiasType { get; init; } = ScalarType.Float32;
 
-    public AttentionOptions Options => new() { Causal = Causal, Softcap = Softcap, SoftmaxScale = Scale };
+    /// <summary>The backend to run on; <c>null</c> for the process's choice (FLASHDMATTN_BACKEND, else Auto).</summary>
+    public FlashDmAttnBackend? Backend { get; init; }
+
+    public AttentionOptions Options => new() { Causal = Causal, Softcap = Softcap, SoftmaxScale = Scale, Backend = Backend };
 
     public override string ToString() => Name;
 }

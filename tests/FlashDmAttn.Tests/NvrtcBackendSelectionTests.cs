@@ -1,0 +1,112 @@
+namespace FlashDmAttn.Tests.Nvrtc;
+
+/// <summary>
+/// How a call's backend is asked for (option, else FLASHDMATTN_BACKEND, else Auto), and the host-side queries, which
+/// the NVRTC backend answers with no library at all. Needs no GPU; NvrtcGpuTests covers the choice on a device.
+/// </summary>
+[NonParallelizable] // sets FLASHDMATTN_BACKEND
+public class NvrtcBackendSelectionTests
+{
+    private string? saved;
+
+    [SetUp]
+    public void SaveVariable() => saved = Environment.GetEnvironmentVariable(BackendSelector.BackendVariable);
+
+    [TearDown]
+    public void RestoreVariable() => Environment.SetEnvironmentVariable(BackendSelector.BackendVariable, saved);
+
+    [TestCase(null, FlashDmAttnBackend.Auto)]
+    [TestCase("", FlashDmAttnBackend.Auto)]
+    [TestCase("auto", FlashDmAttnBackend.Auto)]
+    [TestCase("Native", FlashDmAttnBackend.Native)]
+    [TestCase(" NVRTC ", FlashDmAttnBackend.Nvrtc)]
+    [TestCase("nvrtc", FlashDmAttnBackend.Nvrtc)]
+    public void EnvironmentVariable_ChoosesWhenTheOptionIsNull(string? value, FlashDmAttnBackend expected)
+    {
+        Environment.SetEnvironmentVariable(BackendSelector.BackendVariable, value);
+
+        Assert.That(BackendSelector.Requested(null), Is.EqualTo(expected));
+    }
+
+    [Test]
+    public void Option_WinsOverTheEnvironmentVariable()
+    {
+        Environment.SetEnvironmentVariable(BackendSelector.BackendVariable, "nvrtc");
+
+        Assert.That(BackendSelector.Requested(FlashDmAttnBackend.Native), Is.EqualTo(FlashDmAttnBackend.Native));
+        Assert.That(BackendSelector.Requested(FlashDmAttnBackend.Auto), Is.EqualTo(FlashDmAttnBackend.Auto));
+    }
+
+    [TestCase("cuda")]
+    [TestCase("2")]
+    public void UnknownEnvironmentValue_IsRefusedWithTheVariableNamed(string value)
+    {
+        Environment.SetEnvironmentVariable(BackendSelector.BackendVariable, value);
+
+        var thrown = Assert.Throws<InvalidOperationException>(() => BackendSelector.Requested(null))!;
+        Assert.That(thrown.Message, Does.Contain(BackendSelector.BackendVariable).And.Contain($"'{value}'"));
+    }
+
+    [Test]
+    public void UndefinedOption_IsRefused()
+    {
+        var thrown = Assert.Throws<ArgumentOutOfRangeException>(() => DynamicMaskAttention.ForwardTileShape(64, ScalarType.Float16, (FlashDmAttnBackend)7))!;
+
+        Assert.That(thrown.ParamName, Is.EqualTo("backend"));
+        Assert.That(thrown.Message, Does.Contain("7"));
+        Assert.That(() => BackendSelector.Requested((FlashDmAttnBackend)(-1)), Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("options"));
+    }
+
+    [Test]
+    public void HostQueries_OfTheNvrtcBackend_NeedNoLibrary()
+    {
+        var shape = new AttentionShape(2, 300, 333, 4, 2, 128);
+
+        Assert.That(DynamicMaskAttention.ForwardTileShape(128, ScalarType.BFloat16, FlashDmAttnBackend.Nvrtc), Is.EqualTo((64, 64)));
+        Assert.That(DynamicMaskAttention.ForwardTileShape(64, ScalarType.Float16, FlashDmAttnBackend.Nvrtc), Is.EqualTo((128, 64)));
+        Assert.That(DynamicMaskAttention.ForwardWorkspaceSize(shape, ScalarType.BFloat16, null, FlashDmAttnBackend.Nvrtc), Is.Zero);
+        // 2 x 4 mask planes x 5 query tiles x 1 word, twice (occupied and full), 4 bytes a word.
+        Assert.That(DynamicMaskAttention.ForwardWorkspaceSize(shape, ScalarType.BFloat16, new(2, 4, 300), FlashDmAttnBackend.Nvrtc), Is.EqualTo(2 * 4 * 5 * 1 * 2 * 4));
+    }
+
+    [Test]
+    public void HostQueries_OfAuto_AreTheNativeLibrarysWhereItLoadsElseNvrtcs()
+    {
+        bool nativeLoads;
+        try
+        {
+            FlashDmAttnLibrary.EnsureLoaded();
+            nativeLoads = true;
+        }
+        catch (NativeLibraryException)
+        {
+            nativeLoads = false;
+        }
+
+        Environment.SetEnvironmentVariable(BackendSelector.BackendVariable, null);
+        Assert.That(BackendSelector.SelectForHostQuery(null), Is.EqualTo(nativeLoads ? FlashDmAttnBackend.Native : FlashDmAttnBackend.Nvrtc));
+        Assert.That(DynamicMaskAttention.ForwardTileShape(256, ScalarType.BFloat16), Is.EqualTo((64, 64)));
+    }
+
+    private static IEnumerable<TestCaseData> DeviceTargets() => new (int Major, int Minor, int[] Supported, string Expected)[]
+    {
+        (9, 0, [75, 80, 86, 89, 90], "sm_90"),
+        (8, 0, [80, 90, 100, 120], "sm_80"),
+        (12, 0, [75, 80, 86, 89, 90], "compute_90"), // a device newer than NVRTC: PTX the driver compiles
+        (8, 9, [80, 86, 90], "compute_86"),
+    }.Select(c => new TestCaseData(c.Major, c.Minor, c.Supported, c.Expected).SetArgDisplayNames($"{c.Major}.{c.Minor}", c.Expected));
+
+    [TestCaseSource(nameof(DeviceTargets))]
+    public void CompileTarget_IsTheExactArchitectureWhereNvrtcKnowsIt(int major, int minor, int[] supported, string expected)
+    {
+        Assert.That(CompileTarget.ForDevice(major, minor, supported).Architecture, Is.EqualTo(expected));
+    }
+
+    [Test]
+    public void CompileTarget_RefusesDevicesOlderThanTheKernels()
+    {
+        var thrown = Assert.Throws<NativeLibraryException>(() => CompileTarget.ForDevice(7, 5, [75, 80, 90]))!;
+
+        Assert.That(thrown.Message, Does.Contain("8.0").And.Contain("7.5"));
+    }
+}

@@ -1,0 +1,67 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace FlashDmAttn.Tests.Nvrtc;
+
+/// <summary>
+/// The kernel sources as they travel in the assembly compile under NVRTC, with no host headers: every variant the NVRTC
+/// backend can need, to PTX for compute_80 and compute_90, through the backend's own compile path.
+/// </summary>
+[Parallelizable(ParallelScope.Children)]
+public class NvrtcCompileTests : NvrtcTest
+{
+    private static IEnumerable<TestCaseData> Variants() =>
+        from architecture in new[] { 80, 90 }
+        from variant in KernelVariant.All()
+        select new TestCaseData(variant.Slug, architecture).SetArgDisplayNames(variant.Slug, $"compute_{architecture}");
+
+    [TestCaseSource(nameof(Variants))]
+    public void Variant_CompilesToPtxForTheArchitecture(string slug, int architecture)
+    {
+        KernelVariant variant = KernelVariant.All().Single(v => v.Slug == slug);
+        var target = new CompileTarget($"compute_{architecture}");
+        var clock = Stopwatch.StartNew();
+
+        KernelImage image = NvrtcCompiler.Compile(KernelSources.Embedded, variant, target);
+
+        string ptx = Encoding.UTF8.GetString(image.Bytes);
+        Assert.That(image.Kind, Is.EqualTo(ImageKind.Ptx));
+        Assert.That(image.Bytes[^1], Is.Zero, "the driver needs PTX to end with a NUL byte");
+        Assert.That(ptx, Does.Contain($".target sm_{architecture}"));
+        Assert.That(image.LoweredName, Does.StartWith("_ZN4fdma"));
+        Assert.That(ptx, Does.Contain($".entry {image.LoweredName}("), "the kernel named by the name expression is in the PTX");
+        TestContext.Out.WriteLine($"{variant.Slug} compute_{architecture}: {ptx.Length / 1024} KiB of PTX in {clock.ElapsedMilliseconds} ms with NVRTC {NvrtcCompiler.Version}");
+    }
+
+    [Test]
+    public void EmbeddedSources_AreEveryHeaderOfNativeKernels()
+    {
+        string kernels = Path.Combine(RepositoryRoot(), "native", "kernels");
+        string[] files = Directory.GetFiles(kernels, "*.cuh").Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray()!;
+
+        Assert.That(KernelSources.Embedded.Headers.Select(h => h.Name), Is.EqualTo(files));
+        foreach (KernelHeader header in KernelSources.Embedded.Headers)
+            Assert.That(header.Text, Is.EqualTo(File.ReadAllText(Path.Combine(kernels, header.Name))), $"{header.Name} is stale: rebuild");
+    }
+
+    [Test]
+    public void CompileError_ThrowsWithNvrtcsLog()
+    {
+        var thrown = Assert.Throws<KernelCompilationException>(() => CompilePtx("#include \"fwd_params.cuh\"\nstatic_assert(sizeof(fdma::FwdParams) == 1, \"size probe\");\n", 80))!;
+
+        Assert.That(thrown.Log, Does.Contain("size probe"));
+        Assert.That(thrown.Message, Does.Contain("--gpu-architecture=compute_80").And.Contain(NvrtcCompiler.Version));
+    }
+
+    private static string RepositoryRoot()
+    {
+        for (var directory = new DirectoryInfo(AppContext.BaseDirectory); directory is not null; directory = directory.Parent)
+        {
+            if (Directory.Exists(Path.Combine(directory.FullName, "native", "kernels")))
+                return directory.FullName;
+        }
+
+        Assert.Ignore("the repository (native/kernels) is not above the test assembly");
+        return "";
+    }
+}

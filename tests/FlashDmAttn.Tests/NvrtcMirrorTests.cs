@@ -1,0 +1,138 @@
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace FlashDmAttn.Tests.Nvrtc;
+
+/// <summary>
+/// What the NVRTC backend mirrors from native/ in C# agrees with it: wherever NVRTC exists (CI included), the compiler
+/// itself checks the C# numbers against the embedded headers, in a translation unit of static_asserts generated from
+/// the managed struct layout, tile table and launch shapes. (NvrtcNativeAgreementTests compares with the native
+/// library's answers where it loads.)
+/// </summary>
+public class NvrtcMirrorTests : NvrtcTest
+{
+    // The C++ name of each field of the mirrors, in declaration order.
+    private static readonly (Type Struct, string Cpp, (string Field, string CppField)[] Fields)[] Layouts =
+    [
+        (typeof(KernelParams.Strides), "fdma::Strides", [("Batch", "batch"), ("Seq", "seq"), ("Head", "head")]),
+        (typeof(KernelParams.BroadcastOperand), "fdma::BroadcastOperand",
+            [("Data", "data"), ("StrideBatch", "stride_batch"), ("StrideHead", "stride_head"), ("StrideRow", "stride_row"),
+             ("HeadGroup", "head_group"), ("Batches", "batches"), ("Heads", "heads"), ("Rows", "rows"), ("Type", "type")]),
+        (typeof(KernelParams.Forward), "fdma::FwdParams",
+            [("Q", "q"), ("K", "k"), ("V", "v"), ("O", "o"), ("QStrides", "q_strides"), ("KStrides", "k_strides"),
+             ("VStrides", "v_strides"), ("OStrides", "o_strides"), ("Mask", "mask"), ("Bias", "bias"), ("Occupancy", "occupancy"),
+             ("FullTiles", "full_tiles"), ("OccupancyT", "occupancy_t"), ("FullTilesT", "full_tiles_t"), ("Lse", "lse"), ("TileStats", "tile_stats"), ("SeqLenQ", "seqlen_q"), ("SeqLenK", "seqlen_k"),
+             ("HeadsQ", "heads_q"), ("KvGroup", "kv_group"), ("QkScale", "qk_scale"), ("BiasScale", "bias_scale"),
+             ("SoftcapOut", "softcap_out"), ("IsCausal", "is_causal")]),
+    ];
+
+    [Test]
+    public void KernelParams_HaveTheLayoutOfTheHeaders()
+    {
+        // NVRTC has no <cstddef>, and __builtin_offsetof only from 13.4; EDG's __INTADDR__ (libcu++'s offsetof before
+        // that) makes the classic null-pointer expression a constant.
+        var asserts = new StringBuilder("#include \"fwd_params.cuh\"\n#define OFFSET_OF(type, field) ((unsigned long long)__INTADDR__(&(((type*)0)->field)))\n");
+        foreach ((Type type, string cpp, (string Field, string CppField)[] fields) in Layouts)
+        {
+            Assert.That(type.GetFields().Select(f => f.Name), Is.EqualTo(fields.Select(f => f.Field)), $"{type.Name}: every field is checked");
+            asserts.AppendLine($"static_assert(sizeof({cpp}) == {Marshal.SizeOf(type)}, \"sizeof({cpp})\");");
+            foreach ((string field, string cppField) in fields)
+                asserts.AppendLine($"static_assert(OFFSET_OF({cpp}, {cppField}) == {Marshal.OffsetOf(type, field)}, \"{cpp}::{cppField}\");");
+        }
+
+        CompileChecks(asserts.ToString());
+    }
+
+    [Test]
+    public void TileTableAndLaunchShapes_AreThoseOfTheHeaders()
+    {
+        var asserts = new StringBuilder("#include \"fwd_kernel.cuh\"\n");
+        foreach (int d in ForwardTile.HeadDims)
+        {
+            ForwardTile tile = ForwardTile.For(d);
+            asserts.AppendLine($"static_assert(fdma::is_supported_head_dim({d}), \"head dim {d}\");");
+            asserts.AppendLine($"static_assert(fdma::fwd_tile({d}).block_m == {tile.BlockM} && fdma::fwd_tile({d}).block_n == {tile.BlockN} && fdma::fwd_tile({d}).warps == {tile.Warps}, \"fwd_tile({d})\");");
+            asserts.AppendLine($"static_assert(fdma::FwdTraits<{d}>::kThreads == {tile.Threads}, \"FwdTraits<{d}>::kThreads\");");
+            asserts.AppendLine($"static_assert(fdma::FwdTraits<{d}>::kSmemBytes == {tile.SharedMemoryBytes(d)}, \"FwdTraits<{d}>::kSmemBytes\");");
+        }
+
+        foreach (int d in new[] { 0, 16, 48, 80, 160, 512 })
+            asserts.AppendLine($"static_assert(!fdma::is_supported_head_dim({d}), \"head dim {d} is not supported\");");
+        asserts.AppendLine($"static_assert(fdma::kOccupancyThreads == {ForwardLaunchPlan.OccupancyThreads}, \"kOccupancyThreads\");");
+        foreach (int keyTiles in new[] { 1, 31, 32, 33, 64, 65, 1000 })
+        {
+            int words = ForwardLaunchPlan.For(new AttentionShape(1, 1, keyTiles * 64, 1, 1, 128), new BroadcastShape(1, 1, 1)).BitmapRowWords;
+            asserts.AppendLine($"static_assert(fdma::occupancy_words({keyTiles}) == {words}, \"occupancy_words({keyTiles})\");");
+        }
+
+        CompileChecks(asserts.ToString());
+    }
+
+    private static void CompileChecks(string source)
+    {
+        try
+        {
+            CompilePtx(source, 80);
+        }
+        catch (KernelCompilationException e)
+        {
+            Assert.Fail($"the managed mirror disagrees with the headers:{Environment.NewLine}{e.Log}");
+        }
+    }
+}
+
+/// <summary>
+/// The NVRTC backend's tile shapes and scratch sizes are the native library's, over many shapes; CPU only, run where the
+/// native library loads (the GPU machine), skipped elsewhere.
+/// </summary>
+public class NvrtcNativeAgreementTests
+{
+    [SetUp]
+    public void RequireNativeLibrary()
+    {
+        try
+        {
+            FlashDmAttnLibrary.EnsureLoaded();
+        }
+        catch (NativeLibraryException e)
+        {
+            Assert.Ignore($"no native library to compare with: {e.Message.Split(". ")[0]}.");
+        }
+    }
+
+    private static IEnumerable<TestCaseData> WorkspaceShapes()
+    {
+        (AttentionShape Shape, BroadcastShape? Mask)[] cases =
+        [
+            (new(2, 300, 333, 4, 2, 128), null),
+            (new(2, 300, 333, 4, 2, 128), new(1, 1, 1)),
+            (new(2, 300, 333, 4, 2, 32), new(2, 4, 300)),
+            (new(1, 1, 1, 1, 1, 64), new(1, 1, 1)),
+            (new(3, 8192, 8192, 8, 2, 256), new(3, 2, 8192)),
+            (new(1, 97, 2049, 6, 3, 96), new(1, 3, 1)),
+            (new(4, 4097, 63, 2, 2, 192), new(4, 1, 4097)),
+        ];
+        return cases.Select(c => new TestCaseData(c.Shape, c.Mask).SetArgDisplayNames(c.Shape.ToString(), c.Mask?.ToString() ?? "no mask"));
+    }
+
+    [TestCaseSource(nameof(WorkspaceShapes))]
+    public void ScratchSize_IsTheNativeLibrarysWhereItLoads(AttentionShape shape, BroadcastShape? mask)
+    {
+        foreach (ScalarType dtype in new[] { ScalarType.Float16, ScalarType.BFloat16 })
+        {
+            Assert.That(DynamicMaskAttention.ForwardWorkspaceSize(shape, dtype, mask, FlashDmAttnBackend.Nvrtc),
+                Is.EqualTo(DynamicMaskAttention.ForwardWorkspaceSize(shape, dtype, mask, FlashDmAttnBackend.Native)), $"{dtype}");
+        }
+    }
+
+    [Test]
+    public void TileShape_IsTheNativeLibrarysWhereItLoads()
+    {
+        foreach (ScalarType dtype in new[] { ScalarType.Float16, ScalarType.BFloat16 })
+            foreach (int d in ForwardTile.HeadDims)
+            {
+                Assert.That(DynamicMaskAttention.ForwardTileShape(d, dtype, FlashDmAttnBackend.Nvrtc),
+                    Is.EqualTo(DynamicMaskAttention.ForwardTileShape(d, dtype, FlashDmAttnBackend.Native)), $"{dtype} D{d}");
+            }
+    }
+}
