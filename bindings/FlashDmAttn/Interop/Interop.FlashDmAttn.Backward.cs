@@ -30,9 +30,9 @@ internal static partial class Interop
         public static partial int fdma_bwd_workspace_size(BwdParams* parameters, out ulong bytes);
 
         // Only the tests call it, to compare the struct sizes it writes (its own and forward's) with the mirror's;
-        // untyped because a mismatched native struct may be larger than BwdParams.
+        // an address rather than a BwdParams* because a mismatched native struct may be larger than the mirror.
         [LibraryImport(Libraries.FlashDmAttn)]
-        public static partial void fdma_bwd_params_init(void* parameters);
+        public static partial void fdma_bwd_params_init(nint parameters);
 
         [LibraryImport(Libraries.FlashDmAttn)]
         public static partial int fdma_bwd(BwdParams* parameters);
