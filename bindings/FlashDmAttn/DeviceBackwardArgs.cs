@@ -26,7 +26,9 @@ public sealed record DeviceBackwardArgs
     /// <summary>Values, (B, Lk, Hkv, D).</summary>
     public required DeviceTensor V { get; init; }
 
-    /// <summary>The forward call's output O, (B, Lq, Hq, D); read.</summary>
+    /// <summary>
+    /// The forward call's output O, (B, Lq, Hq, D); read. Checked as the forward checks it: it overlaps no other tensor.
+    /// </summary>
     public required DeviceTensor Output { get; init; }
 
     /// <summary>

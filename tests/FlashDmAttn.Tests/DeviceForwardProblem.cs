@@ -117,7 +117,7 @@ internal sealed class DeviceForwardProblem : IDisposable
         context.Dispose();
     }
 
-    private static byte[] Read(DeviceBuffer buffer)
+    public static byte[] Read(DeviceBuffer buffer)
     {
         var bytes = new byte[buffer.ByteCount];
         buffer.CopyTo<byte>(bytes);
@@ -131,7 +131,7 @@ internal sealed class DeviceForwardProblem : IDisposable
         return buffer;
     }
 
-    private static DeviceTensor Tensor(nint pointer, int seqLen, int heads, int headDim, Layout layout) =>
+    public static DeviceTensor Tensor(nint pointer, int seqLen, int heads, int headDim, Layout layout) =>
         layout == Layout.SequenceMajor ? DeviceTensor.SequenceMajor(pointer, seqLen, heads, headDim) : DeviceTensor.HeadMajor(pointer, seqLen, heads, headDim);
 
     /// <summary>Mask rows stored padding bytes apart; the padding holds visible bytes that must never be read.</summary>
@@ -165,14 +165,14 @@ internal sealed class DeviceForwardProblem : IDisposable
     }
 
     /// <summary>(B, L, H, D) doubles to the bytes of a (B, L, H, D) or (B, H, L, D) tensor of the given type.</summary>
-    private static byte[] ToLayout(double[] values, int seqLen, int heads, int headDim, Layout layout, ScalarType dtype)
+    public static byte[] ToLayout(double[] values, int seqLen, int heads, int headDim, Layout layout, ScalarType dtype)
     {
         double[] arranged = layout == Layout.SequenceMajor ? values : Transpose(values, seqLen, heads, headDim);
         return dtype == ScalarType.Float16 ? Tensors.Bytes(Tensors.Narrow<Half>(arranged)) : Tensors.Bytes(Tensors.Narrow<BFloat16>(arranged));
     }
 
     /// <summary>Swaps the two middle dimensions of a (B, X, Y, D) tensor.</summary>
-    private static double[] Transpose(double[] values, int x, int y, int d)
+    public static double[] Transpose(double[] values, int x, int y, int d)
     {
         var result = new double[values.Length];
         int batch = values.Length / (x * y * d);
