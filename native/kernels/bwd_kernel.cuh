@@ -58,10 +58,10 @@ struct ScoreCoords {
     float delta;     // rowsum(dO * O)
 };
 
-// From raw q.k (s) and dO.v (dp) products: P in place of s and dX (the gradient of the
-// pre-softcap score x = scale * q.k + bias) in place of dp; hidden pairs get 0 in both. One
+// From raw q.k (s) and dO.v (dp) products: P in place of s and, with kWithGrad, dX (the gradient
+// of the pre-softcap score x = scale * q.k + bias) in place of dp; hidden pairs get 0. One
 // straight-line variant per feature set, as in the forward.
-template <bool kHasBias, bool kSoftcap, bool kUseMask, typename Coords>
+template <bool kWithGrad, bool kHasBias, bool kSoftcap, bool kUseMask, typename Coords>
 __device__ __forceinline__ void score_grads(const FwdParams& p, float (&s)[8][4], float (&dp)[8][4], const u8* mask,
                                             const char* bias, int bias_size, Coords&& coords) {
     const int shift = p.seqlen_k - p.seqlen_q;
@@ -83,31 +83,31 @@ __device__ __forceinline__ void score_grads(const FwdParams& p, float (&s)[8][4]
             }
             const float prob = visible ? ex2_approx(score - c.lse_log2) : 0.f;
             s[ni][e] = prob;
-            dp[ni][e] = prob * (dp[ni][e] - c.delta) * slope;
+            if (kWithGrad) dp[ni][e] = prob * (dp[ni][e] - c.delta) * slope;
         }
     }
 }
 
 // Picks the score_grads variant for this call and tile (uniform branches only).
-template <typename Coords>
+template <bool kWithGrad = true, typename Coords>
 __device__ __forceinline__ void score_grads(const FwdParams& p, float (&s)[8][4], float (&dp)[8][4], const u8* mask,
                                             bool use_mask, const char* bias, int bias_size, Coords&& coords) {
     const bool softcap = p.softcap_out != 0.f;
     if (bias != nullptr) {
         if (softcap) {
-            if (use_mask) score_grads<true, true, true>(p, s, dp, mask, bias, bias_size, coords);
-            else score_grads<true, true, false>(p, s, dp, mask, bias, bias_size, coords);
+            if (use_mask) score_grads<kWithGrad, true, true, true>(p, s, dp, mask, bias, bias_size, coords);
+            else score_grads<kWithGrad, true, true, false>(p, s, dp, mask, bias, bias_size, coords);
         } else {
-            if (use_mask) score_grads<true, false, true>(p, s, dp, mask, bias, bias_size, coords);
-            else score_grads<true, false, false>(p, s, dp, mask, bias, bias_size, coords);
+            if (use_mask) score_grads<kWithGrad, true, false, true>(p, s, dp, mask, bias, bias_size, coords);
+            else score_grads<kWithGrad, true, false, false>(p, s, dp, mask, bias, bias_size, coords);
         }
     } else {
         if (softcap) {
-            if (use_mask) score_grads<false, true, true>(p, s, dp, mask, bias, bias_size, coords);
-            else score_grads<false, true, false>(p, s, dp, mask, bias, bias_size, coords);
+            if (use_mask) score_grads<kWithGrad, false, true, true>(p, s, dp, mask, bias, bias_size, coords);
+            else score_grads<kWithGrad, false, true, false>(p, s, dp, mask, bias, bias_size, coords);
         } else {
-            if (use_mask) score_grads<false, false, true>(p, s, dp, mask, bias, bias_size, coords);
-            else score_grads<false, false, false>(p, s, dp, mask, bias, bias_size, coords);
+            if (use_mask) score_grads<kWithGrad, false, false, true>(p, s, dp, mask, bias, bias_size, coords);
+            else score_grads<kWithGrad, false, false, false>(p, s, dp, mask, bias, bias_size, coords);
         }
     }
 }
@@ -375,8 +375,11 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
 }
 
 // Deterministic dQ: one block per (query tile, query head, batch) walks its key tiles like the
-// forward and accumulates dQ = dX K in registers.
-template <int kElementType, int kHeadDim>
+// forward and accumulates dQ = dX K in registers. With kDeltaPass it instead writes
+// Delta = rowsum(P * dP) exactly, for bf16 where dO . O (O rounded to 8 bits) is too coarse: the
+// error of Delta moves every dX of a row alike, and dQ = sum_j dX_j k_j then keeps it in full
+// wherever the keys are not centred on zero.
+template <int kElementType, int kHeadDim, bool kDeltaPass>
 __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     dmattn_bwd_dq_kernel(const BwdParams bp) {
     using Traits = BwdTraits<kHeadDim>;
@@ -444,7 +447,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         const int query = m0 + warp * 16 + lane / 4 + half * 8;
         const i64 row = (static_cast<i64>(batch) * p.heads_q + head) * Lq + query;
         lse_log2[half] = query < Lq ? p.lse[row] * kLog2e : 0.f;
-        delta[half] = query < Lq ? bp.delta[row] : 0.f;
+        delta[half] = query < Lq && !kDeltaPass ? bp.delta[row] : 0.f;
     }
 
     float acc_dq[kDTiles][4];
@@ -487,10 +490,20 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
             }
         }
 
-        score_grads(p, s, dp, mask_g, use_mask, bias_g, bias_size, [&](int ni, int e) {
+        auto coords = [&](int ni, int e) {
             return ScoreCoords{m0 + warp * 16 + lane / 4 + (e / 2) * 8, n0 + ni * 8 + (lane % 4) * 2 + e % 2,
                                lse_log2[e / 2], delta[e / 2]};
-        });
+        };
+        if constexpr (kDeltaPass) {
+            score_grads<false>(p, s, dp, mask_g, use_mask, bias_g, bias_size, coords);
+#pragma unroll
+            for (int ni = 0; ni < 8; ++ni)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) delta[e / 2] += s[ni][e] * dp[ni][e];
+            __syncthreads();  // every warp is done with sK and sV
+            continue;
+        }
+        score_grads(p, s, dp, mask_g, use_mask, bias_g, bias_size, coords);
 
 #pragma unroll
         for (int kk = 0; kk < kBlockN / 16; ++kk) {
@@ -510,6 +523,18 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         __syncthreads();  // every warp is done with sK and sV
     }
     cp_async_wait<0>();  // Q and dO of a tile with no visited key tile
+
+    if constexpr (kDeltaPass) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            float sum = delta[half];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            const int query = m0 + warp * 16 + lane / 4 + half * 8;
+            if (lane % 4 == 0 && query < Lq) bp.delta[(static_cast<i64>(batch) * p.heads_q + head) * Lq + query] = sum;
+        }
+        return;
+    }
 
     char* dq_g = static_cast<char*>(bp.d_q) + 2 * (batch * bp.d_q_strides.batch + head * bp.d_q_strides.head);
 #pragma unroll

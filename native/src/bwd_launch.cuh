@@ -29,7 +29,15 @@ cudaError_t launch_bwd(const BwdParams& params, const BwdScratch& scratch, cudaS
     }
     const long long rows = static_cast<long long>(params.batch) * p.heads_q * p.seqlen_q;
     const unsigned row_blocks = static_cast<unsigned>((rows + kRowPassThreads / 32 - 1) / (kRowPassThreads / 32));
-    bwd_delta_kernel<kElementType><<<row_blocks, kRowPassThreads, 0, stream>>>(params, kHeadDim);
+    const dim3 query_tiles(m_tiles, p.heads_q, params.batch);
+    if (kElementType == kBFloat16) {  // Delta from P and dP: see dmattn_bwd_dq_kernel
+        const auto delta = dmattn_bwd_dq_kernel<kElementType, kHeadDim, true>;
+        if ((err = cudaFuncSetAttribute(delta, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kDqSmemBytes)))
+            return err;
+        delta<<<query_tiles, Traits::kThreads, Traits::kDqSmemBytes, stream>>>(params);
+    } else {
+        bwd_delta_kernel<kElementType><<<row_blocks, kRowPassThreads, 0, stream>>>(params, kHeadDim);
+    }
 
     const auto dkdv = dmattn_bwd_dkdv_kernel<kElementType, kHeadDim>;
     if ((err = cudaFuncSetAttribute(dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kDkdvSmemBytes)))
@@ -38,10 +46,10 @@ cudaError_t launch_bwd(const BwdParams& params, const BwdScratch& scratch, cudaS
            Traits::kDkdvSmemBytes, stream>>>(params);
 
     if (params.d_q_accum == nullptr) {
-        const auto dq = dmattn_bwd_dq_kernel<kElementType, kHeadDim>;
+        const auto dq = dmattn_bwd_dq_kernel<kElementType, kHeadDim, false>;
         if ((err = cudaFuncSetAttribute(dq, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kDqSmemBytes)))
             return err;
-        dq<<<dim3(m_tiles, p.heads_q, params.batch), Traits::kThreads, Traits::kDqSmemBytes, stream>>>(params);
+        dq<<<query_tiles, Traits::kThreads, Traits::kDqSmemBytes, stream>>>(params);
     } else {
         bwd_convert_dq_kernel<kElementType><<<row_blocks, kRowPassThreads, 0, stream>>>(params, kHeadDim);
     }

@@ -1,0 +1,152 @@
+/*
+ * Drives fdma_fwd and fdma_bwd through the C ABI over ragged lengths, GQA and broadcast masks and
+ * biases, for compute-sanitizer (memcheck, racecheck, synccheck, initcheck). Exits non-zero on any
+ * failed call. Build and run on a GPU machine (the command README.md gives):
+ *   nvcc -o build/sanitize tests/native/sanitize.c -Inative/include -Lbuild/native -lflash_dmattn
+ *   LD_LIBRARY_PATH=build/native compute-sanitizer --tool memcheck build/sanitize
+ */
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "flash_dmattn.h"
+
+static uint32_t rng = 12345u;
+
+static float uniform(float lo, float hi) {
+    rng = rng * 1664525u + 1013904223u;
+    return lo + (hi - lo) * (float)(rng >> 8) / 16777216.0f;
+}
+
+/* A device buffer of n 16-bit values (bf16 bits of uniform floats), or of n bytes of a mask. */
+static void* device_bf16(size_t n, float lo, float hi) {
+    uint16_t* host = (uint16_t*)malloc(n * 2);
+    for (size_t i = 0; i < n; ++i) {
+        float f = uniform(lo, hi);
+        uint32_t bits;
+        memcpy(&bits, &f, 4);
+        host[i] = (uint16_t)(bits >> 16);
+    }
+    void* dev = NULL;
+    cudaMalloc(&dev, n * 2);
+    cudaMemcpy(dev, host, n * 2, cudaMemcpyHostToDevice);
+    free(host);
+    return dev;
+}
+
+static void* device_mask(size_t n, float density) {
+    uint8_t* host = (uint8_t*)malloc(n);
+    for (size_t i = 0; i < n; ++i) host[i] = uniform(0.f, 1.f) < density;
+    void* dev = NULL;
+    cudaMalloc(&dev, n);
+    cudaMemcpy(dev, host, n, cudaMemcpyHostToDevice);
+    free(host);
+    return dev;
+}
+
+static void* device_zeros(size_t bytes) {
+    void* dev = NULL;
+    cudaMalloc(&dev, bytes);
+    cudaMemset(dev, 0, bytes);
+    return dev;
+}
+
+static fdma_tensor seq_major(void* data, int seqlen, int heads, int head_dim) {
+    fdma_tensor t = {data, (int64_t)seqlen * heads * head_dim, (int64_t)heads * head_dim, head_dim};
+    return t;
+}
+
+typedef struct {
+    int batch, lq, lk, hq, hkv, d, causal, deterministic;
+    int mask_heads, mask_rows; /* 0 = no mask; else heads in {1, hkv, hq}, rows in {1, lq} */
+    int bias_heads, bias_rows; /* 0 = no bias */
+} Case;
+
+static int run_case(const Case* c) {
+    const size_t q_n = (size_t)c->batch * c->lq * c->hq * c->d, kv_n = (size_t)c->batch * c->lk * c->hkv * c->d;
+    void *q = device_bf16(q_n, -0.5f, 1.5f), *k = device_bf16(kv_n, -0.5f, 1.5f), *v = device_bf16(kv_n, -1.f, 2.f);
+    void *out = device_zeros(q_n * 2), *d_out = device_bf16(q_n, -1.f, 1.f);
+    void *d_q = device_zeros(q_n * 2), *d_k = device_zeros(kv_n * 2), *d_v = device_zeros(kv_n * 2);
+    float* lse = (float*)device_zeros((size_t)c->batch * c->hq * c->lq * 4);
+    uint64_t* stats = (uint64_t*)device_zeros(16);
+    void *mask = NULL, *bias = NULL, *d_bias = NULL;
+
+    fdma_fwd_params p;
+    fdma_fwd_params_init(&p);
+    p.dtype = FDMA_DTYPE_BFLOAT16;
+    p.batch = c->batch, p.seqlen_q = c->lq, p.seqlen_k = c->lk, p.heads_q = c->hq, p.heads_kv = c->hkv, p.head_dim = c->d;
+    p.q = seq_major(q, c->lq, c->hq, c->d);
+    p.k = seq_major(k, c->lk, c->hkv, c->d);
+    p.v = seq_major(v, c->lk, c->hkv, c->d);
+    p.out = seq_major(out, c->lq, c->hq, c->d);
+    if (c->mask_heads) {
+        const size_t n = (size_t)c->batch * c->mask_heads * c->mask_rows * c->lk;
+        mask = device_mask(n, 0.4f);
+        fdma_broadcast_tensor m = {mask, 0, c->batch, c->mask_heads, c->mask_rows,
+                                   (int64_t)c->mask_heads * c->mask_rows * c->lk, (int64_t)c->mask_rows * c->lk, c->lk};
+        p.mask = m;
+    }
+    if (c->bias_heads) {
+        const size_t n = (size_t)c->batch * c->bias_heads * c->bias_rows * c->lk;
+        bias = device_bf16(n, -2.f, 1.f);
+        d_bias = device_zeros(n * 2);
+        fdma_broadcast_tensor b = {bias, FDMA_DTYPE_BFLOAT16, c->batch, c->bias_heads, c->bias_rows,
+                                   (int64_t)c->bias_heads * c->bias_rows * c->lk, (int64_t)c->bias_rows * c->lk, c->lk};
+        p.bias = b;
+    }
+    p.lse = lse;
+    p.softmax_scale = 0.125f;
+    p.is_causal = c->causal;
+    p.tile_stats = stats;
+
+    int failed = 0;
+    int status = fdma_fwd(&p);
+    if (status != FDMA_STATUS_SUCCESS) {
+        fprintf(stderr, "fdma_fwd: %s\n", fdma_last_error_message());
+        failed = 1;
+    }
+    fdma_bwd_params b;
+    fdma_bwd_params_init(&b);
+    b.forward = p;
+    b.deterministic = c->deterministic;
+    b.d_out = seq_major(d_out, c->lq, c->hq, c->d);
+    b.d_q = seq_major(d_q, c->lq, c->hq, c->d);
+    b.d_k = seq_major(d_k, c->lk, c->hkv, c->d);
+    b.d_v = seq_major(d_v, c->lk, c->hkv, c->d);
+    if (d_bias) {
+        b.d_bias = p.bias;
+        b.d_bias.data = d_bias;
+    }
+    if (!failed && (status = fdma_bwd(&b)) != FDMA_STATUS_SUCCESS) {
+        fprintf(stderr, "fdma_bwd: %s\n", fdma_last_error_message());
+        failed = 1;
+    }
+    const cudaError_t err = cudaDeviceSynchronize();
+    if (err != cudaSuccess) {
+        fprintf(stderr, "CUDA: %s\n", cudaGetErrorString(err));
+        failed = 1;
+    }
+    void* buffers[] = {q, k, v, out, d_out, d_q, d_k, d_v, lse, stats, mask, bias, d_bias};
+    for (size_t i = 0; i < sizeof(buffers) / sizeof(buffers[0]); ++i) cudaFree(buffers[i]);
+    printf("B%d Lq%d Lk%d Hq%d Hkv%d D%d causal%d det%d mask(%d,%d) bias(%d,%d): %s\n", c->batch, c->lq, c->lk, c->hq,
+           c->hkv, c->d, c->causal, c->deterministic, c->mask_heads, c->mask_rows, c->bias_heads, c->bias_rows,
+           failed ? "FAILED" : "ok");
+    return failed;
+}
+
+int main(void) {
+    const Case cases[] = {
+        {2, 97, 130, 4, 2, 64, 1, 0, 2, 97, 2, 1},
+        {1, 1, 257, 2, 1, 128, 0, 1, 1, 1, 1, 1},
+        {1, 257, 17, 2, 2, 32, 1, 1, 2, 257, 2, 257},
+        {2, 70, 150, 8, 1, 96, 0, 0, 1, 70, 8, 70},
+        {1, 130, 130, 2, 1, 192, 1, 0, 0, 0, 1, 1},
+        {1, 65, 200, 2, 2, 256, 0, 1, 2, 1, 0, 0},
+    };
+    int failed = 0;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) failed |= run_case(&cases[i]);
+    printf("%s\n", failed ? "FAILED" : "all cases ok");
+    return failed;
+}
