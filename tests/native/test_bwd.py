@@ -1,4 +1,6 @@
 """The native backward through the C ABI against float64 PyTorch autograd (GPU machine only)."""
+import ctypes
+
 import pytest
 import torch
 
@@ -125,3 +127,44 @@ def test_deterministic_bits():
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             assert torch.equal(a, b)
+
+
+# --- bad input to the backward: a clear status and message, nothing written --------------------
+
+def _valid_bwd():
+    q, k, v = (rand(1, 40, 2, 64, dtype=torch.float16) for _ in range(3))
+    bias = rand(1, 2, 1, 40, dtype=torch.float16)
+    out, lse, _ = fdma.forward(q, k, v, bias=bias)
+    d_out = rand(*q.shape, dtype=q.dtype, lo=-1, hi=1)
+    grads = [torch.full_like(t, 7.0) for t in (q, k, v, bias)]
+    return (q, k, v, out, lse, d_out, bias), grads
+
+
+BAD_BWD_CALLS = [
+    ("struct_size", lambda p, t: setattr(p, "struct_size", 12), fdma.STATUS_STRUCT_SIZE, "params.struct_size"),
+    ("deterministic 2", lambda p, t: setattr(p, "deterministic", 2), fdma.STATUS_INVALID_ARGUMENT, "deterministic"),
+    ("no lse", lambda p, t: setattr(p.forward, "lse", None), fdma.STATUS_INVALID_ARGUMENT, "forward.lse"),
+    ("d_q aliases q", lambda p, t: setattr(p.d_q, "data", p.forward.q.data), fdma.STATUS_INVALID_ARGUMENT, "overlaps"),
+    ("d_k misaligned stride", lambda p, t: setattr(p.d_k, "stride_seq", 132), fdma.STATUS_MISALIGNED, "d_k.stride_seq"),
+    ("null d_v", lambda p, t: setattr(p.d_v, "data", None), fdma.STATUS_INVALID_ARGUMENT, "d_v.data"),
+    ("d_bias without bias", lambda p, t: setattr(p.forward, "bias", fdma.BroadcastTensor()), fdma.STATUS_INVALID_ARGUMENT, "d_bias"),
+    ("d_bias shape", lambda p, t: setattr(p.d_bias, "rows", 40), fdma.STATUS_INVALID_ARGUMENT, "d_bias must have"),
+    ("d_bias dtype", lambda p, t: setattr(p.d_bias, "dtype", fdma.BFLOAT16), fdma.STATUS_INVALID_ARGUMENT, "d_bias.dtype"),
+    ("workspace too small", lambda p, t: (setattr(p.forward, "workspace", t.data_ptr()),
+                                          setattr(p.forward, "workspace_bytes", 16)), fdma.STATUS_INVALID_ARGUMENT, "workspace_bytes"),
+]
+
+
+@pytest.mark.parametrize("name,corrupt,status,word", BAD_BWD_CALLS, ids=[b[0] for b in BAD_BWD_CALLS])
+def test_bad_backward_call_is_refused_and_writes_nothing(name, corrupt, status, word):
+    (q, k, v, out, lse, d_out, bias), grads = _valid_bwd()
+    params = fdma.make_bwd_params(q, k, v, out, lse, d_out, *grads[:3], bias=bias, d_bias=grads[3])
+    scratch = torch.zeros(1024, dtype=torch.uint8, device="cuda")
+    corrupt(params, scratch)
+    got = fdma.LIB.fdma_bwd(ctypes.byref(params))
+    message = fdma.LIB.fdma_last_error_message().decode()
+    assert got == status, message
+    assert word in message, message
+    torch.cuda.synchronize()
+    assert all((g == 7.0).all() for g in grads), "nothing is written on a refused call"
+    check(q, k, v, bias=bias)  # the process and the context stay usable
