@@ -112,6 +112,36 @@ __device__ __forceinline__ void score_grads(const FwdParams& p, float (&s)[8][4]
     }
 }
 
+// S = A1 B1^T and dP = A2 B2^T for this warp's 16 rows of the A tiles against the 64 rows of the
+// B tiles (dK/dV kernel: A = K, V and B = Q, dO; dQ kernel: A = Q, dO and B = K, V).
+template <typename Traits, typename Ops>
+__device__ __forceinline__ void two_products(float (&s)[8][4], float (&dp)[8][4], u32 a1, u32 a2, u32 b1, u32 b2,
+                                             int warp, int lane) {
+    constexpr int kRowElems = Traits::kRowElems;
+#pragma unroll
+    for (int ni = 0; ni < 8; ++ni)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[ni][e] = dp[ni][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < Traits::kDTiles / 2; ++kk) {
+        u32 a_1[4], a_2[4];
+        const u32 a_off = ((warp * 16 + lane % 16) * kRowElems + kk * 16 + (lane / 16) * 8) * 2;
+        ldmatrix_x4(a_1, a1 + a_off);
+        ldmatrix_x4(a_2, a2 + a_off);
+#pragma unroll
+        for (int nj = 0; nj < 4; ++nj) {
+            u32 b_1[4], b_2[4];
+            const u32 b_off = ((nj * 16 + lane % 8 + (lane / 16) * 8) * kRowElems + kk * 16 + ((lane / 8) % 2) * 8) * 2;
+            ldmatrix_x4(b_1, b1 + b_off);
+            ldmatrix_x4(b_2, b2 + b_off);
+            Ops::mma(s[2 * nj], a_1, b_1[0], b_1[1]);
+            Ops::mma(s[2 * nj + 1], a_1, b_1[2], b_1[3]);
+            Ops::mma(dp[2 * nj], a_2, b_2[0], b_2[1]);
+            Ops::mma(dp[2 * nj + 1], a_2, b_2[2], b_2[3]);
+        }
+    }
+}
+
 template <int kElementType, int kHeadDim>
 __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     dmattn_bwd_dkdv_kernel(const BwdParams bp) {
@@ -146,7 +176,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     const int n_tiles = (Lk + kBlockN - 1) / kBlockN;
     // First query tile with a row that sees key n0 (bottom-right causal alignment).
     const int m_begin = p.is_causal ? max(0, n0 - shift) / kBlockM : 0;
-    const int bias_size = p.bias.type == kFloat32 ? 4 : 2;
+    const int bias_size = element_size(p.bias.type);
     const int key_row = warp * 16 + lane / 4;  // + 8 * half: this thread's keys within the tile
 
     long long computed = 0, skipped = 0;
@@ -157,8 +187,8 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
 
     for (int batch = b_first; batch <= b_last; ++batch) {
         for (int kv_head = g_first; kv_head <= g_last; ++kv_head) {
-            const char* k_g = static_cast<const char*>(p.k) + 2 * (batch * p.k_strides.batch + kv_head * p.k_strides.head);
-            const char* v_g = static_cast<const char*>(p.v) + 2 * (batch * p.v_strides.batch + kv_head * p.v_strides.head);
+            const char* k_g = head_slice(p.k, p.k_strides, batch, kv_head);
+            const char* v_g = head_slice(p.v, p.v_strides, batch, kv_head);
             load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n0, Lk);
             load_tile_async<Traits, kBlockN>(sV, v_g, 2 * p.v_strides.seq, n0, Lk);
             cp_async_commit();
@@ -170,34 +200,20 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
                 for (int e = 0; e < 4; ++e) acc_dk[d][e] = acc_dv[d][e] = 0.f;
 
             for (int head = kv_head * p.kv_group; head < (kv_head + 1) * p.kv_group; ++head) {
-                const char* q_g = static_cast<const char*>(p.q) + 2 * (batch * p.q_strides.batch + head * p.q_strides.head);
-                const char* do_g = static_cast<const char*>(bp.d_o) + 2 * (batch * bp.d_o_strides.batch + head * bp.d_o_strides.head);
+                const char* q_g = head_slice(p.q, p.q_strides, batch, head);
+                const char* do_g = head_slice(bp.d_o, bp.d_o_strides, batch, head);
                 const float* lse_g = p.lse + (static_cast<i64>(batch) * p.heads_q + head) * Lq;
                 const float* delta_g = bp.delta + (static_cast<i64>(batch) * p.heads_q + head) * Lq;
-                const u8* mask_g = p.mask.data == nullptr
-                    ? nullptr
-                    : static_cast<const u8*>(p.mask.data) + batch * p.mask.stride_batch + (head / p.mask.head_group) * p.mask.stride_head;
-                const char* bias_g = p.bias.data == nullptr
-                    ? nullptr
-                    : static_cast<const char*>(p.bias.data) +
-                          bias_size * (batch * p.bias.stride_batch + (head / p.bias.head_group) * p.bias.stride_head);
+                const u8* mask_g = reinterpret_cast<const u8*>(broadcast_slice(p.mask, 1, batch, head));
+                const char* bias_g = broadcast_slice(p.bias, bias_size, batch, head);
                 // dBias accumulator rows of this (batch, head): contiguous [batches][heads][rows][Lk].
                 float* dbias_g = bp.d_bias_accum == nullptr
                     ? nullptr
                     : bp.d_bias_accum + ((static_cast<i64>(p.bias.batches == 1 ? 0 : batch) * p.bias.heads +
                                           (p.bias.heads == 1 ? 0 : head / p.bias.head_group)) * p.bias.rows) * Lk;
-                const i64 bitmap_col = mask_g == nullptr
-                    ? 0
-                    : ((static_cast<i64>(p.mask.batches == 1 ? 0 : batch) * p.mask.heads +
-                        (p.mask.heads == 1 ? 0 : head / p.mask.head_group)) * n_tiles + n_tile) * occupancy_words(m_tiles);
+                const i64 bitmap_col = (mask_slot(p.mask, batch, head) * n_tiles + n_tile) * occupancy_words(m_tiles);
                 auto next_tile = [&](int m) {  // first query tile >= m holding a visible pair with these keys
-                    if (mask_g == nullptr) return m;
-                    while (m < m_tiles) {
-                        const u32 word = __ldg(p.occupancy_t + bitmap_col + m / 32) >> (m % 32);
-                        if (word != 0) return min(m + __ffs(word) - 1, m_tiles);
-                        m = (m / 32 + 1) * 32;
-                    }
-                    return m_tiles;
+                    return mask_g == nullptr ? m : next_set_tile(p.occupancy_t + bitmap_col, m, m_tiles);
                 };
 
                 float dbias_sum[2] = {0.f, 0.f};  // row-broadcast dBias: this thread's share per key
@@ -220,28 +236,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
 
                     // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys.
                     float s[8][4], dp[8][4];
-#pragma unroll
-                    for (int ni = 0; ni < 8; ++ni)
-#pragma unroll
-                        for (int e = 0; e < 4; ++e) s[ni][e] = dp[ni][e] = 0.f;
-#pragma unroll
-                    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-                        u32 a_k[4], a_v[4];
-                        const u32 a_off = ((warp * 16 + lane % 16) * kRowElems + kk * 16 + (lane / 16) * 8) * 2;
-                        ldmatrix_x4(a_k, sK + a_off);
-                        ldmatrix_x4(a_v, sV + a_off);
-#pragma unroll
-                        for (int nj = 0; nj < 4; ++nj) {
-                            u32 b_q[4], b_do[4];
-                            const u32 b_off = ((nj * 16 + lane % 8 + (lane / 16) * 8) * kRowElems + kk * 16 + ((lane / 8) % 2) * 8) * 2;
-                            ldmatrix_x4(b_q, sQ + b_off);
-                            ldmatrix_x4(b_do, sdO + b_off);
-                            Ops::mma(s[2 * nj], a_k, b_q[0], b_q[1]);
-                            Ops::mma(s[2 * nj + 1], a_k, b_q[2], b_q[3]);
-                            Ops::mma(dp[2 * nj], a_v, b_do[0], b_do[1]);
-                            Ops::mma(dp[2 * nj + 1], a_v, b_do[2], b_do[3]);
-                        }
-                    }
+                    two_products<Traits, Ops>(s, dp, sK, sV, sQ, sdO, warp, lane);
 
                     // P^T in place of s, dX^T in place of dP^T.
                     score_grads(p, s, dp, mask_g, use_mask, bias_g, bias_size, [&](int ni, int e) {
@@ -411,30 +406,16 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         const int last_key = min(m0 + kBlockM, Lq) - 1 + shift;
         n_end = last_key < 0 ? 0 : min(n_tiles, last_key / kBlockN + 1);
     }
-    const int bias_size = p.bias.type == kFloat32 ? 4 : 2;
-
-    const char* q_g = static_cast<const char*>(p.q) + 2 * (batch * p.q_strides.batch + head * p.q_strides.head);
-    const char* do_g = static_cast<const char*>(bp.d_o) + 2 * (batch * bp.d_o_strides.batch + head * bp.d_o_strides.head);
-    const char* k_g = static_cast<const char*>(p.k) + 2 * (batch * p.k_strides.batch + kv_head * p.k_strides.head);
-    const char* v_g = static_cast<const char*>(p.v) + 2 * (batch * p.v_strides.batch + kv_head * p.v_strides.head);
-    const u8* mask_g = p.mask.data == nullptr
-        ? nullptr
-        : static_cast<const u8*>(p.mask.data) + batch * p.mask.stride_batch + (head / p.mask.head_group) * p.mask.stride_head;
-    const char* bias_g = p.bias.data == nullptr
-        ? nullptr
-        : static_cast<const char*>(p.bias.data) + bias_size * (batch * p.bias.stride_batch + (head / p.bias.head_group) * p.bias.stride_head);
-    const i64 bitmap_row = mask_g == nullptr
-        ? 0
-        : ((static_cast<i64>(p.mask.batches == 1 ? 0 : batch) * p.mask.heads +
-            (p.mask.heads == 1 ? 0 : head / p.mask.head_group)) * gridDim.x + blockIdx.x) * occupancy_words(n_tiles);
-    auto next_tile = [&](int n) {
-        if (mask_g == nullptr) return min(n, n_end);
-        while (n < n_end) {
-            const u32 word = __ldg(p.occupancy + bitmap_row + n / 32) >> (n % 32);
-            if (word != 0) return min(n + __ffs(word) - 1, n_end);
-            n = (n / 32 + 1) * 32;
-        }
-        return n_end;
+    const int bias_size = element_size(p.bias.type);
+    const char* q_g = head_slice(p.q, p.q_strides, batch, head);
+    const char* do_g = head_slice(bp.d_o, bp.d_o_strides, batch, head);
+    const char* k_g = head_slice(p.k, p.k_strides, batch, kv_head);
+    const char* v_g = head_slice(p.v, p.v_strides, batch, kv_head);
+    const u8* mask_g = reinterpret_cast<const u8*>(broadcast_slice(p.mask, 1, batch, head));
+    const char* bias_g = broadcast_slice(p.bias, bias_size, batch, head);
+    const i64 bitmap_row = (mask_slot(p.mask, batch, head) * gridDim.x + blockIdx.x) * occupancy_words(n_tiles);
+    auto next_tile = [&](int n) {  // first key tile >= n holding a visible pair with these queries
+        return mask_g == nullptr ? min(n, n_end) : next_set_tile(p.occupancy + bitmap_row, n, n_end);
     };
 
     load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * p.q_strides.seq, m0, Lq);
@@ -467,28 +448,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         __syncthreads();
 
         float s[8][4], dp[8][4];
-#pragma unroll
-        for (int ni = 0; ni < 8; ++ni)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) s[ni][e] = dp[ni][e] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-            u32 a_q[4], a_do[4];
-            const u32 a_off = ((warp * 16 + lane % 16) * kRowElems + kk * 16 + (lane / 16) * 8) * 2;
-            ldmatrix_x4(a_q, sQ + a_off);
-            ldmatrix_x4(a_do, sdO + a_off);
-#pragma unroll
-            for (int nj = 0; nj < 4; ++nj) {
-                u32 b_k[4], b_v[4];
-                const u32 b_off = ((nj * 16 + lane % 8 + (lane / 16) * 8) * kRowElems + kk * 16 + ((lane / 8) % 2) * 8) * 2;
-                ldmatrix_x4(b_k, sK + b_off);
-                ldmatrix_x4(b_v, sV + b_off);
-                Ops::mma(s[2 * nj], a_q, b_k[0], b_k[1]);
-                Ops::mma(s[2 * nj + 1], a_q, b_k[2], b_k[3]);
-                Ops::mma(dp[2 * nj], a_do, b_v[0], b_v[1]);
-                Ops::mma(dp[2 * nj + 1], a_do, b_v[2], b_v[3]);
-            }
-        }
+        two_products<Traits, Ops>(s, dp, sQ, sdO, sK, sV, warp, lane);
 
         auto coords = [&](int ni, int e) {
             return ScoreCoords{m0 + warp * 16 + lane / 4 + (e / 2) * 8, n0 + ni * 8 + (lane % 4) * 2 + e % 2,

@@ -96,18 +96,12 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     const int Lk = p.seqlen_k;
     const int causal_shift = Lk - Lq;  // bottom-right alignment: key j visible to query i iff j <= i + shift
 
-    const char* q_g = static_cast<const char*>(p.q) + 2 * (batch * p.q_strides.batch + head * p.q_strides.head);
-    const char* k_g = static_cast<const char*>(p.k) + 2 * (batch * p.k_strides.batch + kv_head * p.k_strides.head);
-    const char* v_g = static_cast<const char*>(p.v) + 2 * (batch * p.v_strides.batch + kv_head * p.v_strides.head);
-    const u8* mask_g = p.mask.data == nullptr
-        ? nullptr
-        : static_cast<const u8*>(p.mask.data) + batch * p.mask.stride_batch +
-              (head / p.mask.head_group) * p.mask.stride_head;
-    const int bias_size = p.bias.type == kFloat32 ? 4 : 2;
-    const char* bias_g = p.bias.data == nullptr
-        ? nullptr
-        : static_cast<const char*>(p.bias.data) +
-              bias_size * (batch * p.bias.stride_batch + (head / p.bias.head_group) * p.bias.stride_head);
+    const char* q_g = head_slice(p.q, p.q_strides, batch, head);
+    const char* k_g = head_slice(p.k, p.k_strides, batch, kv_head);
+    const char* v_g = head_slice(p.v, p.v_strides, batch, kv_head);
+    const u8* mask_g = reinterpret_cast<const u8*>(broadcast_slice(p.mask, 1, batch, head));
+    const int bias_size = element_size(p.bias.type);
+    const char* bias_g = broadcast_slice(p.bias, bias_size, batch, head);
 
     // Key tiles [0, n_end) can hold a visible key for some row of this block; the rest are
     // causally hidden and skipped without a look.
@@ -125,19 +119,9 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
 
     // Without a mask every tile below n_end holds a visible pair; with one, the bitmap row of
     // this query tile says which tiles do, and which need no mask bytes (tile_occupancy.cuh).
-    const i64 bitmap_row = mask_g == nullptr
-        ? 0
-        : ((static_cast<i64>(p.mask.batches == 1 ? 0 : batch) * p.mask.heads +
-            (p.mask.heads == 1 ? 0 : head / p.mask.head_group)) * gridDim.x + blockIdx.x) *
-              occupancy_words(n_tiles);
+    const i64 bitmap_row = (mask_slot(p.mask, batch, head) * gridDim.x + blockIdx.x) * occupancy_words(n_tiles);
     auto next_tile = [&](int n) {  // first tile >= n holding a visible pair, else n_end
-        if (mask_g == nullptr) return min(n, n_end);
-        while (n < n_end) {
-            const u32 word = __ldg(p.occupancy + bitmap_row + n / 32) >> (n % 32);
-            if (word != 0) return min(n + __ffs(word) - 1, n_end);
-            n = (n / 32 + 1) * 32;
-        }
-        return n_end;
+        return mask_g == nullptr ? min(n, n_end) : next_set_tile(p.occupancy + bitmap_row, n, n_end);
     };
     auto needs_mask = [&](int n) {
         return mask_g != nullptr && ((__ldg(p.full_tiles + bitmap_row + n / 32) >> (n % 32)) & 1u) == 0;

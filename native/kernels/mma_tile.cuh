@@ -41,6 +41,27 @@ __device__ __forceinline__ void load_tile_async(u32 smem_tile, const char* gmem,
     }
 }
 
+// Start of this (batch, head)'s [seq, head dim] slice of a 16-bit tensor.
+__device__ __forceinline__ const char* head_slice(const void* base, const Strides& strides, int batch, int head) {
+    return static_cast<const char*>(base) + 2 * (batch * strides.batch + head * strides.head);
+}
+
+__device__ __forceinline__ int element_size(int type) { return type == kFloat32 ? 4 : 2; }
+
+// Start of the rows a (batch, query head) reads of a mask (element size 1) or bias; nullptr when absent.
+__device__ __forceinline__ const char* broadcast_slice(const BroadcastOperand& op, int bytes, int batch, int head) {
+    return op.data == nullptr
+        ? nullptr
+        : static_cast<const char*>(op.data) + bytes * (batch * op.stride_batch + (head / op.head_group) * op.stride_head);
+}
+
+// Which (mask batch, mask head) a (batch, query head) reads: the index of its tile bitmaps; 0
+// without a mask.
+__device__ __forceinline__ i64 mask_slot(const BroadcastOperand& mask, int batch, int head) {
+    if (mask.data == nullptr) return 0;
+    return static_cast<i64>(mask.batches == 1 ? 0 : batch) * mask.heads + (mask.heads == 1 ? 0 : head / mask.head_group);
+}
+
 __device__ __forceinline__ float load_bias(const void* row, int col, int type) {
     if (type == kFloat32) return __ldg(static_cast<const float*>(row) + col);
     const u16 bits = __ldg(static_cast<const u16*>(row) + col);

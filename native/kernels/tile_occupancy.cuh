@@ -19,6 +19,16 @@ constexpr int kOccupancyTilesPerWarp = 4;  // 8 warps x 4 tiles = one 32-bit wor
 // Words of the bitmap row of one query tile.
 __host__ __device__ constexpr int occupancy_words(int n_tiles) { return (n_tiles + 31) / 32; }
 
+// First tile in [n, end) whose bit is set in a bitmap row (bit n % 32 of word n / 32), else end.
+__device__ __forceinline__ int next_set_tile(const u32* row, int n, int end) {
+    while (n < end) {
+        const u32 word = __ldg(row + n / 32) >> (n % 32);
+        if (word != 0) return min(n + __ffs(word) - 1, end);
+        n = (n / 32 + 1) * 32;
+    }
+    return end;
+}
+
 // 0xff in each of the first `count` bytes (count clamped to [0, 4]).
 __device__ __forceinline__ u32 first_bytes(int count) {
     return count >= 4 ? 0xffffffffu : count <= 0 ? 0u : (1u << (8 * count)) - 1u;
