@@ -6,7 +6,7 @@ namespace FlashDmAttn;
 internal static class NvrtcForward
 {
     private const float Log2e = 1.4426950408889634f; // kLog2e in fwd_args.cpp
-    private const int MaxGridYZ = 65535;
+    private const string Function = "NVRTC forward";
 
     // device: the ordinal Q lives on.
     public static unsafe void Launch(DeviceForwardArgs args, AttentionOptions options, nint stream, int device)
@@ -20,7 +20,7 @@ internal static class NvrtcForward
         CudaDriver.ThrowIfFailed(Interop.Cuda.cuCtxGetCurrent(out nint current));
         using CudaContextScope scope = current == 0 ? KernelModules.PrimaryContext(device).Push() : default;
         if (current != 0)
-            CheckCurrentContextDevice(device);
+            NvrtcLaunch.CheckCurrentContextDevice(device, "params.q.data", Function);
 
         nint forward = KernelModules.GetFunction(KernelVariant.Forward(args.DType, shape.HeadDim), device, plan.ForwardSharedMemoryBytes);
         nint occupancy = plan.MaskPlanes > 0 ? KernelModules.GetFunction(KernelVariant.Occupancy(plan.Tile), device, 0) : 0;
@@ -85,9 +85,9 @@ internal static class NvrtcForward
         };
     }
 
-    private static KernelParams.Strides Strides(DeviceTensor t) => new() { Batch = t.StrideBatch, Seq = t.StrideSeq, Head = t.StrideHead };
+    internal static KernelParams.Strides Strides(DeviceTensor t) => new() { Batch = t.StrideBatch, Seq = t.StrideSeq, Head = t.StrideHead };
 
-    private static KernelParams.BroadcastOperand Broadcast(DeviceBroadcastTensor? tensor, AttentionShape shape, bool isBias)
+    internal static KernelParams.BroadcastOperand Broadcast(DeviceBroadcastTensor? tensor, AttentionShape shape, bool isBias)
     {
         if (tensor is not { } t)
             return default;
@@ -110,66 +110,26 @@ internal static class NvrtcForward
     private static void CheckNativeOnlyRules(DeviceForwardArgs args, ForwardLaunchPlan plan, int device)
     {
         AttentionShape shape = args.Shape;
-        if (shape.Batch > MaxGridYZ || shape.HeadsQ > MaxGridYZ)
-            throw Refused(FlashDmAttnStatus.Unsupported, $"params.batch and params.heads_q must be <= {MaxGridYZ}; got {shape.Batch} and {shape.HeadsQ}");
-        if (plan.MaskPlanes > MaxGridYZ)
-            throw Refused(FlashDmAttnStatus.Unsupported, $"params.mask.batch * params.mask.heads must be <= {MaxGridYZ}");
-        CheckOutputStrides(args.Output, shape);
+        NvrtcLaunch.CheckGridLimits(shape, plan.MaskPlanes, "params.", Function);
+        NvrtcLaunch.CheckTensorIsDisjoint(args.Output, shape.SeqLenQ, shape.HeadsQ, shape, "params.out", Function);
         if (args.Workspace != 0 && plan.WorkspaceBytes > 0 && args.WorkspaceBytes < plan.WorkspaceBytes)
             throw Refused(FlashDmAttnStatus.InvalidArgument, $"params.workspace_bytes is {args.WorkspaceBytes}; this call needs {plan.WorkspaceBytes}");
 
-        // Every pointer in device memory of Q's device (Q itself was checked by the caller).
-        (nint Pointer, string Name)[] pointers =
+        NvrtcLaunch.CheckSameDevice(
         [
             (args.K.Pointer, "args.K"), (args.V.Pointer, "args.V"), (args.Output.Pointer, "args.Output"),
             (args.Mask?.Pointer ?? 0, "args.Mask"), (args.Bias?.Pointer ?? 0, "args.Bias"), (args.Lse, "args.Lse"),
             (args.TileStats, "args.TileStats"), (args.Workspace, "args.Workspace"),
-        ];
-        foreach ((nint pointer, string name) in pointers)
-        {
-            if (pointer != 0 && CudaDriver.DeviceOf(pointer, name) is int other && other != device)
-                throw Refused(FlashDmAttnStatus.InvalidArgument, $"{name} lives on device {other} but args.Q lives on device {device}");
-        }
-    }
-
-    // The output must not write one element twice: each dimension, in order of stride, steps past all the smaller
-    // ones span.
-    private static void CheckOutputStrides(DeviceTensor output, AttentionShape shape)
-    {
-        (long Stride, long Size)[] dimensions = new[] { (output.StrideBatch, (long)shape.Batch), (output.StrideSeq, shape.SeqLenQ), (output.StrideHead, shape.HeadsQ) }
-            .Where(d => d.Item2 > 1)
-            .OrderBy(d => d.Item1)
-            .ToArray();
-        long covered = shape.HeadDim;
-        foreach ((long stride, long size) in dimensions)
-        {
-            if (stride < covered)
-            {
-                throw Refused(FlashDmAttnStatus.InvalidArgument,
-                    $"params.out: strides ({output.StrideBatch}, {output.StrideSeq}, {output.StrideHead}) make output elements overlap");
-            }
-
-            covered = stride * size;
-        }
-    }
-
-    private static void CheckCurrentContextDevice(int device)
-    {
-        CudaDriver.ThrowIfFailed(Interop.Cuda.cuCtxGetDevice(out int current));
-        CudaDriver.ThrowIfFailed(Interop.Cuda.cuDeviceGet(out int expected, device));
-        if (current != expected)
-            throw Refused(FlashDmAttnStatus.InvalidArgument, $"params.q.data lives on device {device} but the current context belongs to another device");
+        ], device, Function);
     }
 
     private static unsafe void LaunchKernel(nint function, (uint X, uint Y, uint Z) grid, int threads, int sharedBytes, nint stream, KernelParams.Forward* parameters)
     {
         void* argument = parameters;
-        CudaDriver.ThrowIfFailed(Interop.Cuda.cuLaunchKernel(
-            function, grid.X, grid.Y, grid.Z, (uint)threads, 1, 1, (uint)sharedBytes, stream, &argument, null));
+        NvrtcLaunch.Kernel(function, grid, threads, sharedBytes, stream, &argument);
     }
 
-    private static ulong Address(nint pointer) => unchecked((ulong)pointer);
+    private static ulong Address(nint pointer) => NvrtcLaunch.Address(pointer);
 
-    private static FlashDmAttnException Refused(FlashDmAttnStatus status, string message) =>
-        new("NVRTC forward", (int)status, status == FlashDmAttnStatus.Unsupported ? "unsupported configuration" : "invalid argument", message);
+    private static FlashDmAttnException Refused(FlashDmAttnStatus status, string message) => NvrtcLaunch.Refused(Function, status, message);
 }
