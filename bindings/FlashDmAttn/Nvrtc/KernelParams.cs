@@ -2,8 +2,8 @@ using System.Runtime.InteropServices;
 
 namespace FlashDmAttn;
 
-// fdma::FwdParams of native/kernels/fwd_params.cuh, byte for byte: the forward kernel's one argument, passed by value
-// to cuLaunchKernel. Field for field in the header's order; the sizes are those of NVRTC's 64-bit layout (and of the
+// fdma::FwdParams of native/kernels/fwd_params.cuh and fdma::BwdParams of bwd_params.cuh, byte for byte: the kernels'
+// argument, passed by value to cuLaunchKernel. Field for field in the header's order; the sizes are those of NVRTC's 64-bit layout (and of the
 // x86-64 and Win64 host layouts, which agree). NvrtcMirrorTests has NVRTC check every offset.
 internal static class KernelParams
 {
@@ -60,5 +60,34 @@ internal static class KernelParams
         public float BiasScale;
         public float SoftcapOut;
         public int IsCausal;
+    }
+
+    // fdma::BwdParams of native/kernels/bwd_params.cuh: 536 bytes (4 of them tail padding); offsets d_o 320,
+    // d_o_strides 352, d_bias 448, d_bias_type 456, d_bias_strides 464 (after 4 bytes of padding), d_bias_accum 488,
+    // delta 496, d_q_accum 504, softmax_scale 512, owner_batches 528. The backward kernels' one argument (the Delta and
+    // dQ row passes take the head dim after it).
+    [StructLayout(LayoutKind.Sequential)]
+    public struct Backward
+    {
+        public Forward Fwd;
+        public nint DO;
+        public nint DQ;
+        public nint DK;
+        public nint DV;
+        public Strides DOStrides;
+        public Strides DQStrides;
+        public Strides DKStrides;
+        public Strides DVStrides;
+        public nint DBias;
+        public int DBiasType;
+        public Strides DBiasStrides; // batch, row (as seq), head; 0 where broadcast
+        public nint DBiasAccum;
+        public nint Delta;
+        public nint DQAccum;         // 0 when deterministic
+        public float SoftmaxScale;
+        public int Batch;
+        public int HeadsKv;
+        public int OwnerHeads;
+        public int OwnerBatches;
     }
 }

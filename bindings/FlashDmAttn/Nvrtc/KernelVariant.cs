@@ -6,27 +6,88 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
 {
     public static KernelVariant Forward(ScalarType dtype, int headDim)
     {
-        (string element, string slug) = dtype switch
-        {
-            ScalarType.Float16 => ("fdma::kFloat16", "fp16"),
-            ScalarType.BFloat16 => ("fdma::kBFloat16", "bf16"),
-            _ => throw new ArgumentOutOfRangeException(nameof(dtype), $"The forward kernel takes Float16 or BFloat16; got {dtype}."),
-        };
+        (string element, string slug) = Element(dtype, "The forward kernel takes");
         return new("fwd_kernel.cuh", $"fdma::dmattn_fwd_kernel<{element}, {headDim}>", $"fwd_{slug}_d{headDim}");
     }
 
-    public static KernelVariant Occupancy(ForwardTile tile) =>
-        new("tile_occupancy.cuh", $"fdma::tile_occupancy_kernel<{tile.BlockM}, {tile.BlockN}>", $"occupancy_m{tile.BlockM}_n{tile.BlockN}");
+    public static KernelVariant Occupancy(ForwardTile tile) => Occupancy(tile.BlockM, tile.BlockN);
 
-    // Every variant a call can need: the forward for each element type and head dim, the pre-pass for each tile.
-    public static IEnumerable<KernelVariant> All() =>
-        (from dtype in new[] { ScalarType.Float16, ScalarType.BFloat16 }
-         from headDim in ForwardTile.HeadDims
-         select Forward(dtype, headDim))
-        .Concat(ForwardTile.HeadDims.Select(ForwardTile.For).Distinct().Select(Occupancy));
+    public static KernelVariant Occupancy(int blockM, int blockN) =>
+        new("tile_occupancy.cuh", $"fdma::tile_occupancy_kernel<{blockM}, {blockN}>", $"occupancy_m{blockM}_n{blockN}");
+
+    // dmattn_bwd_dkdv_kernel<E, D>: dK, dV and dBias (and, in the default mode, dQ by atomics).
+    public static KernelVariant BackwardDkDv(ScalarType dtype, int headDim)
+    {
+        (string element, string slug) = Element(dtype, "The backward kernels take");
+        return new("bwd_kernel.cuh", $"fdma::dmattn_bwd_dkdv_kernel<{element}, {headDim}>", $"bwd_dkdv_{slug}_d{headDim}");
+    }
+
+    // dmattn_bwd_dq_kernel<E, D, kDeltaPass>: the deterministic dQ, or (deltaPass) bf16's exact Delta.
+    public static KernelVariant BackwardDq(ScalarType dtype, int headDim, bool deltaPass)
+    {
+        (string element, string slug) = Element(dtype, "The backward kernels take");
+        return new("bwd_kernel.cuh", $"fdma::dmattn_bwd_dq_kernel<{element}, {headDim}, {(deltaPass ? "true" : "false")}>",
+            $"bwd_dq{(deltaPass ? "_delta" : "")}_{slug}_d{headDim}");
+    }
+
+    // bwd_delta_kernel<E>: Delta = rowsum(dO * O), fp16's Delta pass.
+    public static KernelVariant BackwardDelta(ScalarType dtype)
+    {
+        (string element, string slug) = Element(dtype, "The backward kernels take");
+        return new("bwd_prepost.cuh", $"fdma::bwd_delta_kernel<{element}>", $"bwd_delta_{slug}");
+    }
+
+    // bwd_convert_dq_kernel<E>: the default mode's fp32 dQ accumulator to dQ.
+    public static KernelVariant BackwardConvertDq(ScalarType dtype)
+    {
+        (string element, string slug) = Element(dtype, "The backward kernels take");
+        return new("bwd_prepost.cuh", $"fdma::bwd_convert_dq_kernel<{element}>", $"bwd_convert_dq_{slug}");
+    }
+
+    // bwd_convert_dbias_kernel<T>: the fp32 dBias accumulator to dBias of type T (the bias's, or fp32).
+    public static KernelVariant BackwardConvertDBias(ScalarType dBiasType)
+    {
+        (string element, string slug) = dBiasType == ScalarType.Float32 ? ("fdma::kFloat32", "fp32") : Element(dBiasType, "The dBias conversion takes Float32,");
+        return new("bwd_prepost.cuh", $"fdma::bwd_convert_dbias_kernel<{element}>", $"bwd_convert_dbias_{slug}");
+    }
+
+    // Every variant a call can need: the forward for each element type and head dim, the pre-pass for each tile
+    // (the backward's 64 x 64 is one of the forward's), and the backward's kernels as native/src/bwd_launch.cuh
+    // instantiates them: dK/dV and deterministic dQ for each element type and head dim, the Delta pass (dQ's for bf16,
+    // dO . O for fp16), the dQ conversion for each element type and the dBias conversion for each dBias type.
+    public static IEnumerable<KernelVariant> All()
+    {
+        ScalarType[] dtypes = [ScalarType.Float16, ScalarType.BFloat16];
+        IEnumerable<KernelVariant> forward =
+            from dtype in dtypes
+            from headDim in ForwardTile.HeadDims
+            select Forward(dtype, headDim);
+        IEnumerable<KernelVariant> occupancy = ForwardTile.HeadDims
+            .Select(d => (ForwardTile.For(d).BlockM, ForwardTile.For(d).BlockN))
+            .Concat(ForwardTile.HeadDims.Select(d => (BackwardTraits.For(d).BlockM, BackwardTraits.For(d).BlockN)))
+            .Distinct()
+            .Select(t => Occupancy(t.Item1, t.Item2));
+        IEnumerable<KernelVariant> backward =
+            from dtype in dtypes
+            from headDim in ForwardTile.HeadDims
+            from variant in BackwardLaunchPlan.Kernels(dtype, headDim)
+            select variant;
+        IEnumerable<KernelVariant> conversions =
+            dtypes.Select(BackwardConvertDq)
+            .Concat(new[] { ScalarType.Float32, ScalarType.Float16, ScalarType.BFloat16 }.Select(BackwardConvertDBias));
+        return forward.Concat(occupancy).Concat(backward).Concat(conversions).Distinct();
+    }
 
     // The translation unit NVRTC compiles: the header, nothing else.
     public string Source => $"#include \"{Header}\"\n";
 
     public override string ToString() => NameExpression;
+
+    // kernelTakes: the start of the refusal, "The forward kernel takes".
+    private static (string Element, string Slug) Element(ScalarType dtype, string kernelTakes) => dtype switch
+    {
+        ScalarType.Float16 => ("fdma::kFloat16", "fp16"),
+        ScalarType.BFloat16 => ("fdma::kBFloat16", "bf16"),
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), $"{kernelTakes} Float16 or BFloat16; got {dtype}."),
+    };
 }
