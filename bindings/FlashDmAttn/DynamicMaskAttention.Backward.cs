@@ -3,17 +3,17 @@ using System.Runtime.CompilerServices;
 namespace FlashDmAttn;
 
 // The backward pass: gradients of a loss with respect to Q, K, V and the bias, given the gradient with respect to the
-// output and the forward's output and log-sum-exp. It runs on the native library only.
+// output and the forward's output and log-sum-exp. It runs on the backend the options choose, as the forward does.
 public static partial class DynamicMaskAttention
 {
     /// <summary>
     /// Runs the backward pass on tensors already in GPU memory, asynchronously on <paramref name="stream"/>: writes
     /// dL/dQ, dL/dK, dL/dV and, when asked, dL/dBias, given dL/dO and the forward call's tensors, output and
     /// log-sum-exp. No allocation (unless <see cref="DeviceBackwardArgs.Workspace"/> is 0), no copy, no
-    /// synchronization, no context change. Runs on the native library whatever backend the options name.
+    /// synchronization, no context change (the caller's current context is used).
     /// </summary>
     /// <param name="args">The forward call's tensors and the gradients.</param>
-    /// <param name="options">The forward call's scale, softcap and causality; <c>null</c> for the defaults.</param>
+    /// <param name="options">The forward call's scale, softcap and causality, and the backend; <c>null</c> for the defaults.</param>
     /// <param name="deterministic">
     /// True: identical bits on every run (no order-dependent atomics). False (the default) may be faster, and the
     /// low bits of dQ and dBias may change from run to run.
@@ -24,14 +24,19 @@ public static partial class DynamicMaskAttention
     /// A shape, type, option, alignment, stride or overlap is invalid, the bias gradient does not match the bias, or
     /// Q is not CUDA device memory.
     /// </exception>
-    /// <exception cref="NativeLibraryException">The CUDA driver or the native library is missing, incompatible or has no code for the GPU.</exception>
-    /// <exception cref="CudaException">The CUDA driver failed to initialize.</exception>
-    /// <exception cref="FlashDmAttnException">The native library refused the call or the launch failed.</exception>
+    /// <exception cref="NativeLibraryException">
+    /// The CUDA driver is missing, or no backend is usable: the native library is missing, incompatible or has no code
+    /// for the GPU, and NVRTC is missing or cannot compile for it (or the one forced is unusable).
+    /// </exception>
+    /// <exception cref="CudaException">A CUDA driver call failed (with the NVRTC backend, the launch too).</exception>
+    /// <exception cref="FlashDmAttnException">The backend refused the call, or the native library's launch failed.</exception>
+    /// <exception cref="KernelCompilationException">NVRTC failed to compile a kernel.</exception>
+    /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
     public static void Backward(DeviceBackwardArgs args, AttentionOptions? options = null, bool deterministic = false, nint stream = 0)
     {
         ArgumentValidation.ValidateDeviceBackward(args, options);
-        FlashDmAttnLibrary.EnsureSupportsDevice(CudaDriver.DeviceOf(args.Q.Pointer, "args.Q"));
-        LaunchBackward(args, options, deterministic, stream);
+        int device = CudaDriver.DeviceOf(args.Q.Pointer, "args.Q");
+        LaunchBackward(args, options, deterministic, stream, device, BackendSelector.Select(options?.Backend, device).Backend);
     }
 
     /// <summary>
@@ -52,7 +57,7 @@ public static partial class DynamicMaskAttention
     /// <param name="dq">Receives dL/dQ, exactly B * Lq * Hq * D elements.</param>
     /// <param name="dk">Receives dL/dK, exactly B * Lk * Hkv * D elements.</param>
     /// <param name="dv">Receives dL/dV, exactly B * Lk * Hkv * D elements.</param>
-    /// <param name="options">The forward call's scale, softcap and causality; <c>null</c> for the defaults.</param>
+    /// <param name="options">The forward call's scale, softcap and causality, and the backend; <c>null</c> for the defaults.</param>
     /// <param name="mask">The forward call's mask; <c>default</c> for none.</param>
     /// <param name="bias">The forward call's bias; <c>default</c> for none.</param>
     /// <param name="dBias">
@@ -63,9 +68,14 @@ public static partial class DynamicMaskAttention
     /// <param name="device">CUDA device ordinal.</param>
     /// <returns>The numbers of backward tiles (<see cref="BackwardTileShape"/>) computed and skipped.</returns>
     /// <exception cref="ArgumentException">An argument is invalid (the message names it), or <typeparamref name="T"/> is not supported.</exception>
-    /// <exception cref="NativeLibraryException">The CUDA driver or the native library is missing, incompatible or has no code for the GPU.</exception>
-    /// <exception cref="CudaException">A CUDA driver call (allocation, copy, synchronization) failed.</exception>
-    /// <exception cref="FlashDmAttnException">The native library refused the call or the kernel failed.</exception>
+    /// <exception cref="NativeLibraryException">
+    /// The CUDA driver is missing, or no backend is usable: the native library is missing, incompatible or has no code
+    /// for the GPU, and NVRTC is missing or cannot compile for it (or the one forced is unusable).
+    /// </exception>
+    /// <exception cref="CudaException">A CUDA driver call (allocation, copy, synchronization; with NVRTC, the launch) failed.</exception>
+    /// <exception cref="FlashDmAttnException">The backend refused the call, or the native library's kernel failed.</exception>
+    /// <exception cref="KernelCompilationException">NVRTC failed to compile a kernel.</exception>
+    /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
     public static TileStats Backward<T>(
         AttentionShape shape,
         ReadOnlySpan<T> q,
@@ -91,7 +101,7 @@ public static partial class DynamicMaskAttention
         int deviceCount = CudaDriver.DeviceCount();
         if (device >= deviceCount)
             throw new ArgumentOutOfRangeException(nameof(device), $"device must be less than the device count ({deviceCount}); got {device}.");
-        FlashDmAttnLibrary.EnsureSupportsDevice(device);
+        FlashDmAttnBackend backend = BackendSelector.Select(options?.Backend, device).Backend;
 
         using CudaPrimaryContext context = CudaPrimaryContext.Retain(device);
         using CudaContextScope current = context.Push();
@@ -127,7 +137,7 @@ public static partial class DynamicMaskAttention
             DBias = dBiasBuffer is null ? null : DeviceBroadcastTensor.Contiguous(dBiasBuffer.Pointer, dBias.DType, bias.Shape, shape.SeqLenK),
             TileStats = tileStatsBuffer.Pointer,
         };
-        LaunchBackward(args, options, deterministic, stream: 0);
+        LaunchBackward(args, options, deterministic, stream: 0, device, backend);
         CudaDriver.Synchronize();
 
         Span<ulong> tileStats = stackalloc ulong[2];
@@ -153,18 +163,29 @@ public static partial class DynamicMaskAttention
 
     /// <summary>
     /// The (query rows, key columns) tile the backward kernels use for a head dimension and element type: the unit of
-    /// the backward's tile statistics. Needs no GPU.
+    /// the backward's tile statistics. Needs no GPU; every backend answers the same.
     /// </summary>
     /// <param name="headDim">32, 64, 96, 128, 192 or 256.</param>
     /// <param name="dtype"><see cref="ScalarType.Float16"/> or <see cref="ScalarType.BFloat16"/>.</param>
+    /// <param name="backend">
+    /// The backend to ask; <c>null</c> takes <c>FLASHDMATTN_BACKEND</c>, else Auto: the native library where it
+    /// loads, else the NVRTC backend's table (which needs no library).
+    /// </param>
     /// <returns>BlockM query rows by BlockN key columns.</returns>
-    /// <exception cref="ArgumentOutOfRangeException">The head dimension or the type is not supported.</exception>
-    /// <exception cref="NativeLibraryException">The native library is missing or incompatible.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The head dimension, the type or the backend is not supported.</exception>
+    /// <exception cref="NativeLibraryException">The native library, forced, is missing or incompatible.</exception>
     /// <exception cref="FlashDmAttnException">The native library refused the query.</exception>
-    public static (int BlockM, int BlockN) BackwardTileShape(int headDim, ScalarType dtype)
+    /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
+    public static (int BlockM, int BlockN) BackwardTileShape(int headDim, ScalarType dtype, FlashDmAttnBackend? backend = null)
     {
         ArgumentValidation.ValidateHeadDim(headDim, nameof(headDim));
         ArgumentValidation.ValidateTensorDType(dtype, nameof(dtype));
+        if (BackendSelector.SelectForHostQuery(backend) == FlashDmAttnBackend.Nvrtc)
+        {
+            BackwardTraits traits = BackwardTraits.For(headDim);
+            return (traits.BlockM, traits.BlockN);
+        }
+
         FlashDmAttnLibrary.EnsureLoaded();
         FlashDmAttnLibrary.ThrowIfFailed(
             Interop.FlashDmAttn.fdma_bwd_tile_shape(headDim, (int)dtype, out int blockM, out int blockN), "fdma_bwd_tile_shape");
@@ -183,14 +204,23 @@ public static partial class DynamicMaskAttention
     /// <c>null</c> otherwise.
     /// </param>
     /// <param name="deterministic">The call's mode: the default mode needs more scratch.</param>
+    /// <param name="backend">
+    /// The backend to ask; <c>null</c> takes <c>FLASHDMATTN_BACKEND</c>, else Auto: the native library where it
+    /// loads, else the NVRTC backend's plan (which needs no library). Every backend answers the same.
+    /// </param>
     /// <returns>The scratch size in bytes.</returns>
-    /// <exception cref="ArgumentException">The shape, the type, the mask shape or the bias shape is invalid (the message names it).</exception>
-    /// <exception cref="NativeLibraryException">The native library is missing or incompatible.</exception>
+    /// <exception cref="ArgumentException">The shape, the type, the mask shape, the bias shape or the backend is invalid (the message names it).</exception>
+    /// <exception cref="NativeLibraryException">The native library, forced, is missing or incompatible.</exception>
     /// <exception cref="FlashDmAttnException">The native library refused the query.</exception>
+    /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
     public static unsafe long BackwardWorkspaceSize(
-        AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient, bool deterministic = false)
+        AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient, bool deterministic = false,
+        FlashDmAttnBackend? backend = null)
     {
         ArgumentValidation.ValidateBackwardWorkspaceSize(shape, dtype, mask, biasGradient);
+        if (BackendSelector.SelectForHostQuery(backend) == FlashDmAttnBackend.Nvrtc)
+            return checked((long)BackwardScratch.For(shape, mask, biasGradient, deterministic).Total);
+
         FlashDmAttnLibrary.EnsureLoaded();
 
         // fdma_bwd_workspace_size reads the shapes and whether the mask and the bias gradient are present, never
@@ -214,13 +244,22 @@ public static partial class DynamicMaskAttention
         return checked((long)bytes);
     }
 
-    private static unsafe void LaunchBackward(DeviceBackwardArgs args, AttentionOptions? options, bool deterministic, nint stream)
+    // Both entry points end here: arguments already validated, the backend already chosen for the device Q lives on.
+    private static unsafe void LaunchBackward(
+        DeviceBackwardArgs args, AttentionOptions? options, bool deterministic, nint stream, int device, FlashDmAttnBackend backend)
     {
+        AttentionOptions resolved = options ?? AttentionOptions.Default;
+        if (backend == FlashDmAttnBackend.Nvrtc)
+        {
+            NvrtcBackward.Launch(args, resolved, deterministic, stream, device);
+            return;
+        }
+
         var parameters = new Interop.FlashDmAttn.BwdParams
         {
             StructSize = (uint)sizeof(Interop.FlashDmAttn.BwdParams),
             Deterministic = deterministic ? 1 : 0,
-            Forward = NativeForwardParams(args.Forward, options ?? AttentionOptions.Default, stream),
+            Forward = NativeForwardParams(args.Forward, resolved, stream),
             DOut = ToNative(args.DOutput),
             DQ = ToNative(args.DQ),
             DK = ToNative(args.DK),
@@ -228,26 +267,5 @@ public static partial class DynamicMaskAttention
             DBias = ToNative(args.DBias),
         };
         FlashDmAttnLibrary.ThrowIfFailed(Interop.FlashDmAttn.fdma_bwd(&parameters), "fdma_bwd");
-    }
-
-    // The native parameters of a forward call: for the backward, which embeds its forward call's.
-    private static Interop.FlashDmAttn.FwdParams NativeForwardParams(DeviceForwardArgs args, AttentionOptions options, nint stream)
-    {
-        Interop.FlashDmAttn.FwdParams parameters = NativeParams(args.Shape, args.DType);
-        parameters.Q = ToNative(args.Q);
-        parameters.K = ToNative(args.K);
-        parameters.V = ToNative(args.V);
-        parameters.Out = ToNative(args.Output);
-        parameters.Mask = ToNative(args.Mask);
-        parameters.Bias = ToNative(args.Bias);
-        parameters.Lse = args.Lse;
-        parameters.SoftmaxScale = options.ResolveSoftmaxScale(args.Shape.HeadDim);
-        parameters.Softcap = options.Softcap;
-        parameters.IsCausal = options.Causal ? 1 : 0;
-        parameters.TileStats = args.TileStats;
-        parameters.Workspace = args.Workspace;
-        parameters.WorkspaceBytes = (ulong)args.WorkspaceBytes;
-        parameters.Stream = stream;
-        return parameters;
     }
 }

@@ -235,6 +235,13 @@ public static partial class DynamicMaskAttention
             return;
         }
 
+        Interop.FlashDmAttn.FwdParams parameters = NativeForwardParams(args, resolved, stream);
+        FlashDmAttnLibrary.ThrowIfFailed(Interop.FlashDmAttn.fdma_fwd(&parameters), "fdma_fwd");
+    }
+
+    // The native parameters of a forward call: the forward's own, and the backward's, which embeds its forward call's.
+    private static Interop.FlashDmAttn.FwdParams NativeForwardParams(DeviceForwardArgs args, AttentionOptions options, nint stream)
+    {
         Interop.FlashDmAttn.FwdParams parameters = NativeParams(args.Shape, args.DType);
         parameters.Q = ToNative(args.Q);
         parameters.K = ToNative(args.K);
@@ -243,14 +250,14 @@ public static partial class DynamicMaskAttention
         parameters.Mask = ToNative(args.Mask);
         parameters.Bias = ToNative(args.Bias);
         parameters.Lse = args.Lse;
-        parameters.SoftmaxScale = resolved.ResolveSoftmaxScale(args.Shape.HeadDim);
-        parameters.Softcap = resolved.Softcap;
-        parameters.IsCausal = resolved.Causal ? 1 : 0;
+        parameters.SoftmaxScale = options.ResolveSoftmaxScale(args.Shape.HeadDim);
+        parameters.Softcap = options.Softcap;
+        parameters.IsCausal = options.Causal ? 1 : 0;
         parameters.TileStats = args.TileStats;
         parameters.Workspace = args.Workspace;
         parameters.WorkspaceBytes = (ulong)args.WorkspaceBytes;
         parameters.Stream = stream;
-        FlashDmAttnLibrary.ThrowIfFailed(Interop.FlashDmAttn.fdma_fwd(&parameters), "fdma_fwd");
+        return parameters;
     }
 
     // The struct size, element type and sizes: what every call into the native forward starts from.
