@@ -5,7 +5,7 @@ namespace FlashDmAttn.Tests.Nvrtc;
 
 /// <summary>
 /// The kernel sources as they travel in the assembly compile under NVRTC, with no host headers: every variant the NVRTC
-/// backend can need, to PTX for compute_80 and compute_90, through the backend's own compile path.
+/// backend can need (forward and backward), to PTX for compute_80 and compute_90, through the backend's own compile path.
 /// </summary>
 [Parallelizable(ParallelScope.Children)]
 public class NvrtcCompileTests : NvrtcTest
@@ -31,6 +31,30 @@ public class NvrtcCompileTests : NvrtcTest
         Assert.That(image.LoweredName, Does.StartWith("_ZN4fdma"));
         Assert.That(ptx, Does.Contain($".entry {image.LoweredName}("), "the kernel named by the name expression is in the PTX");
         TestContext.Out.WriteLine($"{variant.Slug} compute_{architecture}: {ptx.Length / 1024} KiB of PTX in {clock.ElapsedMilliseconds} ms with NVRTC {NvrtcCompiler.Version}");
+    }
+
+    [Test]
+    public void Variants_AreEveryKernelTheNativeLibraryInstantiates()
+    {
+        string[] slugs = KernelVariant.All().Select(v => v.Slug).ToArray();
+        string[] types = ["fp16", "bf16"];
+        int[] headDims = [32, 64, 96, 128, 192, 256];
+        // native/src/bwd_launch.cuh, for each (type, head dim): the dK/dV kernel, dQ's deterministic kernel, and the
+        // Delta pass (dQ's kernel for bf16, the row pass for fp16); the conversions of dQ per type and of dBias per
+        // dBias type; the pre-pass of its 64 x 64 tile.
+        string[] backward =
+        [
+            .. from t in types from d in headDims select $"bwd_dkdv_{t}_d{d}",
+            .. from t in types from d in headDims select $"bwd_dq_{t}_d{d}",
+            .. from d in headDims select $"bwd_dq_delta_bf16_d{d}",
+            "bwd_delta_fp16", "bwd_convert_dq_fp16", "bwd_convert_dq_bf16",
+            "bwd_convert_dbias_fp32", "bwd_convert_dbias_fp16", "bwd_convert_dbias_bf16",
+        ];
+
+        Assert.That(slugs, Is.Unique);
+        Assert.That(slugs.Where(s => s.StartsWith("bwd_", StringComparison.Ordinal)), Is.EquivalentTo(backward));
+        Assert.That(slugs.Count(s => s.StartsWith("fwd_", StringComparison.Ordinal)), Is.EqualTo(12));
+        Assert.That(slugs.Where(s => s.StartsWith("occupancy_", StringComparison.Ordinal)), Is.EquivalentTo(new[] { "occupancy_m128_n64", "occupancy_m64_n64" }));
     }
 
     [Test]

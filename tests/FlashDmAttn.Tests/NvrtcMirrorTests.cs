@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
 
@@ -24,6 +25,12 @@ public class NvrtcMirrorTests : NvrtcTest
              ("FullTiles", "full_tiles"), ("OccupancyT", "occupancy_t"), ("FullTilesT", "full_tiles_t"), ("Lse", "lse"), ("TileStats", "tile_stats"), ("SeqLenQ", "seqlen_q"), ("SeqLenK", "seqlen_k"),
              ("HeadsQ", "heads_q"), ("KvGroup", "kv_group"), ("QkScale", "qk_scale"), ("BiasScale", "bias_scale"),
              ("SoftcapOut", "softcap_out"), ("IsCausal", "is_causal")]),
+        (typeof(KernelParams.Backward), "fdma::BwdParams",
+            [("Fwd", "fwd"), ("DO", "d_o"), ("DQ", "d_q"), ("DK", "d_k"), ("DV", "d_v"), ("DOStrides", "d_o_strides"),
+             ("DQStrides", "d_q_strides"), ("DKStrides", "d_k_strides"), ("DVStrides", "d_v_strides"), ("DBias", "d_bias"),
+             ("DBiasType", "d_bias_type"), ("DBiasStrides", "d_bias_strides"), ("DBiasAccum", "d_bias_accum"), ("Delta", "delta"),
+             ("DQAccum", "d_q_accum"), ("SoftmaxScale", "softmax_scale"), ("Batch", "batch"), ("HeadsKv", "heads_kv"),
+             ("OwnerHeads", "owner_heads"), ("OwnerBatches", "owner_batches")]),
     ];
 
     [Test]
@@ -31,7 +38,7 @@ public class NvrtcMirrorTests : NvrtcTest
     {
         // NVRTC has no <cstddef>, and __builtin_offsetof only from 13.4; EDG's __INTADDR__ (libcu++'s offsetof before
         // that) makes the classic null-pointer expression a constant.
-        var asserts = new StringBuilder("#include \"fwd_params.cuh\"\n#define OFFSET_OF(type, field) ((unsigned long long)__INTADDR__(&(((type*)0)->field)))\n");
+        var asserts = new StringBuilder("#include \"bwd_params.cuh\"\n#define OFFSET_OF(type, field) ((unsigned long long)__INTADDR__(&(((type*)0)->field)))\n");
         foreach ((Type type, string cpp, (string Field, string CppField)[] fields) in Layouts)
         {
             Assert.That(type.GetFields().Select(f => f.Name), Is.EqualTo(fields.Select(f => f.Field)), $"{type.Name}: every field is checked");
@@ -41,6 +48,10 @@ public class NvrtcMirrorTests : NvrtcTest
         }
 
         CompileChecks(asserts.ToString());
+
+        // cuLaunchKernel copies the struct as it lies in memory: its managed size must be the marshalled one.
+        Assert.That(Unsafe.SizeOf<KernelParams.Forward>(), Is.EqualTo(Marshal.SizeOf<KernelParams.Forward>()));
+        Assert.That(Unsafe.SizeOf<KernelParams.Backward>(), Is.EqualTo(Marshal.SizeOf<KernelParams.Backward>()));
     }
 
     [Test]
@@ -63,6 +74,38 @@ public class NvrtcMirrorTests : NvrtcTest
         {
             int words = ForwardLaunchPlan.For(new AttentionShape(1, 1, keyTiles * 64, 1, 1, 128), new BroadcastShape(1, 1, 1)).BitmapRowWords;
             asserts.AppendLine($"static_assert(fdma::occupancy_words({keyTiles}) == {words}, \"occupancy_words({keyTiles})\");");
+        }
+
+        CompileChecks(asserts.ToString());
+    }
+
+    [Test]
+    public void BackwardTraitsAndLaunchShapes_AreThoseOfTheHeaders()
+    {
+        var asserts = new StringBuilder("#include \"bwd_kernel.cuh\"\n#include \"bwd_prepost.cuh\"\n");
+        foreach (int d in ForwardTile.HeadDims)
+        {
+            BackwardTraits t = BackwardTraits.For(d);
+            string traits = $"fdma::BwdTraits<{d}>";
+            asserts.AppendLine($"static_assert(fdma::bwd_tile({d}).block_m == {t.BlockM} && fdma::bwd_tile({d}).block_n == {t.BlockN} && fdma::bwd_tile({d}).warps == {t.Warps}, \"bwd_tile({d})\");");
+            foreach ((string name, int value) in new[]
+                     {
+                         ("kBlockM", t.BlockM), ("kBlockN", t.BlockN), ("kWarps", t.Warps), ("kThreads", t.Threads), ("kDSlice", t.DSlice),
+                         ("kSlices", t.Slices), ("kRowElems", t.RowElems), ("kSRowElems", t.SRowElems), ("kTileBytes", t.TileBytes),
+                         ("kDkdvSmemBytes", t.DkDvSharedMemoryBytes), ("kDqSmemBytes", t.DqSharedMemoryBytes),
+                     })
+            {
+                asserts.AppendLine($"static_assert({traits}::{name} == {value}, \"{traits}::{name}\");");
+            }
+        }
+
+        asserts.AppendLine($"static_assert(fdma::kRowPassThreads == {BackwardLaunchPlan.RowPassThreads}, \"kRowPassThreads\");");
+        asserts.AppendLine($"static_assert(fdma::kOccupancyThreads == {BackwardLaunchPlan.OccupancyThreads}, \"kOccupancyThreads\");");
+        foreach (int tiles in new[] { 1, 31, 32, 33, 64, 65, 1000 })
+        {
+            BackwardLaunchPlan plan = BackwardLaunchPlan.For(new AttentionShape(1, tiles * 64, tiles * 64, 1, 1, 128), ScalarType.BFloat16,
+                new BroadcastShape(1, 1, 1), null, null, deterministic: true);
+            asserts.AppendLine($"static_assert(fdma::occupancy_words({tiles}) == {plan.OccupancyGrid.Y}, \"occupancy_words({tiles})\");");
         }
 
         CompileChecks(asserts.ToString());
@@ -123,6 +166,45 @@ public class NvrtcNativeAgreementTests
             Assert.That(DynamicMaskAttention.ForwardWorkspaceSize(shape, dtype, mask, FlashDmAttnBackend.Nvrtc),
                 Is.EqualTo(DynamicMaskAttention.ForwardWorkspaceSize(shape, dtype, mask, FlashDmAttnBackend.Native)), $"{dtype}");
         }
+    }
+
+    private static IEnumerable<TestCaseData> BackwardWorkspaceShapes()
+    {
+        (AttentionShape Shape, BroadcastShape? Mask, BroadcastShape? BiasGradient)[] cases =
+        [
+            (new(2, 300, 333, 4, 2, 128), null, null),
+            (new(2, 300, 333, 4, 2, 128), new(1, 1, 1), new(1, 2, 1)),
+            (new(2, 300, 333, 4, 2, 32), new(2, 4, 300), new(2, 4, 300)),
+            (new(1, 1, 1, 1, 1, 64), new(1, 1, 1), new(1, 1, 1)),
+            (new(3, 8192, 8192, 8, 2, 256), new(3, 2, 8192), new(1, 8, 1)),
+            (new(1, 97, 2049, 6, 3, 96), new(1, 3, 1), null),
+            (new(4, 4097, 63, 2, 2, 192), new(4, 1, 4097), new(4, 1, 4097)),
+        ];
+        return cases.Select(c => new TestCaseData(c.Shape, c.Mask, c.BiasGradient).SetArgDisplayNames(
+            c.Shape.ToString(), c.Mask?.ToString() ?? "no mask", c.BiasGradient?.ToString() ?? "no dBias"));
+    }
+
+    [TestCaseSource(nameof(BackwardWorkspaceShapes))]
+    public void BackwardScratchSize_IsTheNativeLibrarysWhereItLoads(AttentionShape shape, BroadcastShape? mask, BroadcastShape? biasGradient)
+    {
+        foreach (ScalarType dtype in new[] { ScalarType.Float16, ScalarType.BFloat16 })
+            foreach (bool deterministic in new[] { false, true })
+            {
+                Assert.That(DynamicMaskAttention.BackwardWorkspaceSize(shape, dtype, mask, biasGradient, deterministic, FlashDmAttnBackend.Nvrtc),
+                    Is.EqualTo(DynamicMaskAttention.BackwardWorkspaceSize(shape, dtype, mask, biasGradient, deterministic, FlashDmAttnBackend.Native)),
+                    $"{dtype}, deterministic {deterministic}");
+            }
+    }
+
+    [Test]
+    public void BackwardTileShape_IsTheNativeLibrarysWhereItLoads()
+    {
+        foreach (ScalarType dtype in new[] { ScalarType.Float16, ScalarType.BFloat16 })
+            foreach (int d in ForwardTile.HeadDims)
+            {
+                Assert.That(DynamicMaskAttention.BackwardTileShape(d, dtype, FlashDmAttnBackend.Nvrtc),
+                    Is.EqualTo(DynamicMaskAttention.BackwardTileShape(d, dtype, FlashDmAttnBackend.Native)), $"{dtype} D{d}");
+            }
     }
 
     [Test]
