@@ -4,8 +4,8 @@ namespace FlashDmAttn;
 
 internal static partial class Interop
 {
-    // The CUDA driver API (cuda.h): only the calls this library makes. CUresult and CUdevice are int,
-    // CUcontext is a pointer, CUdeviceptr is a 64-bit integer.
+    // The CUDA driver API (cuda.h): only the calls this library and its benchmarks make. CUresult and CUdevice are
+    // int, CUcontext, CUstream and CUevent are pointers, CUdeviceptr is a 64-bit integer.
     internal static unsafe partial class Cuda
     {
         static Cuda() => NativeLibraryResolver.Register();
@@ -14,6 +14,9 @@ internal static partial class Interop
         public const int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
         public const int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
         public const int CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL = 9;
+        public const int CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE = 38;
+        public const uint CU_STREAM_NON_BLOCKING = 1;
+        public const uint CU_EVENT_DEFAULT = 0;
         public const int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 
         [LibraryImport(Libraries.CudaDriver)]
@@ -97,6 +100,46 @@ internal static partial class Interop
 
         [LibraryImport(Libraries.CudaDriver)]
         public static partial int cuPointerGetAttribute(void* data, int attribute, ulong pointer);
+
+        // Streams, events and asynchronous fills: what the benchmarks (bench/FlashDmAttn.Bench) time kernels with.
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuDeviceGetName(byte* name, int length, int device);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuCtxSetCurrent(nint context);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuMemGetInfo_v2(out nuint free, out nuint total);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuStreamCreate(out nint stream, uint flags);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuStreamDestroy_v2(nint stream);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuStreamSynchronize(nint stream);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuEventCreate(out nint cuEvent, uint flags);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuEventDestroy_v2(nint cuEvent);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuEventRecord(nint cuEvent, nint stream);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuEventSynchronize(nint cuEvent);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuEventElapsedTime(out float milliseconds, nint start, nint end);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuMemcpyDtoD_v2(ulong destination, ulong source, nuint byteCount);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuMemsetD32Async(ulong destination, uint value, nuint count, nint stream);
 
         [LibraryImport(Libraries.CudaDriver)]
         public static partial int cuGetErrorName(int error, out nint name);
