@@ -1,0 +1,70 @@
+using FlashDmAttn.Bench.Suite;
+
+namespace FlashDmAttn.Bench;
+
+/// <summary>The command line; see <see cref="Usage"/>.</summary>
+internal sealed record BenchOptions
+{
+    public const string Usage =
+        "usage: FlashDmAttn.Bench [--quick] [--baselines FILE] [--exchange DIR] [--out DIR] [--work DIR] [--filter TEXT] [--commit ID] [--verbose]\n" +
+        "       FlashDmAttn.Bench --list-cases [--quick] [--filter TEXT]\n" +
+        "       FlashDmAttn.Bench --report RESULTS.json\n" +
+        "       FlashDmAttn.Bench --hashes [--max-length N] [--quick] [--filter TEXT]\n" +
+        "       FlashDmAttn.Bench --cpu-reference";
+
+    public bool Quick { get; private init; }
+    public bool ListCases { get; private init; }
+    public bool CpuReference { get; private init; }
+    public bool Verbose { get; private init; }
+    public bool Hashes { get; private init; }
+    public int MaxLength { get; private init; } = int.MaxValue;
+    public string? BaselinesFile { get; private init; }
+    public string? ExchangeDirectory { get; private init; }
+    public string OutDirectory { get; private init; } = Path.Combine("bench", "results");
+    public string WorkDirectory { get; private init; } = Path.Combine("build", "bench");
+    public string? Filter { get; private init; }
+    public string? ReportFile { get; private init; }
+    public string? Commit { get; private init; }
+
+    public string Mode => Quick ? "quick" : "full";
+
+    /// <summary>The suite of this mode, less the rows the filter leaves out, numbered in run order.</summary>
+    public IReadOnlyList<BenchSection> Sections()
+    {
+        int order = 0;
+        return [.. (Quick ? BenchSuite.Quick() : BenchSuite.Full())
+            .Select(s => s with { Cases = [.. s.Cases.Where(Selected).Select(c => c with { Order = order++ })] })
+            .Where(s => s.Cases.Count > 0)];
+    }
+
+    private bool Selected(BenchCase c) =>
+        (Filter is null || c.Id.Contains(Filter, StringComparison.Ordinal)) && Math.Max(c.SeqLenQ, c.SeqLenK) <= MaxLength;
+
+    public static BenchOptions Parse(string[] args)
+    {
+        var options = new BenchOptions();
+        for (int i = 0; i < args.Length; i++)
+        {
+            string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value.");
+            options = args[i] switch
+            {
+                "--quick" => options with { Quick = true },
+                "--list-cases" => options with { ListCases = true },
+                "--cpu-reference" => options with { CpuReference = true },
+                "--verbose" => options with { Verbose = true },
+                "--hashes" => options with { Hashes = true },
+                "--max-length" => options with { MaxLength = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture) },
+                "--baselines" => options with { BaselinesFile = Value() },
+                "--exchange" => options with { ExchangeDirectory = Value() },
+                "--out" => options with { OutDirectory = Value() },
+                "--work" => options with { WorkDirectory = Value() },
+                "--filter" => options with { Filter = Value() },
+                "--report" => options with { ReportFile = Value() },
+                "--commit" => options with { Commit = Value() },
+                _ => throw new ArgumentException($"unknown argument '{args[i]}'."),
+            };
+        }
+
+        return options;
+    }
+}

@@ -1,0 +1,94 @@
+namespace FlashDmAttn.Bench.Suite;
+
+/// <summary>A table of the report: a title with what its rows share, and the rows.</summary>
+public sealed record BenchSection(string Key, string Title, string Shared, IReadOnlyList<BenchCase> Cases);
+
+/// <summary>
+/// The suite, defined once: bench/baselines.py receives this list (<c>--list-cases</c>) rather than its own copy.
+/// Shapes and families are those of ../shared/ANCHORS.md and the paper.
+/// </summary>
+public static class BenchSuite
+{
+    private static readonly MaskFamily[] AllFamilies = Enum.GetValues<MaskFamily>();
+    private static readonly MaskFamily[] SweepFamilies = [MaskFamily.SlidingWindow, MaskFamily.BlockTopK];
+
+    private const int PaperWindow = 2048;
+    private const int GqaWindow = 1024;
+    private const int SweepLength = 8192;
+
+    /// <summary>The full suite (102 rows, under 10 minutes on an H100 with its baselines).</summary>
+    public static IReadOnlyList<BenchSection> Full() =>
+    [
+        Training([256, 512, 1024, 2048, 4096, 8192, 16384, 32768], AllFamilies),
+        Gqa(AllFamilies),
+        Decode([256, 4096, 65536, 262144, 524288], AllFamilies),
+        BatchSweep([1, 2, 4, 8, 16]),
+        HeadSweep([(2, 1), (4, 1), (8, 2), (16, 4), (32, 8)]),
+        HeadDimSweep([32, 64, 96, 128, 192, 256]),
+    ];
+
+    /// <summary>A subset for a first look (under 2 minutes): three lengths of the training shape, the anchors'
+    /// GQA and decode rows.</summary>
+    public static IReadOnlyList<BenchSection> Quick() =>
+    [
+        Training([4096, 16384, 32768], AllFamilies),
+        Gqa([MaskFamily.Smoothed, MaskFamily.SlidingWindow, MaskFamily.BlockTopK]),
+        Decode([65536, 524288], [MaskFamily.SlidingWindow, MaskFamily.TopKFine]),
+    ];
+
+    /// <summary>Rows measured in ANCHORS.md by the peers (the report marks them).</summary>
+    public static bool IsAnchorRow(BenchCase c) => c.Section switch
+    {
+        "training" => c.SeqLenQ == 32768 || (c.SeqLenQ == 16384 && c.Family == MaskFamily.Smoothed),
+        "gqa" => c.Family is MaskFamily.Smoothed or MaskFamily.SlidingWindow or MaskFamily.BlockTopK,
+        "decode" => (c.SeqLenK is 65536 or 524288) && (c.Family is MaskFamily.SlidingWindow or MaskFamily.TopKFine),
+        _ => false,
+    };
+
+    private static BenchSection Training(int[] lengths, MaskFamily[] families) => new(
+        "training", "Training shapes (the paper's forward rows)",
+        $"B=1, Hq=2, Hkv=1, D=128, w={PaperWindow}, causal, Lq = Lk = L",
+        [.. from l in lengths from f in families select Case("training", $"L{Kilo(l)}", 1, l, l, 2, 1, 128, f, PaperWindow)]);
+
+    private static BenchSection Gqa(MaskFamily[] families) => new(
+        "gqa", "8K GQA layer",
+        $"B=1, Hq=16, Hkv=4, D=128, w={GqaWindow}, causal, L=8K",
+        [.. from f in families select Case("gqa", "L8K-Hq16-Hkv4", 1, 8192, 8192, 16, 4, 128, f, GqaWindow)]);
+
+    private static BenchSection Decode(int[] keyLengths, MaskFamily[] families) => new(
+        "decode", "Inference, one query (decode)",
+        $"B=1, Hq=2, Hkv=1, D=128, w={PaperWindow}, Lq=1; the forward has no split-KV yet, so B*Hq = 2 thread blocks do all the work",
+        [.. from l in keyLengths from f in families select Case("decode", $"Lk{Kilo(l)}", 1, 1, l, 2, 1, 128, f, PaperWindow)]);
+
+    private static BenchSection BatchSweep(int[] batches) => new(
+        "batch", "Batch sweep",
+        $"Hq=2, Hkv=1, D=128, w={PaperWindow}, causal, L=8K",
+        [.. from b in batches from f in SweepFamilies select Case("batch", $"B{b}", b, SweepLength, SweepLength, 2, 1, 128, f, PaperWindow)]);
+
+    private static BenchSection HeadSweep((int Q, int Kv)[] heads) => new(
+        "heads", "Head-count sweep",
+        $"B=1, D=128, w={PaperWindow}, causal, L=8K",
+        [.. from h in heads from f in SweepFamilies select Case("heads", $"Hq{h.Q}-Hkv{h.Kv}", 1, SweepLength, SweepLength, h.Q, h.Kv, 128, f, PaperWindow)]);
+
+    private static BenchSection HeadDimSweep(int[] headDims) => new(
+        "headdim", "Head-dim sweep",
+        $"B=1, Hq=2, Hkv=1, w={PaperWindow}, causal, L=8K",
+        [.. from d in headDims from f in SweepFamilies select Case("headdim", $"D{d}", 1, SweepLength, SweepLength, 2, 1, d, f, PaperWindow)]);
+
+    private static BenchCase Case(string section, string config, int b, int lq, int lk, int hq, int hkv, int d, MaskFamily family, int window) =>
+        new(section, $"{section}-{config}-{FamilyName(family)}", Direction.Forward, b, lq, lk, hq, hkv, d, family, window);
+
+    /// <summary>The family's name as ANCHORS.md and bench/masks.py write it.</summary>
+    public static string FamilyName(MaskFamily family) => family switch
+    {
+        MaskFamily.Smoothed => "smoothed",
+        MaskFamily.TopKFine => "topk_fine",
+        MaskFamily.SlidingWindow => "swa",
+        MaskFamily.BlockTopK => "block_topk",
+        MaskFamily.DenseCausal => "dense_causal",
+        _ => throw new ArgumentOutOfRangeException(nameof(family), family, null),
+    };
+
+    /// <summary>8192 as "8K", 524288 as "512K", 256 as "256".</summary>
+    public static string Kilo(int n) => n % 1024 == 0 ? $"{n / 1024}K" : n.ToString(System.Globalization.CultureInfo.InvariantCulture);
+}
