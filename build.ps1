@@ -1,7 +1,7 @@
 # Build and test FlashDmAttn (same verbs as build.sh).
 #   ./build.ps1 build          native library (when nvcc exists) and managed code (when the .NET SDK exists)
 #   ./build.ps1 test [args]    build what can be built, then run the built test executable; extra args go to it
-#   ./build.ps1 bench          benchmarks
+#   ./build.ps1 bench [args]   benchmarks against PyTorch on this GPU (see build.sh: the same steps and arguments)
 $ErrorActionPreference = 'Stop'
 Set-Location $PSScriptRoot
 
@@ -10,6 +10,8 @@ $rest = if ($args.Count -gt 1) { $args[1..($args.Count - 1)] } else { @() }
 
 $nativeDir = 'build/native'
 $testDll = 'artifacts/bin/FlashDmAttn.Tests/release/FlashDmAttn.Tests.dll'
+$benchDll = 'artifacts/bin/FlashDmAttn.Bench/release/FlashDmAttn.Bench.dll'
+$benchWork = 'build/bench'
 
 function Test-Command($name) { [bool](Get-Command $name -ErrorAction SilentlyContinue) }
 function Test-DotnetSdk { (Test-Command dotnet) -and [bool](& dotnet --list-sdks 2>$null) }
@@ -21,7 +23,8 @@ function Invoke-Checked {
 
 function Invoke-Build {
     if (Test-Command nvcc) {
-        Invoke-Checked cmake -S . -B $nativeDir -DCMAKE_BUILD_TYPE=Release
+        $archs = if ($env:FDMA_CUDA_ARCHITECTURES) { @("-DFDMA_CUDA_ARCHITECTURES=$env:FDMA_CUDA_ARCHITECTURES") } else { @() }
+        Invoke-Checked cmake -S . -B $nativeDir -DCMAKE_BUILD_TYPE=Release @archs
         Invoke-Checked cmake --build $nativeDir --config Release -j
     } else {
         Write-Host 'build.ps1: no nvcc: skipping the native library'
@@ -66,9 +69,58 @@ function Invoke-Tests {
     if ($failed -ne 0 -or $rc -ne 0) { exit $(if ($rc -ne 0) { $rc } else { 1 }) }
 }
 
+function Test-Gpu {
+    (Test-Command nvidia-smi) -and [bool](& nvidia-smi -L 2>$null)
+}
+
+function Invoke-Bench {
+    Invoke-Build
+    if (-not (Test-Path $benchDll)) {
+        Write-Error "build.ps1: $benchDll is missing (build it where the .NET SDK is installed)"
+    }
+    $native = Find-NativeLibrary
+    if (-not $env:FLASHDMATTN_NATIVE_LIBRARY -and $native) { $env:FLASHDMATTN_NATIVE_LIBRARY = $native }
+    if (-not (Test-Gpu)) {
+        Write-Host 'build.ps1: GPU benchmarks need a CUDA device, and this machine has none.'
+        Invoke-Checked dotnet $benchDll --cpu-reference
+        return
+    }
+
+    # The suite is defined once, in the benchmark executable; the baselines receive its list of rows.
+    $listArgs = @()
+    for ($i = 0; $i -lt $rest.Count; $i++) {
+        if ($rest[$i] -eq '--quick') { $listArgs += '--quick' }
+        if ($rest[$i] -eq '--filter' -and $i + 1 -lt $rest.Count) { $listArgs += '--filter', $rest[$i + 1] }
+    }
+    New-Item -ItemType Directory -Force $benchWork | Out-Null
+    Remove-Item -Recurse -Force "$benchWork/exchange", "$benchWork/baselines.json" -ErrorAction SilentlyContinue
+    $baselineArgs = @()
+    $python = if (Test-Command python3) { 'python3' } elseif (Test-Command python) { 'python' } else { $null }
+    $hasTorch = $false
+    if ($python) {
+        & $python -c 'import torch, triton' 2>$null | Out-Null
+        $hasTorch = $LASTEXITCODE -eq 0
+    }
+    if ($hasTorch) {
+        & dotnet $benchDll --list-cases @listArgs | Set-Content -Encoding utf8NoBOM "$benchWork/cases.json"
+        $env:PYTHONUNBUFFERED = '1'
+        & $python bench/baselines.py --cases "$benchWork/cases.json" --out "$benchWork/baselines.json" --exchange "$benchWork/exchange"
+        if ($LASTEXITCODE -ne 0) { Write-Host 'build.ps1: bench/baselines.py failed; merging the rows it finished' }
+        if (Test-Path "$benchWork/baselines.json") {
+            $baselineArgs = @('--baselines', "$benchWork/baselines.json", '--exchange', "$benchWork/exchange")
+        }
+    } else {
+        Write-Host 'build.ps1: no python with torch and triton: the report will hold our kernel only'
+    }
+
+    $commit = if ($env:FDMA_BENCH_COMMIT) { $env:FDMA_BENCH_COMMIT } else { (& git rev-parse --short HEAD 2>$null) }
+    if (-not $commit) { $commit = 'unknown' }
+    Invoke-Checked dotnet $benchDll @baselineArgs --work $benchWork --commit $commit @rest
+}
+
 switch ($verb) {
     'build' { Invoke-Build }
     'test' { Invoke-Tests }
-    'bench' { Write-Host 'build.ps1: benchmarks arrive with the bench project' }
-    default { Write-Host 'usage: ./build.ps1 build | test [test args...] | bench'; exit 2 }
+    'bench' { Invoke-Bench }
+    default { Write-Host 'usage: ./build.ps1 build | test [test args...] | bench [--quick] [bench args...]'; exit 2 }
 }

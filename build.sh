@@ -5,13 +5,19 @@
 #                             the built test executable; extra args go to it (e.g. --treenode-filter
 #                             '/*/*/*/*[Category!=Gpu]'). Needs only the .NET runtime when the test assembly is
 #                             already built (the GPU machine has no SDK).
-#   ./build.sh bench          benchmarks
+#   ./build.sh bench [args]   benchmarks against PyTorch on this GPU: build what can be built, run bench/baselines.py
+#                             (when python3 has torch and triton), then the built benchmark executable, which merges
+#                             both into bench/results/<gpu>-<date>.{md,png,json}; args go to it (--quick: a subset
+#                             under 2 minutes; --out DIR; --filter TEXT). Without a GPU it runs the CPU reference on a
+#                             small case. FDMA_CUDA_ARCHITECTURES (e.g. 90) narrows the native build to those GPUs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 native_dir=build/native
 native_lib=$native_dir/libflash_dmattn.so
 test_dll=artifacts/bin/FlashDmAttn.Tests/release/FlashDmAttn.Tests.dll
+bench_dll=artifacts/bin/FlashDmAttn.Bench/release/FlashDmAttn.Bench.dll
+bench_work=build/bench
 
 # nvcc is often installed without being on PATH.
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
@@ -23,7 +29,7 @@ have_gpu() { compgen -G '/dev/nvidia[0-9]*' >/dev/null || { command -v nvidia-sm
 have_dotnet_sdk() { command -v dotnet >/dev/null 2>&1 && [ -n "$(dotnet --list-sdks 2>/dev/null)" ]; }
 
 build_native() {
-  cmake -S . -B "$native_dir" -DCMAKE_BUILD_TYPE=Release
+  cmake -S . -B "$native_dir" -DCMAKE_BUILD_TYPE=Release ${FDMA_CUDA_ARCHITECTURES:+-DFDMA_CUDA_ARCHITECTURES=$FDMA_CUDA_ARCHITECTURES}
   cmake --build "$native_dir" -j
 }
 
@@ -73,11 +79,60 @@ run_tests() {
   fi
 }
 
+run_bench() {
+  if have_nvcc && have_gpu; then
+    build_native
+  else
+    echo "build.sh: no nvcc or no GPU: not building the native library"
+  fi
+  if have_dotnet_sdk; then build_managed; else echo "build.sh: no .NET SDK: running the prebuilt benchmarks"; fi
+  if [ ! -f "$bench_dll" ]; then
+    echo "build.sh: $bench_dll is missing (build it where the .NET SDK is installed)" >&2
+    exit 1
+  fi
+  if [ -z "${FLASHDMATTN_NATIVE_LIBRARY:-}" ] && [ -f "$native_lib" ]; then
+    export FLASHDMATTN_NATIVE_LIBRARY="$PWD/$native_lib"
+  fi
+  if ! have_gpu; then
+    echo "build.sh: GPU benchmarks need a CUDA device, and this machine has none."
+    dotnet "$bench_dll" --cpu-reference
+    return
+  fi
+
+  # The suite is defined once, in the benchmark executable; the baselines receive its list of rows.
+  local list_args=() args=("$@") i
+  for ((i = 0; i < ${#args[@]}; i++)); do
+    case "${args[i]}" in
+      --quick) list_args+=(--quick) ;;
+      --filter) list_args+=(--filter "${args[i + 1]:-}") ;;
+    esac
+  done
+  mkdir -p "$bench_work"
+  rm -rf "$bench_work/exchange" "$bench_work/baselines.json"
+  local baseline_args=()
+  if command -v python3 >/dev/null 2>&1 && python3 -c 'import torch, triton' >/dev/null 2>&1; then
+    dotnet "$bench_dll" --list-cases "${list_args[@]}" >"$bench_work/cases.json"
+    PYTHONUNBUFFERED=1 python3 bench/baselines.py --cases "$bench_work/cases.json" --out "$bench_work/baselines.json" \
+      --exchange "$bench_work/exchange" || echo "build.sh: bench/baselines.py failed; merging the rows it finished" >&2
+    if [ -f "$bench_work/baselines.json" ]; then
+      baseline_args=(--baselines "$bench_work/baselines.json" --exchange "$bench_work/exchange")
+    fi
+  else
+    echo "build.sh: no python3 with torch and triton: the report will hold our kernel only"
+  fi
+
+  local commit=${FDMA_BENCH_COMMIT:-}
+  if [ -z "$commit" ] && commit=$(git rev-parse --short HEAD 2>/dev/null); then
+    [ -z "$(git status --porcelain 2>/dev/null)" ] || commit="$commit+changes"
+  fi
+  dotnet "$bench_dll" "${baseline_args[@]}" --work "$bench_work" --commit "${commit:-unknown}" "$@"
+}
+
 verb=${1:-}
 [ $# -gt 0 ] && shift
 case "$verb" in
   build) build ;;
   test) run_tests "$@" ;;
-  bench) echo "build.sh: benchmarks arrive with the bench project" ;;
-  *) echo "usage: $0 build | test [test args...] | bench" >&2; exit 2 ;;
+  bench) run_bench "$@" ;;
+  *) echo "usage: $0 build | test [test args...] | bench [--quick] [bench args...]" >&2; exit 2 ;;
 esac
