@@ -160,8 +160,17 @@ internal static class NativeLibraryResolver
         }
         catch (Exception e) when (e is DllNotFoundException or BadImageFormatException)
         {
-            error = e.Message;
+            error = LoaderReason(e.Message);
             return null;
         }
+    }
+
+    // On Linux and macOS .NET's message is a line of advice (strace, LD_DEBUG), then the system loader's own lines
+    // (dlerror): those are the reason, joined into one line so that each failure reads as one message. A message of
+    // one line (Windows) is the reason itself.
+    private static string LoaderReason(string message)
+    {
+        string[] lines = message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        return lines.Length > 1 ? string.Join("; ", lines[1..]) : message.Trim();
     }
 }
