@@ -16,8 +16,18 @@ internal static class KernelModules
     private static readonly ConcurrentDictionary<int, CompileTarget> Targets = new();
 
     // The device's primary context, retained for the life of the process: where a device-pointer call runs when the
-    // caller has no current context, as the CUDA runtime would run it.
-    public static CudaPrimaryContext PrimaryContext(int device) => RetainedPrimaryContexts.GetOrAdd(device, CudaPrimaryContext.Retain);
+    // caller has no current context, as the CUDA runtime would run it. Threads racing to retain it first keep one
+    // reference and give the others back (GetOrAdd's factory could run on each and drop all but one unreleased).
+    public static CudaPrimaryContext PrimaryContext(int device)
+    {
+        if (RetainedPrimaryContexts.TryGetValue(device, out CudaPrimaryContext? retained))
+            return retained;
+        CudaPrimaryContext context = CudaPrimaryContext.Retain(device);
+        if (RetainedPrimaryContexts.TryAdd(device, context))
+            return context;
+        context.Dispose();
+        return RetainedPrimaryContexts[device];
+    }
 
     // What NVRTC compiles for on a device: its exact architecture where NVRTC knows it.
     public static CompileTarget TargetOf(int device) => Targets.GetOrAdd(device, d =>
