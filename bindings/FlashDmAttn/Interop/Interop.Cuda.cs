@@ -49,6 +49,14 @@ internal static partial class Interop
         [LibraryImport(Libraries.CudaDriver)]
         public static partial int cuCtxSynchronize();
 
+        // A context of its own, made current on the calling thread; only the tests make one, to pass the library
+        // memory and streams that belong to a context other than the call's.
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuCtxCreate_v2(out nint context, uint flags, int device);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuCtxDestroy_v2(nint context);
+
         [LibraryImport(Libraries.CudaDriver)]
         public static partial int cuCtxGetCurrent(out nint context);
 
@@ -100,6 +108,13 @@ internal static partial class Interop
 
         [LibraryImport(Libraries.CudaDriver)]
         public static partial int cuPointerGetAttribute(void* data, int attribute, ulong pointer);
+
+        // The device's default pool serves cudaMallocAsync; the tests trim it to count free memory exactly.
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuDeviceGetDefaultMemPool(out nint pool, int device);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuMemPoolTrimTo(nint pool, nuint minBytesToKeep);
 
         // Streams, events and asynchronous fills: what the benchmarks (bench/FlashDmAttn.Bench) time kernels with.
         [LibraryImport(Libraries.CudaDriver)]
