@@ -46,10 +46,7 @@ bool is_disjoint(const long long* sizes, const long long* strides, int rank, lon
 fdma_status check_device_pointer(const void* ptr, const char* name) {
     cudaPointerAttributes attr{};
     const cudaError_t err = cudaPointerGetAttributes(&attr, ptr);
-    if (err != cudaSuccess) {
-        cudaGetLastError();  // not sticky: clear it so the next call starts clean
-        return fail_cuda(err, (std::string("querying the memory type of ") + name).c_str());
-    }
+    if (err != cudaSuccess) return fail_cuda(err, (std::string("querying the memory type of ") + name).c_str());
     if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
         return fail(FDMA_STATUS_INVALID_ARGUMENT,
                     std::string(name) + " is not device memory (" +

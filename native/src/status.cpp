@@ -12,6 +12,7 @@ fdma_status fail(fdma_status status, std::string message) {
 }
 
 fdma_status fail_cuda(cudaError_t err, const char* what) {
+    cudaGetLastError();  // the runtime keeps a failed call's error per thread: the next call must not inherit it
     const fdma_status status = err == cudaErrorNoKernelImageForDevice || err == cudaErrorInvalidDeviceFunction
         ? FDMA_STATUS_NO_KERNEL_IMAGE
         : FDMA_STATUS_CUDA_ERROR;
