@@ -4,11 +4,11 @@ bench/baselines.py builds the PyTorch peers' inputs with it; bench/FlashDmAttn.B
 MaskBuilder.cs) mirrors it line for line for our kernel, and the report compares the two sides' hashes of Q, K, V,
 the bias and the mask on every row. Everything is integer arithmetic, so no rounding mode can make the sides differ.
 
-Inputs (canonical layouts: Q (B, Lq, Hq, D), K and V (B, Lk, Hkv, D), bias (B, Hkv, Lk), flat index e):
+Inputs (canonical layouts: Q and dO (B, Lq, Hq, D), K and V (B, Lk, Hkv, D), bias (B, Hkv, Lk), flat index e):
     hash32       Chris Wellons' lowbias32 on 32 bits
     key(e)       hash32(lo32(e) ^ hash32(hi32(e) + 0x632be5ab))
-    draw(t, e)   hash32(key(e) ^ hash32(t)), tensor t: Q 1, K 2, V 3, bias 4
-    Q, K, V      ((draw & 255) * 2 - 255) / 256: odd multiples of 1/256 in (-1, 1), exact in bf16, never zero
+    draw(t, e)   hash32(key(e) ^ hash32(t)), tensor t: Q 1, K 2, V 3, bias 4, dO (the output's gradient) 5
+    Q, K, V, dO  ((draw & 255) * 2 - 255) / 256: odd multiples of 1/256 in (-1, 1), exact in bf16, never zero
     bias code    draw & 511; bias value (code - 256) / 128 in [-2, 2), exact in bf16
 
 Masks, per (batch, kv head) when they follow the bias (else one head, broadcast). lim(i) = i + Lk - Lq is the last
@@ -35,7 +35,7 @@ import sys
 import torch
 
 M32 = 0xFFFFFFFF
-Q_TENSOR, K_TENSOR, V_TENSOR, BIAS_TENSOR = 1, 2, 3, 4
+Q_TENSOR, K_TENSOR, V_TENSOR, BIAS_TENSOR, DO_TENSOR = 1, 2, 3, 4, 5
 FAMILIES = ("smoothed", "topk_fine", "swa", "block_topk", "dense_causal")
 FOLLOWS_BIAS = ("smoothed", "topk_fine", "block_topk")
 BLOCK = 64
@@ -95,6 +95,12 @@ def inputs(case, device):
     codes = _generate(BIAS_TENSOR, b * hkv * lk, device, lambda draw: draw & 511).view(b, hkv, lk)
     bias = ((codes - 256).to(torch.float32) / 128).to(torch.bfloat16).view(b, hkv, 1, lk)
     return q, k, v, bias, codes
+
+
+def output_gradient(case, device):
+    """dO, the gradient the backward rows feed in: (B, Lq, Hq, D) bf16."""
+    b, lq, hq, d = (case[k] for k in ("batch", "seq_len_q", "heads_q", "head_dim"))
+    return _generate(DO_TENSOR, b * lq * hq * d, device, _value).view(b, lq, hq, d)
 
 
 def tensor_hash(t):

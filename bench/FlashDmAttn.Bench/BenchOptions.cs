@@ -2,13 +2,13 @@ using FlashDmAttn.Bench.Suite;
 
 namespace FlashDmAttn.Bench;
 
-/// <summary>The command line; see <see cref="Usage"/>.</summary>
+/// <summary>The command line; see <see cref="Usage"/>. A filter may hold alternatives separated by '|'.</summary>
 internal sealed record BenchOptions
 {
     public const string Usage =
         "usage: FlashDmAttn.Bench [--quick] [--baselines FILE] [--exchange DIR] [--out DIR] [--work DIR] [--filter TEXT] [--commit ID] [--verbose]\n" +
         "       FlashDmAttn.Bench --list-cases [--quick] [--filter TEXT]\n" +
-        "       FlashDmAttn.Bench --report RESULTS.json\n" +
+        "       FlashDmAttn.Bench --report RESULTS.json [MORE.json ...]\n" +
         "       FlashDmAttn.Bench --hashes [--max-length N] [--quick] [--filter TEXT]\n" +
         "       FlashDmAttn.Bench --cpu-reference";
 
@@ -24,6 +24,9 @@ internal sealed record BenchOptions
     public string WorkDirectory { get; private init; } = Path.Combine("build", "bench");
     public string? Filter { get; private init; }
     public string? ReportFile { get; private init; }
+
+    /// <summary>Runs whose sections join (or replace) those of <see cref="ReportFile"/> in its report.</summary>
+    public IReadOnlyList<string> MergedReports { get; private init; } = [];
     public string? Commit { get; private init; }
 
     public string Mode => Quick ? "quick" : "full";
@@ -38,7 +41,7 @@ internal sealed record BenchOptions
     }
 
     private bool Selected(BenchCase c) =>
-        (Filter is null || c.Id.Contains(Filter, StringComparison.Ordinal)) && Math.Max(c.SeqLenQ, c.SeqLenK) <= MaxLength;
+        (Filter is null || Filter.Split('|').Any(f => c.Id.Contains(f, StringComparison.Ordinal))) && Math.Max(c.SeqLenQ, c.SeqLenK) <= MaxLength;
 
     public static BenchOptions Parse(string[] args)
     {
@@ -61,6 +64,8 @@ internal sealed record BenchOptions
                 "--filter" => options with { Filter = Value() },
                 "--report" => options with { ReportFile = Value() },
                 "--commit" => options with { Commit = Value() },
+                _ when options.ReportFile is not null && args[i].EndsWith(".json", StringComparison.Ordinal) =>
+                    options with { MergedReports = [.. options.MergedReports, args[i]] },
                 _ => throw new ArgumentException($"unknown argument '{args[i]}'."),
             };
         }

@@ -17,7 +17,7 @@ namespace FlashDmAttn.Bench;
 /// <code>
 ///   FlashDmAttn.Bench [--quick] [--baselines FILE --exchange DIR] [--out DIR] [--work DIR] [--filter TEXT] [--commit ID] [--verbose]
 ///   FlashDmAttn.Bench --list-cases [--quick] [--filter TEXT]   the suite as JSON, for bench/baselines.py
-///   FlashDmAttn.Bench --report FILE.json                       re-renders the Markdown report and the plot of a run
+///   FlashDmAttn.Bench --report FILE.json [MORE.json ...]       re-renders a run's report and plot (merging later runs' sections)
 ///   FlashDmAttn.Bench --cpu-reference                          the CPU reference on a small row (what runs without a GPU)
 ///   FlashDmAttn.Bench --hashes [--max-length N]                 this side's input and mask hashes (CPU), for bench/masks.py --check
 /// </code>
@@ -39,7 +39,7 @@ internal static class Program
         }
 
         if (options.ReportFile is { } reportFile)
-            return RenderOnly(reportFile);
+            return RenderOnly(reportFile, options.MergedReports);
 
         IReadOnlyList<BenchSection> sections = options.Sections();
         if (options.ListCases)
@@ -89,7 +89,7 @@ internal static class Program
         }
 
         BenchCase[] cases = [.. sections.SelectMany(s => s.Cases)];
-        Console.WriteLine($"FlashDmAttn.Bench: {cases.Length} rows ({options.Mode}) on {gpu.Name}, forward; baselines: " +
+        Console.WriteLine($"FlashDmAttn.Bench: {cases.Length} rows ({options.Mode}) on {gpu.Name}; baselines: " +
             (baselines is null ? "none" : $"PyTorch {baselines.Torch}") + ".");
         using var run = new GpuSuiteRun(gpu, cases, baselines, options.ExchangeDirectory);
         GpuSuiteRun.Current = run;
@@ -103,7 +103,7 @@ internal static class Program
             new RowColumn("MaxDiffVsSdpa", "Largest |ours - SDPA masked| over the output", c =>
                 run.Facts.GetValueOrDefault(c.Id)?.Check.MaxDiffVsSdpa?.ToString("G2", CultureInfo.InvariantCulture) ?? "-"),
         ];
-        Summary summary = BenchmarkRunner.Run<ForwardBenchmarks>(BenchConfig.Create(bdnDirectory, columns, options.Verbose));
+        Summary summary = BenchmarkRunner.Run<AttentionBenchmarks>(BenchConfig.Create(bdnDirectory, columns, options.Verbose));
 
         var results = new BenchResults
         {
@@ -140,13 +140,31 @@ internal static class Program
         }
     }
 
-    private static int RenderOnly(string jsonPath)
+    // Re-renders a run; the sections of further runs (e.g. a later run of some sections) join it, replacing its
+    // sections of the same key, and the merged numbers are written back to the first file.
+    private static int RenderOnly(string jsonPath, IReadOnlyList<string> merged)
     {
-        BenchResults results = JsonSerializer.Deserialize<BenchResults>(File.ReadAllText(jsonPath), BenchResults.Json)
-            ?? throw new InvalidDataException($"{jsonPath} holds no results.");
+        BenchResults results = Load(jsonPath);
+        foreach (string other in merged)
+        {
+            BenchResults later = Load(other);
+            List<SectionResults> added = later.Sections;
+            results = results with
+            {
+                Sections = [.. results.Sections.Where(s => added.All(a => a.Key != s.Key)), .. added],
+                Commit = $"{results.Commit} ({string.Join(", ", added.Select(s => s.Key))}: {later.Commit}, {later.Date})",
+            };
+        }
+
+        if (merged.Count > 0)
+            File.WriteAllText(jsonPath, JsonSerializer.Serialize(results, BenchResults.Json));
         Render(results, jsonPath);
         return 0;
     }
+
+    private static BenchResults Load(string jsonPath) =>
+        JsonSerializer.Deserialize<BenchResults>(File.ReadAllText(jsonPath), BenchResults.Json)
+        ?? throw new InvalidDataException($"{jsonPath} holds no results.");
 
     // The Markdown report and the plot beside the JSON, and the slower rows on the console.
     private static void Render(BenchResults results, string jsonPath)

@@ -6,11 +6,10 @@ using FlashDmAttn.Bench.Timing;
 namespace FlashDmAttn.Bench.Benchmarks;
 
 /// <summary>
-/// The forward pass of every suite row through the public device-pointer API. The engine (see
-/// <see cref="LaunchTimingEngine"/>) times each launch of <see cref="Forward"/> between CUDA events.
-/// A backward and a forward+backward benchmark join here, one method each, once the library has a backward API.
+/// Every suite row through the public device-pointer API, in the row's direction (forward, backward, or both). The
+/// engine (see <see cref="LaunchTimingEngine"/>) times each call of <see cref="Launch"/> between CUDA events.
 /// </summary>
-public class ForwardBenchmarks
+public class AttentionBenchmarks
 {
     private ForwardProblem? problem;
 
@@ -37,8 +36,8 @@ public class ForwardBenchmarks
         }
     }
 
-    [Benchmark(Description = "forward")]
-    public void Forward() => problem!.Launch();
+    [Benchmark(Description = "attention")]
+    public void Launch() => problem!.Launch();
 
     [GlobalCleanup]
     public void Cleanup()

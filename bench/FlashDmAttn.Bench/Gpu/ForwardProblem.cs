@@ -4,12 +4,16 @@ using FlashDmAttn.Bench.Suite;
 
 namespace FlashDmAttn.Bench.Gpu;
 
-/// <summary>What one launch with statistics found, before timing: the tiles it computed and how far it is from SDPA.</summary>
+/// <summary>
+/// What one launch with statistics found, before timing: the tiles it computed (the backward's, for the gradient rows)
+/// and how far the forward's output is from SDPA's.
+/// </summary>
 internal sealed record ForwardCheck(long TilesComputed, long TilesSkipped, int TileM, int TileN, double? MaxDiffVsSdpa, string? Note);
 
 /// <summary>
 /// One row's tensors on the GPU: bf16 Q, K, V (B, L, H, D), the bf16 bias (B, Hkv, 1, Lk), the 8-bit mask (Bm, Hm, Lq, Lk)
-/// and the output. When one set of them fits in L2, several copies are made and launches rotate through them.
+/// and the output; for the gradient rows also the log-sum-exp, dO, dQ, dK, dV and the float32 bias gradient. When one set
+/// of the forward's tensors fits in L2, several copies are made and forward launches rotate through them.
 /// </summary>
 internal sealed unsafe class ForwardProblem : IDisposable
 {
@@ -19,6 +23,8 @@ internal sealed unsafe class ForwardProblem : IDisposable
     private readonly List<DeviceBuffer> buffers = [];
     private readonly AttentionOptions options = new() { Causal = true };
     private DeviceForwardArgs[] copies = [];
+    private DeviceForwardArgs? forwardWithLse;
+    private DeviceBackwardArgs? backward;
     private int next;
 
     private ForwardProblem(GpuSession gpu, BenchCase c)
@@ -100,15 +106,67 @@ internal sealed unsafe class ForwardProblem : IDisposable
             };
         }
 
+        if (c.Direction != Direction.Forward)
+            AllocateGradients(inputs);
+
         // Pageable uploads may still be in flight on the legacy stream, which the session's stream does not wait for.
         CudaDriver.Synchronize();
+        if (forwardWithLse is not null)
+        {
+            DynamicMaskAttention.Forward(forwardWithLse, options, gpu.Stream); // the output and LSE the backward reads
+            gpu.Synchronize();
+        }
     }
 
-    /// <summary>The benchmarked call: the public device-pointer API on the session's stream, rotating input copies.</summary>
+    // The backward's tensors, beside the first copy of the forward's.
+    private void AllocateGradients(RowInputs inputs)
+    {
+        BenchCase c = Case;
+        var dOutput = new ushort[inputs.Q.Length];
+        SharedRandom.FillTensor(SharedRandom.OutputGradientTensor, dOutput);
+        DeviceForwardArgs first = copies[0];
+        forwardWithLse = first with { Lse = Allocate(c.Shape.LseElements * sizeof(float)).Pointer };
+        var biasShape = new BroadcastShape(c.Batch, c.HeadsKv, 1);
+        backward = new DeviceBackwardArgs
+        {
+            Shape = c.Shape,
+            DType = ScalarType.BFloat16,
+            Q = first.Q,
+            K = first.K,
+            V = first.V,
+            Output = first.Output,
+            Lse = forwardWithLse.Lse,
+            Mask = first.Mask,
+            Bias = first.Bias,
+            DOutput = DeviceTensor.SequenceMajor(Upload(dOutput).Pointer, c.SeqLenQ, c.HeadsQ, c.HeadDim),
+            DQ = DeviceTensor.SequenceMajor(Allocate(inputs.Q.Length * 2L).Pointer, c.SeqLenQ, c.HeadsQ, c.HeadDim),
+            DK = DeviceTensor.SequenceMajor(Allocate(inputs.K.Length * 2L).Pointer, c.SeqLenK, c.HeadsKv, c.HeadDim),
+            DV = DeviceTensor.SequenceMajor(Allocate(inputs.V.Length * 2L).Pointer, c.SeqLenK, c.HeadsKv, c.HeadDim),
+            DBias = DeviceBroadcastTensor.Contiguous(
+                Allocate(biasShape.Elements(c.SeqLenK) * sizeof(float)).Pointer, ScalarType.Float32, biasShape, c.SeqLenK),
+        };
+    }
+
+    /// <summary>
+    /// The benchmarked call, through the public device-pointer API on the session's stream: the forward (rotating input
+    /// copies), the backward (non-deterministic, the library's default), or both.
+    /// </summary>
     public void Launch()
     {
-        DynamicMaskAttention.Forward(copies[next], options, gpu.Stream);
-        next = (next + 1) % copies.Length;
+        switch (Case.Direction)
+        {
+            case Direction.Forward:
+                DynamicMaskAttention.Forward(copies[next], options, gpu.Stream);
+                next = (next + 1) % copies.Length;
+                break;
+            case Direction.Backward:
+                DynamicMaskAttention.Backward(backward!, options, deterministic: false, gpu.Stream);
+                break;
+            case Direction.ForwardBackward:
+                DynamicMaskAttention.Forward(forwardWithLse!, options, gpu.Stream);
+                DynamicMaskAttention.Backward(backward!, options, deterministic: false, gpu.Stream);
+                break;
+        }
     }
 
     /// <summary>
@@ -121,10 +179,16 @@ internal sealed unsafe class ForwardProblem : IDisposable
         gpu.MakeCurrent();
         DeviceBuffer stats = Allocate(2 * sizeof(ulong));
         DynamicMaskAttention.Forward(copies[0] with { TileStats = stats.Pointer }, options, gpu.Stream);
+        (int tileM, int tileN) = DynamicMaskAttention.ForwardTileShape(Case.HeadDim, ScalarType.BFloat16);
+        if (backward is not null)
+        {
+            DynamicMaskAttention.Backward(backward with { TileStats = stats.Pointer }, options, deterministic: false, gpu.Stream);
+            (tileM, tileN) = DynamicMaskAttention.BackwardTileShape(Case.HeadDim, ScalarType.BFloat16);
+        }
+
         gpu.Synchronize();
         Span<ulong> tiles = stackalloc ulong[2];
         stats.CopyTo(tiles);
-        (int tileM, int tileN) = DynamicMaskAttention.ForwardTileShape(Case.HeadDim, ScalarType.BFloat16);
 
         double? maxDiff = null;
         string? note = null;

@@ -5,16 +5,16 @@ namespace FlashDmAttn.Bench.Inputs;
 /// (the report checks their hashes on every row). Every value is exactly representable in bf16, so no rounding
 /// mode can make the two sides differ:
 /// <list type="bullet">
-/// <item>draw(t, e) = hash32(key(e) ^ hash32(t)) for tensor t (Q 1, K 2, V 3, bias 4) and flat index e of its
-/// canonical layout: Q (B, Lq, Hq, D), K and V (B, Lk, Hkv, D), bias (B, Hkv, Lk).</item>
-/// <item>Q, K, V: ((draw &amp; 255) * 2 - 255) / 256, odd multiples of 1/256 in (-1, 1): random and never zero.</item>
+/// <item>draw(t, e) = hash32(key(e) ^ hash32(t)) for tensor t (Q 1, K 2, V 3, bias 4, dO 5) and flat index e of its
+/// canonical layout: Q and dO (B, Lq, Hq, D), K and V (B, Lk, Hkv, D), bias (B, Hkv, Lk).</item>
+/// <item>Q, K, V, dO: ((draw &amp; 255) * 2 - 255) / 256, odd multiples of 1/256 in (-1, 1): random and never zero.</item>
 /// <item>bias: code = draw &amp; 511, value (code - 256) / 128 in [-2, 2); masks rank keys by code (ties: lower
 /// index first), never by a rounded float.</item>
 /// </list>
 /// </summary>
 internal static class SharedRandom
 {
-    public const uint QueryTensor = 1, KeyTensor = 2, ValueTensor = 3, BiasTensor = 4;
+    public const uint QueryTensor = 1, KeyTensor = 2, ValueTensor = 3, BiasTensor = 4, OutputGradientTensor = 5;
 
     /// <summary>Chris Wellons' lowbias32: a bijection on 32 bits with good avalanche.</summary>
     public static uint Hash32(uint x)
@@ -41,7 +41,7 @@ internal static class SharedRandom
     /// <summary>The hash of a tensor's bf16 bits: sum over e of hash32(bits(e) ^ key(e)), modulo 2^64.</summary>
     public static ulong ElementHash(ushort bits, long index) => Hash32(bits ^ IndexKey(index));
 
-    /// <summary>Fills a Q, K or V tensor (bf16 bits) in parallel and returns its hash.</summary>
+    /// <summary>Fills a Q, K, V or dO tensor (bf16 bits) in parallel and returns its hash.</summary>
     public static ulong FillTensor(uint tensor, Span<ushort> destination)
     {
         unsafe

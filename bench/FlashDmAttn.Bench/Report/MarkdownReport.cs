@@ -37,9 +37,11 @@ internal static class MarkdownReport
             "our kernel's tiles it computed (tile shape in the JSON); **TFLOP/s** = 4·D·tile area per computed tile over our time; " +
             "**×peer** = peer time / ours (above 1: we are faster); **max|Δ|** = largest |ours - SDPA masked| over the output " +
             "(rows where SDPA gives NaN, i.e. no visible key, are not compared); † = a row of ANCHORS.md.");
-        md.AppendLine("- **Forward only**: backward and forward+backward rows are not measured yet (the library's backward API " +
-            "arrived with this suite); they join as one benchmark method in `bench/FlashDmAttn.Bench` and one peer function per " +
-            "baseline in `bench/baselines.py`, with a direction column in these tables.");
+        md.AppendLine("- **Gradient rows**: backward = dQ, dK, dV and the bias gradient given the forward's output and LSE (ours " +
+            "non-deterministic, the default); forward + backward = both calls. The peers' gradients: SDPA masked also computes " +
+            "the gradient of its dense additive mask, Flex that of the bias its score_mod reads, FA2 / cuDNN dense none for a " +
+            "bias. On these rows, computed is the backward's share of tiles, TFLOP/s counts 5 products per backward tile (none " +
+            "on forward + backward rows), and max|Δ| is not measured (the tests check the gradients).");
         md.AppendLine();
         if (plotFileName is not null)
         {
@@ -194,6 +196,7 @@ internal static class MarkdownReport
     {
         "training" => $"L={BenchSuite.Kilo(c.SeqLenQ)}",
         "gqa" => $"L={BenchSuite.Kilo(c.SeqLenQ)} Hq{c.HeadsQ}/Hkv{c.HeadsKv}",
+        "backward" or "fwdbwd" => c.HeadsQ == c.HeadsKv * 2 ? $"L={BenchSuite.Kilo(c.SeqLenQ)}" : $"L={BenchSuite.Kilo(c.SeqLenQ)} Hq{c.HeadsQ}/Hkv{c.HeadsKv}",
         "decode" => $"Lk={BenchSuite.Kilo(c.SeqLenK)}",
         "batch" => $"B={c.Batch}",
         "heads" => $"Hq{c.HeadsQ}/Hkv{c.HeadsKv}",

@@ -26,10 +26,12 @@ internal static class ResultsBuilder
         if (report is { Success: true, ResultStatistics: { } s })
             ours = new LaunchStats(s.Median / 1e6, s.Mean / 1e6, s.StandardDeviation / 1e6, s.Min / 1e6, s.Max / 1e6, s.N);
 
+        // Per computed tile: 2 products of 2*D*M*N flops forward, 5 backward; a forward+backward row mixes tile shapes.
         double? tflops = null;
-        if (facts is not null && ours is { MedianMs: > 0 })
+        double? productsPerTile = c.Direction switch { Direction.Forward => 2, Direction.Backward => 5, _ => null };
+        if (facts is not null && ours is { MedianMs: > 0 } && productsPerTile is { } products)
         {
-            double flops = 4.0 * c.HeadDim * facts.Check.TileM * facts.Check.TileN * facts.Check.TilesComputed;
+            double flops = products * 2.0 * c.HeadDim * facts.Check.TileM * facts.Check.TileN * facts.Check.TilesComputed;
             tflops = flops / (ours.MedianMs * 1e-3) / 1e12;
         }
 

@@ -22,15 +22,18 @@ public enum MaskFamily
     [JsonStringEnumMemberName("dense_causal")] DenseCausal,
 }
 
-/// <summary>
-/// What a row times. Only the forward exists in the library so far; the backward and forward+backward columns join
-/// the suite (here, in bench/baselines.py and in the report) once the library has a backward API.
-/// </summary>
+/// <summary>What a row times.</summary>
 [JsonConverter(typeof(JsonStringEnumConverter<Direction>))]
 public enum Direction
 {
     /// <summary>The forward pass.</summary>
     [JsonStringEnumMemberName("fwd")] Forward,
+
+    /// <summary>The backward pass (dQ, dK, dV and the bias gradient), given the forward's output and log-sum-exp.</summary>
+    [JsonStringEnumMemberName("bwd")] Backward,
+
+    /// <summary>The forward pass then the backward pass.</summary>
+    [JsonStringEnumMemberName("fwdbwd")] ForwardBackward,
 }
 
 /// <summary>

@@ -16,7 +16,7 @@ public static class BenchSuite
     private const int GqaWindow = 1024;
     private const int SweepLength = 8192;
 
-    /// <summary>The full suite (102 rows, under 10 minutes on an H100 with its baselines).</summary>
+    /// <summary>The full suite (102 forward rows, 26 gradient rows; under 10 minutes on an H100 with its baselines).</summary>
     public static IReadOnlyList<BenchSection> Full() =>
     [
         Training([256, 512, 1024, 2048, 4096, 8192, 16384, 32768], AllFamilies),
@@ -25,15 +25,17 @@ public static class BenchSuite
         BatchSweep([1, 2, 4, 8, 16]),
         HeadSweep([(2, 1), (4, 1), (8, 2), (16, 4), (32, 8)]),
         HeadDimSweep([32, 64, 96, 128, 192, 256]),
+        .. Gradients([16384, 32768], AllFamilies, [MaskFamily.Smoothed, MaskFamily.SlidingWindow, MaskFamily.BlockTopK]),
     ];
 
     /// <summary>A subset for a first look (under 2 minutes): three lengths of the training shape, the anchors'
-    /// GQA and decode rows.</summary>
+    /// GQA and decode rows, and the anchors' 32K gradient rows.</summary>
     public static IReadOnlyList<BenchSection> Quick() =>
     [
         Training([4096, 16384, 32768], AllFamilies),
         Gqa([MaskFamily.Smoothed, MaskFamily.SlidingWindow, MaskFamily.BlockTopK]),
         Decode([65536, 524288], [MaskFamily.SlidingWindow, MaskFamily.TopKFine]),
+        .. Gradients([32768], AllFamilies, [MaskFamily.Smoothed]),
     ];
 
     /// <summary>Rows measured in ANCHORS.md by the peers (the report marks them).</summary>
@@ -42,6 +44,7 @@ public static class BenchSuite
         "training" => c.SeqLenQ == 32768 || (c.SeqLenQ == 16384 && c.Family == MaskFamily.Smoothed),
         "gqa" => c.Family is MaskFamily.Smoothed or MaskFamily.SlidingWindow or MaskFamily.BlockTopK,
         "decode" => (c.SeqLenK is 65536 or 524288) && (c.Family is MaskFamily.SlidingWindow or MaskFamily.TopKFine),
+        "fwdbwd" => c.SeqLenQ == 32768 || (c.HeadsQ == 16 && c.Family == MaskFamily.Smoothed),
         _ => false,
     };
 
@@ -49,6 +52,20 @@ public static class BenchSuite
         "training", "Training shapes (the paper's forward rows)",
         $"B=1, Hq=2, Hkv=1, D=128, w={PaperWindow}, causal, Lq = Lk = L",
         [.. from l in lengths from f in families select Case("training", $"L{Kilo(l)}", 1, l, l, 2, 1, 128, f, PaperWindow)]);
+
+    // The backward and forward+backward tables: training shapes, then the GQA layer.
+    private static BenchSection[] Gradients(int[] lengths, MaskFamily[] families, MaskFamily[] gqaFamilies) =>
+    [
+        .. from d in new[] { Direction.Backward, Direction.ForwardBackward }
+           select new BenchSection(
+               d == Direction.Backward ? "backward" : "fwdbwd",
+               d == Direction.Backward ? "Backward (dQ, dK, dV and the bias gradient)" : "Forward + backward",
+               $"training shapes B=1, Hq=2, Hkv=1, D=128, w={PaperWindow}; then the 8K GQA layer (Hq=16, Hkv=4, w={GqaWindow}); causal",
+               [
+                   .. from l in lengths from f in families select Case(d, $"L{Kilo(l)}", 1, l, l, 2, 1, 128, f, PaperWindow),
+                   .. from f in gqaFamilies select Case(d, "L8K-Hq16-Hkv4", 1, 8192, 8192, 16, 4, 128, f, GqaWindow),
+               ]),
+    ];
 
     private static BenchSection Gqa(MaskFamily[] families) => new(
         "gqa", "8K GQA layer",
@@ -77,6 +94,12 @@ public static class BenchSuite
 
     private static BenchCase Case(string section, string config, int b, int lq, int lk, int hq, int hkv, int d, MaskFamily family, int window) =>
         new(section, $"{section}-{config}-{FamilyName(family)}", Direction.Forward, b, lq, lk, hq, hkv, d, family, window);
+
+    private static BenchCase Case(Direction direction, string config, int b, int lq, int lk, int hq, int hkv, int d, MaskFamily family, int window)
+    {
+        string section = direction == Direction.Backward ? "backward" : "fwdbwd";
+        return new(section, $"{section}-{config}-{FamilyName(family)}", direction, b, lq, lk, hq, hkv, d, family, window);
+    }
 
     /// <summary>The family's name as ANCHORS.md and bench/masks.py write it.</summary>
     public static string FamilyName(MaskFamily family) => family switch
