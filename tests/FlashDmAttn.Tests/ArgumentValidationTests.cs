@@ -119,13 +119,8 @@ public class ArgumentValidationTests
         byte[]? mask = c.MaskShape is { } ms ? new byte[c.MaskLength ?? Elements(ms.Batch * ms.Heads * ms.Rows * (long)c.Shape.SeqLenK)] : null;
         double[]? bias = c.BiasShape is { } bs ? new double[c.BiasLength ?? Elements(bs.Batch * bs.Heads * bs.Rows * (long)c.Shape.SeqLenK)] : null;
 
-        var thrown = Assert.Throws(c.Exception, () => call(c.Shape, q.Span, k, v, output.Span, c.Options,
-            mask, c.MaskShape ?? default, bias, c.BiasShape ?? default, lse))!;
-
-        var argumentException = (ArgumentException)thrown;
-        Assert.That(argumentException.ParamName, Does.StartWith(c.ParamName));
-        foreach (string part in c.MessageParts)
-            Assert.That(thrown.Message, Does.Contain(part));
+        Refusal.Expect(c.Exception, c.ParamName, c.MessageParts, () => call(c.Shape, q.Span, k, v, output.Span, c.Options,
+            mask, c.MaskShape ?? default, bias, c.BiasShape ?? default, lse));
         Assert.That(Tensors.Widen<T>(buffer), Is.All.EqualTo(Sentinel), "output (or q) was written");
         Assert.That(Tensors.Widen<TLse>(lse), Is.All.EqualTo(Sentinel), "lse was written");
     }
@@ -230,11 +225,7 @@ public class ArgumentValidationTests
     {
         DeviceForwardArgs? args = c.Change(ValidDeviceArgs());
 
-        var thrown = (ArgumentException)Assert.Throws(c.Exception, () => DynamicMaskAttention.Forward(args!, c.Options))!;
-
-        Assert.That(thrown.ParamName, Does.StartWith(c.ParamName));
-        foreach (string part in c.MessageParts)
-            Assert.That(thrown.Message, Does.Contain(part));
+        Refusal.Expect(c.Exception, c.ParamName, c.MessageParts, () => DynamicMaskAttention.Forward(args!, c.Options));
     }
 
     [Test]
