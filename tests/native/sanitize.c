@@ -1,6 +1,7 @@
 /*
- * Drives fdma_fwd and fdma_bwd through the C ABI over ragged lengths, GQA and broadcast masks and
- * biases, for compute-sanitizer (memcheck, racecheck, synccheck, initcheck). Exits non-zero on any
+ * Drives fdma_fwd and fdma_bwd through the C ABI over ragged lengths, GQA, broadcast masks and
+ * biases, both 16-bit dtypes and masks that leave tiles empty, partly visible or fully visible, for
+ * compute-sanitizer (memcheck, racecheck, synccheck, initcheck). Exits non-zero on any
  * failed call. Build and run on a GPU machine (the command README.md gives):
  *   nvcc -o build/sanitize tests/native/sanitize.c -Inative/include -Lbuild/native -lflash_dmattn
  *   LD_LIBRARY_PATH=build/native compute-sanitizer --tool memcheck build/sanitize
@@ -20,15 +21,22 @@ static float uniform(float lo, float hi) {
     return lo + (hi - lo) * (float)(rng >> 8) / 16777216.0f;
 }
 
-/* A device buffer of n 16-bit values (bf16 bits of uniform floats), or of n bytes of a mask. */
-static void* device_bf16(size_t n, float lo, float hi) {
+/* The 16-bit pattern of f in dtype, truncated (the values only need to be finite and varied); fp16
+ * flushes magnitudes below its normal range to zero. */
+static uint16_t to_16bit(float f, int dtype) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    if (dtype == FDMA_DTYPE_BFLOAT16) return (uint16_t)(bits >> 16);
+    const uint16_t sign = (uint16_t)((bits >> 16) & 0x8000u);
+    const int exponent = (int)((bits >> 23) & 0xff) - 127 + 15;
+    if (exponent <= 0) return sign;
+    return (uint16_t)(sign | (exponent << 10) | ((bits >> 13) & 0x3ffu));
+}
+
+/* A device buffer of n uniform values in [lo, hi) of a 16-bit dtype. */
+static void* device_values(size_t n, float lo, float hi, int dtype) {
     uint16_t* host = (uint16_t*)malloc(n * 2);
-    for (size_t i = 0; i < n; ++i) {
-        float f = uniform(lo, hi);
-        uint32_t bits;
-        memcpy(&bits, &f, 4);
-        host[i] = (uint16_t)(bits >> 16);
-    }
+    for (size_t i = 0; i < n; ++i) host[i] = to_16bit(uniform(lo, hi), dtype);
     void* dev = NULL;
     cudaMalloc(&dev, n * 2);
     cudaMemcpy(dev, host, n * 2, cudaMemcpyHostToDevice);
@@ -61,13 +69,15 @@ static fdma_tensor seq_major(void* data, int seqlen, int heads, int head_dim) {
 typedef struct {
     int batch, lq, lk, hq, hkv, d, causal, deterministic;
     int mask_heads, mask_rows; /* 0 = no mask; else heads in {1, hkv, hq}, rows in {1, lq} */
+    float mask_density;        /* 1 makes every tile fully visible; 1e-4 leaves most tiles empty */
     int bias_heads, bias_rows; /* 0 = no bias */
 } Case;
 
-static int run_case(const Case* c) {
+static int run_case(const Case* c, int dtype) {
     const size_t q_n = (size_t)c->batch * c->lq * c->hq * c->d, kv_n = (size_t)c->batch * c->lk * c->hkv * c->d;
-    void *q = device_bf16(q_n, -0.5f, 1.5f), *k = device_bf16(kv_n, -0.5f, 1.5f), *v = device_bf16(kv_n, -1.f, 2.f);
-    void *out = device_zeros(q_n * 2), *d_out = device_bf16(q_n, -1.f, 1.f);
+    void *q = device_values(q_n, -0.5f, 1.5f, dtype), *k = device_values(kv_n, -0.5f, 1.5f, dtype),
+         *v = device_values(kv_n, -1.f, 2.f, dtype);
+    void *out = device_zeros(q_n * 2), *d_out = device_values(q_n, -1.f, 1.f, dtype);
     void *d_q = device_zeros(q_n * 2), *d_k = device_zeros(kv_n * 2), *d_v = device_zeros(kv_n * 2);
     float* lse = (float*)device_zeros((size_t)c->batch * c->hq * c->lq * 4);
     uint64_t* stats = (uint64_t*)device_zeros(16);
@@ -75,7 +85,7 @@ static int run_case(const Case* c) {
 
     fdma_fwd_params p;
     fdma_fwd_params_init(&p);
-    p.dtype = FDMA_DTYPE_BFLOAT16;
+    p.dtype = dtype;
     p.batch = c->batch, p.seqlen_q = c->lq, p.seqlen_k = c->lk, p.heads_q = c->hq, p.heads_kv = c->hkv, p.head_dim = c->d;
     p.q = seq_major(q, c->lq, c->hq, c->d);
     p.k = seq_major(k, c->lk, c->hkv, c->d);
@@ -83,16 +93,16 @@ static int run_case(const Case* c) {
     p.out = seq_major(out, c->lq, c->hq, c->d);
     if (c->mask_heads) {
         const size_t n = (size_t)c->batch * c->mask_heads * c->mask_rows * c->lk;
-        mask = device_mask(n, 0.4f);
+        mask = device_mask(n, c->mask_density);
         fdma_broadcast_tensor m = {mask, 0, c->batch, c->mask_heads, c->mask_rows,
                                    (int64_t)c->mask_heads * c->mask_rows * c->lk, (int64_t)c->mask_rows * c->lk, c->lk};
         p.mask = m;
     }
     if (c->bias_heads) {
         const size_t n = (size_t)c->batch * c->bias_heads * c->bias_rows * c->lk;
-        bias = device_bf16(n, -2.f, 1.f);
+        bias = device_values(n, -2.f, 1.f, dtype);
         d_bias = device_zeros(n * 2);
-        fdma_broadcast_tensor b = {bias, FDMA_DTYPE_BFLOAT16, c->batch, c->bias_heads, c->bias_rows,
+        fdma_broadcast_tensor b = {bias, dtype, c->batch, c->bias_heads, c->bias_rows,
                                    (int64_t)c->bias_heads * c->bias_rows * c->lk, (int64_t)c->bias_rows * c->lk, c->lk};
         p.bias = b;
     }
@@ -130,23 +140,28 @@ static int run_case(const Case* c) {
     }
     void* buffers[] = {q, k, v, out, d_out, d_q, d_k, d_v, lse, stats, mask, bias, d_bias};
     for (size_t i = 0; i < sizeof(buffers) / sizeof(buffers[0]); ++i) cudaFree(buffers[i]);
-    printf("B%d Lq%d Lk%d Hq%d Hkv%d D%d causal%d det%d mask(%d,%d) bias(%d,%d): %s\n", c->batch, c->lq, c->lk, c->hq,
-           c->hkv, c->d, c->causal, c->deterministic, c->mask_heads, c->mask_rows, c->bias_heads, c->bias_rows,
+    printf("%s B%d Lq%d Lk%d Hq%d Hkv%d D%d causal%d det%d mask(%d,%d,%g) bias(%d,%d): %s\n",
+           dtype == FDMA_DTYPE_BFLOAT16 ? "bf16" : "fp16", c->batch, c->lq, c->lk, c->hq, c->hkv, c->d, c->causal,
+           c->deterministic, c->mask_heads, c->mask_rows, c->mask_density, c->bias_heads, c->bias_rows,
            failed ? "FAILED" : "ok");
     return failed;
 }
 
 int main(void) {
     const Case cases[] = {
-        {2, 97, 130, 4, 2, 64, 1, 0, 2, 97, 2, 1},
-        {1, 1, 257, 2, 1, 128, 0, 1, 1, 1, 1, 1},
-        {1, 257, 17, 2, 2, 32, 1, 1, 2, 257, 2, 257},
-        {2, 70, 150, 8, 1, 96, 0, 0, 1, 70, 8, 70},
-        {1, 130, 130, 2, 1, 192, 1, 0, 0, 0, 1, 1},
-        {1, 65, 200, 2, 2, 256, 0, 1, 2, 1, 0, 0},
+        {2, 97, 130, 4, 2, 64, 1, 0, 2, 97, 0.4f, 2, 1},
+        {1, 1, 257, 2, 1, 128, 0, 1, 1, 1, 0.4f, 1, 1},
+        {1, 257, 17, 2, 2, 32, 1, 1, 2, 257, 0.4f, 2, 257},
+        {2, 70, 150, 8, 1, 96, 0, 0, 1, 70, 0.4f, 8, 70},
+        {1, 130, 130, 2, 1, 192, 1, 0, 0, 0, 0.f, 1, 1},
+        {1, 65, 200, 2, 2, 256, 0, 1, 2, 1, 0.4f, 0, 0},
+        {1, 300, 330, 2, 1, 128, 1, 0, 1, 300, 1.f, 1, 300},
+        {1, 520, 600, 4, 2, 64, 0, 1, 2, 520, 1e-4f, 2, 1},
     };
+    const int dtypes[] = {FDMA_DTYPE_BFLOAT16, FDMA_DTYPE_FLOAT16};
     int failed = 0;
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) failed |= run_case(&cases[i]);
+    for (size_t t = 0; t < 2; ++t)
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) failed |= run_case(&cases[i], dtypes[t]);
     printf("%s\n", failed ? "FAILED" : "all cases ok");
     return failed;
 }
