@@ -1,5 +1,3 @@
-using System.Runtime.CompilerServices;
-
 namespace FlashDmAttn;
 
 // The backward pass: gradients of a loss with respect to Q, K, V and the bias, given the gradient with respect to the
@@ -97,51 +95,34 @@ public static partial class DynamicMaskAttention
     {
         ScalarType dtype = ArgumentValidation.ScalarTypeOf<T>();
         ArgumentValidation.ValidateHostBackward<T>(shape, q, k, v, output, lse, dOutput, dq, dk, dv, options, mask, bias, dBias);
-        ArgumentOutOfRangeException.ThrowIfNegative(device);
-        int deviceCount = CudaDriver.DeviceCount();
-        if (device >= deviceCount)
-            throw new ArgumentOutOfRangeException(nameof(device), $"device must be less than the device count ({deviceCount}); got {device}.");
-        FlashDmAttnBackend backend = BackendSelector.Select(options?.Backend, device).Backend;
+        FlashDmAttnBackend backend = SelectBackendOnDevice(device, options?.Backend, nameof(options)).Backend;
 
-        using CudaPrimaryContext context = CudaPrimaryContext.Retain(device);
-        using CudaContextScope current = context.Push();
-        using DeviceBuffer qBuffer = DeviceBuffer.FromHost(context, q);
-        using DeviceBuffer kBuffer = DeviceBuffer.FromHost(context, k);
-        using DeviceBuffer vBuffer = DeviceBuffer.FromHost(context, v);
-        using DeviceBuffer outputBuffer = DeviceBuffer.FromHost(context, output);
-        using DeviceBuffer lseBuffer = DeviceBuffer.FromHost(context, lse);
-        using DeviceBuffer dOutputBuffer = DeviceBuffer.FromHost(context, dOutput);
-        using DeviceBuffer dqBuffer = DeviceBuffer.Allocate(context, (long)dq.Length * Unsafe.SizeOf<T>());
-        using DeviceBuffer dkBuffer = DeviceBuffer.Allocate(context, (long)dk.Length * Unsafe.SizeOf<T>());
-        using DeviceBuffer dvBuffer = DeviceBuffer.Allocate(context, (long)dv.Length * Unsafe.SizeOf<T>());
-        using DeviceBuffer? maskBuffer = mask.IsPresent ? DeviceBuffer.FromHost(context, mask.Operand) : null;
-        using DeviceBuffer? biasBuffer = bias.IsPresent ? DeviceBuffer.FromHost(context, bias.Operand) : null;
-        using DeviceBuffer? dBiasBuffer = dBias.IsPresent ? DeviceBuffer.Allocate(context, (long)dBias.Length * dBias.DType.ElementSize()) : null;
-        using DeviceBuffer tileStatsBuffer = DeviceBuffer.Allocate(context, 2 * sizeof(ulong));
-
+        using HostCallStaging staging = HostCallStaging.Begin(device, shape);
+        DeviceBuffer dqBuffer = staging.Allocate<T>(dq.Length);
+        DeviceBuffer dkBuffer = staging.Allocate<T>(dk.Length);
+        DeviceBuffer dvBuffer = staging.Allocate<T>(dv.Length);
+        DeviceBuffer? dBiasBuffer = dBias.IsPresent ? staging.Allocate((long)dBias.Length * dBias.DType.ElementSize()) : null;
         var args = new DeviceBackwardArgs
         {
             Shape = shape,
             DType = dtype,
-            Q = DeviceTensor.SequenceMajor(qBuffer.Pointer, shape.SeqLenQ, shape.HeadsQ, shape.HeadDim),
-            K = DeviceTensor.SequenceMajor(kBuffer.Pointer, shape.SeqLenK, shape.HeadsKv, shape.HeadDim),
-            V = DeviceTensor.SequenceMajor(vBuffer.Pointer, shape.SeqLenK, shape.HeadsKv, shape.HeadDim),
-            Output = DeviceTensor.SequenceMajor(outputBuffer.Pointer, shape.SeqLenQ, shape.HeadsQ, shape.HeadDim),
-            Lse = lseBuffer.Pointer,
-            Mask = maskBuffer is null ? null : DeviceBroadcastTensor.Contiguous(maskBuffer.Pointer, default, mask.Shape, shape.SeqLenK),
-            Bias = biasBuffer is null ? null : DeviceBroadcastTensor.Contiguous(biasBuffer.Pointer, bias.DType, bias.Shape, shape.SeqLenK),
-            DOutput = DeviceTensor.SequenceMajor(dOutputBuffer.Pointer, shape.SeqLenQ, shape.HeadsQ, shape.HeadDim),
-            DQ = DeviceTensor.SequenceMajor(dqBuffer.Pointer, shape.SeqLenQ, shape.HeadsQ, shape.HeadDim),
-            DK = DeviceTensor.SequenceMajor(dkBuffer.Pointer, shape.SeqLenK, shape.HeadsKv, shape.HeadDim),
-            DV = DeviceTensor.SequenceMajor(dvBuffer.Pointer, shape.SeqLenK, shape.HeadsKv, shape.HeadDim),
-            DBias = dBiasBuffer is null ? null : DeviceBroadcastTensor.Contiguous(dBiasBuffer.Pointer, dBias.DType, bias.Shape, shape.SeqLenK),
-            TileStats = tileStatsBuffer.Pointer,
+            Q = staging.QueryShaped(staging.Upload(q)),
+            K = staging.KeyShaped(staging.Upload(k)),
+            V = staging.KeyShaped(staging.Upload(v)),
+            Output = staging.QueryShaped(staging.Upload(output)),
+            Lse = staging.Upload(lse).Pointer,
+            Mask = staging.Upload(mask),
+            Bias = staging.Upload(bias),
+            DOutput = staging.QueryShaped(staging.Upload(dOutput)),
+            DQ = staging.QueryShaped(dqBuffer),
+            DK = staging.KeyShaped(dkBuffer),
+            DV = staging.KeyShaped(dvBuffer),
+            DBias = dBiasBuffer is null ? null : staging.Broadcast(dBiasBuffer, dBias.DType, bias.Shape),
+            TileStats = staging.TileStats,
         };
         LaunchBackward(args, options, deterministic, stream: 0, device, backend);
-        CudaDriver.Synchronize();
 
-        Span<ulong> tileStats = stackalloc ulong[2];
-        tileStatsBuffer.CopyTo(tileStats);
+        TileStats tileStats = staging.SynchronizeAndReadTileStats();
         dqBuffer.CopyTo(dq);
         dkBuffer.CopyTo(dk);
         dvBuffer.CopyTo(dv);
@@ -158,7 +139,7 @@ public static partial class DynamicMaskAttention
                 break;
         }
 
-        return new TileStats(checked((long)tileStats[0]), checked((long)tileStats[1]));
+        return tileStats;
     }
 
     /// <summary>
@@ -178,18 +159,9 @@ public static partial class DynamicMaskAttention
     /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
     public static (int BlockM, int BlockN) BackwardTileShape(int headDim, ScalarType dtype, FlashDmAttnBackend? backend = null)
     {
-        ArgumentValidation.ValidateHeadDim(headDim, nameof(headDim));
-        ArgumentValidation.ValidateTensorDType(dtype, nameof(dtype));
-        if (BackendSelector.SelectForHostQuery(backend) == FlashDmAttnBackend.Nvrtc)
-        {
-            BackwardTraits traits = BackwardTraits.For(headDim);
-            return (traits.BlockM, traits.BlockN);
-        }
-
-        FlashDmAttnLibrary.EnsureLoaded();
-        FlashDmAttnLibrary.ThrowIfFailed(
-            Interop.FlashDmAttn.fdma_bwd_tile_shape(headDim, (int)dtype, out int blockM, out int blockN), "fdma_bwd_tile_shape");
-        return (blockM, blockN);
+        BackwardTraits nvrtcTraits = BackwardTraits.For(headDim);
+        return TileShape(
+            headDim, dtype, backend, (nvrtcTraits.BlockM, nvrtcTraits.BlockN), Interop.FlashDmAttn.fdma_bwd_tile_shape, "fdma_bwd_tile_shape");
     }
 
     /// <summary>
@@ -222,23 +194,15 @@ public static partial class DynamicMaskAttention
             return checked((long)BackwardScratch.For(shape, mask, biasGradient, deterministic).Total);
 
         FlashDmAttnLibrary.EnsureLoaded();
-
-        // fdma_bwd_workspace_size reads the shapes and whether the mask and the bias gradient are present, never
-        // what their pointers point to.
         var parameters = new Interop.FlashDmAttn.BwdParams
         {
             StructSize = (uint)sizeof(Interop.FlashDmAttn.BwdParams),
             Deterministic = deterministic ? 1 : 0,
             Forward = NativeParams(shape, dtype),
         };
-        if (mask is { } m)
-            parameters.Forward.Mask = new() { Data = MaskPresentPlaceholder, Batch = m.Batch, Heads = m.Heads, Rows = m.Rows };
-        if (biasGradient is { } b)
-        {
-            parameters.Forward.Bias = new() { Data = MaskPresentPlaceholder, Batch = b.Batch, Heads = b.Heads, Rows = b.Rows };
-            parameters.DBias = parameters.Forward.Bias;
-        }
-
+        parameters.Forward.Mask = SizeQueryOperand(mask);
+        parameters.Forward.Bias = SizeQueryOperand(biasGradient);
+        parameters.DBias = parameters.Forward.Bias;
         FlashDmAttnLibrary.ThrowIfFailed(
             Interop.FlashDmAttn.fdma_bwd_workspace_size(&parameters, out ulong bytes), "fdma_bwd_workspace_size");
         return checked((long)bytes);

@@ -1,5 +1,3 @@
-using System.Runtime.CompilerServices;
-
 namespace FlashDmAttn;
 
 /// <summary>
@@ -9,9 +7,6 @@ namespace FlashDmAttn;
 /// </summary>
 public static partial class DynamicMaskAttention
 {
-    // The mask pointer of a size query: fdma_fwd_workspace_size reads whether it is null, never what it points to.
-    private const nint MaskPresentPlaceholder = 1;
-
     /// <summary>
     /// Runs the forward pass on tensors already in GPU memory, asynchronously on <paramref name="stream"/>: no
     /// allocation, no copy, no synchronization, and no context change (the caller's current context is used).
@@ -79,44 +74,30 @@ public static partial class DynamicMaskAttention
     {
         ScalarType dtype = ArgumentValidation.ScalarTypeOf<T>();
         ArgumentValidation.ValidateHostForward<T, float>(shape, q, k, v, output, options, mask.Operand, bias.Operand, lse);
-        ArgumentOutOfRangeException.ThrowIfNegative(device);
-        int deviceCount = CudaDriver.DeviceCount();
-        if (device >= deviceCount)
-            throw new ArgumentOutOfRangeException(nameof(device), $"device must be less than the device count ({deviceCount}); got {device}.");
-        FlashDmAttnBackend backend = BackendSelector.Select(options?.Backend, device).Backend;
+        FlashDmAttnBackend backend = SelectBackendOnDevice(device, options?.Backend, nameof(options)).Backend;
 
-        using CudaPrimaryContext context = CudaPrimaryContext.Retain(device);
-        using CudaContextScope current = context.Push();
-        using DeviceBuffer qBuffer = DeviceBuffer.FromHost(context, q);
-        using DeviceBuffer kBuffer = DeviceBuffer.FromHost(context, k);
-        using DeviceBuffer vBuffer = DeviceBuffer.FromHost(context, v);
-        using DeviceBuffer outputBuffer = DeviceBuffer.Allocate(context, (long)output.Length * Unsafe.SizeOf<T>());
-        using DeviceBuffer? maskBuffer = mask.IsPresent ? DeviceBuffer.FromHost(context, mask.Operand) : null;
-        using DeviceBuffer? biasBuffer = bias.IsPresent ? DeviceBuffer.FromHost(context, bias.Operand) : null;
-        using DeviceBuffer? lseBuffer = lse.IsEmpty ? null : DeviceBuffer.Allocate(context, (long)lse.Length * sizeof(float));
-        using DeviceBuffer tileStatsBuffer = DeviceBuffer.Allocate(context, 2 * sizeof(ulong));
-
+        using HostCallStaging staging = HostCallStaging.Begin(device, shape);
+        DeviceBuffer outputBuffer = staging.Allocate<T>(output.Length);
+        DeviceBuffer? lseBuffer = lse.IsEmpty ? null : staging.Allocate<float>(lse.Length);
         var args = new DeviceForwardArgs
         {
             Shape = shape,
             DType = dtype,
-            Q = DeviceTensor.SequenceMajor(qBuffer.Pointer, shape.SeqLenQ, shape.HeadsQ, shape.HeadDim),
-            K = DeviceTensor.SequenceMajor(kBuffer.Pointer, shape.SeqLenK, shape.HeadsKv, shape.HeadDim),
-            V = DeviceTensor.SequenceMajor(vBuffer.Pointer, shape.SeqLenK, shape.HeadsKv, shape.HeadDim),
-            Output = DeviceTensor.SequenceMajor(outputBuffer.Pointer, shape.SeqLenQ, shape.HeadsQ, shape.HeadDim),
-            Mask = maskBuffer is null ? null : DeviceBroadcastTensor.Contiguous(maskBuffer.Pointer, default, mask.Shape, shape.SeqLenK),
-            Bias = biasBuffer is null ? null : DeviceBroadcastTensor.Contiguous(biasBuffer.Pointer, bias.DType, bias.Shape, shape.SeqLenK),
+            Q = staging.QueryShaped(staging.Upload(q)),
+            K = staging.KeyShaped(staging.Upload(k)),
+            V = staging.KeyShaped(staging.Upload(v)),
+            Output = staging.QueryShaped(outputBuffer),
+            Mask = staging.Upload(mask),
+            Bias = staging.Upload(bias),
             Lse = lseBuffer?.Pointer ?? 0,
-            TileStats = tileStatsBuffer.Pointer,
+            TileStats = staging.TileStats,
         };
         Launch(args, options, stream: 0, device, backend);
-        CudaDriver.Synchronize();
 
-        Span<ulong> tileStats = stackalloc ulong[2];
-        tileStatsBuffer.CopyTo(tileStats);
+        TileStats tileStats = staging.SynchronizeAndReadTileStats();
         outputBuffer.CopyTo(output);
         lseBuffer?.CopyTo(lse);
-        return new TileStats(checked((long)tileStats[0]), checked((long)tileStats[1]));
+        return tileStats;
     }
 
     /// <summary>
@@ -136,18 +117,9 @@ public static partial class DynamicMaskAttention
     /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
     public static (int BlockM, int BlockN) ForwardTileShape(int headDim, ScalarType dtype, FlashDmAttnBackend? backend = null)
     {
-        ArgumentValidation.ValidateHeadDim(headDim, nameof(headDim));
-        ArgumentValidation.ValidateTensorDType(dtype, nameof(dtype));
-        if (BackendSelector.SelectForHostQuery(backend) == FlashDmAttnBackend.Nvrtc)
-        {
-            ForwardTile tile = ForwardTile.For(headDim);
-            return (tile.BlockM, tile.BlockN);
-        }
-
-        FlashDmAttnLibrary.EnsureLoaded();
-        FlashDmAttnLibrary.ThrowIfFailed(
-            Interop.FlashDmAttn.fdma_fwd_tile_shape(headDim, (int)dtype, out int blockM, out int blockN), "fdma_fwd_tile_shape");
-        return (blockM, blockN);
+        ForwardTile nvrtcTile = ForwardTile.For(headDim);
+        return TileShape(
+            headDim, dtype, backend, (nvrtcTile.BlockM, nvrtcTile.BlockN), Interop.FlashDmAttn.fdma_fwd_tile_shape, "fdma_fwd_tile_shape");
     }
 
     /// <summary>
@@ -175,9 +147,7 @@ public static partial class DynamicMaskAttention
 
         FlashDmAttnLibrary.EnsureLoaded();
         Interop.FlashDmAttn.FwdParams parameters = NativeParams(shape, dtype);
-        if (mask is { } m)
-            parameters.Mask = new() { Data = MaskPresentPlaceholder, Batch = m.Batch, Heads = m.Heads, Rows = m.Rows };
-
+        parameters.Mask = SizeQueryOperand(mask);
         FlashDmAttnLibrary.ThrowIfFailed(
             Interop.FlashDmAttn.fdma_fwd_workspace_size(&parameters, out ulong bytes), "fdma_fwd_workspace_size");
         return checked((long)bytes);
@@ -196,14 +166,8 @@ public static partial class DynamicMaskAttention
     /// <exception cref="NativeLibraryException">The CUDA driver is missing, or no backend (or not the one forced) is usable.</exception>
     /// <exception cref="CudaException">The CUDA driver failed to initialize.</exception>
     /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
-    public static BackendSelection SelectBackend(int device = 0, FlashDmAttnBackend? requested = null)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(device);
-        int deviceCount = CudaDriver.DeviceCount();
-        if (device >= deviceCount)
-            throw new ArgumentOutOfRangeException(nameof(device), $"device must be less than the device count ({deviceCount}); got {device}.");
-        return BackendSelector.Select(requested, device, nameof(requested));
-    }
+    public static BackendSelection SelectBackend(int device = 0, FlashDmAttnBackend? requested = null) =>
+        SelectBackendOnDevice(device, requested, nameof(requested));
 
     /// <summary>
     /// Whether the CUDA driver loads, initializes and reports at least one device; never throws.
@@ -224,6 +188,44 @@ public static partial class DynamicMaskAttention
             return false;
         }
     }
+
+    // The device check of every entry point taking an ordinal, then the backend for that device.
+    private static BackendSelection SelectBackendOnDevice(int device, FlashDmAttnBackend? requested, string requestedName)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(device);
+        int deviceCount = CudaDriver.DeviceCount();
+        if (device >= deviceCount)
+            throw new ArgumentOutOfRangeException(nameof(device), $"device must be less than the device count ({deviceCount}); got {device}.");
+        return BackendSelector.Select(requested, device, requestedName);
+    }
+
+    // Both directions' tile-shape query. The NVRTC table answers any head dimension, so callers read it before the
+    // checks here; it is returned only when the NVRTC backend is the one asked.
+    private static (int BlockM, int BlockN) TileShape(
+        int headDim, ScalarType dtype, FlashDmAttnBackend? backend, (int BlockM, int BlockN) nvrtcTile, NativeTileShapeQuery nativeQuery,
+        string nativeFunction)
+    {
+        ArgumentValidation.ValidateHeadDim(headDim, nameof(headDim));
+        ArgumentValidation.ValidateTensorDType(dtype, nameof(dtype));
+        if (BackendSelector.SelectForHostQuery(backend) == FlashDmAttnBackend.Nvrtc)
+            return nvrtcTile;
+
+        FlashDmAttnLibrary.EnsureLoaded();
+        FlashDmAttnLibrary.ThrowIfFailed(nativeQuery(headDim, (int)dtype, out int blockM, out int blockN), nativeFunction);
+        return (blockM, blockN);
+    }
+
+    private delegate int NativeTileShapeQuery(int headDim, int dtype, out int blockM, out int blockN);
+
+    // A mask or bias of a workspace-size query: fdma_*_workspace_size reads its shape and whether its pointer is null,
+    // never what it points to.
+    private static Interop.FlashDmAttn.BroadcastTensor SizeQueryOperand(BroadcastShape? shape) => shape is not { } s ? default : new()
+    {
+        Data = 1,
+        Batch = s.Batch,
+        Heads = s.Heads,
+        Rows = s.Rows,
+    };
 
     // Both entry points end here: arguments already validated, the backend already chosen for the device Q lives on.
     private static unsafe void Launch(DeviceForwardArgs args, AttentionOptions? options, nint stream, int device, FlashDmAttnBackend backend)

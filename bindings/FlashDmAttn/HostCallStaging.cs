@@ -1,0 +1,103 @@
+using System.Runtime.CompilerServices;
+
+namespace FlashDmAttn;
+
+// The GPU side of a call on host spans, the same for both directions: the device's primary context, current until
+// disposed; every buffer the call uploads or allocates, freed on disposal before the context is popped and released;
+// and the tile counters every call returns. Tensors are (B, L, H, D) contiguous, as the host-span API takes them.
+internal readonly ref struct HostCallStaging
+{
+    private readonly AttentionShape shape;
+    private readonly CudaPrimaryContext context;
+    private readonly CudaContextScope current;
+    private readonly List<DeviceBuffer> buffers = [];
+    private readonly DeviceBuffer tileStats;
+
+    private HostCallStaging(AttentionShape shape, CudaPrimaryContext context, CudaContextScope current)
+    {
+        this.shape = shape;
+        this.context = context;
+        this.current = current;
+        tileStats = Allocate(2 * sizeof(ulong));
+    }
+
+    // Where the call writes its computed and skipped tile counts.
+    public nint TileStats => tileStats.Pointer;
+
+    public static HostCallStaging Begin(int device, AttentionShape shape)
+    {
+        CudaPrimaryContext context = CudaPrimaryContext.Retain(device);
+        CudaContextScope current = default;
+        try
+        {
+            current = context.Push();
+            return new HostCallStaging(shape, context, current);
+        }
+        catch
+        {
+            current.Dispose();
+            context.Dispose();
+            throw;
+        }
+    }
+
+    public DeviceBuffer Upload<T>(ReadOnlySpan<T> values)
+        where T : unmanaged => Track(DeviceBuffer.FromHost(context, values));
+
+    public DeviceBuffer Allocate<T>(int length)
+        where T : unmanaged => Allocate((long)length * Unsafe.SizeOf<T>());
+
+    public DeviceBuffer Allocate(long byteCount) => Track(DeviceBuffer.Allocate(context, byteCount));
+
+    // A tensor shaped as Q: (B, Lq, Hq, D).
+    public DeviceTensor QueryShaped(DeviceBuffer buffer) =>
+        DeviceTensor.SequenceMajor(buffer.Pointer, shape.SeqLenQ, shape.HeadsQ, shape.HeadDim);
+
+    // A tensor shaped as K: (B, Lk, Hkv, D).
+    public DeviceTensor KeyShaped(DeviceBuffer buffer) =>
+        DeviceTensor.SequenceMajor(buffer.Pointer, shape.SeqLenK, shape.HeadsKv, shape.HeadDim);
+
+    public DeviceBroadcastTensor Broadcast(DeviceBuffer buffer, ScalarType dtype, BroadcastShape broadcastShape) =>
+        DeviceBroadcastTensor.Contiguous(buffer.Pointer, dtype, broadcastShape, shape.SeqLenK);
+
+    public DeviceBroadcastTensor? Upload(MaskInput mask) =>
+        mask.IsPresent ? Broadcast(Track(DeviceBuffer.FromHost(context, mask.Operand)), default, mask.Shape) : null;
+
+    public DeviceBroadcastTensor? Upload(BiasInput bias) =>
+        bias.IsPresent ? Broadcast(Track(DeviceBuffer.FromHost(context, bias.Operand)), bias.DType, bias.Shape) : null;
+
+    // Waits for the call, then reads the tile counts it wrote.
+    public TileStats SynchronizeAndReadTileStats()
+    {
+        CudaDriver.Synchronize();
+        Span<ulong> counts = stackalloc ulong[2];
+        tileStats.CopyTo(counts);
+        return new TileStats(checked((long)counts[0]), checked((long)counts[1]));
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            for (int i = buffers.Count - 1; i >= 0; i--)
+                buffers[i].Dispose();
+        }
+        finally
+        {
+            try
+            {
+                current.Dispose();
+            }
+            finally
+            {
+                context.Dispose();
+            }
+        }
+    }
+
+    private DeviceBuffer Track(DeviceBuffer buffer)
+    {
+        buffers.Add(buffer);
+        return buffer;
+    }
+}
