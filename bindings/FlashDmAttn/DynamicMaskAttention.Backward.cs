@@ -159,9 +159,13 @@ public static partial class DynamicMaskAttention
     /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
     public static (int BlockM, int BlockN) BackwardTileShape(int headDim, ScalarType dtype, FlashDmAttnBackend? backend = null)
     {
-        BackwardTraits nvrtcTraits = BackwardTraits.For(headDim);
-        return TileShape(
-            headDim, dtype, backend, (nvrtcTraits.BlockM, nvrtcTraits.BlockN), Interop.FlashDmAttn.fdma_bwd_tile_shape, "fdma_bwd_tile_shape");
+        return TileShape(headDim, dtype, backend, NvrtcTile, Interop.FlashDmAttn.fdma_bwd_tile_shape, "fdma_bwd_tile_shape");
+
+        static (int, int) NvrtcTile(int headDim)
+        {
+            BackwardTraits traits = BackwardTraits.For(headDim);
+            return (traits.BlockM, traits.BlockN);
+        }
     }
 
     /// <summary>

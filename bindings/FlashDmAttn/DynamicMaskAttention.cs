@@ -117,9 +117,13 @@ public static partial class DynamicMaskAttention
     /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
     public static (int BlockM, int BlockN) ForwardTileShape(int headDim, ScalarType dtype, FlashDmAttnBackend? backend = null)
     {
-        ForwardTile nvrtcTile = ForwardTile.For(headDim);
-        return TileShape(
-            headDim, dtype, backend, (nvrtcTile.BlockM, nvrtcTile.BlockN), Interop.FlashDmAttn.fdma_fwd_tile_shape, "fdma_fwd_tile_shape");
+        return TileShape(headDim, dtype, backend, NvrtcTile, Interop.FlashDmAttn.fdma_fwd_tile_shape, "fdma_fwd_tile_shape");
+
+        static (int, int) NvrtcTile(int headDim)
+        {
+            ForwardTile tile = ForwardTile.For(headDim);
+            return (tile.BlockM, tile.BlockN);
+        }
     }
 
     /// <summary>
@@ -199,16 +203,15 @@ public static partial class DynamicMaskAttention
         return BackendSelector.Select(requested, device, requestedName);
     }
 
-    // Both directions' tile-shape query. The NVRTC table answers any head dimension, so callers read it before the
-    // checks here; it is returned only when the NVRTC backend is the one asked.
+    // Both directions' tile-shape query: the NVRTC backend's table or the native library's answer.
     private static (int BlockM, int BlockN) TileShape(
-        int headDim, ScalarType dtype, FlashDmAttnBackend? backend, (int BlockM, int BlockN) nvrtcTile, NativeTileShapeQuery nativeQuery,
+        int headDim, ScalarType dtype, FlashDmAttnBackend? backend, Func<int, (int, int)> nvrtcTable, NativeTileShapeQuery nativeQuery,
         string nativeFunction)
     {
         ArgumentValidation.ValidateHeadDim(headDim, nameof(headDim));
         ArgumentValidation.ValidateTensorDType(dtype, nameof(dtype));
         if (BackendSelector.SelectForHostQuery(backend) == FlashDmAttnBackend.Nvrtc)
-            return nvrtcTile;
+            return nvrtcTable(headDim);
 
         FlashDmAttnLibrary.EnsureLoaded();
         FlashDmAttnLibrary.ThrowIfFailed(nativeQuery(headDim, (int)dtype, out int blockM, out int blockN), nativeFunction);
