@@ -97,10 +97,8 @@ internal static partial class ArgumentValidation
         ThrowIfLengthIsNot(q.Length, shape.QElements, "B * Lq * Hq * D", nameof(q));
         ThrowIfLengthIsNot(k.Length, shape.KvElements, "B * Lk * Hkv * D", nameof(k));
         ThrowIfLengthIsNot(v.Length, shape.KvElements, "B * Lk * Hkv * D", nameof(v));
-        if (mask.IsPresent)
-            ValidateHostOperand(mask, shape, nameof(mask));
-        if (bias.IsPresent)
-            ValidateHostOperand(bias, shape, nameof(bias));
+        ValidateHostOperand(mask, shape, nameof(mask));
+        ValidateHostOperand(bias, shape, nameof(bias));
         ValidateHostGradients<double, double>(shape, q, k, v, default, default, dOutput, dq, dk, dv, mask, bias, dBias);
     }
 

@@ -105,10 +105,8 @@ internal static partial class ArgumentValidation
         ThrowIfLengthIsNot(k.Length, shape.KvElements, "B * Lk * Hkv * D", nameof(k));
         ThrowIfLengthIsNot(v.Length, shape.KvElements, "B * Lk * Hkv * D", nameof(v));
         ThrowIfLengthIsNot(output.Length, shape.QElements, "B * Lq * Hq * D", nameof(output));
-        if (mask.IsPresent)
-            ValidateHostOperand(mask, shape, nameof(mask));
-        if (bias.IsPresent)
-            ValidateHostOperand(bias, shape, nameof(bias));
+        ValidateHostOperand(mask, shape, nameof(mask));
+        ValidateHostOperand(bias, shape, nameof(bias));
         if (!lse.IsEmpty)
             ThrowIfLengthIsNot(lse.Length, shape.LseElements, "B * Hq * Lq, or empty for none", nameof(lse));
 
@@ -189,8 +187,11 @@ internal static partial class ArgumentValidation
             throw new ArgumentException($"{name} must have {expected} elements ({formula}); got {actual}.", name);
     }
 
+    // A host mask or bias; an absent one (default) passes.
     private static void ValidateHostOperand(BroadcastOperand operand, AttentionShape shape, string name)
     {
+        if (!operand.IsPresent)
+            return;
         ValidateBroadcastShape(operand.Shape, shape, $"{name}.Shape");
         ThrowIfLengthIsNot(operand.Length, operand.Shape.Elements(shape.SeqLenK), "Shape.Batch * Shape.Heads * Shape.Rows * Lk", name);
     }
