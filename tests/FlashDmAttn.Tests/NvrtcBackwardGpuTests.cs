@@ -121,20 +121,12 @@ public class NvrtcBackwardGpuTests : GpuTest
 
     // ---- the 8K case ----
 
-    private const int Length = 8192, Window = 1024;
+    private const int Length = NvrtcGpuTestSupport.EightKLength;
 
     private static BackwardCase EightK(bool deterministic) =>
         new($"bf16 8K causal sliding-window mask{(deterministic ? " det" : "")}",
             new ForwardCase("", ScalarType.BFloat16, new(1, Length, Length, 2, 1, 128)) { Causal = true, Mask = new(1, 1, Length) })
             { Deterministic = deterministic };
-
-    private static byte[] SlidingWindow(AttentionShape s, BroadcastShape m)
-    {
-        var mask = new byte[(long)Length * Length];
-        for (int i = 0; i < Length; i++)
-            mask.AsSpan(i * Length + Math.Max(0, i - Window + 1), Math.Min(i + 1, Window)).Fill(1);
-        return mask;
-    }
 
     [Test]
     public void The8KCase_GivesTheNativeLibrarysBits()
@@ -143,11 +135,11 @@ public class NvrtcBackwardGpuTests : GpuTest
         int seed = new TestRandom().Seed;
         var clock = Stopwatch.StartNew();
         (BackwardGradients native, TileStats nativeStats) =
-            new BackwardInputs(c with { Forward = c.Forward with { Backend = FlashDmAttnBackend.Native } }, new TestRandom(seed), SlidingWindow).RunSpanApi();
+            new BackwardInputs(c with { Forward = c.Forward with { Backend = FlashDmAttnBackend.Native } }, new TestRandom(seed), NvrtcGpuTestSupport.EightKSlidingWindow).RunSpanApi();
         double nativeMs = clock.Elapsed.TotalMilliseconds;
         clock.Restart();
         (BackwardGradients nvrtc, TileStats nvrtcStats) =
-            new BackwardInputs(c with { Forward = c.Forward with { Backend = FlashDmAttnBackend.Nvrtc } }, new TestRandom(seed), SlidingWindow).RunSpanApi();
+            new BackwardInputs(c with { Forward = c.Forward with { Backend = FlashDmAttnBackend.Nvrtc } }, new TestRandom(seed), NvrtcGpuTestSupport.EightKSlidingWindow).RunSpanApi();
         double nvrtcMs = clock.Elapsed.TotalMilliseconds;
 
         AssertSameBits(nvrtc, native, $"seed {seed}");
@@ -175,8 +167,10 @@ public class NvrtcBackwardGpuTests : GpuTest
         try
         {
             var cache = new KernelImageCache(directory);
-            (double cold, string coldParts) = Time(new NvrtcKernelBuilder(KernelSources.Embedded, cache)); // compiles, writes the cache
-            (double cached, string cachedParts) = Time(new NvrtcKernelBuilder(KernelSources.Embedded, cache)); // as a new process: reads it
+            (double cold, string coldParts) = // compiles, writes the cache
+                NvrtcGpuTestSupport.TimeBuildAndLoad(new NvrtcKernelBuilder(KernelSources.Embedded, cache), kernels, target);
+            (double cached, string cachedParts) = // as a new process: reads it
+                NvrtcGpuTestSupport.TimeBuildAndLoad(new NvrtcKernelBuilder(KernelSources.Embedded, cache), kernels, target);
 
             // What a first call of a process with an empty cache waits for: its four kernels, compiled in parallel.
             var parallel = new NvrtcKernelBuilder(KernelSources.Embedded, diskCache: null);
@@ -192,24 +186,6 @@ public class NvrtcBackwardGpuTests : GpuTest
         finally
         {
             Directory.Delete(directory, recursive: true);
-        }
-
-        (double Total, string Parts) Time(NvrtcKernelBuilder builder)
-        {
-            var parts = new List<string>();
-            double total = 0;
-            foreach ((KernelVariant variant, int sharedBytes) in kernels)
-            {
-                var clock = Stopwatch.StartNew();
-                KernelImage image = builder.GetImage(variant, target);
-                double build = clock.Elapsed.TotalMilliseconds;
-                KernelModules.Load(image, sharedBytes);
-                double load = clock.Elapsed.TotalMilliseconds - build;
-                parts.Add($"{variant.Slug}: {build:F1} + {load:F1} ms, {image.Bytes.Length / 1024} KiB {image.Kind}");
-                total += clock.Elapsed.TotalMilliseconds;
-            }
-
-            return (total, string.Join("; ", parts));
         }
     }
 

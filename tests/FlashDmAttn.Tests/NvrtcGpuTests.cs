@@ -158,8 +158,10 @@ public class NvrtcGpuTests : GpuTest
         try
         {
             var cache = new KernelImageCache(directory);
-            (double cold, string coldParts) = Time(new NvrtcKernelBuilder(KernelSources.Embedded, cache)); // compiles, writes the cache
-            (double cached, string cachedParts) = Time(new NvrtcKernelBuilder(KernelSources.Embedded, cache)); // as a new process: reads it
+            (double cold, string coldParts) = // compiles, writes the cache
+                NvrtcGpuTestSupport.TimeBuildAndLoad(new NvrtcKernelBuilder(KernelSources.Embedded, cache), kernels, target);
+            (double cached, string cachedParts) = // as a new process: reads it
+                NvrtcGpuTestSupport.TimeBuildAndLoad(new NvrtcKernelBuilder(KernelSources.Embedded, cache), kernels, target);
 
             TestContext.Progress.WriteLine(
                 $"NVRTC {NvrtcCompiler.Version} {target}, 8K case (bf16 D128 + mask pre-pass): cold compile + load {cold:F0} ms ({coldParts}); " +
@@ -170,45 +172,20 @@ public class NvrtcGpuTests : GpuTest
         {
             Directory.Delete(directory, recursive: true);
         }
-
-        (double Total, string Parts) Time(NvrtcKernelBuilder builder)
-        {
-            var parts = new List<string>();
-            double total = 0;
-            foreach ((KernelVariant variant, int sharedBytes) in kernels)
-            {
-                var clock = Stopwatch.StartNew();
-                KernelImage image = builder.GetImage(variant, target);
-                double build = clock.Elapsed.TotalMilliseconds;
-                KernelModules.Load(image, sharedBytes);
-                double load = clock.Elapsed.TotalMilliseconds - build;
-                parts.Add($"{variant.Slug}: {build:F1} + {load:F1} ms, {image.Bytes.Length / 1024} KiB {image.Kind}");
-                total += clock.Elapsed.TotalMilliseconds;
-            }
-
-            return (total, string.Join("; ", parts));
-        }
     }
 
     [Test]
     public void The8KCase_GivesTheNativeLibrarysBits()
     {
-        const int length = 8192, window = 1024;
+        const int length = NvrtcGpuTestSupport.EightKLength;
         var c = new ForwardCase("bf16 8K causal sliding-window mask", ScalarType.BFloat16, new(1, length, length, 2, 1, 128)) { Causal = true, Mask = new(1, 1, length) };
-        byte[] SlidingWindow(AttentionShape s, BroadcastShape m)
-        {
-            var mask = new byte[(long)length * length];
-            for (int i = 0; i < length; i++)
-                mask.AsSpan(i * length + Math.Max(0, i - window + 1), Math.Min(i + 1, window)).Fill(1);
-            return mask;
-        }
 
         int seed = new TestRandom().Seed;
         var clock = Stopwatch.StartNew();
-        var native = new ForwardInputs(c with { Backend = FlashDmAttnBackend.Native }, new TestRandom(seed), SlidingWindow).RunSpanApi();
+        var native = new ForwardInputs(c with { Backend = FlashDmAttnBackend.Native }, new TestRandom(seed), NvrtcGpuTestSupport.EightKSlidingWindow).RunSpanApi();
         double nativeMs = clock.Elapsed.TotalMilliseconds;
         clock.Restart();
-        var nvrtc = new ForwardInputs(c with { Backend = FlashDmAttnBackend.Nvrtc }, new TestRandom(seed), SlidingWindow).RunSpanApi();
+        var nvrtc = new ForwardInputs(c with { Backend = FlashDmAttnBackend.Nvrtc }, new TestRandom(seed), NvrtcGpuTestSupport.EightKSlidingWindow).RunSpanApi();
         double nvrtcMs = clock.Elapsed.TotalMilliseconds;
 
         AssertSameBits(nvrtc, native, $"seed {seed}");
