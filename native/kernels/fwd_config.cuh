@@ -2,6 +2,8 @@
 // host launcher and by fdma_fwd_tile_shape(). Plain C++, usable from host code and NVRTC alike.
 #pragma once
 
+#include "fwd_params.cuh"
+
 #if defined(__CUDACC__)
 #define FDMA_HOST_DEVICE __host__ __device__
 #else
@@ -21,6 +23,15 @@ struct FwdTile {
 // dense mask in 1.10 ms against 0.70 ms for 64 rows (0.34 against 0.33 ms without a mask).
 FDMA_HOST_DEVICE constexpr FwdTile fwd_tile(int head_dim) {
     return head_dim <= 64 ? FwdTile{128, 64, 4} : FwdTile{64, 64, 4};
+}
+
+// Shared memory the forward stages one key tile's bias in, after its Q, K and V tiles: the rows
+// its block reads (one when the bias broadcasts over queries), each padded by 8 elements so that
+// the 8 rows a quad of threads reads fall in distinct banks; 0 without a bias.
+FDMA_HOST_DEVICE constexpr int fwd_bias_stage_bytes(FwdTile tile, const BroadcastOperand& bias) {
+    return bias.data == nullptr ? 0
+                                : (bias.stride_row == 0 ? 1 : tile.block_m) * (tile.block_n + 8) *
+                                      (bias.type == kFloat32 ? 4 : 2);
 }
 
 // The backward's tiles: 64 x 64 for every head dim (bwd_kernel.cuh splits the head dim above 128

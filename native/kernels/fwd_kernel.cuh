@@ -37,36 +37,128 @@ struct FwdTraits {
     static_assert(kHeadDim % 16 == 0, "head dim is a multiple of the MMA k");
 };
 
-// Turns raw q.k products into log2-space scores: scale, bias, softcap; hidden ones to -inf.
-template <typename Traits, bool kHasBias, bool kSoftcap>
+// One key tile's bias, staged in shared memory with the tile's K (fwd_bias_stage_bytes): each
+// bias element crosses from global memory once per block, not once per score register, and the
+// score pass reads neighbouring keys in one shared load, without bounds tests (elements outside
+// both lengths are staged as zeros; they only meet hidden scores).
+template <typename Traits>
+struct BiasStage {
+    unsigned char* smem;  // [rows][(kBlockN + 8) * element_size]
+    const char* gmem;     // this (batch, head)'s bias slice
+    i64 row_stride;       // bytes; 0 when one row serves every query
+    int element_size;
+    bool vectorized;      // every staged row starts 16-byte aligned: cp.async; else element copies
+
+    __device__ __forceinline__ BiasStage(unsigned char* smem_, const char* gmem_, const BroadcastOperand& bias)
+        : smem(smem_), gmem(gmem_), row_stride(bias.stride_row * fdma::element_size(bias.type)),
+          element_size(fdma::element_size(bias.type)),
+          vectorized(((reinterpret_cast<u64>(gmem_) | static_cast<u64>(row_stride)) & 15) == 0) {}
+
+    __device__ __forceinline__ int row_bytes() const { return (Traits::kBlockN + 8) * element_size; }
+    __device__ __forceinline__ int rows() const { return row_stride == 0 ? 1 : Traits::kBlockM; }
+
+    // Stages the tile at (m0, n0): 16-byte cp.async copies (part of the caller's next commit group)
+    // where the rows are aligned, element copies elsewhere; all visible after the caller's next
+    // __syncthreads.
+    __device__ __forceinline__ void load(int m0, int n0, int Lq, int Lk) const {
+        if (vectorized) {
+            const int chunks = Traits::kBlockN * element_size / 16;
+            const int chunk_elements = 16 / element_size;
+            for (int c = threadIdx.x; c < rows() * chunks; c += Traits::kThreads) {
+                const int r = c / chunks;
+                const int col = n0 + (c % chunks) * chunk_elements;
+                const int valid = m0 + r < Lq ? max(0, min(chunk_elements, Lk - col)) : 0;
+                unsigned char* dst = smem + r * row_bytes() + (c % chunks) * 16;
+                const char* src = gmem + (m0 + r) * row_stride + col * element_size;
+                if (valid == chunk_elements) cp_async_16(smem_addr(dst), src, 16);
+                else if (valid == 0) cp_async_16(smem_addr(dst), gmem, 0);
+                else  // the chunk Lk cuts: a partial cp.async would still be a 16-byte read past the end
+                    for (int e = 0; e < chunk_elements; ++e) copy_element(dst + e * element_size, src + e * element_size, e < valid);
+            }
+            return;
+        }
+        constexpr int kBatch = 8;  // loads in flight per thread before their stores
+        const int total = rows() * Traits::kBlockN;
+        for (int first = threadIdx.x; first < total; first += kBatch * Traits::kThreads) {
+            u32 value[kBatch];
+#pragma unroll
+            for (int u = 0; u < kBatch; ++u) {
+                const int i = first + u * Traits::kThreads;
+                const int r = i / Traits::kBlockN;
+                const int col = n0 + i % Traits::kBlockN;
+                value[u] = i < total && m0 + r < Lq && col < Lk ? load_element(gmem + (m0 + r) * row_stride + col * element_size) : 0u;
+            }
+#pragma unroll
+            for (int u = 0; u < kBatch; ++u) {
+                const int i = first + u * Traits::kThreads;
+                if (i >= total) break;
+                store_element(smem + (i / Traits::kBlockN) * row_bytes() + (i % Traits::kBlockN) * element_size, value[u]);
+            }
+        }
+    }
+
+    __device__ __forceinline__ u32 load_element(const char* src) const {
+        return element_size == 4 ? __ldg(reinterpret_cast<const u32*>(src)) : __ldg(reinterpret_cast<const u16*>(src));
+    }
+    __device__ __forceinline__ void store_element(unsigned char* dst, u32 value) const {
+        if (element_size == 4) *reinterpret_cast<u32*>(dst) = value;
+        else *reinterpret_cast<u16*>(dst) = static_cast<u16>(value);
+    }
+    __device__ __forceinline__ void copy_element(unsigned char* dst, const char* src, bool in_range) const {
+        store_element(dst, in_range ? load_element(src) : 0u);
+    }
+};
+
+// The staged bias of two neighbouring keys (kBiasType: the DType of the bias).
+template <int kBiasType>
+__device__ __forceinline__ void staged_bias_pair(const unsigned char* at, float& b0, float& b1) {
+    if constexpr (kBiasType == kFloat32) {
+        const float2 pair = *reinterpret_cast<const float2*>(at);
+        b0 = pair.x, b1 = pair.y;
+    } else {
+        const u32 pair = *reinterpret_cast<const u32*>(at);
+        b0 = kBiasType == kFloat16 ? cvt_f32_f16(static_cast<u16>(pair)) : cvt_f32_bf16(static_cast<u16>(pair));
+        b1 = kBiasType == kFloat16 ? cvt_f32_f16(static_cast<u16>(pair >> 16)) : cvt_f32_bf16(static_cast<u16>(pair >> 16));
+    }
+}
+
+// Turns raw q.k products into log2-space scores: scale, bias (kBiasType 0: none), softcap;
+// hidden ones to -inf.
+template <typename Traits, int kBiasType, bool kSoftcap>
 __device__ __forceinline__ void apply_score_mod(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
                                                 const u32 (&visible)[Traits::kMTiles], const FwdParams& p,
-                                                const char* bias_g, int bias_size, int m0, int n0, int warp,
-                                                int lane) {
+                                                const BiasStage<Traits>& bias, int warp, int lane) {
 #pragma unroll
     for (int mi = 0; mi < Traits::kMTiles; ++mi) {
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-            const int row = m0 + ThreadRows<Traits>::of(warp, lane, mi, half);
-            const char* bias_row = kHasBias ? bias_g + bias_size * (row * p.bias.stride_row) : nullptr;
+            const unsigned char* bias_row =
+                bias.smem + (bias.row_stride == 0 ? 0 : ThreadRows<Traits>::of(warp, lane, mi, half) * bias.row_bytes());
 #pragma unroll
             for (int ni = 0; ni < Traits::kNTiles; ++ni) {
+                float b[2] = {0.f, 0.f};
+                if (kBiasType != 0)
+                    staged_bias_pair<kBiasType>(bias_row + (ni * 8 + (lane % 4) * 2) * bias.element_size, b[0], b[1]);
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     float& x = s[mi][ni][half * 2 + e];
                     const bool is_visible = (visible[mi] >> (ni * 4 + half * 2 + e)) & 1u;
                     float t = x * p.qk_scale;
-                    if (kHasBias) {
-                        const int col = n0 + ni * 8 + (lane % 4) * 2 + e;
-                        // Only visible positions are inside both lengths: others must not be read.
-                        t += p.bias_scale * (is_visible ? load_bias(bias_row, col, p.bias.type) : 0.f);
-                    }
+                    if (kBiasType != 0) t += p.bias_scale * b[e];
                     if (kSoftcap) t = tanhf(t) * p.softcap_out;
                     x = is_visible ? t : neg_inf();
                 }
             }
         }
     }
+}
+
+template <typename Traits, int kBiasType>
+__device__ __forceinline__ void apply_score_mod(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
+                                                const u32 (&visible)[Traits::kMTiles], const FwdParams& p,
+                                                const BiasStage<Traits>& bias, int warp, int lane) {
+    if (p.softcap_out == 0.f) apply_score_mod<Traits, kBiasType, false>(s, visible, p, bias, warp, lane);
+    else apply_score_mod<Traits, kBiasType, true>(s, visible, p, bias, warp, lane);
 }
 
 template <int kElementType, int kHeadDim>
@@ -85,6 +177,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     const u32 sQ = smem_addr(smem);                          // [kBlockM, kRowElems]
     const u32 sK = sQ + kBlockM * kRowElems * 2;             // [kBlockN, kRowElems]
     const u32 sV = sK + kBlockN * kRowElems * 2;             // [kBlockN, kRowElems]
+    unsigned char* const bias_smem = smem + (kBlockM + 2 * kBlockN) * kRowElems * 2;  // BiasStage
 
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
@@ -100,8 +193,8 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     const char* k_g = head_slice(p.k, p.k_strides, batch, kv_head);
     const char* v_g = head_slice(p.v, p.v_strides, batch, kv_head);
     const u8* mask_g = reinterpret_cast<const u8*>(broadcast_slice(p.mask, 1, batch, head));
-    const int bias_size = element_size(p.bias.type);
-    const char* bias_g = broadcast_slice(p.bias, bias_size, batch, head);
+    const int bias_type = p.bias.data == nullptr ? 0 : p.bias.type;
+    const BiasStage<Traits> bias{bias_smem, broadcast_slice(p.bias, element_size(p.bias.type), batch, head), p.bias};
 
     // Key tiles [0, n_end) can hold a visible key for some row of this block; the rest are
     // causally hidden and skipped without a look.
@@ -133,6 +226,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     bool use_mask = n < n_end && needs_mask(n);
     if (n < n_end) {
         load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n * kBlockN, Lk);
+        if (bias_type != 0) bias.load(m0, n * kBlockN, Lq, Lk);
         cp_async_commit();
         if (use_mask) visibility.load_mask(n * kBlockN, mask_raw);
     }
@@ -190,11 +284,12 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
 
         // Scores to log2 space with bias and softcap, hidden ones to -inf (one straight-line
         // variant per feature set: per-element branches would serialise the warp), then online softmax.
-        if (bias_g == nullptr)
-            if (p.softcap_out == 0.f) apply_score_mod<Traits, false, false>(s, visible, p, nullptr, bias_size, m0, n0, warp, lane);
-            else apply_score_mod<Traits, false, true>(s, visible, p, nullptr, bias_size, m0, n0, warp, lane);
-        else if (p.softcap_out == 0.f) apply_score_mod<Traits, true, false>(s, visible, p, bias_g, bias_size, m0, n0, warp, lane);
-        else apply_score_mod<Traits, true, true>(s, visible, p, bias_g, bias_size, m0, n0, warp, lane);
+        switch (bias_type) {
+            case 0: apply_score_mod<Traits, 0>(s, visible, p, bias, warp, lane); break;
+            case kFloat16: apply_score_mod<Traits, kFloat16>(s, visible, p, bias, warp, lane); break;
+            case kBFloat16: apply_score_mod<Traits, kBFloat16>(s, visible, p, bias, warp, lane); break;
+            default: apply_score_mod<Traits, kFloat32>(s, visible, p, bias, warp, lane); break;
+        }
 #pragma unroll
         for (int mi = 0; mi < kMTiles; ++mi) {
 #pragma unroll
@@ -229,9 +324,10 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
         }
 
         cp_async_wait<0>();
-        __syncthreads();  // V landed; every warp is done reading K
+        __syncthreads();  // V landed; every warp is done reading K and the bias
         if (n_next < n_end) {
             load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n_next * kBlockN, Lk);
+            if (bias_type != 0) bias.load(m0, n_next * kBlockN, Lq, Lk);
             cp_async_commit();
         }
 

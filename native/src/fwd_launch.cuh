@@ -17,10 +17,11 @@ cudaError_t launch_fwd(const FwdParams& params, int batch, cudaStream_t stream) 
         if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
     }
     const auto kernel = dmattn_fwd_kernel<kElementType, kHeadDim>;
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes);
+    const int smem_bytes = Traits::kSmemBytes + fwd_bias_stage_bytes(Traits::kTile, params.bias);
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
     if (err != cudaSuccess) return err;
     const dim3 grid(m_tiles, params.heads_q, batch);
-    kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(params);
+    kernel<<<grid, Traits::kThreads, smem_bytes, stream>>>(params);
     return cudaGetLastError();
 }
 

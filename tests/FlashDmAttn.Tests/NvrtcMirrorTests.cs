@@ -65,6 +65,16 @@ public class NvrtcMirrorTests : NvrtcTest
             asserts.AppendLine($"static_assert(fdma::fwd_tile({d}).block_m == {tile.BlockM} && fdma::fwd_tile({d}).block_n == {tile.BlockN} && fdma::fwd_tile({d}).warps == {tile.Warps}, \"fwd_tile({d})\");");
             asserts.AppendLine($"static_assert(fdma::FwdTraits<{d}>::kThreads == {tile.Threads}, \"FwdTraits<{d}>::kThreads\");");
             asserts.AppendLine($"static_assert(fdma::FwdTraits<{d}>::kSmemBytes == {tile.SharedMemoryBytes(d)}, \"FwdTraits<{d}>::kSmemBytes\");");
+            foreach (ScalarType type in new[] { ScalarType.Float16, ScalarType.BFloat16, ScalarType.Float32 })
+            {
+                foreach (long strideRow in new[] { 0L, 4096L })
+                {
+                    var bias = new KernelParams.BroadcastOperand { Data = 1, StrideRow = strideRow, Type = (int)type };
+                    asserts.AppendLine(
+                        $"static_assert(fdma::fwd_bias_stage_bytes(fdma::fwd_tile({d}), fdma::BroadcastOperand{{\"\", 0, 0, {strideRow}, 1, 1, 1, 1, {(int)type}}}) == {tile.BiasStageBytes(bias)}, \"fwd_bias_stage_bytes({d}, {type}, {strideRow})\");");
+                }
+            }
+            asserts.AppendLine($"static_assert(fdma::fwd_bias_stage_bytes(fdma::fwd_tile({d}), fdma::BroadcastOperand{{}}) == {tile.BiasStageBytes(default)}, \"fwd_bias_stage_bytes({d}, no bias)\");");
         }
 
         foreach (int d in new[] { 0, 16, 48, 80, 160, 512 })

@@ -79,6 +79,27 @@ def test_mask_and_bias_broadcasts(shape, bias_dtype):
     check(q, k, v, mask=mask, bias=bias, causal=True)
 
 
+@pytest.mark.parametrize("bias_dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("rows", ["1", "Lq"])
+@pytest.mark.parametrize("layout", ["aligned", "offset"])
+def test_bias_staging_layouts(bias_dtype, head_dim, rows, layout):
+    """Each key tile's bias is staged in shared memory: by 16-byte copies where every row starts 16-byte aligned
+    (a row stride of 208 elements; Lk = 203 ends inside a copy), else element by element (rows starting one
+    element past an aligned address)."""
+    B, Lq, Lk, Hq, Hkv = 1, 150, 203, 2, 1
+    q = rand(B, Lq, Hq, head_dim, dtype=torch.float16)
+    k, v = rand(B, Lk, Hkv, head_dim, dtype=torch.float16), rand(B, Lk, Hkv, head_dim, dtype=torch.float16)
+    r = 1 if rows == "1" else Lq
+    if layout == "aligned":
+        bias = rand(B, Hkv, r, 208, dtype=bias_dtype, lo=-2, hi=1)[..., :Lk]
+    else:
+        bias = rand(B, Hkv, r, Lk + 1, dtype=bias_dtype, lo=-2, hi=1)[..., 1:]
+    mask = (torch.rand(B, 1, Lq, Lk, device="cuda") < 0.7).to(torch.uint8)
+    check(q, k, v, bias=bias, causal=True)
+    check(q, k, v, mask=mask, bias=bias)
+
+
 def test_head_major_layout_and_padded_strides():
     B, Lq, Lk, Hq, Hkv, D = 2, 100, 300, 4, 2, 128
     q = rand(B, Hq, Lq, D, dtype=torch.float16).permute(0, 2, 1, 3)

@@ -106,6 +106,8 @@ def random_case(seed):
     if rng.random() < 0.5:
         bias_dtype = rng.choice([torch.float16, torch.bfloat16, torch.float32])
         bias = (torch.rand(*operand(), device="cuda", generator=gen) * 3 - 2).to(bias_dtype)
+        if rng.random() < 0.3:  # rows that start one element past an aligned address
+            bias = torch.cat([bias[..., :1], bias], dim=-1)[..., 1:]
     options = dict(causal=rng.random() < 0.5, scale=rng.choice([None, rng.uniform(0.05, 0.5)]),
                    softcap=rng.choice([0.0, 0.0, rng.uniform(2.0, 30.0)]))
     return q, k, v, mask, bias, options

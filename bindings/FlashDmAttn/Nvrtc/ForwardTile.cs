@@ -14,6 +14,14 @@ internal readonly record struct ForwardTile(int BlockM, int BlockN, int Warps)
 
     // FwdTraits::kSmemBytes: Q, K and V tiles of 16-bit elements, each row padded by 8 elements.
     public int SharedMemoryBytes(int headDim) => (BlockM + 2 * BlockN) * (headDim + 8) * 2;
+
+    // fwd_bias_stage_bytes(): one key tile's bias rows (one when the bias broadcasts over queries), padded by 8 elements.
+    public int BiasStageBytes(KernelParams.BroadcastOperand bias) =>
+        bias.Data == 0 ? 0 : (bias.StrideRow == 0 ? 1 : BlockM) * (BlockN + 8) * ((ScalarType)bias.Type).ElementSize();
+
+    // The most a launch asks for (a bias of BlockM fp32 rows): the limit a loaded forward kernel is given.
+    public int SharedMemoryLimit(int headDim) =>
+        SharedMemoryBytes(headDim) + BiasStageBytes(new KernelParams.BroadcastOperand { Data = 1, StrideRow = 1, Type = (int)ScalarType.Float32 });
 }
 
 // Everything the NVRTC backend launches for one call, computed in this one place the way native/src/fwd_launch.cuh
@@ -22,7 +30,7 @@ internal readonly record struct ForwardLaunchPlan
 {
     public const int OccupancyThreads = 256; // kOccupancyThreads in tile_occupancy.cuh
 
-    private ForwardLaunchPlan(AttentionShape shape, BroadcastShape? mask)
+    private ForwardLaunchPlan(AttentionShape shape, BroadcastShape? mask, KernelParams.BroadcastOperand bias)
     {
         Tile = ForwardTile.For(shape.HeadDim);
         QueryTiles = (shape.SeqLenQ + Tile.BlockM - 1) / Tile.BlockM;
@@ -30,7 +38,8 @@ internal readonly record struct ForwardLaunchPlan
         BitmapRowWords = (KeyTiles + 31) / 32; // occupancy_words()
         MaskPlanes = mask is { } m ? m.Batch * m.Heads : 0;
         ForwardGrid = ((uint)QueryTiles, (uint)shape.HeadsQ, (uint)shape.Batch);
-        ForwardSharedMemoryBytes = Tile.SharedMemoryBytes(shape.HeadDim);
+        ForwardSharedMemoryBytes = Tile.SharedMemoryBytes(shape.HeadDim) + Tile.BiasStageBytes(bias);
+        ForwardSharedMemoryLimit = Tile.SharedMemoryLimit(shape.HeadDim);
         OccupancyGrid = ((uint)QueryTiles, (uint)BitmapRowWords, (uint)MaskPlanes);
     }
 
@@ -49,6 +58,8 @@ internal readonly record struct ForwardLaunchPlan
 
     public int ForwardSharedMemoryBytes { get; }
 
+    public int ForwardSharedMemoryLimit { get; }
+
     public (uint X, uint Y, uint Z) OccupancyGrid { get; }
 
     // Words of one bitmap, [mask planes][query tiles][row words]: bitmap_words() in fwd_args.cpp.
@@ -57,5 +68,7 @@ internal readonly record struct ForwardLaunchPlan
     // The occupied and the full bitmap, one after the other.
     public long WorkspaceBytes => 2 * BitmapWords * sizeof(uint);
 
-    public static ForwardLaunchPlan For(AttentionShape shape, BroadcastShape? mask) => new(shape, mask);
+    // bias: as the kernel gets it (NvrtcForward.Broadcast); it decides the shared memory the bias is staged in.
+    public static ForwardLaunchPlan For(AttentionShape shape, BroadcastShape? mask, KernelParams.BroadcastOperand bias = default) =>
+        new(shape, mask, bias);
 }

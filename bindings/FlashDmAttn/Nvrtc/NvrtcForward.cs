@@ -12,9 +12,9 @@ internal static class NvrtcForward
     public static unsafe void Launch(DeviceForwardArgs args, AttentionOptions options, nint stream, int device)
     {
         AttentionShape shape = args.Shape;
-        ForwardLaunchPlan plan = ForwardLaunchPlan.For(shape, args.Mask?.Shape);
-        CheckNativeOnlyRules(args, plan, device);
         KernelParams.Forward parameters = Resolve(args, options);
+        ForwardLaunchPlan plan = ForwardLaunchPlan.For(shape, args.Mask?.Shape, parameters.Bias);
+        CheckNativeOnlyRules(args, plan, device);
 
         // Like the CUDA runtime: the caller's current context, else the device's primary one.
         CudaDriver.ThrowIfFailed(Interop.Cuda.cuCtxGetCurrent(out nint current));
@@ -22,7 +22,7 @@ internal static class NvrtcForward
         if (current != 0)
             NvrtcLaunch.CheckCurrentContextDevice(device, "params.q.data", Function);
 
-        nint forward = KernelModules.GetFunction(KernelVariant.Forward(args.DType, shape.HeadDim), device, plan.ForwardSharedMemoryBytes);
+        nint forward = KernelModules.GetFunction(KernelVariant.Forward(args.DType, shape.HeadDim), device, plan.ForwardSharedMemoryLimit);
         nint occupancy = plan.MaskPlanes > 0 ? KernelModules.GetFunction(KernelVariant.Occupancy(plan.Tile), device, 0) : 0;
 
         if (args.TileStats != 0)
