@@ -23,8 +23,15 @@ def main(L=8192, D=128, hq=2, hkv=1):
     rows = []
     i = torch.arange(L, device="cuda")
     swa = ((i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - 1024)).to(torch.uint8)[None, None]
-    for name, m in (("no mask", None), ("dense mask", mask), ("swa w1024 mask", swa)):
-        p = fdma.make_params(q, k, v, out, mask=m, lse=lse, causal=True)
+    # The paper's bias, one row per KV head (B, Hkv, 1, L); a full (B, Hkv, L, L) one; an fp32 row one whose
+    # start 4 bytes past a 16-byte boundary forbids 16-byte staging.
+    bias_row = torch.randn(1, hkv, 1, L, device="cuda", dtype=torch.bfloat16)
+    bias_full = torch.randn(1, hkv, L, L, device="cuda", dtype=torch.bfloat16)
+    bias_odd = torch.randn(1, hkv, 1, L + 1, device="cuda")[:, :, :, 1:]
+    for name, m, b in (("no mask", None, None), ("dense mask", mask, None), ("swa w1024 mask", swa, None),
+                       ("dense mask + row bias", mask, bias_row), ("dense mask + full bias", mask, bias_full),
+                       ("dense mask + odd fp32 bias", mask, bias_odd)):
+        p = fdma.make_params(q, k, v, out, mask=m, bias=b, lse=lse, causal=True)
         ms = triton.testing.do_bench(lambda: fdma.LIB.fdma_fwd(p), warmup=50, rep=300, return_mode="median")
         rows.append((f"ours causal {name}", ms))
     d_out = torch.randn_like(q)

@@ -41,6 +41,12 @@ class FwdParams(ctypes.Structure):
                 ("reserved", ctypes.c_uint64 * 4)]
 
 
+class BwdParams(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("deterministic", ctypes.c_int32), ("forward", FwdParams),
+                ("d_out", Tensor), ("d_q", Tensor), ("d_k", Tensor), ("d_v", Tensor),
+                ("d_bias", BroadcastTensor), ("reserved", ctypes.c_uint64 * 4)]
+
+
 def load_library(path=None):
     repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
     path = path or os.environ.get("FLASHDMATTN_NATIVE_LIBRARY", os.path.join(repo, "build", "native", "libflash_dmattn.so"))
@@ -54,6 +60,10 @@ def load_library(path=None):
     lib.fdma_fwd_workspace_size.argtypes = [ctypes.POINTER(FwdParams), ctypes.POINTER(ctypes.c_uint64)]
     lib.fdma_fwd_tile_shape.argtypes = [ctypes.c_int32, ctypes.c_int32, ctypes.POINTER(ctypes.c_int32),
                                         ctypes.POINTER(ctypes.c_int32)]
+    lib.fdma_bwd.argtypes = [ctypes.POINTER(BwdParams)]
+    lib.fdma_bwd.restype = ctypes.c_int32
+    lib.fdma_bwd_params_init.argtypes = [ctypes.POINTER(BwdParams)]
+    lib.fdma_bwd_tile_shape.argtypes = lib.fdma_fwd_tile_shape.argtypes
     return lib
 
 
@@ -160,18 +170,6 @@ def reference(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=Fal
     lse = torch.where(has_key[..., 0], torch.logsumexp(s, dim=-1), torch.tensor(float("-inf"), dtype=s.dtype, device=s.device))
     out = (p @ vd).permute(0, 2, 1, 3)
     return out, lse
-
-
-class BwdParams(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_uint32), ("deterministic", ctypes.c_int32), ("forward", FwdParams),
-                ("d_out", Tensor), ("d_q", Tensor), ("d_k", Tensor), ("d_v", Tensor),
-                ("d_bias", BroadcastTensor), ("reserved", ctypes.c_uint64 * 4)]
-
-
-LIB.fdma_bwd.argtypes = [ctypes.POINTER(BwdParams)]
-LIB.fdma_bwd.restype = ctypes.c_int32
-LIB.fdma_bwd_params_init.argtypes = [ctypes.POINTER(BwdParams)]
-LIB.fdma_bwd_tile_shape.argtypes = LIB.fdma_fwd_tile_shape.argtypes
 
 
 def bwd_tile_shape(head_dim, dtype):
