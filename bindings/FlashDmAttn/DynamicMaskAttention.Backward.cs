@@ -98,6 +98,7 @@ public static partial class DynamicMaskAttention
         FlashDmAttnBackend backend = SelectBackendOnDevice(device, options?.Backend, nameof(options)).Backend;
 
         using HostCallStaging staging = HostCallStaging.Begin(device, shape);
+        StagedInputs inputs = staging.UploadInputs(q, k, v, mask, bias);
         DeviceBuffer dqBuffer = staging.Allocate<T>(dq.Length);
         DeviceBuffer dkBuffer = staging.Allocate<T>(dk.Length);
         DeviceBuffer dvBuffer = staging.Allocate<T>(dv.Length);
@@ -106,13 +107,13 @@ public static partial class DynamicMaskAttention
         {
             Shape = shape,
             DType = dtype,
-            Q = staging.QueryShaped(staging.Upload(q)),
-            K = staging.KeyShaped(staging.Upload(k)),
-            V = staging.KeyShaped(staging.Upload(v)),
+            Q = inputs.Q,
+            K = inputs.K,
+            V = inputs.V,
             Output = staging.QueryShaped(staging.Upload(output)),
             Lse = staging.Upload(lse).Pointer,
-            Mask = staging.Upload(mask),
-            Bias = staging.Upload(bias),
+            Mask = inputs.Mask,
+            Bias = inputs.Bias,
             DOutput = staging.QueryShaped(staging.Upload(dOutput)),
             DQ = staging.QueryShaped(dqBuffer),
             DK = staging.KeyShaped(dkBuffer),

@@ -77,18 +77,19 @@ public static partial class DynamicMaskAttention
         FlashDmAttnBackend backend = SelectBackendOnDevice(device, options?.Backend, nameof(options)).Backend;
 
         using HostCallStaging staging = HostCallStaging.Begin(device, shape);
+        StagedInputs inputs = staging.UploadInputs(q, k, v, mask, bias);
         DeviceBuffer outputBuffer = staging.Allocate<T>(output.Length);
         DeviceBuffer? lseBuffer = lse.IsEmpty ? null : staging.Allocate<float>(lse.Length);
         var args = new DeviceForwardArgs
         {
             Shape = shape,
             DType = dtype,
-            Q = staging.QueryShaped(staging.Upload(q)),
-            K = staging.KeyShaped(staging.Upload(k)),
-            V = staging.KeyShaped(staging.Upload(v)),
+            Q = inputs.Q,
+            K = inputs.K,
+            V = inputs.V,
             Output = staging.QueryShaped(outputBuffer),
-            Mask = staging.Upload(mask),
-            Bias = staging.Upload(bias),
+            Mask = inputs.Mask,
+            Bias = inputs.Bias,
             Lse = lseBuffer?.Pointer ?? 0,
             TileStats = staging.TileStats,
         };

@@ -60,11 +60,15 @@ internal readonly ref struct HostCallStaging
     public DeviceBroadcastTensor Broadcast(DeviceBuffer buffer, ScalarType dtype, BroadcastShape broadcastShape) =>
         DeviceBroadcastTensor.Contiguous(buffer.Pointer, dtype, broadcastShape, shape.SeqLenK);
 
-    public DeviceBroadcastTensor? Upload(MaskInput mask) =>
-        mask.IsPresent ? Broadcast(Track(DeviceBuffer.FromHost(context, mask.Operand)), default, mask.Shape) : null;
-
-    public DeviceBroadcastTensor? Upload(BiasInput bias) =>
-        bias.IsPresent ? Broadcast(Track(DeviceBuffer.FromHost(context, bias.Operand)), bias.DType, bias.Shape) : null;
+    // Q, K and V first, in that order: a call too large for the device fails on these copies, before any output is
+    // allocated (FaultGpuTests counts on it).
+    public StagedInputs UploadInputs<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, MaskInput mask, BiasInput bias)
+        where T : unmanaged => new(
+            QueryShaped(Upload(q)),
+            KeyShaped(Upload(k)),
+            KeyShaped(Upload(v)),
+            mask.IsPresent ? Broadcast(Track(DeviceBuffer.FromHost(context, mask.Operand)), default, mask.Shape) : null,
+            bias.IsPresent ? Broadcast(Track(DeviceBuffer.FromHost(context, bias.Operand)), bias.DType, bias.Shape) : null);
 
     // Waits for the call, then reads the tile counts it wrote.
     public TileStats SynchronizeAndReadTileStats()
@@ -101,3 +105,7 @@ internal readonly ref struct HostCallStaging
         return buffer;
     }
 }
+
+// Q, K, V, the mask and the bias of a host-span call, on the GPU: the inputs both directions take.
+internal readonly record struct StagedInputs(
+    DeviceTensor Q, DeviceTensor K, DeviceTensor V, DeviceBroadcastTensor? Mask, DeviceBroadcastTensor? Bias);
