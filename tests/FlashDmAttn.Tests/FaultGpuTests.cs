@@ -142,17 +142,12 @@ public class FaultGpuTests : GpuTest
         nint foreignStream = other.CreateStream();
         var inputs = new ForwardInputs(c, new TestRandom());
         using var problem = new DeviceForwardProblem(inputs);
-        DeviceForwardArgs args = problem.Args with { TileStats = 0 };
-        problem.Run(args);
-        DeviceResults valid = problem.Read();
-        problem.ClearResults();
+        (DeviceForwardArgs args, DeviceResults valid) = RunOnceWithoutTileStats(problem);
 
         DynamicMaskAttention.Forward(args, c.Options, foreignStream);
 
         other.Synchronize(foreignStream);
-        DeviceResults there = problem.Read();
-        Assert.That(there.OutputBytes, Is.EqualTo(valid.OutputBytes), $"output; {inputs.Random}");
-        Assert.That(there.LseBytes, Is.EqualTo(valid.LseBytes), $"LSE; {inputs.Random}");
+        AssertSameOutputAndLse(problem.Read(), valid, "", inputs);
     }
 
     [Test]
@@ -164,19 +159,14 @@ public class FaultGpuTests : GpuTest
         using var other = new OtherContext();
         var inputs = new ForwardInputs(c, new TestRandom());
         using var problem = new DeviceForwardProblem(inputs);
-        DeviceForwardArgs args = problem.Args with { TileStats = 0 };
-        problem.Run(args);
-        DeviceResults valid = problem.Read();
-        problem.ClearResults();
+        (DeviceForwardArgs args, DeviceResults valid) = RunOnceWithoutTileStats(problem);
         long kBytes = c.Shape.KvElements * c.DType.ElementSize();
         nint foreignK = other.Allocate(kBytes);
         CudaDriver.ThrowIfFailed(Interop.Cuda.cuMemcpyDtoD_v2(unchecked((ulong)foreignK), unchecked((ulong)args.K.Pointer), (nuint)kBytes));
 
         problem.Run(args with { K = args.K with { Pointer = foreignK } });
 
-        DeviceResults read = problem.Read();
-        Assert.That(read.OutputBytes, Is.EqualTo(valid.OutputBytes), $"output; {inputs.Random}");
-        Assert.That(read.LseBytes, Is.EqualTo(valid.LseBytes), $"LSE; {inputs.Random}");
+        AssertSameOutputAndLse(problem.Read(), valid, "", inputs);
     }
 
     [Test]
@@ -190,10 +180,7 @@ public class FaultGpuTests : GpuTest
         nint foreignStream = other.CreateStream();
         var inputs = new ForwardInputs(c, new TestRandom());
         using var problem = new DeviceForwardProblem(inputs);
-        DeviceForwardArgs args = problem.Args with { TileStats = 0 };
-        problem.Run(args);
-        DeviceResults valid = problem.Read();
-        problem.ClearResults();
+        (DeviceForwardArgs args, DeviceResults valid) = RunOnceWithoutTileStats(problem);
 
         var thrown = Assert.Throws<CudaException>(() => DynamicMaskAttention.Forward(args, c.Options, foreignStream))!;
 
@@ -203,9 +190,25 @@ public class FaultGpuTests : GpuTest
         AssertUnwritten(unwritten.OutputBytes, 0xFF, "output");
         AssertUnwritten(unwritten.LseBytes, 0xFF, "LSE");
         problem.Run(args);
-        DeviceResults next = problem.Read();
-        Assert.That(next.OutputBytes, Is.EqualTo(valid.OutputBytes), $"output of the next call; {inputs.Random}");
-        Assert.That(next.LseBytes, Is.EqualTo(valid.LseBytes), $"LSE of the next call; {inputs.Random}");
+        AssertSameOutputAndLse(problem.Read(), valid, " of the next call", inputs);
+    }
+
+    // Runs the call once with no tile counts, so that a later launch is the call's first use of its stream: the bits
+    // that later call must give, then cleared from the problem's buffers.
+    private static (DeviceForwardArgs Args, DeviceResults Valid) RunOnceWithoutTileStats(DeviceForwardProblem problem)
+    {
+        DeviceForwardArgs args = problem.Args with { TileStats = 0 };
+        problem.Run(args);
+        DeviceResults valid = problem.Read();
+        problem.ClearResults();
+        return (args, valid);
+    }
+
+    // "which" names the call in the messages: "" or " of the next call".
+    internal static void AssertSameOutputAndLse(DeviceResults actual, DeviceResults expected, string which, ForwardInputs inputs)
+    {
+        Assert.That(actual.OutputBytes, Is.EqualTo(expected.OutputBytes), $"output{which}; {inputs.Random}");
+        Assert.That(actual.LseBytes, Is.EqualTo(expected.LseBytes), $"LSE{which}; {inputs.Random}");
     }
 
     private static void AssertOutOfMemory(CudaException thrown)
