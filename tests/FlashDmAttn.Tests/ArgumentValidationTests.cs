@@ -131,11 +131,9 @@ public class ArgumentValidationTests
     public void ReferenceGenericOverload_RefusesAnElementTypeOtherThanHalfOrBFloat16()
     {
         var output = new float[Valid.QElements];
-        var thrown = Assert.Throws<ArgumentException>(() => ReferenceAttention.Forward<float>(
-            Valid, new float[Valid.QElements], new float[Valid.KvElements], new float[Valid.KvElements], output))!;
+        Refusal.ExpectExactly(typeof(ArgumentException), "T", ["System.Single"], () => ReferenceAttention.Forward<float>(
+            Valid, new float[Valid.QElements], new float[Valid.KvElements], new float[Valid.KvElements], output));
 
-        Assert.That(thrown.ParamName, Is.EqualTo("T"));
-        Assert.That(thrown.Message, Does.Contain("System.Single"));
         Assert.That(output, Is.All.Zero);
     }
 
@@ -143,11 +141,8 @@ public class ArgumentValidationTests
     public void SpanApi_RefusesAnElementTypeOtherThanHalfOrBFloat16()
     {
         var output = new double[Valid.QElements];
-        var thrown = Assert.Throws<ArgumentException>(() => DynamicMaskAttention.Forward<double>(
-            Valid, new double[Valid.QElements], new double[Valid.KvElements], new double[Valid.KvElements], output))!;
-
-        Assert.That(thrown.ParamName, Is.EqualTo("T"));
-        Assert.That(thrown.Message, Does.Contain("System.Double"));
+        Refusal.ExpectExactly(typeof(ArgumentException), "T", ["System.Double"], () => DynamicMaskAttention.Forward<double>(
+            Valid, new double[Valid.QElements], new double[Valid.KvElements], new double[Valid.KvElements], output));
     }
 
     [Test]
@@ -254,21 +249,14 @@ public class ArgumentValidationTests
     public void ForwardWorkspaceSize_RefusesInvalidArgumentsBeforeAnyNativeCall(
         AttentionShape shape, ScalarType dtype, BroadcastShape? mask, Type exception, string paramName, string[] messageParts)
     {
-        var thrown = (ArgumentException)Assert.Throws(exception, () => DynamicMaskAttention.ForwardWorkspaceSize(shape, dtype, mask))!;
-
-        Assert.That(thrown.ParamName, Is.EqualTo(paramName));
-        foreach (string part in messageParts)
-            Assert.That(thrown.Message, Does.Contain(part));
+        Refusal.ExpectExactly(exception, paramName, messageParts, () => DynamicMaskAttention.ForwardWorkspaceSize(shape, dtype, mask));
     }
 
     [TestCase(48, ScalarType.BFloat16, "headDim", "48")]
     [TestCase(64, ScalarType.Float32, "dtype", "Float32")]
     public void ForwardTileShape_RefusesUnsupportedArguments(int headDim, ScalarType dtype, string paramName, string actual)
     {
-        var thrown = Assert.Throws<ArgumentOutOfRangeException>(() => DynamicMaskAttention.ForwardTileShape(headDim, dtype))!;
-
-        Assert.That(thrown.ParamName, Is.EqualTo(paramName));
-        Assert.That(thrown.Message, Does.Contain(actual));
+        Refusal.ExpectExactly(typeof(ArgumentOutOfRangeException), paramName, [actual], () => DynamicMaskAttention.ForwardTileShape(headDim, dtype));
     }
 }
 

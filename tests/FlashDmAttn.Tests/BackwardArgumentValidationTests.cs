@@ -166,12 +166,9 @@ public class BackwardArgumentValidationTests
     public void SpanApi_RefusesAnElementTypeOtherThanHalfOrBFloat16()
     {
         var dq = new double[Valid.QElements];
-        var thrown = Assert.Throws<ArgumentException>(() => DynamicMaskAttention.Backward<double>(Valid,
+        Refusal.ExpectExactly(typeof(ArgumentException), "T", ["System.Double"], () => DynamicMaskAttention.Backward<double>(Valid,
             new double[Valid.QElements], new double[Valid.KvElements], new double[Valid.KvElements], new double[Valid.QElements],
-            new float[Valid.LseElements], new double[Valid.QElements], dq, new double[Valid.KvElements], new double[Valid.KvElements]))!;
-
-        Assert.That(thrown.ParamName, Is.EqualTo("T"));
-        Assert.That(thrown.Message, Does.Contain("System.Double"));
+            new float[Valid.LseElements], new double[Valid.QElements], dq, new double[Valid.KvElements], new double[Valid.KvElements]));
     }
 
     [Test]
@@ -282,20 +279,13 @@ public class BackwardArgumentValidationTests
     public void BackwardWorkspaceSize_RefusesInvalidArgumentsBeforeAnyNativeCall(
         ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient, Type exception, string paramName, string[] messageParts)
     {
-        var thrown = (ArgumentException)Assert.Throws(exception, () => DynamicMaskAttention.BackwardWorkspaceSize(Valid, dtype, mask, biasGradient))!;
-
-        Assert.That(thrown.ParamName, Is.EqualTo(paramName));
-        foreach (string part in messageParts)
-            Assert.That(thrown.Message, Does.Contain(part));
+        Refusal.ExpectExactly(exception, paramName, messageParts, () => DynamicMaskAttention.BackwardWorkspaceSize(Valid, dtype, mask, biasGradient));
     }
 
     [TestCase(48, ScalarType.BFloat16, "headDim", "48")]
     [TestCase(64, ScalarType.Float32, "dtype", "Float32")]
     public void BackwardTileShape_RefusesUnsupportedArguments(int headDim, ScalarType dtype, string paramName, string actual)
     {
-        var thrown = Assert.Throws<ArgumentOutOfRangeException>(() => DynamicMaskAttention.BackwardTileShape(headDim, dtype))!;
-
-        Assert.That(thrown.ParamName, Is.EqualTo(paramName));
-        Assert.That(thrown.Message, Does.Contain(actual));
+        Refusal.ExpectExactly(typeof(ArgumentOutOfRangeException), paramName, [actual], () => DynamicMaskAttention.BackwardTileShape(headDim, dtype));
     }
 }
