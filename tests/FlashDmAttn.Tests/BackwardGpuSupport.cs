@@ -167,6 +167,16 @@ internal static class BackwardCheck
         }
     }
 
+    /// <summary>Two device-pointer calls wrote the same bytes: every gradient and the tile counts.</summary>
+    public static void AssertSameBytes(DeviceBackwardResults actual, DeviceBackwardResults expected, string context)
+    {
+        Assert.That(actual.DQ, Is.EqualTo(expected.DQ), $"dQ; {context}");
+        Assert.That(actual.DK, Is.EqualTo(expected.DK), $"dK; {context}");
+        Assert.That(actual.DV, Is.EqualTo(expected.DV), $"dV; {context}");
+        Assert.That(actual.DBias, Is.EqualTo(expected.DBias), $"dBias; {context}");
+        Assert.That(actual.Stats, Is.EqualTo(expected.Stats), $"tile stats; {context}");
+    }
+
     /// <summary>Computed + skipped must count every backward (query tile, key tile) pair of every batch and query head.</summary>
     public static void CheckTileCount(BackwardCase c, TileStats stats) =>
         Assert.That(stats.Computed + stats.Skipped,
@@ -215,14 +225,7 @@ public sealed class BackwardRunSummary
 /// <summary>What a device-pointer backward call left in its outputs, as raw bytes.</summary>
 internal sealed record DeviceBackwardResults(byte[] DQ, byte[] DK, byte[] DV, byte[]? DBias, byte[] TileStatsBytes)
 {
-    public TileStats Stats
-    {
-        get
-        {
-            ReadOnlySpan<ulong> counts = MemoryMarshal.Cast<byte, ulong>(TileStatsBytes);
-            return new TileStats(checked((long)counts[0]), checked((long)counts[1]));
-        }
-    }
+    public TileStats Stats => DeviceResults.StatsOf(TileStatsBytes);
 }
 
 /// <summary>

@@ -10,13 +10,13 @@ internal sealed record DeviceResults(byte[] OutputBytes, byte[] LseBytes, byte[]
 {
     public double[] Lse => Tensors.Widen<float>(MemoryMarshal.Cast<byte, float>(LseBytes));
 
-    public TileStats Stats
+    public TileStats Stats => StatsOf(TileStatsBytes);
+
+    /// <summary>The two counters a call writes at its TileStats pointer, read back as bytes.</summary>
+    public static TileStats StatsOf(byte[] tileStatsBytes)
     {
-        get
-        {
-            ReadOnlySpan<ulong> counts = MemoryMarshal.Cast<byte, ulong>(TileStatsBytes);
-            return new TileStats(checked((long)counts[0]), checked((long)counts[1]));
-        }
+        ReadOnlySpan<ulong> counts = MemoryMarshal.Cast<byte, ulong>(tileStatsBytes);
+        return new TileStats(checked((long)counts[0]), checked((long)counts[1]));
     }
 }
 
