@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using static FlashDmAttn.Tests.Gpu.GpuCaseMatrix;
 
 namespace FlashDmAttn.Tests.Gpu;
 
@@ -13,13 +14,6 @@ namespace FlashDmAttn.Tests.Gpu;
 [Category("Gpu")]
 public class BackwardGpuTests : GpuTest
 {
-    private static readonly ScalarType[] DTypes = [ScalarType.Float16, ScalarType.BFloat16];
-    private static readonly int[] HeadDims = [32, 64, 96, 128, 192, 256];
-
-    private static ScalarType Alternate(int n) => DTypes[n % 2];
-
-    private static string Short(ScalarType t) => t switch { ScalarType.Float16 => "fp16", ScalarType.BFloat16 => "bf16", _ => "fp32" };
-
     private static string Mode(bool deterministic) => deterministic ? " det" : "";
 
     private static IEnumerable<BackwardCase> DTypeAndHeadDimCases() =>

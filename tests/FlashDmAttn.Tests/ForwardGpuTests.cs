@@ -1,3 +1,5 @@
+using static FlashDmAttn.Tests.Gpu.GpuCaseMatrix;
+
 namespace FlashDmAttn.Tests.Gpu;
 
 /// <summary>
@@ -9,13 +11,6 @@ namespace FlashDmAttn.Tests.Gpu;
 [Category("Gpu")]
 public class ForwardGpuTests : GpuTest
 {
-    private static readonly ScalarType[] DTypes = [ScalarType.Float16, ScalarType.BFloat16];
-    private static readonly int[] HeadDims = [32, 64, 96, 128, 192, 256];
-
-    private static ScalarType Alternate(int n) => DTypes[n % 2];
-
-    private static string Short(ScalarType t) => t switch { ScalarType.Float16 => "fp16", ScalarType.BFloat16 => "bf16", _ => "fp32" };
-
     private static IEnumerable<ForwardCase> DTypeAndHeadDimCases() =>
         from dtype in DTypes
         from d in HeadDims

@@ -3,6 +3,18 @@ using FlashDmAttn.Reference;
 
 namespace FlashDmAttn.Tests.Gpu;
 
+/// <summary>What the forward and backward GPU suites build their matrices of cases from, and name them by.</summary>
+internal static class GpuCaseMatrix
+{
+    public static readonly ScalarType[] DTypes = [ScalarType.Float16, ScalarType.BFloat16];
+    public static readonly int[] HeadDims = [32, 64, 96, 128, 192, 256];
+
+    /// <summary>The element types in turn, so that a sweep of another dimension still covers both.</summary>
+    public static ScalarType Alternate(int n) => DTypes[n % 2];
+
+    public static string Short(ScalarType t) => t switch { ScalarType.Float16 => "fp16", ScalarType.BFloat16 => "bf16", _ => "fp32" };
+}
+
 /// <summary>Base of every GPU test (each marked [Category("Gpu")]): skips, with the driver's reason, where no CUDA device is usable.</summary>
 public abstract class GpuTest
 {
