@@ -157,32 +157,20 @@ public class NvrtcBackwardGpuTests : GpuTest
             (deterministic.DqKernel, t.DqSharedMemoryBytes), (defaultMode.DqKernel, 0),
         ];
         CompileTarget target = KernelModules.TargetOf(0);
-        string directory = Directory.CreateTempSubdirectory("fdma-nvrtc-bwd-timing-").FullName;
         using CudaPrimaryContext context = CudaPrimaryContext.Retain(0);
         using CudaContextScope current = context.Push();
-        try
-        {
-            var cache = new KernelImageCache(directory);
-            (double cold, string coldParts) = // compiles, writes the cache
-                NvrtcGpuTestSupport.TimeBuildAndLoad(new NvrtcKernelBuilder(KernelSources.Embedded, cache), kernels, target);
-            (double cached, string cachedParts) = // as a new process: reads it
-                NvrtcGpuTestSupport.TimeBuildAndLoad(new NvrtcKernelBuilder(KernelSources.Embedded, cache), kernels, target);
+        ((double cold, string coldParts), (double cached, string cachedParts)) = NvrtcGpuTestSupport.TimeColdAndCached(kernels, target);
 
-            // What a first call of a process with an empty cache waits for: its four kernels, compiled in parallel.
-            var parallel = new NvrtcKernelBuilder(KernelSources.Embedded, diskCache: null);
-            var clock = Stopwatch.StartNew();
-            Task.WaitAll(kernels.Take(4).Select(k => Task.Run(() => parallel.GetImage(k.Variant, target))).ToArray());
-            double parallelMs = clock.Elapsed.TotalMilliseconds;
+        // What a first call of a process with an empty cache waits for: its four kernels, compiled in parallel.
+        var parallel = new NvrtcKernelBuilder(KernelSources.Embedded, diskCache: null);
+        var clock = Stopwatch.StartNew();
+        Task.WaitAll(kernels.Take(4).Select(k => Task.Run(() => parallel.GetImage(k.Variant, target))).ToArray());
+        double parallelMs = clock.Elapsed.TotalMilliseconds;
 
-            TestContext.Progress.WriteLine(
-                $"NVRTC {NvrtcCompiler.Version} {target}, 8K backward (bf16 D128 + mask pre-pass): cold compile + load, one at a time, {cold:F0} ms ({coldParts}); " +
-                $"cached read + load {cached:F1} ms ({cachedParts}); a first deterministic call's four compiled in parallel: {parallelMs:F0} ms");
-            Assert.That(cached, Is.LessThan(cold));
-        }
-        finally
-        {
-            Directory.Delete(directory, recursive: true);
-        }
+        TestContext.Progress.WriteLine(
+            $"NVRTC {NvrtcCompiler.Version} {target}, 8K backward (bf16 D128 + mask pre-pass): cold compile + load, one at a time, {cold:F0} ms ({coldParts}); " +
+            $"cached read + load {cached:F1} ms ({cachedParts}); a first deterministic call's four compiled in parallel: {parallelMs:F0} ms");
+        Assert.That(cached, Is.LessThan(cold));
     }
 
     // ---- helpers ----

@@ -16,9 +16,28 @@ internal static class NvrtcGpuTestSupport
         return mask;
     }
 
+    // The build and load times of kernels with a fresh disk cache: cold (compiles them, writes the cache), then cached
+    // (reads it, as a new process would).
+    public static ((double Total, string Parts) Cold, (double Total, string Parts) Cached) TimeColdAndCached(
+        IEnumerable<(KernelVariant Variant, int SharedBytes)> kernels, CompileTarget target)
+    {
+        string directory = Directory.CreateTempSubdirectory("fdma-nvrtc-timing-").FullName;
+        try
+        {
+            var cache = new KernelImageCache(directory);
+            (double Total, string Parts) cold = TimeBuildAndLoad(new NvrtcKernelBuilder(KernelSources.Embedded, cache), kernels, target);
+            (double Total, string Parts) cached = TimeBuildAndLoad(new NvrtcKernelBuilder(KernelSources.Embedded, cache), kernels, target);
+            return (cold, cached);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
     // Builds (compiles, or reads from the builder's cache) and loads each kernel in turn: the total milliseconds, and
     // for each kernel its build and load times and its image's size and kind.
-    public static (double Total, string Parts) TimeBuildAndLoad(
+    private static (double Total, string Parts) TimeBuildAndLoad(
         NvrtcKernelBuilder builder, IEnumerable<(KernelVariant Variant, int SharedBytes)> kernels, CompileTarget target)
     {
         var parts = new List<string>();

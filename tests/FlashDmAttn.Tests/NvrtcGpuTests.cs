@@ -152,26 +152,14 @@ public class NvrtcGpuTests : GpuTest
         (KernelVariant Variant, int SharedBytes)[] kernels =
             [(KernelVariant.Forward(ScalarType.BFloat16, 128), plan.ForwardSharedMemoryBytes), (KernelVariant.Occupancy(plan.Tile), 0)];
         CompileTarget target = KernelModules.TargetOf(0);
-        string directory = Directory.CreateTempSubdirectory("fdma-nvrtc-timing-").FullName;
         using CudaPrimaryContext context = CudaPrimaryContext.Retain(0);
         using CudaContextScope current = context.Push();
-        try
-        {
-            var cache = new KernelImageCache(directory);
-            (double cold, string coldParts) = // compiles, writes the cache
-                NvrtcGpuTestSupport.TimeBuildAndLoad(new NvrtcKernelBuilder(KernelSources.Embedded, cache), kernels, target);
-            (double cached, string cachedParts) = // as a new process: reads it
-                NvrtcGpuTestSupport.TimeBuildAndLoad(new NvrtcKernelBuilder(KernelSources.Embedded, cache), kernels, target);
+        ((double cold, string coldParts), (double cached, string cachedParts)) = NvrtcGpuTestSupport.TimeColdAndCached(kernels, target);
 
-            TestContext.Progress.WriteLine(
-                $"NVRTC {NvrtcCompiler.Version} {target}, 8K case (bf16 D128 + mask pre-pass): cold compile + load {cold:F0} ms ({coldParts}); " +
-                $"cached read + load {cached:F1} ms ({cachedParts})");
-            Assert.That(cached, Is.LessThan(cold));
-        }
-        finally
-        {
-            Directory.Delete(directory, recursive: true);
-        }
+        TestContext.Progress.WriteLine(
+            $"NVRTC {NvrtcCompiler.Version} {target}, 8K case (bf16 D128 + mask pre-pass): cold compile + load {cold:F0} ms ({coldParts}); " +
+            $"cached read + load {cached:F1} ms ({cachedParts})");
+        Assert.That(cached, Is.LessThan(cold));
     }
 
     [Test]
