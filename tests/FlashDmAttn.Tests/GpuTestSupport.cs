@@ -9,6 +9,10 @@ internal static class GpuCaseMatrix
     public static readonly ScalarType[] DTypes = [ScalarType.Float16, ScalarType.BFloat16];
     public static readonly int[] HeadDims = [32, 64, 96, 128, 192, 256];
 
+    /// <summary>The masks of the density sweeps: dense, sparse, and random with blank rows and tiles.</summary>
+    public static readonly (string Name, double Density, bool Blank)[] MaskDensities =
+        [("dense", 1, false), ("sparse 10%", 0.1, false), ("sparse 1%", 0.01, false), ("blank rows and tiles", 0.5, true)];
+
     /// <summary>The element types in turn, so that a sweep of another dimension still covers both.</summary>
     public static ScalarType Alternate(int n) => DTypes[n % 2];
 
