@@ -145,17 +145,17 @@ internal static partial class ArgumentValidation
         {
             ThrowIfOutputOverlaps(
             [
-                MemoryRange.Of(nameof(q), qStart, (ulong)q.Length * (ulong)sizeof(T), written: false),
-                MemoryRange.Of(nameof(k), kStart, (ulong)k.Length * (ulong)sizeof(T), written: false),
-                MemoryRange.Of(nameof(v), vStart, (ulong)v.Length * (ulong)sizeof(T), written: false),
-                MemoryRange.Of(nameof(output), outputStart, (ulong)output.Length * (ulong)sizeof(T), written: false),
-                MemoryRange.Of(nameof(lse), lseStart, (ulong)lse.Length * (ulong)sizeof(TLse), written: false),
+                MemoryRange.Of(nameof(q), qStart, q.Length, written: false),
+                MemoryRange.Of(nameof(k), kStart, k.Length, written: false),
+                MemoryRange.Of(nameof(v), vStart, v.Length, written: false),
+                MemoryRange.Of(nameof(output), outputStart, output.Length, written: false),
+                MemoryRange.Of(nameof(lse), lseStart, lse.Length, written: false),
                 MemoryRange.Of(nameof(mask), maskStart, (ulong)mask.ByteLength, written: false),
                 MemoryRange.Of(nameof(bias), biasStart, (ulong)bias.ByteLength, written: false),
-                MemoryRange.Of(nameof(dOutput), dOutputStart, (ulong)dOutput.Length * (ulong)sizeof(T), written: false),
-                MemoryRange.Of(nameof(dq), dqStart, (ulong)dq.Length * (ulong)sizeof(T), written: true),
-                MemoryRange.Of(nameof(dk), dkStart, (ulong)dk.Length * (ulong)sizeof(T), written: true),
-                MemoryRange.Of(nameof(dv), dvStart, (ulong)dv.Length * (ulong)sizeof(T), written: true),
+                MemoryRange.Of(nameof(dOutput), dOutputStart, dOutput.Length, written: false),
+                MemoryRange.Of(nameof(dq), dqStart, dq.Length, written: true),
+                MemoryRange.Of(nameof(dk), dkStart, dk.Length, written: true),
+                MemoryRange.Of(nameof(dv), dvStart, dv.Length, written: true),
                 MemoryRange.Of(nameof(dBias), dBiasStart, (ulong)dBias.ByteLength, written: true),
             ]);
         }

@@ -117,13 +117,13 @@ internal static partial class ArgumentValidation
         {
             ThrowIfOutputOverlaps(
             [
-                MemoryRange.Of(nameof(q), qStart, (ulong)q.Length * (ulong)sizeof(T), written: false),
-                MemoryRange.Of(nameof(k), kStart, (ulong)k.Length * (ulong)sizeof(T), written: false),
-                MemoryRange.Of(nameof(v), vStart, (ulong)v.Length * (ulong)sizeof(T), written: false),
+                MemoryRange.Of(nameof(q), qStart, q.Length, written: false),
+                MemoryRange.Of(nameof(k), kStart, k.Length, written: false),
+                MemoryRange.Of(nameof(v), vStart, v.Length, written: false),
                 MemoryRange.Of(nameof(mask), maskStart, (ulong)mask.ByteLength, written: false),
                 MemoryRange.Of(nameof(bias), biasStart, (ulong)bias.ByteLength, written: false),
-                MemoryRange.Of(nameof(output), outputStart, (ulong)output.Length * (ulong)sizeof(T), written: true),
-                MemoryRange.Of(nameof(lse), lseStart, (ulong)lse.Length * (ulong)sizeof(TLse), written: true),
+                MemoryRange.Of(nameof(output), outputStart, output.Length, written: true),
+                MemoryRange.Of(nameof(lse), lseStart, lse.Length, written: true),
             ]);
         }
     }
@@ -318,6 +318,9 @@ internal static partial class ArgumentValidation
     {
         public static unsafe MemoryRange Of(string name, void* start, ulong length, bool written) =>
             new(name, (ulong)start, length, written);
+
+        public static unsafe MemoryRange Of<TElement>(string name, TElement* start, int elements, bool written)
+            where TElement : unmanaged => Of(name, start, (ulong)elements * (ulong)sizeof(TElement), written);
 
         public bool Overlaps(MemoryRange other) =>
             Length > 0 && other.Length > 0 && Start < other.Start + other.Length && other.Start < Start + Length;
