@@ -22,8 +22,6 @@
 
 namespace fdma {
 
-constexpr float kLog2e = 1.4426950408889634f;
-
 template <int kHeadDim>
 struct BwdTraits {
     static constexpr FwdTile kTile = bwd_tile(kHeadDim);
@@ -181,7 +179,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
 
     long long computed = 0, skipped = 0;
     const int b_first = bp.owner_batches == 1 ? 0 : blockIdx.z;
-    const int b_last = bp.owner_batches == 1 ? bp.batch - 1 : blockIdx.z;
+    const int b_last = bp.owner_batches == 1 ? p.batch - 1 : blockIdx.z;
     const int g_first = bp.owner_heads == 1 ? 0 : blockIdx.y;
     const int g_last = bp.owner_heads == 1 ? bp.heads_kv - 1 : blockIdx.y;
 

@@ -24,7 +24,6 @@ struct BwdParams {
     float* d_q_accum;        // fp32 [B, Lq, Hq, D], zeroed; atomics target when not deterministic, else nullptr
 
     float softmax_scale;
-    int batch;
     int heads_kv;
     // The dK/dV kernel's grid.y / grid.z enumerate dBias owners: one block owns the dBias entries
     // of its key tile for every (batch, kv head) it loops over, so no two blocks add to one entry.

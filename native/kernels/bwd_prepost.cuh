@@ -23,7 +23,7 @@ __global__ void __launch_bounds__(kRowPassThreads) bwd_delta_kernel(const BwdPar
     const FwdParams& p = bp.fwd;
     const i64 row = static_cast<i64>(blockIdx.x) * (kRowPassThreads / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
-    if (row >= static_cast<i64>(bp.batch) * p.heads_q * p.seqlen_q) return;
+    if (row >= static_cast<i64>(p.batch) * p.heads_q * p.seqlen_q) return;
     const int query = static_cast<int>(row % p.seqlen_q);
     const int head = static_cast<int>(row / p.seqlen_q % p.heads_q);
     const int batch = static_cast<int>(row / p.seqlen_q / p.heads_q);
@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(kRowPassThreads) bwd_convert_dq_kernel(const B
     const FwdParams& p = bp.fwd;
     const i64 row = static_cast<i64>(blockIdx.x) * (kRowPassThreads / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
-    if (row >= static_cast<i64>(bp.batch) * p.seqlen_q * p.heads_q) return;
+    if (row >= static_cast<i64>(p.batch) * p.seqlen_q * p.heads_q) return;
     const int head = static_cast<int>(row % p.heads_q);
     const int query = static_cast<int>(row / p.heads_q % p.seqlen_q);
     const int batch = static_cast<int>(row / p.heads_q / p.seqlen_q);

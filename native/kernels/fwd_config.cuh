@@ -34,6 +34,26 @@ FDMA_HOST_DEVICE constexpr int fwd_bias_stage_bytes(FwdTile tile, const Broadcas
                                       (bias.type == kFloat32 ? 4 : 2);
 }
 
+// The most any call stages: block_m rows of fp32.
+FDMA_HOST_DEVICE constexpr int fwd_max_bias_stage_bytes(FwdTile tile) { return tile.block_m * (tile.block_n + 8) * 4; }
+
+// Split-KV: a forward grid of fewer than kKvSplitTargetBlocks / 2 blocks (query tiles x heads x
+// batch: decode, short queries over long keys) leaves most of the GPU idle and each block walking
+// a long row of key tiles one after another. Its key tiles are then shared among splits, whose
+// partial outputs a combine pass merges: about kKvSplitTargetBlocks blocks in all, each walking
+// at least kKvSplitMinTiles key tiles. The target is fixed, not the device's SM count, so that the
+// split, the rounding it brings and the workspace size are the same on every GPU.
+constexpr int kKvSplitTargetBlocks = 512;
+constexpr int kKvSplitMinTiles = 2;
+constexpr int kKvSplitMax = 256;
+
+FDMA_HOST_DEVICE constexpr int fwd_kv_splits(long long blocks, int key_tiles) {
+    const long long by_blocks = 2 * blocks >= kKvSplitTargetBlocks ? 1 : (kKvSplitTargetBlocks + blocks - 1) / blocks;
+    const long long by_tiles = key_tiles / kKvSplitMinTiles;
+    const long long splits = by_blocks < by_tiles ? by_blocks : by_tiles;
+    return splits < 2 ? 1 : splits > kKvSplitMax ? kKvSplitMax : static_cast<int>(splits);
+}
+
 // The backward's tiles: 64 x 64 for every head dim (bwd_kernel.cuh splits the head dim above 128
 // instead, to keep dK and dV in registers).
 FDMA_HOST_DEVICE constexpr FwdTile bwd_tile(int) { return FwdTile{64, 64, 4}; }

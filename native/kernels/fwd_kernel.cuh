@@ -183,7 +183,8 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     const int lane = threadIdx.x % 32;
     const int m0 = blockIdx.x * kBlockM;
     const int head = blockIdx.y;
-    const int batch = blockIdx.z;
+    const int batch = blockIdx.z / p.kv_splits;
+    const int split = blockIdx.z % p.kv_splits;
     const int kv_head = head / p.kv_group;
     const int Lq = p.seqlen_q;
     const int Lk = p.seqlen_k;
@@ -197,7 +198,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     const BiasStage<Traits> bias{bias_smem, broadcast_slice(p.bias, element_size(p.bias.type), batch, head), p.bias};
 
     // Key tiles [0, n_end) can hold a visible key for some row of this block; the rest are
-    // causally hidden and skipped without a look.
+    // causally hidden and skipped without a look. A split takes its share [n_begin, n_end) of them.
     const int n_tiles = (Lk + kBlockN - 1) / kBlockN;
     int n_end = n_tiles;
     if (p.is_causal) {
@@ -205,6 +206,10 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
         const int last_key = last_row + causal_shift;
         n_end = last_key < 0 ? 0 : min(n_tiles, last_key / kBlockN + 1);
     }
+    const int causally_hidden = n_tiles - n_end;
+    const int per_split = (n_end + p.kv_splits - 1) / p.kv_splits;
+    const int n_begin = min(n_end, split * per_split);
+    n_end = min(n_end, n_begin + per_split);
     int computed = 0;
 
     load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * p.q_strides.seq, m0, Lq);
@@ -222,7 +227,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
 
     const TileVisibility<Traits> visibility{p, mask_g, m0, warp, lane};
     u32 mask_raw[TileVisibility<Traits>::kMaskRegs];
-    int n = next_tile(0);
+    int n = next_tile(n_begin);
     bool use_mask = n < n_end && needs_mask(n);
     if (n < n_end) {
         load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n * kBlockN, Lk);
@@ -361,7 +366,10 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
         n = n_next;
     }
 
-    // Epilogue: normalise, write O (zeros on empty rows) and LSE (natural log; -inf on empty rows).
+    // Epilogue: normalise, write O (zeros on empty rows) and LSE (natural log; -inf on empty rows);
+    // a split writes its fp32 partial and log2 LSE for fwd_combine_kernel instead.
+    const bool partial = p.kv_splits > 1;
+    const i64 partial_rows = (static_cast<i64>(split) * p.batch + batch) * p.heads_q + head;  // * Lq + row
     char* o_g = static_cast<char*>(p.o) + 2 * (batch * p.o_strides.batch + head * p.o_strides.head);
 #pragma unroll
     for (int mi = 0; mi < kMTiles; ++mi) {
@@ -373,19 +381,30 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
             const int row = m0 + ThreadRows<Traits>::of(warp, lane, mi, half);
             if (row >= Lq) continue;
             const float inv = sum > 0.f ? 1.f / sum : 0.f;
+            const float lse_log2 = sum > 0.f ? row_max[mi][half] + __log2f(sum) : neg_inf();
+            if (partial) {
+                const i64 slot = partial_rows * Lq + row;
+                float2* o_row = reinterpret_cast<float2*>(p.o_partial + slot * kHeadDim);
+#pragma unroll
+                for (int d = 0; d < kDTiles; ++d)
+                    o_row[d * 4 + lane % 4] = float2{acc_o[mi][d][half * 2] * inv, acc_o[mi][d][half * 2 + 1] * inv};
+                if (lane % 4 == 0) p.lse_partial[slot] = lse_log2;
+                continue;
+            }
             u32* o_row = reinterpret_cast<u32*>(o_g + 2 * (row * p.o_strides.seq));
 #pragma unroll
             for (int d = 0; d < kDTiles; ++d)
                 o_row[d * 4 + lane % 4] = Ops::pack(acc_o[mi][d][half * 2] * inv, acc_o[mi][d][half * 2 + 1] * inv);
             if (p.lse != nullptr && lane % 4 == 0)
-                p.lse[(static_cast<i64>(batch) * p.heads_q + head) * Lq + row] =
-                    sum > 0.f ? (row_max[mi][half] + __log2f(sum)) * 0.6931471805599453f : neg_inf();
+                p.lse[(static_cast<i64>(batch) * p.heads_q + head) * Lq + row] = lse_log2 * kLn2;
         }
     }
 
     if (p.tile_stats != nullptr && threadIdx.x == 0) {
         atomicAdd(p.tile_stats, static_cast<u64>(computed));
-        atomicAdd(p.tile_stats + 1, static_cast<u64>(n_tiles - computed));
+        // Split 0 also counts the causally hidden tiles, so that the splits add up to n_tiles.
+        const int owned = n_end - n_begin + (split == 0 ? causally_hidden : 0);
+        atomicAdd(p.tile_stats + 1, static_cast<u64>(owned - computed));
     }
 }
 

@@ -55,6 +55,15 @@ struct FwdParams {
     float bias_scale;
     float softcap_out;       // 0 = no softcap
     int is_causal;
+
+    // Split-KV (fwd_kv_splits in fwd_config.cuh): blockIdx.z = batch * kv_splits + split. Each
+    // split walks its share of a query tile's key tiles and writes a normalised partial output
+    // and its LSE, which fwd_combine_kernel merges into o and lse; with kv_splits = 1 the forward
+    // kernel writes o and lse itself.
+    float* o_partial;        // fp32 [kv_splits][B][Hq][Lq][D]
+    float* lse_partial;      // [kv_splits][B][Hq][Lq], log2 units; -inf where a split saw no key
+    int kv_splits;
+    int batch;               // B
 };
 
 }  // namespace fdma

@@ -7,6 +7,10 @@
 
 namespace fdma {
 
+// The kernels keep scores and LSEs in log2 units (ex2 is one instruction); the ABI's LSE is natural.
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
 template <int kElementType>
 struct ElementOps;
 

@@ -88,7 +88,10 @@ fdma_status fdma_fwd_tile_shape(int32_t head_dim, int32_t dtype, int32_t* block_
 fdma_status fdma_fwd_workspace_size(const fdma_fwd_params* params, uint64_t* bytes) {
     return guarded([&] {
         if (bytes == nullptr) return fdma::fail(FDMA_STATUS_INVALID_ARGUMENT, "bytes is null");
-        return fdma::fwd_workspace_bytes(params, *bytes);
+        fdma::FwdScratch scratch;
+        if (const fdma_status st = fdma::fwd_scratch_layout(params, scratch)) return st;
+        *bytes = scratch.total;
+        return FDMA_STATUS_SUCCESS;
     });
 }
 
@@ -101,20 +104,16 @@ void fdma_fwd_params_init(fdma_fwd_params* params) {
 fdma_status fdma_fwd(const fdma_fwd_params* params) {
     return guarded([&] {
         fdma::FwdParams kernel_params{};
-        if (const fdma_status st = fdma::make_fwd_params(params, kernel_params)) return st;
+        fdma::FwdScratch scratch;
+        if (const fdma_status st = fdma::make_fwd_params(params, kernel_params, scratch)) return st;
         const auto stream = static_cast<cudaStream_t>(params->stream);
         if (params->tile_stats != nullptr) {
             const cudaError_t err = cudaMemsetAsync(params->tile_stats, 0, 2 * sizeof(uint64_t), stream);
             if (err != cudaSuccess) return fdma::fail_cuda(err, "clearing tile_stats");
         }
-        uint64_t scratch_bytes = 0;
-        fdma::fwd_workspace_bytes(params, scratch_bytes);
-        return with_scratch(params->workspace, scratch_bytes, stream, [&](void* scratch) {
-            if (scratch_bytes > 0) {
-                kernel_params.occupancy = static_cast<unsigned int*>(scratch);
-                kernel_params.full_tiles = kernel_params.occupancy + fdma::bitmap_words(*params);
-            }
-            return fdma::dispatch_fwd(kernel_params, params->dtype, params->head_dim, params->batch, stream);
+        return with_scratch(params->workspace, scratch.total, stream, [&](void* base) {
+            fdma::place_fwd_scratch(kernel_params, scratch, base);
+            return fdma::dispatch_fwd(kernel_params, params->dtype, params->head_dim, stream);
         });
     });
 }

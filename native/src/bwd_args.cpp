@@ -12,8 +12,6 @@ namespace fdma {
 
 namespace {
 
-uint64_t align256(uint64_t bytes) { return (bytes + 255) / 256 * 256; }
-
 fdma_status check_header(const fdma_bwd_params* in) {
     if (in == nullptr) return fail(FDMA_STATUS_INVALID_ARGUMENT, "params is null");
     if (in->struct_size != sizeof(fdma_bwd_params))
@@ -134,7 +132,6 @@ fdma_status make_bwd_params(const fdma_bwd_params* in, BwdParams& out, BwdScratc
     out.d_k_strides = {in->d_k.stride_batch, in->d_k.stride_seq, in->d_k.stride_head};
     out.d_v_strides = {in->d_v.stride_batch, in->d_v.stride_seq, in->d_v.stride_head};
     out.softmax_scale = p.softmax_scale;
-    out.batch = p.batch;
     out.heads_kv = p.heads_kv;
     const bool owns_d_bias = out.d_bias != nullptr;
     out.owner_heads = owns_d_bias && p.bias.heads == 1 ? 1 : p.heads_kv;

@@ -27,9 +27,9 @@ cudaError_t launch_bwd(const BwdParams& params, const BwdScratch& scratch, cudaS
         const dim3 grid(m_tiles, occupancy_words(n_tiles), p.mask.batches * p.mask.heads);
         tile_occupancy_kernel<Traits::kBlockM, Traits::kBlockN><<<grid, kOccupancyThreads, 0, stream>>>(p);
     }
-    const long long rows = static_cast<long long>(params.batch) * p.heads_q * p.seqlen_q;
+    const long long rows = static_cast<long long>(p.batch) * p.heads_q * p.seqlen_q;
     const unsigned row_blocks = static_cast<unsigned>((rows + kRowPassThreads / 32 - 1) / (kRowPassThreads / 32));
-    const dim3 query_tiles(m_tiles, p.heads_q, params.batch);
+    const dim3 query_tiles(m_tiles, p.heads_q, p.batch);
     if (kElementType == kBFloat16) {  // Delta from P and dP: see dmattn_bwd_dq_kernel
         const auto delta = dmattn_bwd_dq_kernel<kElementType, kHeadDim, true>;
         if ((err = cudaFuncSetAttribute(delta, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kDqSmemBytes)))

@@ -2,6 +2,7 @@
 // a message naming the field, the expected and the actual value.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "../kernels/fwd_params.cuh"
@@ -10,6 +11,9 @@
 namespace fdma {
 
 std::string str(long long v);
+
+// Scratch regions start on 256-byte boundaries.
+inline uint64_t align256(uint64_t bytes) { return (bytes + 255) / 256 * 256; }
 
 // Byte range a tensor may touch, for the overlap checks.
 struct Extent {

@@ -26,10 +26,9 @@ cudaError_t with_instance(int dtype, int head_dim, Launch&& launch) {
 
 struct FwdLaunch {
     const FwdParams& params;
-    int batch;
     cudaStream_t stream;
     template <int kElementType, int kHeadDim>
-    cudaError_t operator()() const { return launch_fwd<kElementType, kHeadDim>(params, batch, stream); }
+    cudaError_t operator()() const { return launch_fwd<kElementType, kHeadDim>(params, stream); }
 };
 
 struct BwdLaunch {
@@ -42,8 +41,8 @@ struct BwdLaunch {
 
 }  // namespace
 
-cudaError_t dispatch_fwd(const FwdParams& params, int dtype, int head_dim, int batch, cudaStream_t stream) {
-    return with_instance(dtype, head_dim, FwdLaunch{params, batch, stream});
+cudaError_t dispatch_fwd(const FwdParams& params, int dtype, int head_dim, cudaStream_t stream) {
+    return with_instance(dtype, head_dim, FwdLaunch{params, stream});
 }
 
 cudaError_t dispatch_bwd(const BwdParams& params, const BwdScratch& scratch, int dtype, int head_dim,

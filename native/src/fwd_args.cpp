@@ -48,26 +48,44 @@ fdma_status check_shape(const fdma_fwd_params* in, const std::string& prefix) {
     return FDMA_STATUS_SUCCESS;
 }
 
-uint64_t workspace_bytes_unchecked(const fdma_fwd_params& p) {
-    if (p.mask.data == nullptr) return 0;
-    return 2 * bitmap_words(p) * sizeof(uint32_t);  // occupied and full bitmaps
-}
-
 }  // namespace
 
 fdma_status check_fwd_shape(const fdma_fwd_params* in, const std::string& prefix) { return check_shape(in, prefix); }
 
-uint64_t bitmap_words(const fdma_fwd_params& p) {
+fdma_status fwd_scratch_layout(const fdma_fwd_params* in, FwdScratch& s) {
+    if (const fdma_status st = check_shape(in, "params.")) return st;
+    const fdma_fwd_params& p = *in;
     const FwdTile tile = fwd_tile(p.head_dim);
     const uint64_t m_tiles = (p.seqlen_q + tile.block_m - 1) / tile.block_m;
     const uint64_t n_tiles = (p.seqlen_k + tile.block_n - 1) / tile.block_n;
-    return static_cast<uint64_t>(p.mask.batch) * p.mask.heads * m_tiles * ((n_tiles + 31) / 32);
+    s = FwdScratch{};
+    s.kv_splits = fwd_kv_splits(static_cast<long long>(m_tiles) * p.heads_q * p.batch, static_cast<int>(n_tiles));
+    if (s.kv_splits > 1) {
+        const uint64_t rows = static_cast<uint64_t>(s.kv_splits) * p.batch * p.heads_q * p.seqlen_q;
+        s.o_partial = s.total;
+        s.total += align256(rows * p.head_dim * 4);
+        s.lse_partial = s.total;
+        s.total += align256(rows * 4);
+    }
+    if (p.mask.data != nullptr) {
+        s.bitmaps = s.total;
+        s.bitmap_words = static_cast<uint64_t>(p.mask.batch) * p.mask.heads * m_tiles * ((n_tiles + 31) / 32);
+        s.total += align256(2 * s.bitmap_words * 4);  // occupied and full
+    }
+    return FDMA_STATUS_SUCCESS;
 }
 
-fdma_status fwd_workspace_bytes(const fdma_fwd_params* in, uint64_t& bytes) {
-    if (const fdma_status st = check_shape(in, "params.")) return st;
-    bytes = workspace_bytes_unchecked(*in);
-    return FDMA_STATUS_SUCCESS;
+void place_fwd_scratch(FwdParams& params, const FwdScratch& s, void* base) {
+    char* b = static_cast<char*>(base);
+    params.kv_splits = s.kv_splits;
+    if (s.kv_splits > 1) {
+        params.o_partial = reinterpret_cast<float*>(b + s.o_partial);
+        params.lse_partial = reinterpret_cast<float*>(b + s.lse_partial);
+    }
+    if (s.bitmap_words > 0) {
+        params.occupancy = reinterpret_cast<unsigned int*>(b + s.bitmaps);
+        params.full_tiles = params.occupancy + s.bitmap_words;
+    }
 }
 
 fdma_status check_fwd_problem(const fdma_fwd_params* in, const std::string& prefix, FwdParams& out,
@@ -119,6 +137,8 @@ fdma_status check_fwd_problem(const fdma_fwd_params* in, const std::string& pref
     out.seqlen_q = p.seqlen_q;
     out.seqlen_k = p.seqlen_k;
     out.heads_q = p.heads_q;
+    out.batch = p.batch;
+    out.kv_splits = 1;
     out.kv_group = p.heads_q / p.heads_kv;
     out.is_causal = p.is_causal;
     if (p.softcap > 0.f) {
@@ -147,12 +167,12 @@ fdma_status check_workspace(const void* workspace, uint64_t workspace_bytes, uin
     return FDMA_STATUS_SUCCESS;
 }
 
-fdma_status make_fwd_params(const fdma_fwd_params* in, FwdParams& out) {
+fdma_status make_fwd_params(const fdma_fwd_params* in, FwdParams& out, FwdScratch& scratch) {
     const std::string prefix = "params.";
     Extent extents[kFwdExtents + 1];
     if (const fdma_status st = check_fwd_problem(in, prefix, out, extents)) return st;
-    if (const fdma_status st = check_workspace(in->workspace, in->workspace_bytes, workspace_bytes_unchecked(*in),
-                                               prefix, extents[kFwdExtents]))
+    if (const fdma_status st = fwd_scratch_layout(in, scratch)) return st;
+    if (const fdma_status st = check_workspace(in->workspace, in->workspace_bytes, scratch.total, prefix, extents[kFwdExtents]))
         return st;
     return check_no_overlaps(extents, kFwdExtents + 1, prefix);
 }

@@ -9,9 +9,9 @@
 namespace fdma {
 
 template <int kElementType, int kHeadDim>
-cudaError_t launch_fwd(const FwdParams& params, int batch, cudaStream_t stream);
+cudaError_t launch_fwd(const FwdParams& params, cudaStream_t stream);
 
 // dtype: fdma_dtype (fp16 or bf16); head_dim: a supported one (checked by the caller).
-cudaError_t dispatch_fwd(const FwdParams& params, int dtype, int head_dim, int batch, cudaStream_t stream);
+cudaError_t dispatch_fwd(const FwdParams& params, int dtype, int head_dim, cudaStream_t stream);
 
 }  // namespace fdma

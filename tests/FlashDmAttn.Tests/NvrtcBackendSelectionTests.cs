@@ -60,13 +60,16 @@ public class NvrtcBackendSelectionTests
     [Test]
     public void HostQueries_OfTheNvrtcBackend_NeedNoLibrary()
     {
-        var shape = new AttentionShape(2, 300, 333, 4, 2, 128);
+        var shape = new AttentionShape(16, 300, 333, 4, 2, 128); // 5 query tiles x 4 heads x 16 batches: no split-KV
+        var decode = new AttentionShape(1, 1, 4096, 2, 1, 128);  // 2 blocks: 64 key tiles in 32 splits
 
         Assert.That(DynamicMaskAttention.ForwardTileShape(128, ScalarType.BFloat16, FlashDmAttnBackend.Nvrtc), Is.EqualTo((64, 64)));
         Assert.That(DynamicMaskAttention.ForwardTileShape(64, ScalarType.Float16, FlashDmAttnBackend.Nvrtc), Is.EqualTo((128, 64)));
         Assert.That(DynamicMaskAttention.ForwardWorkspaceSize(shape, ScalarType.BFloat16, null, FlashDmAttnBackend.Nvrtc), Is.Zero);
-        // 2 x 4 mask planes x 5 query tiles x 1 word, twice (occupied and full), 4 bytes a word.
-        Assert.That(DynamicMaskAttention.ForwardWorkspaceSize(shape, ScalarType.BFloat16, new(2, 4, 300), FlashDmAttnBackend.Nvrtc), Is.EqualTo(2 * 4 * 5 * 1 * 2 * 4));
+        // 16 x 4 mask planes x 5 query tiles x 1 word, twice (occupied and full), 4 bytes a word.
+        Assert.That(DynamicMaskAttention.ForwardWorkspaceSize(shape, ScalarType.BFloat16, new(16, 4, 300), FlashDmAttnBackend.Nvrtc), Is.EqualTo(16 * 4 * 5 * 1 * 2 * 4));
+        // 32 splits x 2 rows of fp32 partial outputs (128 values) and LSEs, each region rounded up to 256 bytes.
+        Assert.That(DynamicMaskAttention.ForwardWorkspaceSize(decode, ScalarType.BFloat16, null, FlashDmAttnBackend.Nvrtc), Is.EqualTo(32 * 2 * 128 * 4 + 256));
     }
 
     [Test]

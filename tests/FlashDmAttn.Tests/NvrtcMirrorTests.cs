@@ -24,12 +24,13 @@ public class NvrtcMirrorTests : NvrtcTest
              ("VStrides", "v_strides"), ("OStrides", "o_strides"), ("Mask", "mask"), ("Bias", "bias"), ("Occupancy", "occupancy"),
              ("FullTiles", "full_tiles"), ("OccupancyT", "occupancy_t"), ("FullTilesT", "full_tiles_t"), ("Lse", "lse"), ("TileStats", "tile_stats"), ("SeqLenQ", "seqlen_q"), ("SeqLenK", "seqlen_k"),
              ("HeadsQ", "heads_q"), ("KvGroup", "kv_group"), ("QkScale", "qk_scale"), ("BiasScale", "bias_scale"),
-             ("SoftcapOut", "softcap_out"), ("IsCausal", "is_causal")]),
+             ("SoftcapOut", "softcap_out"), ("IsCausal", "is_causal"), ("OPartial", "o_partial"), ("LsePartial", "lse_partial"),
+             ("KvSplits", "kv_splits"), ("Batch", "batch")]),
         (typeof(KernelParams.Backward), "fdma::BwdParams",
             [("Fwd", "fwd"), ("DO", "d_o"), ("DQ", "d_q"), ("DK", "d_k"), ("DV", "d_v"), ("DOStrides", "d_o_strides"),
              ("DQStrides", "d_q_strides"), ("DKStrides", "d_k_strides"), ("DVStrides", "d_v_strides"), ("DBias", "d_bias"),
              ("DBiasType", "d_bias_type"), ("DBiasStrides", "d_bias_strides"), ("DBiasAccum", "d_bias_accum"), ("Delta", "delta"),
-             ("DQAccum", "d_q_accum"), ("SoftmaxScale", "softmax_scale"), ("Batch", "batch"), ("HeadsKv", "heads_kv"),
+             ("DQAccum", "d_q_accum"), ("SoftmaxScale", "softmax_scale"), ("HeadsKv", "heads_kv"),
              ("OwnerHeads", "owner_heads"), ("OwnerBatches", "owner_batches")]),
     ];
 
@@ -57,7 +58,7 @@ public class NvrtcMirrorTests : NvrtcTest
     [Test]
     public void TileTableAndLaunchShapes_AreThoseOfTheHeaders()
     {
-        var asserts = new StringBuilder("#include \"fwd_kernel.cuh\"\n");
+        var asserts = new StringBuilder("#include \"fwd_kernel.cuh\"\n#include \"fwd_combine.cuh\"\n");
         foreach (int d in ForwardTile.HeadDims)
         {
             ForwardTile tile = ForwardTile.For(d);
@@ -75,11 +76,21 @@ public class NvrtcMirrorTests : NvrtcTest
                 }
             }
             asserts.AppendLine($"static_assert(fdma::fwd_bias_stage_bytes(fdma::fwd_tile({d}), fdma::BroadcastOperand{{}}) == {tile.BiasStageBytes(default)}, \"fwd_bias_stage_bytes({d}, no bias)\");");
+            asserts.AppendLine($"static_assert(fdma::FwdTraits<{d}>::kSmemBytes + fdma::fwd_max_bias_stage_bytes(fdma::fwd_tile({d})) == {tile.SharedMemoryLimit(d)}, \"shared memory limit {d}\");");
         }
 
         foreach (int d in new[] { 0, 16, 48, 80, 160, 512 })
             asserts.AppendLine($"static_assert(!fdma::is_supported_head_dim({d}), \"head dim {d} is not supported\");");
         asserts.AppendLine($"static_assert(fdma::kOccupancyThreads == {ForwardLaunchPlan.OccupancyThreads}, \"kOccupancyThreads\");");
+        asserts.AppendLine($"static_assert(fdma::kCombineThreads == {ForwardLaunchPlan.CombineThreads}, \"kCombineThreads\");");
+        foreach (long blocks in new long[] { 1, 2, 3, 7, 100, 255, 256, 257, 100000 })
+        {
+            foreach (int keyTiles in new[] { 1, 2, 3, 5, 64, 1000, 8192 })
+            {
+                asserts.AppendLine(
+                    $"static_assert(fdma::fwd_kv_splits({blocks}, {keyTiles}) == {ForwardLaunchPlan.KvSplitsFor(blocks, keyTiles)}, \"fwd_kv_splits({blocks}, {keyTiles})\");");
+            }
+        }
         foreach (int keyTiles in new[] { 1, 31, 32, 33, 64, 65, 1000 })
         {
             int words = ForwardLaunchPlan.For(new AttentionShape(1, 1, keyTiles * 64, 1, 1, 128), new BroadcastShape(1, 1, 1)).BitmapRowWords;

@@ -11,15 +11,24 @@ public class WorkspaceGpuTests : GpuTest
     [Test]
     public void ForwardWorkspaceSize_IsZeroWithoutMaskAndPositiveWithOne()
     {
-        AttentionShape s = new(2, 300, 333, 4, 2, 128);
+        AttentionShape s = new(16, 300, 333, 4, 2, 128); // 320 blocks: no split-KV
 
         long none = DynamicMaskAttention.ForwardWorkspaceSize(s, ScalarType.BFloat16, null);
         long shared = DynamicMaskAttention.ForwardWorkspaceSize(s, ScalarType.BFloat16, new(1, 1, 1));
-        long perHead = DynamicMaskAttention.ForwardWorkspaceSize(s, ScalarType.Float16, new(2, 4, 300));
+        long perHead = DynamicMaskAttention.ForwardWorkspaceSize(s, ScalarType.Float16, new(16, 4, 300));
 
         Assert.That(none, Is.Zero);
         Assert.That(shared, Is.Positive);
         Assert.That(perHead, Is.GreaterThanOrEqualTo(shared));
+    }
+
+    [Test]
+    public void ForwardWorkspaceSize_HoldsTheSplitKvPartialsOfASmallGrid()
+    {
+        // Decode: 2 blocks share the 64 key tiles in 32 splits, whose fp32 partial outputs and LSEs need scratch.
+        long decode = DynamicMaskAttention.ForwardWorkspaceSize(new(1, 1, 4096, 2, 1, 128), ScalarType.BFloat16, null);
+
+        Assert.That(decode, Is.EqualTo(32 * 2 * 128 * 4 + 256));
     }
 
     private static IEnumerable<TestCaseData> MaskedCases()

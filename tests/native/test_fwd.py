@@ -193,6 +193,24 @@ def test_sparse_mask_long():
     check(q, k, v, mask=mask, bias=bias, causal=True)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("lq,lk", [(1, 4096), (1, 65536), (3, 20000), (200, 3000)])
+def test_split_kv(dtype, lq, lk):
+    """Grids of fewer than 256 blocks (decode, short queries over long keys) share each query tile's key tiles among
+    splits and merge their partial outputs: with a mask that leaves whole splits without a visible key and rows
+    without any, a row bias, causal alignment, and the tile statistics still adding up."""
+    hq, hkv, d = 4, 2, 128
+    q, k, v = rand(1, lq, hq, d, dtype=dtype), rand(1, lk, hkv, d, dtype=dtype), rand(1, lk, hkv, d, dtype=dtype)
+    mask = (torch.rand(1, hkv, lq, lk, device="cuda") < 0.3).to(torch.uint8)
+    mask[..., : lk // 2] = 0  # the first half of the splits sees nothing
+    mask[:, 0, 0, :] = 0  # an empty row
+    bias = rand(1, hkv, 1, lk, dtype=torch.float32, lo=-2, hi=1)
+    bm, bn = fdma.tile_shape(d, dtype)
+    computed, skipped = check(q, k, v, mask=mask, bias=bias, causal=True)
+    assert computed + skipped == hq * -(-lq // bm) * -(-lk // bn)
+    check(q, k, v)
+
+
 # --- bad input: each call fails with a clear status and message and writes nothing -----------
 
 def _valid():

@@ -31,8 +31,8 @@ internal static class KernelParams
         public int Type;
     }
 
-    // fdma::FwdParams: 320 bytes; offsets q_strides 32, mask 128, bias 184, occupancy 240, lse 272, seqlen_q 288,
-    // qk_scale 304, is_causal 316.
+    // fdma::FwdParams: 344 bytes; offsets q_strides 32, mask 128, bias 184, occupancy 240, lse 272, seqlen_q 288,
+    // qk_scale 304, is_causal 316, o_partial 320, kv_splits 336, batch 340.
     [StructLayout(LayoutKind.Sequential)]
     public struct Forward
     {
@@ -60,11 +60,15 @@ internal static class KernelParams
         public float BiasScale;
         public float SoftcapOut;
         public int IsCausal;
+        public nint OPartial;   // split-KV scratch (ForwardLaunchPlan.KvSplits > 1), else 0
+        public nint LsePartial;
+        public int KvSplits;    // 1 without a split, and in the backward
+        public int Batch;
     }
 
-    // fdma::BwdParams of native/kernels/bwd_params.cuh: 536 bytes (4 of them tail padding); offsets d_o 320,
-    // d_o_strides 352, d_bias 448, d_bias_type 456, d_bias_strides 464 (after 4 bytes of padding), d_bias_accum 488,
-    // delta 496, d_q_accum 504, softmax_scale 512, owner_batches 528. The backward kernels' one argument (the Delta and
+    // fdma::BwdParams of native/kernels/bwd_params.cuh: 552 bytes; offsets d_o 344, d_o_strides 376, d_bias 472,
+    // d_bias_type 480, d_bias_strides 488 (after 4 bytes of padding), d_bias_accum 512, delta 520, d_q_accum 528,
+    // softmax_scale 536, owner_batches 548. The backward kernels' one argument (the Delta and
     // dQ row passes take the head dim after it).
     [StructLayout(LayoutKind.Sequential)]
     public struct Backward
@@ -85,7 +89,6 @@ internal static class KernelParams
         public nint Delta;
         public nint DQAccum;         // 0 when deterministic
         public float SoftmaxScale;
-        public int Batch;
         public int HeadsKv;
         public int OwnerHeads;
         public int OwnerBatches;

@@ -10,6 +10,13 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
         return new("fwd_kernel.cuh", $"fdma::dmattn_fwd_kernel<{element}, {headDim}>", $"fwd_{slug}_d{headDim}");
     }
 
+    // fwd_combine_kernel<E, D>: the split-KV forward's merge of the partial outputs.
+    public static KernelVariant ForwardCombine(ScalarType dtype, int headDim)
+    {
+        (string element, string slug) = Element(dtype, "The forward kernel takes");
+        return new("fwd_combine.cuh", $"fdma::fwd_combine_kernel<{element}, {headDim}>", $"fwd_combine_{slug}_d{headDim}");
+    }
+
     public static KernelVariant Occupancy(ForwardTile tile) => Occupancy(tile.BlockM, tile.BlockN);
 
     public static KernelVariant Occupancy(int blockM, int blockN) =>
@@ -51,7 +58,7 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
         return new("bwd_prepost.cuh", $"fdma::bwd_convert_dbias_kernel<{element}>", $"bwd_convert_dbias_{slug}");
     }
 
-    // Every variant a call can need: the forward for each element type and head dim, the pre-pass for each tile
+    // Every variant a call can need: the forward and its split-KV combine pass for each element type and head dim, the pre-pass for each tile
     // (the backward's 64 x 64 is one of the forward's), and the backward's kernels as native/src/bwd_launch.cuh
     // instantiates them: dK/dV and deterministic dQ for each element type and head dim, the Delta pass (dQ's for bf16,
     // dO . O for fp16), the dQ conversion for each element type and the dBias conversion for each dBias type.
@@ -61,7 +68,8 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
         IEnumerable<KernelVariant> forward =
             from dtype in dtypes
             from headDim in ForwardTile.HeadDims
-            select Forward(dtype, headDim);
+            from variant in new[] { Forward(dtype, headDim), ForwardCombine(dtype, headDim) }
+            select variant;
         IEnumerable<KernelVariant> occupancy = ForwardTile.HeadDims
             .Select(d => (ForwardTile.For(d).BlockM, ForwardTile.For(d).BlockN))
             .Concat(ForwardTile.HeadDims.Select(d => (BackwardTraits.For(d).BlockM, BackwardTraits.For(d).BlockN)))

@@ -99,7 +99,6 @@ internal static class NvrtcBackward
             DKStrides = NvrtcForward.Strides(args.DK),
             DVStrides = NvrtcForward.Strides(args.DV),
             SoftmaxScale = options.ResolveSoftmaxScale(args.Shape.HeadDim),
-            Batch = args.Shape.Batch,
             HeadsKv = args.Shape.HeadsKv,
             OwnerHeads = plan.OwnerHeads,
             OwnerBatches = plan.OwnerBatches,

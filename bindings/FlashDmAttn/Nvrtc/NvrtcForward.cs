@@ -24,6 +24,7 @@ internal static class NvrtcForward
 
         nint forward = KernelModules.GetFunction(KernelVariant.Forward(args.DType, shape.HeadDim), device, plan.ForwardSharedMemoryLimit);
         nint occupancy = plan.MaskPlanes > 0 ? KernelModules.GetFunction(KernelVariant.Occupancy(plan.Tile), device, 0) : 0;
+        nint combine = plan.KvSplits > 1 ? KernelModules.GetFunction(KernelVariant.ForwardCombine(args.DType, shape.HeadDim), device, 0) : 0;
 
         if (args.TileStats != 0)
             CudaDriver.ThrowIfFailed(Interop.Cuda.cuMemsetD8Async(Address(args.TileStats), 0, 2 * sizeof(ulong), stream));
@@ -34,14 +35,12 @@ internal static class NvrtcForward
             CudaDriver.ThrowIfFailed(Interop.Cuda.cuMemAllocAsync(out scratch, (nuint)plan.WorkspaceBytes, stream));
         try
         {
+            Place(ref parameters, plan, scratch);
             if (plan.MaskPlanes > 0)
-            {
-                parameters.Occupancy = (nint)scratch;
-                parameters.FullTiles = (nint)(scratch + (ulong)plan.BitmapWords * sizeof(uint));
                 LaunchKernel(occupancy, plan.OccupancyGrid, ForwardLaunchPlan.OccupancyThreads, 0, stream, &parameters);
-            }
-
             LaunchKernel(forward, plan.ForwardGrid, plan.Tile.Threads, plan.ForwardSharedMemoryBytes, stream, &parameters);
+            if (plan.KvSplits > 1)
+                LaunchKernel(combine, (plan.CombineBlocks, 1, 1), ForwardLaunchPlan.CombineThreads, 0, stream, &parameters);
         }
         catch
         {
@@ -52,6 +51,23 @@ internal static class NvrtcForward
 
         if (ownsScratch)
             CudaDriver.ThrowIfFailed(Interop.Cuda.cuMemFreeAsync(scratch, stream));
+    }
+
+    // place_fwd_scratch: the split-KV partials and the bitmaps in the call's scratch.
+    private static void Place(ref KernelParams.Forward parameters, ForwardLaunchPlan plan, ulong scratch)
+    {
+        parameters.KvSplits = plan.KvSplits;
+        if (plan.KvSplits > 1)
+        {
+            parameters.OPartial = (nint)scratch;
+            parameters.LsePartial = (nint)(scratch + (ulong)plan.LsePartialOffset);
+        }
+
+        if (plan.MaskPlanes > 0)
+        {
+            parameters.Occupancy = (nint)(scratch + (ulong)plan.BitmapsOffset);
+            parameters.FullTiles = parameters.Occupancy + (nint)(plan.BitmapWords * sizeof(uint));
+        }
     }
 
     // make_fwd_params: the ABI's fields in the kernel's form, broadcasts as zero strides and scales in log2 space.
@@ -82,6 +98,8 @@ internal static class NvrtcForward
             QkScale = softcap > 0 ? scale / softcap : scale * Log2e,
             BiasScale = softcap > 0 ? 1f / softcap : Log2e,
             SoftcapOut = softcap > 0 ? softcap * Log2e : 0f,
+            KvSplits = 1,
+            Batch = shape.Batch,
         };
     }
 
