@@ -36,11 +36,14 @@ def main(L=8192, D=128, hq=2, hkv=1):
         rows.append((f"ours causal {name}", ms))
     d_out = torch.randn_like(q)
     d_q, d_k, d_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    for name, m in (("no mask", None), ("dense mask", mask)):
-        fwd = fdma.make_params(q, k, v, out, mask=m, lse=lse, causal=True)
+    d_bias = torch.empty(1, hkv, 1, L, device="cuda")
+    for name, m, b, db in (("no mask", None, None, None), ("dense mask", mask, None, None),
+                           ("dense mask + row bias, dBias", mask, bias_row, d_bias),
+                           ("swa w1024 mask + row bias, dBias", swa, bias_row, d_bias)):
+        fwd = fdma.make_params(q, k, v, out, mask=m, bias=b, lse=lse, causal=True)
         fdma.LIB.fdma_fwd(fwd)
         for deterministic in (False, True):
-            bwd = fdma.make_bwd_params(q, k, v, out, lse, d_out, d_q, d_k, d_v, mask=m, causal=True,
+            bwd = fdma.make_bwd_params(q, k, v, out, lse, d_out, d_q, d_k, d_v, mask=m, bias=b, d_bias=db, causal=True,
                                        deterministic=deterministic)
 
             def step():
