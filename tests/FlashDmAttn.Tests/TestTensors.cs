@@ -95,7 +95,7 @@ internal static class Tensors
         if (typeof(T) == typeof(Half))
             return (T)(object)(Half)value;
         if (typeof(T) == typeof(BFloat16))
-            return (T)(object)(BFloat16)(float)value;
+            return (T)(object)Reference.ReferenceAttention.RoundToBFloat16(value); // one rounding: via float would be two
         if (typeof(T) == typeof(float))
             return (T)(object)(float)value;
         return (T)(object)value;
