@@ -42,7 +42,7 @@ struct BwdTraits {
     // K, V, Q, dO, dS^T, LSE and Delta. (Two stages of Q and dO, loading the next query tile
     // during this one, measured no faster on the H100: 8K causal fwd+bwd 2.03 against 1.89 ms.)
     static constexpr int kDkdvSmemBytes = 4 * kTileBytes + kBlockN * kSRowElems * 2 + 2 * kBlockM * 4;
-    static constexpr int kDqSmemBytes = 4 * kTileBytes;
+    static constexpr int kDqSmemBytes = 4 * kTileBytes;  // Q, dO, K and V; then the bias stage (fwd_bias_stage_bytes)
 
     static_assert(kBlockM == kBlockN && kBlockM == 16 * kWarps, "one 16-row MMA tile per warp, square tiles");
     static_assert(kDSlice % 16 == 0, "slices hold whole pairs of 8-wide MMA tiles");
@@ -56,12 +56,56 @@ struct ScoreCoords {
     float delta;     // rowsum(dO * O)
 };
 
+// Where score_grads finds the bias of score register (ni, e) at coords c. Loads of hidden pairs
+// are discarded (they may hold anything, -inf and NaN included).
+struct NoBias {
+    static constexpr bool kPresent = false;
+    __device__ __forceinline__ float operator()(int, int, const ScoreCoords&) const { return 0.f; }
+};
+
+// The dK/dV kernel's bias when it broadcasts over queries: this thread's two keys never change, so
+// their values sit in registers for the whole walk over query tiles.
+struct KeyBias {
+    static constexpr bool kPresent = true;
+    float key[2];  // keys key_row and key_row + 8 of the tile
+    __device__ __forceinline__ float operator()(int, int e, const ScoreCoords&) const { return key[e / 2]; }
+};
+
+// The dK/dV kernel's bias with a row per query: element by element from global memory.
+struct GlobalBias {
+    static constexpr bool kPresent = true;
+    const FwdParams& p;
+    const char* bias;  // this (batch, head)'s slice
+    int bias_size;
+    __device__ __forceinline__ float operator()(int, int, const ScoreCoords& c) const {
+        return load_bias(bias + bias_size * (c.query * p.bias.stride_row), c.key, p.bias.type);
+    }
+};
+
+// The dQ kernel's bias: the key tile's stage in shared memory (kBiasType: its DType), read as in
+// the forward, a pair of neighbouring keys per load.
+template <typename Traits, int kBiasType>
+struct StagedBias {
+    static constexpr bool kPresent = true;
+    const BiasStage<Traits>& stage;
+    int warp;
+    int lane;
+    __device__ __forceinline__ float operator()(int ni, int e, const ScoreCoords&) const {
+        const int row = warp * 16 + lane / 4 + (e / 2) * 8;
+        float pair[2];
+        staged_bias_pair<kBiasType>(stage.smem + (stage.row_stride == 0 ? 0 : row * stage.row_bytes()) +
+                                        (ni * 8 + (lane % 4) * 2) * stage.element_size,
+                                    pair[0], pair[1]);
+        return pair[e % 2];
+    }
+};
+
 // From raw q.k (s) and dO.v (dp) products: P in place of s and, with kWithGrad, dX (the gradient
 // of the pre-softcap score x = scale * q.k + bias) in place of dp; hidden pairs get 0. One
 // straight-line variant per feature set, as in the forward.
-template <bool kWithGrad, bool kHasBias, bool kSoftcap, bool kUseMask, typename Coords>
+template <bool kWithGrad, bool kSoftcap, bool kUseMask, typename Bias, typename Coords>
 __device__ __forceinline__ void score_grads(const FwdParams& p, float (&s)[8][4], float (&dp)[8][4], const u8* mask,
-                                            const char* bias, int bias_size, Coords&& coords) {
+                                            const Bias& bias, Coords&& coords) {
     const int shift = p.seqlen_k - p.seqlen_q;
 #pragma unroll
     for (int ni = 0; ni < 8; ++ni) {
@@ -71,8 +115,7 @@ __device__ __forceinline__ void score_grads(const FwdParams& p, float (&s)[8][4]
             bool visible = (c.query < p.seqlen_q) & (c.key < p.seqlen_k) & (!p.is_causal | (c.key <= c.query + shift));
             if (kUseMask) visible &= (visible ? __ldg(mask + c.query * p.mask.stride_row + c.key) : 0) != 0;
             float x = s[ni][e] * p.qk_scale;
-            if (kHasBias)
-                x += p.bias_scale * (visible ? load_bias(bias + bias_size * (c.query * p.bias.stride_row), c.key, p.bias.type) : 0.f);
+            if (Bias::kPresent) x += p.bias_scale * (visible ? bias(ni, e, c) : 0.f);
             float score = x, slope = 1.f;  // slope: d score / d x
             if (kSoftcap) {
                 const float t = tanhf(x);
@@ -87,26 +130,15 @@ __device__ __forceinline__ void score_grads(const FwdParams& p, float (&s)[8][4]
 }
 
 // Picks the score_grads variant for this call and tile (uniform branches only).
-template <bool kWithGrad = true, typename Coords>
+template <bool kWithGrad = true, typename Bias, typename Coords>
 __device__ __forceinline__ void score_grads(const FwdParams& p, float (&s)[8][4], float (&dp)[8][4], const u8* mask,
-                                            bool use_mask, const char* bias, int bias_size, Coords&& coords) {
-    const bool softcap = p.softcap_out != 0.f;
-    if (bias != nullptr) {
-        if (softcap) {
-            if (use_mask) score_grads<kWithGrad, true, true, true>(p, s, dp, mask, bias, bias_size, coords);
-            else score_grads<kWithGrad, true, true, false>(p, s, dp, mask, bias, bias_size, coords);
-        } else {
-            if (use_mask) score_grads<kWithGrad, true, false, true>(p, s, dp, mask, bias, bias_size, coords);
-            else score_grads<kWithGrad, true, false, false>(p, s, dp, mask, bias, bias_size, coords);
-        }
+                                            bool use_mask, const Bias& bias, Coords&& coords) {
+    if (p.softcap_out != 0.f) {
+        if (use_mask) score_grads<kWithGrad, true, true>(p, s, dp, mask, bias, coords);
+        else score_grads<kWithGrad, true, false>(p, s, dp, mask, bias, coords);
     } else {
-        if (softcap) {
-            if (use_mask) score_grads<kWithGrad, false, true, true>(p, s, dp, mask, bias, bias_size, coords);
-            else score_grads<kWithGrad, false, true, false>(p, s, dp, mask, bias, bias_size, coords);
-        } else {
-            if (use_mask) score_grads<kWithGrad, false, false, true>(p, s, dp, mask, bias, bias_size, coords);
-            else score_grads<kWithGrad, false, false, false>(p, s, dp, mask, bias, bias_size, coords);
-        }
+        if (use_mask) score_grads<kWithGrad, false, true>(p, s, dp, mask, bias, coords);
+        else score_grads<kWithGrad, false, false>(p, s, dp, mask, bias, coords);
     }
 }
 
@@ -214,6 +246,14 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
                     return mask_g == nullptr ? m : next_set_tile(p.occupancy_t + bitmap_col, m, m_tiles);
                 };
 
+                KeyBias key_bias{};
+                if (bias_g != nullptr && p.bias.stride_row == 0) {
+#pragma unroll
+                    for (int half = 0; half < 2; ++half) {
+                        const int key = n0 + key_row + half * 8;
+                        key_bias.key[half] = key < Lk ? load_bias(bias_g, key, p.bias.type) : 0.f;
+                    }
+                }
                 float dbias_sum[2] = {0.f, 0.f};  // row-broadcast dBias: this thread's share per key
                 int visited = 0;
                 for (int m_tile = next_tile(m_begin); m_tile < m_tiles; m_tile = next_tile(m_tile + 1)) {
@@ -237,10 +277,13 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
                     two_products<Traits, Ops>(s, dp, sK, sV, sQ, sdO, warp, lane);
 
                     // P^T in place of s, dX^T in place of dP^T.
-                    score_grads(p, s, dp, mask_g, use_mask, bias_g, bias_size, [&](int ni, int e) {
+                    auto coords = [&](int ni, int e) {
                         const int q_local = ni * 8 + (lane % 4) * 2 + e % 2;
                         return ScoreCoords{m0 + q_local, n0 + key_row + (e / 2) * 8, sLse[q_local], sDelta[q_local]};
-                    });
+                    };
+                    if (bias_g == nullptr) score_grads(p, s, dp, mask_g, use_mask, NoBias{}, coords);
+                    else if (p.bias.stride_row == 0) score_grads(p, s, dp, mask_g, use_mask, key_bias, coords);
+                    else score_grads(p, s, dp, mask_g, use_mask, GlobalBias{p, bias_g, bias_size}, coords);
                     if (dbias_g != nullptr && first_slice) {
                         if (p.bias.rows == 1) {
 #pragma unroll
@@ -404,13 +447,13 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         const int last_key = min(m0 + kBlockM, Lq) - 1 + shift;
         n_end = last_key < 0 ? 0 : min(n_tiles, last_key / kBlockN + 1);
     }
-    const int bias_size = element_size(p.bias.type);
     const char* q_g = head_slice(p.q, p.q_strides, batch, head);
     const char* do_g = head_slice(bp.d_o, bp.d_o_strides, batch, head);
     const char* k_g = head_slice(p.k, p.k_strides, batch, kv_head);
     const char* v_g = head_slice(p.v, p.v_strides, batch, kv_head);
     const u8* mask_g = reinterpret_cast<const u8*>(broadcast_slice(p.mask, 1, batch, head));
-    const char* bias_g = broadcast_slice(p.bias, bias_size, batch, head);
+    const int bias_type = p.bias.data == nullptr ? 0 : p.bias.type;
+    const BiasStage<Traits> bias{smem + 4 * Traits::kTileBytes, broadcast_slice(p.bias, element_size(p.bias.type), batch, head), p.bias};
     const i64 bitmap_row = (mask_slot(p.mask, batch, head) * gridDim.x + blockIdx.x) * occupancy_words(n_tiles);
     auto next_tile = [&](int n) {  // first key tile >= n holding a visible pair with these queries
         return mask_g == nullptr ? min(n, n_end) : next_set_tile(p.occupancy + bitmap_row, n, n_end);
@@ -439,6 +482,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         const int n0 = n * kBlockN;
         load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n0, Lk);
         load_tile_async<Traits, kBlockN>(sV, v_g, 2 * p.v_strides.seq, n0, Lk);
+        if (bias_type != 0) bias.load(m0, n0, Lq, Lk);
         cp_async_commit();
         const bool use_mask = mask_g != nullptr &&
             ((__ldg(p.full_tiles + bitmap_row + n / 32) >> (n % 32)) & 1u) == 0;
@@ -452,33 +496,36 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
             return ScoreCoords{m0 + warp * 16 + lane / 4 + (e / 2) * 8, n0 + ni * 8 + (lane % 4) * 2 + e % 2,
                                lse_log2[e / 2], delta[e / 2]};
         };
+        constexpr bool kWithGrad = !kDeltaPass;
+        switch (bias_type) {
+            case 0: score_grads<kWithGrad>(p, s, dp, mask_g, use_mask, NoBias{}, coords); break;
+            case kFloat16: score_grads<kWithGrad>(p, s, dp, mask_g, use_mask, StagedBias<Traits, kFloat16>{bias, warp, lane}, coords); break;
+            case kBFloat16: score_grads<kWithGrad>(p, s, dp, mask_g, use_mask, StagedBias<Traits, kBFloat16>{bias, warp, lane}, coords); break;
+            default: score_grads<kWithGrad>(p, s, dp, mask_g, use_mask, StagedBias<Traits, kFloat32>{bias, warp, lane}, coords); break;
+        }
         if constexpr (kDeltaPass) {
-            score_grads<false>(p, s, dp, mask_g, use_mask, bias_g, bias_size, coords);
 #pragma unroll
             for (int ni = 0; ni < 8; ++ni)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) delta[e / 2] += s[ni][e] * dp[ni][e];
-            __syncthreads();  // every warp is done with sK and sV
-            continue;
-        }
-        score_grads(p, s, dp, mask_g, use_mask, bias_g, bias_size, coords);
-
+        } else {
 #pragma unroll
-        for (int kk = 0; kk < kBlockN / 16; ++kk) {
-            u32 a[4];
-            a[0] = Ops::pack(dp[2 * kk][0], dp[2 * kk][1]);
-            a[1] = Ops::pack(dp[2 * kk][2], dp[2 * kk][3]);
-            a[2] = Ops::pack(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-            a[3] = Ops::pack(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+            for (int kk = 0; kk < kBlockN / 16; ++kk) {
+                u32 a[4];
+                a[0] = Ops::pack(dp[2 * kk][0], dp[2 * kk][1]);
+                a[1] = Ops::pack(dp[2 * kk][2], dp[2 * kk][3]);
+                a[2] = Ops::pack(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+                a[3] = Ops::pack(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
 #pragma unroll
-            for (int dj = 0; dj < kDTiles / 2; ++dj) {
-                u32 b[4];
-                ldmatrix_x4_trans(b, sK + ((kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kRowElems + dj * 16 + (lane / 16) * 8) * 2);
-                Ops::mma(acc_dq[2 * dj], a, b[0], b[1]);
-                Ops::mma(acc_dq[2 * dj + 1], a, b[2], b[3]);
+                for (int dj = 0; dj < kDTiles / 2; ++dj) {
+                    u32 b[4];
+                    ldmatrix_x4_trans(b, sK + ((kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kRowElems + dj * 16 + (lane / 16) * 8) * 2);
+                    Ops::mma(acc_dq[2 * dj], a, b[0], b[1]);
+                    Ops::mma(acc_dq[2 * dj + 1], a, b[2], b[3]);
+                }
             }
         }
-        __syncthreads();  // every warp is done with sK and sV
+        __syncthreads();  // every warp is done with sK, sV and the bias
     }
     cp_async_wait<0>();  // Q and dO of a tile with no visited key tile
 

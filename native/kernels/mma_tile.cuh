@@ -1,5 +1,6 @@
 // Pieces shared by the forward and backward kernels: MMA per element type, cp.async tile loads
-// into padded shared memory, bias element loads. Device-only, no host headers.
+// into padded shared memory, bias element loads and the shared-memory stage of a key tile's bias.
+// Device-only, no host headers.
 #pragma once
 
 #include "fwd_params.cuh"
@@ -70,6 +71,92 @@ __device__ __forceinline__ float load_bias(const void* row, int col, int type) {
     if (type == kFloat32) return __ldg(static_cast<const float*>(row) + col);
     const u16 bits = __ldg(static_cast<const u16*>(row) + col);
     return type == kFloat16 ? cvt_f32_f16(bits) : cvt_f32_bf16(bits);
+}
+
+// One key tile's bias, staged in shared memory with the tile's K (fwd_bias_stage_bytes gives its
+// size; Traits: kBlockM query rows, kBlockN keys, kThreads): each bias element crosses from global
+// memory once per block, not once per score register, and the score pass reads neighbouring keys
+// in one shared load, without bounds tests (elements outside both lengths are staged as zeros;
+// they only meet hidden scores).
+template <typename Traits>
+struct BiasStage {
+    unsigned char* smem;  // [rows][(kBlockN + 8) * element_size]
+    const char* gmem;     // this (batch, head)'s bias slice
+    i64 row_stride;       // bytes; 0 when one row serves every query
+    int element_size;
+    bool vectorized;      // every staged row starts 16-byte aligned: cp.async; else element copies
+
+    __device__ __forceinline__ BiasStage(unsigned char* smem_, const char* gmem_, const BroadcastOperand& bias)
+        : smem(smem_), gmem(gmem_), row_stride(bias.stride_row * fdma::element_size(bias.type)),
+          element_size(fdma::element_size(bias.type)),
+          vectorized(((reinterpret_cast<u64>(gmem_) | static_cast<u64>(row_stride)) & 15) == 0) {}
+
+    __device__ __forceinline__ int row_bytes() const { return (Traits::kBlockN + 8) * element_size; }
+    __device__ __forceinline__ int rows() const { return row_stride == 0 ? 1 : Traits::kBlockM; }
+
+    // Stages the tile at (m0, n0): 16-byte cp.async copies (part of the caller's next commit group)
+    // where the rows are aligned, element copies elsewhere; all visible after the caller's next
+    // __syncthreads.
+    __device__ __forceinline__ void load(int m0, int n0, int Lq, int Lk) const {
+        if (vectorized) {
+            const int chunks = Traits::kBlockN * element_size / 16;
+            const int chunk_elements = 16 / element_size;
+            for (int c = threadIdx.x; c < rows() * chunks; c += Traits::kThreads) {
+                const int r = c / chunks;
+                const int col = n0 + (c % chunks) * chunk_elements;
+                const int valid = m0 + r < Lq ? max(0, min(chunk_elements, Lk - col)) : 0;
+                unsigned char* dst = smem + r * row_bytes() + (c % chunks) * 16;
+                const char* src = gmem + (m0 + r) * row_stride + col * element_size;
+                if (valid == chunk_elements) cp_async_16(smem_addr(dst), src, 16);
+                else if (valid == 0) cp_async_16(smem_addr(dst), gmem, 0);
+                else  // the chunk Lk cuts: a partial cp.async would still be a 16-byte read past the end
+                    for (int e = 0; e < chunk_elements; ++e) copy_element(dst + e * element_size, src + e * element_size, e < valid);
+            }
+            return;
+        }
+        constexpr int kBatch = 8;  // loads in flight per thread before their stores
+        const int total = rows() * Traits::kBlockN;
+        for (int first = threadIdx.x; first < total; first += kBatch * Traits::kThreads) {
+            u32 value[kBatch];
+#pragma unroll
+            for (int u = 0; u < kBatch; ++u) {
+                const int i = first + u * Traits::kThreads;
+                const int r = i / Traits::kBlockN;
+                const int col = n0 + i % Traits::kBlockN;
+                value[u] = i < total && m0 + r < Lq && col < Lk ? load_element(gmem + (m0 + r) * row_stride + col * element_size) : 0u;
+            }
+#pragma unroll
+            for (int u = 0; u < kBatch; ++u) {
+                const int i = first + u * Traits::kThreads;
+                if (i >= total) break;
+                store_element(smem + (i / Traits::kBlockN) * row_bytes() + (i % Traits::kBlockN) * element_size, value[u]);
+            }
+        }
+    }
+
+    __device__ __forceinline__ u32 load_element(const char* src) const {
+        return element_size == 4 ? __ldg(reinterpret_cast<const u32*>(src)) : __ldg(reinterpret_cast<const u16*>(src));
+    }
+    __device__ __forceinline__ void store_element(unsigned char* dst, u32 value) const {
+        if (element_size == 4) *reinterpret_cast<u32*>(dst) = value;
+        else *reinterpret_cast<u16*>(dst) = static_cast<u16>(value);
+    }
+    __device__ __forceinline__ void copy_element(unsigned char* dst, const char* src, bool in_range) const {
+        store_element(dst, in_range ? load_element(src) : 0u);
+    }
+};
+
+// The staged bias of two neighbouring keys (kBiasType: the DType of the bias).
+template <int kBiasType>
+__device__ __forceinline__ void staged_bias_pair(const unsigned char* at, float& b0, float& b1) {
+    if constexpr (kBiasType == kFloat32) {
+        const float2 pair = *reinterpret_cast<const float2*>(at);
+        b0 = pair.x, b1 = pair.y;
+    } else {
+        const u32 pair = *reinterpret_cast<const u32*>(at);
+        b0 = kBiasType == kFloat16 ? cvt_f32_f16(static_cast<u16>(pair)) : cvt_f32_bf16(static_cast<u16>(pair));
+        b1 = kBiasType == kFloat16 ? cvt_f32_f16(static_cast<u16>(pair >> 16)) : cvt_f32_bf16(static_cast<u16>(pair >> 16));
+    }
 }
 
 }  // namespace fdma

@@ -30,11 +30,15 @@ cudaError_t launch_bwd(const BwdParams& params, const BwdScratch& scratch, cudaS
     const long long rows = static_cast<long long>(p.batch) * p.heads_q * p.seqlen_q;
     const unsigned row_blocks = static_cast<unsigned>((rows + kRowPassThreads / 32 - 1) / (kRowPassThreads / 32));
     const dim3 query_tiles(m_tiles, p.heads_q, p.batch);
+    // The query-major kernels stage the bias after their tiles; their limit is the same for every
+    // call (see launch_fwd).
+    const int dq_smem_limit = Traits::kDqSmemBytes + fwd_max_bias_stage_bytes(Traits::kTile);
+    const int dq_smem_bytes = Traits::kDqSmemBytes + fwd_bias_stage_bytes(Traits::kTile, p.bias);
     if (kElementType == kBFloat16) {  // Delta from P and dP: see dmattn_bwd_dq_kernel
         const auto delta = dmattn_bwd_dq_kernel<kElementType, kHeadDim, true>;
-        if ((err = cudaFuncSetAttribute(delta, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kDqSmemBytes)))
+        if ((err = cudaFuncSetAttribute(delta, cudaFuncAttributeMaxDynamicSharedMemorySize, dq_smem_limit)))
             return err;
-        delta<<<query_tiles, Traits::kThreads, Traits::kDqSmemBytes, stream>>>(params);
+        delta<<<query_tiles, Traits::kThreads, dq_smem_bytes, stream>>>(params);
     } else {
         bwd_delta_kernel<kElementType><<<row_blocks, kRowPassThreads, 0, stream>>>(params, kHeadDim);
     }
@@ -47,9 +51,9 @@ cudaError_t launch_bwd(const BwdParams& params, const BwdScratch& scratch, cudaS
 
     if (params.d_q_accum == nullptr) {
         const auto dq = dmattn_bwd_dq_kernel<kElementType, kHeadDim, false>;
-        if ((err = cudaFuncSetAttribute(dq, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kDqSmemBytes)))
+        if ((err = cudaFuncSetAttribute(dq, cudaFuncAttributeMaxDynamicSharedMemorySize, dq_smem_limit)))
             return err;
-        dq<<<query_tiles, Traits::kThreads, Traits::kDqSmemBytes, stream>>>(params);
+        dq<<<query_tiles, Traits::kThreads, dq_smem_bytes, stream>>>(params);
     } else {
         bwd_convert_dq_kernel<kElementType><<<row_blocks, kRowPassThreads, 0, stream>>>(params, kHeadDim);
     }

@@ -118,6 +118,10 @@ public class NvrtcMirrorTests : NvrtcTest
             {
                 asserts.AppendLine($"static_assert({traits}::{name} == {value}, \"{traits}::{name}\");");
             }
+
+            var rowBias = new KernelParams.BroadcastOperand { Data = 1, Type = (int)ScalarType.BFloat16 };
+            asserts.AppendLine($"static_assert({traits}::kDqSmemBytes + fdma::fwd_bias_stage_bytes(fdma::bwd_tile({d}), fdma::BroadcastOperand{{\"\", 0, 0, 0, 1, 1, 1, 1, fdma::kBFloat16}}) == {t.DqLaunchSharedMemoryBytes(rowBias)}, \"dQ kernels with a row bias, {d}\");");
+            asserts.AppendLine($"static_assert({traits}::kDqSmemBytes + fdma::fwd_max_bias_stage_bytes(fdma::bwd_tile({d})) == {t.DqSharedMemoryLimit}, \"dQ kernels' limit, {d}\");");
         }
 
         asserts.AppendLine($"static_assert(fdma::kRowPassThreads == {BackwardLaunchPlan.RowPassThreads}, \"kRowPassThreads\");");

@@ -29,6 +29,14 @@ internal readonly record struct BackwardTraits(int HeadDim, int BlockM, int Bloc
 
     // kDqSmemBytes: Q, dO, K and V.
     public int DqSharedMemoryBytes => 4 * TileBytes;
+
+    // The query-major kernels (deterministic dQ, bf16's Delta pass) stage the bias after their tiles, as the forward
+    // does (fwd_bias_stage_bytes with bwd_tile); their limit is the same for every call.
+    public int DqLaunchSharedMemoryBytes(KernelParams.BroadcastOperand bias) => DqSharedMemoryBytes + Tile.BiasStageBytes(bias);
+
+    public int DqSharedMemoryLimit => DqSharedMemoryBytes + Tile.MaxBiasStageBytes;
+
+    private ForwardTile Tile => new(BlockM, BlockN, Warps);
 }
 
 // fdma::BwdScratch of native/src/bwd_launch.h, laid out as bwd_scratch_layout() in bwd_args.cpp lays it out: byte

@@ -19,8 +19,11 @@ internal readonly record struct ForwardTile(int BlockM, int BlockN, int Warps)
     public int BiasStageBytes(KernelParams.BroadcastOperand bias) =>
         bias.Data == 0 ? 0 : (bias.StrideRow == 0 ? 1 : BlockM) * (BlockN + 8) * ((ScalarType)bias.Type).ElementSize();
 
-    // The most a launch asks for (fwd_max_bias_stage_bytes: BlockM fp32 rows): the limit a loaded forward kernel is given.
-    public int SharedMemoryLimit(int headDim) => SharedMemoryBytes(headDim) + BlockM * (BlockN + 8) * 4;
+    // fwd_max_bias_stage_bytes(): BlockM rows of fp32, the most a launch stages.
+    public int MaxBiasStageBytes => BlockM * (BlockN + 8) * 4;
+
+    // The most a launch asks for: the limit a loaded forward kernel is given.
+    public int SharedMemoryLimit(int headDim) => SharedMemoryBytes(headDim) + MaxBiasStageBytes;
 }
 
 // Everything the NVRTC backend launches for one call, computed in this one place the way native/src/fwd_launch.cuh

@@ -33,9 +33,10 @@ internal static class NvrtcBackward
         BuildImages([plan.OccupancyKernel, plan.DeltaKernel, plan.DkDvKernel, plan.DqKernel, plan.ConvertDBiasKernel], KernelModules.TargetOf(device));
         BackwardTraits traits = plan.Traits;
         nint occupancy = plan.OccupancyKernel is { } o ? KernelModules.GetFunction(o, device, 0) : 0;
-        nint delta = KernelModules.GetFunction(plan.DeltaKernel, device, plan.DeltaIsRowPass ? 0 : traits.DqSharedMemoryBytes);
+        nint delta = KernelModules.GetFunction(plan.DeltaKernel, device, plan.DeltaIsRowPass ? 0 : traits.DqSharedMemoryLimit);
         nint dkdv = KernelModules.GetFunction(plan.DkDvKernel, device, traits.DkDvSharedMemoryBytes);
-        nint dq = KernelModules.GetFunction(plan.DqKernel, device, plan.Deterministic ? traits.DqSharedMemoryBytes : 0);
+        nint dq = KernelModules.GetFunction(plan.DqKernel, device, plan.Deterministic ? traits.DqSharedMemoryLimit : 0);
+        int dqSharedBytes = traits.DqLaunchSharedMemoryBytes(parameters.Fwd.Bias);
         nint convertDBias = plan.ConvertDBiasKernel is { } c ? KernelModules.GetFunction(c, device, 0) : 0;
 
         // Every backward call needs scratch (Delta at least): the caller's, else stream-ordered for the call.
@@ -63,10 +64,10 @@ internal static class NvrtcBackward
             if (plan.DeltaIsRowPass)
                 NvrtcLaunch.Kernel(delta, (plan.RowBlocks, 1, 1), BackwardLaunchPlan.RowPassThreads, 0, stream, rowArguments);
             else
-                NvrtcLaunch.Kernel(delta, plan.QueryTileGrid, traits.Threads, traits.DqSharedMemoryBytes, stream, tileArguments);
+                NvrtcLaunch.Kernel(delta, plan.QueryTileGrid, traits.Threads, dqSharedBytes, stream, tileArguments);
             NvrtcLaunch.Kernel(dkdv, plan.DkDvGrid, traits.Threads, traits.DkDvSharedMemoryBytes, stream, tileArguments);
             if (plan.Deterministic)
-                NvrtcLaunch.Kernel(dq, plan.QueryTileGrid, traits.Threads, traits.DqSharedMemoryBytes, stream, tileArguments);
+                NvrtcLaunch.Kernel(dq, plan.QueryTileGrid, traits.Threads, dqSharedBytes, stream, tileArguments);
             else
                 NvrtcLaunch.Kernel(dq, (plan.RowBlocks, 1, 1), BackwardLaunchPlan.RowPassThreads, 0, stream, rowArguments);
             if (convertDBias != 0)
