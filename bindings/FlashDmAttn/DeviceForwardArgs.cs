@@ -45,7 +45,8 @@ public sealed record DeviceForwardArgs
     /// <summary>
     /// Optional device scratch of at least <see cref="DynamicMaskAttention.ForwardWorkspaceSize"/> bytes, 16-byte
     /// aligned, not overlapping any tensor; 0 lets the library take stream-ordered scratch itself (cudaMallocAsync)
-    /// for the call. Only a call with a mask uses it.
+    /// for the call. A call with a mask uses it for its tile bitmaps, a call split over keys (a grid of fewer than 256
+    /// blocks) for its partial outputs.
     /// </summary>
     public nint Workspace { get; init; }
 

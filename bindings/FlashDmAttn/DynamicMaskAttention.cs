@@ -128,7 +128,8 @@ public static partial class DynamicMaskAttention
     }
 
     /// <summary>
-    /// Bytes of device scratch a forward call of this shape, type and mask needs (0 without a mask): the least
+    /// Bytes of device scratch a forward call of this shape, type and mask needs (0 without a mask unless the call is
+    /// split over keys, see README "Split-KV"): the least
     /// <see cref="DeviceForwardArgs.WorkspaceBytes"/> a caller-provided <see cref="DeviceForwardArgs.Workspace"/> may
     /// have.
     /// </summary>

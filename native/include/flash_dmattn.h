@@ -113,7 +113,9 @@ typedef struct fdma_fwd_params {
 
     /* Optional device scratch of at least fdma_fwd_workspace_size() bytes, 16-byte aligned, not
      * overlapping any tensor. NULL: the library takes it from CUDA's stream-ordered allocator
-     * (cudaMallocAsync) for the call. Only a call with a mask needs scratch. */
+     * (cudaMallocAsync) for the call. A call with a mask needs scratch for its tile bitmaps, and a
+     * call split over keys (fewer than 256 blocks of query tiles x heads x batch) for its partial
+     * outputs; fdma_fwd_workspace_size() is 0 for the others. */
     void* workspace;
     uint64_t workspace_bytes;
 
@@ -168,7 +170,8 @@ FDMA_API fdma_status fdma_compiled_archs(int32_t* archs, int32_t capacity, int32
 FDMA_API fdma_status fdma_fwd_tile_shape(int32_t head_dim, int32_t dtype, int32_t* block_m,
                                          int32_t* block_n);
 
-/* Bytes of scratch fdma_fwd needs for these parameters (shapes and mask fields are read). */
+/* Bytes of scratch fdma_fwd needs for these parameters (shapes and mask fields are read); the same
+ * on every GPU. */
 FDMA_API fdma_status fdma_fwd_workspace_size(const fdma_fwd_params* params, uint64_t* bytes);
 
 /* Sets struct_size and zeroes everything else. */
