@@ -5,6 +5,7 @@
 // Device-only, no host headers.
 #pragma once
 
+#include "fwd_config.cuh"
 #include "fwd_params.cuh"
 #include "mma_tile.cuh"
 #include "ptx.cuh"
@@ -23,14 +24,28 @@ __global__ void __launch_bounds__(kCombineThreads) fwd_combine_kernel(const FwdP
     const int head = static_cast<int>(row / p.seqlen_q % p.heads_q);
     const int batch = static_cast<int>(row / p.seqlen_q / p.heads_q);
 
-    // The partials of split s sit `rows` rows after those of split s - 1 ([split][B][Hq][Lq]).
+    // The partials of split s sit `rows` rows after those of split s - 1 ([split][B][Hq][Lq]). Each
+    // lane holds the LSEs of splits lane, lane + 32, ...; their weights reach the other lanes by
+    // shuffles, so that the loop over splits issues only independent loads of the partial outputs.
+    constexpr int kSplitsPerLane = kKvSplitMax / 32;
+    float lse[kSplitsPerLane];
     float max_lse = neg_inf();
-    for (int s = lane; s < p.kv_splits; s += 32) max_lse = fmaxf(max_lse, p.lse_partial[s * rows + row]);
+#pragma unroll
+    for (int i = 0; i < kSplitsPerLane; ++i) {
+        const int s = lane + 32 * i;
+        lse[i] = s < p.kv_splits ? p.lse_partial[s * rows + row] : neg_inf();
+        max_lse = fmaxf(max_lse, lse[i]);
+    }
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) max_lse = fmaxf(max_lse, __shfl_xor_sync(0xffffffffu, max_lse, offset));
     const float base = max_lse == neg_inf() ? 0.f : max_lse;  // no split saw a key: every weight is 0
+    float weight[kSplitsPerLane];
     float sum = 0.f;
-    for (int s = lane; s < p.kv_splits; s += 32) sum += ex2_approx(p.lse_partial[s * rows + row] - base);
+#pragma unroll
+    for (int i = 0; i < kSplitsPerLane; ++i) {
+        weight[i] = ex2_approx(lse[i] - base);
+        sum += weight[i];
+    }
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
@@ -40,16 +55,22 @@ __global__ void __launch_bounds__(kCombineThreads) fwd_combine_kernel(const FwdP
     float2 acc[kPairsPerLane];
 #pragma unroll
     for (int i = 0; i < kPairsPerLane; ++i) acc[i] = float2{0.f, 0.f};
-    for (int s = 0; s < p.kv_splits; ++s) {
-        const float weight = ex2_approx(p.lse_partial[s * rows + row] - base) * inv;
-        const float2* o_s = reinterpret_cast<const float2*>(p.o_partial + (s * rows + row) * kHeadDim);
 #pragma unroll
-        for (int i = 0; i < kPairsPerLane; ++i) {
-            const int pair = lane + 32 * i;
-            if (pair < kPairs) {
-                const float2 v = o_s[pair];
-                acc[i].x += weight * v.x;
-                acc[i].y += weight * v.y;
+    for (int i = 0; i < kSplitsPerLane; ++i) {
+        const int splits_here = min(32, p.kv_splits - 32 * i);  // uniform; <= 0 past the last split
+#pragma unroll 8
+        for (int from = 0; from < splits_here; ++from) {
+            const int s = 32 * i + from;
+            const float w = __shfl_sync(0xffffffffu, weight[i], from) * inv;
+            const float2* o_s = reinterpret_cast<const float2*>(p.o_partial + (s * rows + row) * kHeadDim);
+#pragma unroll
+            for (int j = 0; j < kPairsPerLane; ++j) {
+                const int pair = lane + 32 * j;
+                if (pair < kPairs) {
+                    const float2 v = o_s[pair];
+                    acc[j].x += w * v.x;
+                    acc[j].y += w * v.y;
+                }
             }
         }
     }
