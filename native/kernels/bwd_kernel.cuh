@@ -91,11 +91,8 @@ struct StagedBias {
     int warp;
     int lane;
     __device__ __forceinline__ float operator()(int ni, int e, const ScoreCoords&) const {
-        const int row = warp * 16 + lane / 4 + (e / 2) * 8;
         float pair[2];
-        staged_bias_pair<kBiasType>(stage.smem + (stage.row_stride == 0 ? 0 : row * stage.row_bytes()) +
-                                        (ni * 8 + (lane % 4) * 2) * stage.element_size,
-                                    pair[0], pair[1]);
+        stage.template pair<kBiasType>(warp * 16 + lane / 4 + (e / 2) * 8, ni * 8 + (lane % 4) * 2, pair[0], pair[1]);
         return pair[e % 2];
     }
 };
@@ -453,7 +450,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     const char* v_g = head_slice(p.v, p.v_strides, batch, kv_head);
     const u8* mask_g = reinterpret_cast<const u8*>(broadcast_slice(p.mask, 1, batch, head));
     const int bias_type = p.bias.data == nullptr ? 0 : p.bias.type;
-    const BiasStage<Traits> bias{smem + 4 * Traits::kTileBytes, broadcast_slice(p.bias, element_size(p.bias.type), batch, head), p.bias};
+    const BiasStage<Traits> bias{smem + 4 * Traits::kTileBytes, p.bias, batch, head};
     const i64 bitmap_row = (mask_slot(p.mask, batch, head) * gridDim.x + blockIdx.x) * occupancy_words(n_tiles);
     auto next_tile = [&](int n) {  // first key tile >= n holding a visible pair with these queries
         return mask_g == nullptr ? min(n, n_end) : next_set_tile(p.occupancy + bitmap_row, n, n_end);

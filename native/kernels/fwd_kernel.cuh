@@ -47,13 +47,11 @@ __device__ __forceinline__ void apply_score_mod(float (&s)[Traits::kMTiles][Trai
     for (int mi = 0; mi < Traits::kMTiles; ++mi) {
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-            const unsigned char* bias_row =
-                bias.smem + (bias.row_stride == 0 ? 0 : ThreadRows<Traits>::of(warp, lane, mi, half) * bias.row_bytes());
+            const int row = ThreadRows<Traits>::of(warp, lane, mi, half);
 #pragma unroll
             for (int ni = 0; ni < Traits::kNTiles; ++ni) {
                 float b[2] = {0.f, 0.f};
-                if (kBiasType != 0)
-                    staged_bias_pair<kBiasType>(bias_row + (ni * 8 + (lane % 4) * 2) * bias.element_size, b[0], b[1]);
+                if (kBiasType != 0) bias.template pair<kBiasType>(row, ni * 8 + (lane % 4) * 2, b[0], b[1]);
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     float& x = s[mi][ni][half * 2 + e];
@@ -110,7 +108,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     const char* v_g = head_slice(p.v, p.v_strides, batch, kv_head);
     const u8* mask_g = reinterpret_cast<const u8*>(broadcast_slice(p.mask, 1, batch, head));
     const int bias_type = p.bias.data == nullptr ? 0 : p.bias.type;
-    const BiasStage<Traits> bias{bias_smem, broadcast_slice(p.bias, element_size(p.bias.type), batch, head), p.bias};
+    const BiasStage<Traits> bias{bias_smem, p.bias, batch, head};
 
     // Key tiles [0, n_end) can hold a visible key for some row of this block; the rest are
     // causally hidden and skipped without a look. A split takes its share [n_begin, n_end) of them.

@@ -73,6 +73,19 @@ __device__ __forceinline__ float load_bias(const void* row, int col, int type) {
     return type == kFloat16 ? cvt_f32_f16(bits) : cvt_f32_bf16(bits);
 }
 
+// The staged bias of two neighbouring keys (kBiasType: the DType of the bias).
+template <int kBiasType>
+__device__ __forceinline__ void staged_bias_pair(const unsigned char* at, float& b0, float& b1) {
+    if constexpr (kBiasType == kFloat32) {
+        const float2 pair = *reinterpret_cast<const float2*>(at);
+        b0 = pair.x, b1 = pair.y;
+    } else {
+        const u32 pair = *reinterpret_cast<const u32*>(at);
+        b0 = kBiasType == kFloat16 ? cvt_f32_f16(static_cast<u16>(pair)) : cvt_f32_bf16(static_cast<u16>(pair));
+        b1 = kBiasType == kFloat16 ? cvt_f32_f16(static_cast<u16>(pair >> 16)) : cvt_f32_bf16(static_cast<u16>(pair >> 16));
+    }
+}
+
 // One key tile's bias, staged in shared memory with the tile's K (fwd_bias_stage_bytes gives its
 // size; Traits: kBlockM query rows, kBlockN keys, kThreads): each bias element crosses from global
 // memory once per block, not once per score register, and the score pass reads neighbouring keys
@@ -86,13 +99,22 @@ struct BiasStage {
     int element_size;
     bool vectorized;      // every staged row starts 16-byte aligned: cp.async; else element copies
 
-    __device__ __forceinline__ BiasStage(unsigned char* smem_, const char* gmem_, const BroadcastOperand& bias)
-        : smem(smem_), gmem(gmem_), row_stride(bias.stride_row * fdma::element_size(bias.type)),
-          element_size(fdma::element_size(bias.type)),
-          vectorized(((reinterpret_cast<u64>(gmem_) | static_cast<u64>(row_stride)) & 15) == 0) {}
+    // The stage of (batch, query head)'s bias at smem_.
+    __device__ __forceinline__ BiasStage(unsigned char* smem_, const BroadcastOperand& bias, int batch, int head)
+        : smem(smem_), gmem(broadcast_slice(bias, fdma::element_size(bias.type), batch, head)),
+          row_stride(bias.stride_row * fdma::element_size(bias.type)), element_size(fdma::element_size(bias.type)),
+          vectorized(((reinterpret_cast<u64>(gmem) | static_cast<u64>(row_stride)) & 15) == 0) {}
 
     __device__ __forceinline__ int row_bytes() const { return (Traits::kBlockN + 8) * element_size; }
     __device__ __forceinline__ int rows() const { return row_stride == 0 ? 1 : Traits::kBlockM; }
+
+    // The staged bias of keys key and key + 1 (even) of the block's query row `row`; kBiasType, the
+    // bias's DType, makes the element size a constant of the score pass.
+    template <int kBiasType>
+    __device__ __forceinline__ void pair(int row, int key, float& b0, float& b1) const {
+        constexpr int kBytes = kBiasType == kFloat32 ? 4 : 2;
+        staged_bias_pair<kBiasType>(smem + (row_stride == 0 ? 0 : row * (Traits::kBlockN + 8) * kBytes) + key * kBytes, b0, b1);
+    }
 
     // Stages the tile at (m0, n0): 16-byte cp.async copies (part of the caller's next commit group)
     // where the rows are aligned, element copies elsewhere; all visible after the caller's next
@@ -145,18 +167,5 @@ struct BiasStage {
         store_element(dst, in_range ? load_element(src) : 0u);
     }
 };
-
-// The staged bias of two neighbouring keys (kBiasType: the DType of the bias).
-template <int kBiasType>
-__device__ __forceinline__ void staged_bias_pair(const unsigned char* at, float& b0, float& b1) {
-    if constexpr (kBiasType == kFloat32) {
-        const float2 pair = *reinterpret_cast<const float2*>(at);
-        b0 = pair.x, b1 = pair.y;
-    } else {
-        const u32 pair = *reinterpret_cast<const u32*>(at);
-        b0 = kBiasType == kFloat16 ? cvt_f32_f16(static_cast<u16>(pair)) : cvt_f32_bf16(static_cast<u16>(pair));
-        b1 = kBiasType == kFloat16 ? cvt_f32_f16(static_cast<u16>(pair >> 16)) : cvt_f32_bf16(static_cast<u16>(pair >> 16));
-    }
-}
 
 }  // namespace fdma

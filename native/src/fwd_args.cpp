@@ -48,17 +48,12 @@ fdma_status check_shape(const fdma_fwd_params* in, const std::string& prefix) {
     return FDMA_STATUS_SUCCESS;
 }
 
-}  // namespace
-
-fdma_status check_fwd_shape(const fdma_fwd_params* in, const std::string& prefix) { return check_shape(in, prefix); }
-
-fdma_status fwd_scratch_layout(const fdma_fwd_params* in, FwdScratch& s) {
-    if (const fdma_status st = check_shape(in, "params.")) return st;
-    const fdma_fwd_params& p = *in;
+// The layout of a call whose shapes are checked.
+FwdScratch scratch_layout(const fdma_fwd_params& p) {
+    FwdScratch s;
     const FwdTile tile = fwd_tile(p.head_dim);
     const uint64_t m_tiles = (p.seqlen_q + tile.block_m - 1) / tile.block_m;
     const uint64_t n_tiles = (p.seqlen_k + tile.block_n - 1) / tile.block_n;
-    s = FwdScratch{};
     s.kv_splits = fwd_kv_splits(static_cast<long long>(m_tiles) * p.heads_q * p.batch, static_cast<int>(n_tiles));
     if (s.kv_splits > 1) {
         const uint64_t rows = static_cast<uint64_t>(s.kv_splits) * p.batch * p.heads_q * p.seqlen_q;
@@ -72,6 +67,16 @@ fdma_status fwd_scratch_layout(const fdma_fwd_params* in, FwdScratch& s) {
         s.bitmap_words = static_cast<uint64_t>(p.mask.batch) * p.mask.heads * m_tiles * ((n_tiles + 31) / 32);
         s.total += align256(2 * s.bitmap_words * 4);  // occupied and full
     }
+    return s;
+}
+
+}  // namespace
+
+fdma_status check_fwd_shape(const fdma_fwd_params* in, const std::string& prefix) { return check_shape(in, prefix); }
+
+fdma_status fwd_scratch_layout(const fdma_fwd_params* in, FwdScratch& scratch) {
+    if (const fdma_status st = check_shape(in, "params.")) return st;
+    scratch = scratch_layout(*in);
     return FDMA_STATUS_SUCCESS;
 }
 
@@ -171,7 +176,7 @@ fdma_status make_fwd_params(const fdma_fwd_params* in, FwdParams& out, FwdScratc
     const std::string prefix = "params.";
     Extent extents[kFwdExtents + 1];
     if (const fdma_status st = check_fwd_problem(in, prefix, out, extents)) return st;
-    if (const fdma_status st = fwd_scratch_layout(in, scratch)) return st;
+    scratch = scratch_layout(*in);
     if (const fdma_status st = check_workspace(in->workspace, in->workspace_bytes, scratch.total, prefix, extents[kFwdExtents]))
         return st;
     return check_no_overlaps(extents, kFwdExtents + 1, prefix);
