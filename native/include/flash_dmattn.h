@@ -29,6 +29,11 @@
 extern "C" {
 #endif
 
+/* The library's version: the one place it is written (CMake, MSBuild and fdma_version_string() read it here). */
+#define FDMA_VERSION_MAJOR 0
+#define FDMA_VERSION_MINOR 2
+#define FDMA_VERSION_PATCH 0
+
 /* Bumped on every incompatible change of a struct, an enum or a signature below. */
 #define FDMA_ABI_VERSION 1
 
