@@ -34,8 +34,10 @@ extern "C" {
 #define FDMA_VERSION_MINOR 2
 #define FDMA_VERSION_PATCH 0
 
-/* Bumped on every incompatible change of a struct, an enum or a signature below. */
-#define FDMA_ABI_VERSION 1
+/* Bumped on every incompatible change of a struct, an enum or a signature below. Version 2: the problem both
+ * directions share is one embedded struct (fdma_problem); the backward has its own outputs, statistics, scratch
+ * and stream; masks, biases and the bias gradient take a key stride. */
+#define FDMA_ABI_VERSION 2
 
 typedef enum fdma_status {
     FDMA_STATUS_SUCCESS = 0,
@@ -61,10 +63,12 @@ typedef enum fdma_dtype {
 } fdma_dtype;
 
 /*
- * Optional mask or bias: logical shape (batch, heads, rows, Lk) with
+ * Optional mask or bias (or the bias gradient): logical shape (batch, heads, rows, Lk) with
  *   batch in {1, B}, heads in {1, Hkv, Hq}, rows in {1, Lq};
- * a dimension of size 1 is broadcast (its stride is ignored). The key dimension is contiguous.
- * With heads == Hkv, query head h reads mask/bias head h / (Hq / Hkv).
+ * a dimension of size 1 is broadcast (its stride is ignored). With heads == Hkv, query head h reads
+ * mask/bias head h / (Hq / Hkv). Element (b, h, r, j) is at data + b * stride_batch + h * stride_head +
+ * r * stride_row + j * stride_key (elements), so a transposed view, such as a (B, Lk, Hkv) score seen as
+ * (B, Hkv, 1, Lk) with stride_key = Hkv, needs no copy.
  */
 typedef struct fdma_broadcast_tensor {
     const void* data;     /* device pointer, aligned to its element; NULL = absent */
@@ -75,6 +79,7 @@ typedef struct fdma_broadcast_tensor {
     int64_t stride_batch; /* elements */
     int64_t stride_head;
     int64_t stride_row;
+    int64_t stride_key;   /* >= 1; 1 = contiguous keys (what fdma_*_params_init sets) */
 } fdma_broadcast_tensor;
 
 /* A (batch, seq, heads, head_dim) tensor: pointer and element strides; head_dim contiguous. */
@@ -85,9 +90,10 @@ typedef struct fdma_tensor {
     int64_t stride_head;  /* all three strides: multiples of 8 elements (16 bytes) */
 } fdma_tensor;
 
-typedef struct fdma_fwd_params {
-    uint32_t struct_size;   /* sizeof(fdma_fwd_params): lets the struct grow compatibly */
-    int32_t dtype;          /* of q, k, v and out: FDMA_DTYPE_FLOAT16 or FDMA_DTYPE_BFLOAT16 */
+/* The attention problem, the same in both directions: sizes, inputs, mask, bias and score options. A backward
+ * call takes its forward call's problem unchanged. */
+typedef struct fdma_problem {
+    int32_t dtype;          /* of q, k, v, out and their gradients: FDMA_DTYPE_FLOAT16 or FDMA_DTYPE_BFLOAT16 */
 
     int32_t batch;          /* B >= 1 */
     int32_t seqlen_q;       /* Lq >= 1 */
@@ -96,20 +102,25 @@ typedef struct fdma_fwd_params {
     int32_t heads_kv;       /* Hkv >= 1 */
     int32_t head_dim;       /* D in {32, 64, 96, 128, 192, 256} */
 
-    fdma_tensor q;          /* (B, Lq, Hq, D) */
-    fdma_tensor k;          /* (B, Lk, Hkv, D) */
-    fdma_tensor v;          /* (B, Lk, Hkv, D) */
-    fdma_tensor out;        /* (B, Lq, Hq, D), written; must not overlap q, k, v, mask, bias */
+    fdma_tensor q;          /* (B, Lq, Hq, D), read */
+    fdma_tensor k;          /* (B, Lk, Hkv, D), read */
+    fdma_tensor v;          /* (B, Lk, Hkv, D), read */
 
     fdma_broadcast_tensor mask; /* optional, 8-bit, nonzero = visible */
     fdma_broadcast_tensor bias; /* optional, fp16, bf16 or fp32, added to the scaled score */
 
-    float* lse;             /* optional (B, Hq, Lq) contiguous fp32, natural log; -inf on empty rows;
-                               must not overlap any other tensor */
-
     float softmax_scale;    /* finite and > 0; the usual value is 1/sqrt(head_dim) */
     float softcap;          /* 0 = off; else finite and > 0: score = c * tanh(score / c) */
     int32_t is_causal;      /* 0 or 1: key j visible to query i only if j <= i + Lk - Lq */
+} fdma_problem;
+
+typedef struct fdma_fwd_params {
+    uint32_t struct_size;   /* sizeof(fdma_fwd_params): lets the struct grow compatibly */
+
+    fdma_problem problem;
+
+    fdma_tensor out;        /* (B, Lq, Hq, D), written; must not overlap any other tensor */
+    float* lse;             /* optional (B, Hq, Lq) contiguous fp32, written: natural log, -inf on empty rows */
 
     /* Optional device pointer to two uint64 counters, overwritten with the number of
      * (query tile, key tile) pairs computed and skipped by this call, over all batches and
@@ -130,27 +141,39 @@ typedef struct fdma_fwd_params {
 } fdma_fwd_params;
 
 /*
- * Backward pass: gradients of a loss L with respect to q, k, v and the bias, given dL/dout.
- * `forward` holds the forward call's parameters exactly as given to fdma_fwd, except that its out
- * and lse are now inputs (the forward's O and LSE; lse is required). The backward reads
- * forward.stream, forward.tile_stats (counting the backward's tiles), forward.workspace and
- * forward.workspace_bytes (sized by fdma_bwd_workspace_size) for itself.
+ * Backward pass: gradients of a loss L with respect to q, k, v and the bias, given dL/dout, the forward
+ * call's problem and the forward's outputs.
  */
 typedef struct fdma_bwd_params {
     uint32_t struct_size;   /* sizeof(fdma_bwd_params) */
     int32_t deterministic;  /* 0 or 1: 1 = identical bits on every run (no order-dependent atomics) */
 
-    fdma_fwd_params forward;
+    fdma_problem problem;   /* the forward call's, unchanged */
 
-    fdma_tensor d_out;      /* (B, Lq, Hq, D), read */
+    fdma_tensor out;        /* (B, Lq, Hq, D), read: the forward's output O */
+    const float* lse;       /* (B, Hq, Lq) contiguous fp32, read, required: the forward's LSE */
+    fdma_tensor d_out;      /* (B, Lq, Hq, D), read: dL/dO */
+
     fdma_tensor d_q;        /* (B, Lq, Hq, D), written */
     fdma_tensor d_k;        /* (B, Lk, Hkv, D), written: summed over the query heads of each group */
     fdma_tensor d_v;        /* (B, Lk, Hkv, D), written: summed over the query heads of each group */
 
     /* Optional, only with a bias: the bias's own logical shape (batch, heads, rows as in
-     * forward.bias), dtype the bias's or FDMA_DTYPE_FLOAT32; summed over every dimension the bias
+     * problem.bias), dtype the bias's or FDMA_DTYPE_FLOAT32; summed over every dimension the bias
      * is broadcast along. Written in full (zeros where every pair is masked). */
     fdma_broadcast_tensor d_bias;
+
+    /* Optional: two uint64 counters, overwritten with the backward's tiles computed and skipped
+     * (tile shape: fdma_bwd_tile_shape()). */
+    uint64_t* tile_stats;
+
+    /* Optional device scratch of at least fdma_bwd_workspace_size() bytes, 16-byte aligned, not
+     * overlapping any tensor; NULL: taken from CUDA's stream-ordered allocator for the call. Every
+     * backward call needs scratch. */
+    void* workspace;
+    uint64_t workspace_bytes;
+
+    void* stream;           /* cudaStream_t; NULL = the legacy default stream */
 
     uint64_t reserved[4];   /* must be zero */
 } fdma_bwd_params;
@@ -158,7 +181,7 @@ typedef struct fdma_bwd_params {
 /* Returns FDMA_ABI_VERSION as compiled into the library. */
 FDMA_API int32_t fdma_abi_version(void);
 
-/* Returns the library's version string, e.g. "0.1.0". Static storage. */
+/* Returns the library's version string, e.g. "0.2.0". Static storage. */
 FDMA_API const char* fdma_version_string(void);
 
 /* Fixed description of a status code. Static storage. */
@@ -179,10 +202,10 @@ FDMA_API fdma_status fdma_fwd_tile_shape(int32_t head_dim, int32_t dtype, int32_
  * on every GPU. */
 FDMA_API fdma_status fdma_fwd_workspace_size(const fdma_fwd_params* params, uint64_t* bytes);
 
-/* Sets struct_size and zeroes everything else. */
+/* Sets struct_size and every stride_key to 1, and zeroes everything else. */
 FDMA_API void fdma_fwd_params_init(fdma_fwd_params* params);
 
-/* Sets struct_size (its own and forward's) and zeroes everything else. */
+/* Sets struct_size and every stride_key to 1, and zeroes everything else. */
 FDMA_API void fdma_bwd_params_init(fdma_bwd_params* params);
 
 /* Bytes of scratch fdma_bwd needs for these parameters. */
@@ -193,7 +216,7 @@ FDMA_API fdma_status fdma_bwd_tile_shape(int32_t head_dim, int32_t dtype, int32_
                                          int32_t* block_n);
 
 /* Backward pass. Checks every argument first; on any failure nothing is launched. Asynchronous
- * with respect to the host on forward.stream. */
+ * with respect to the host on params->stream. */
 FDMA_API fdma_status fdma_bwd(const fdma_bwd_params* params);
 
 /* Forward pass. Checks every argument first; on any failure nothing is launched. Asynchronous
