@@ -2,7 +2,7 @@
 // forward's LSE, no score matrix in memory), skipping the tiles that hold no visible pair.
 //
 // dmattn_bwd_dkdv_kernel: one block per (key tile, head-dim slice, dBias owner). It walks the
-// query tiles that see its keys (causal bound, transposed occupancy bitmap) for every query head
+// query tiles its visibility policy gives (causal bound, key-major occupancy bitmap) for every query head
 // of its key/value head and accumulates dK and dV in registers, so GQA sums need no atomics.
 // Above D = 128 the block keeps the whole rows of K, V, Q and dO (every dot product needs them)
 // but accumulates only its half of dK, dV and dQ. dQ goes to an fp32 buffer with atomics; in
@@ -13,39 +13,40 @@
 // Device-only, no host headers.
 #pragma once
 
-#include "bwd_params.cuh"
-#include "fwd_config.cuh"
 #include "mma_tile.cuh"
+#include "params.cuh"
+#include "plan.cuh"
 #include "ptx.cuh"
-#include "tile_occupancy.cuh"
+#include "score_mod.cuh"
 #include "visibility.cuh"
 
 namespace fdma {
 
 template <int kHeadDim>
 struct BwdTraits {
-    static constexpr FwdTile kTile = bwd_tile(kHeadDim);
+    static constexpr Tile kTile = bwd_tile(kHeadDim);
     static constexpr int kBlockM = kTile.block_m;  // query tile
     static constexpr int kBlockN = kTile.block_n;  // key tile
     static constexpr int kWarps = kTile.warps;
     static constexpr int kThreads = kWarps * 32;
     static constexpr int kMTiles = 1;                   // 16-row MMA tiles per warp
     static constexpr int kNTiles = 8;                   // 8-wide score tiles per warp row (64 / 8)
-    static constexpr int kDSlice = kHeadDim <= 128 ? kHeadDim : kHeadDim / 2;  // registers bound dK + dV
+    static constexpr int kDSlice = bwd_d_slice(kHeadDim);
     static constexpr int kSlices = kHeadDim / kDSlice;
     static constexpr int kSliceTiles = kDSlice / 8;
     static constexpr int kDTiles = kHeadDim / 8;
     static constexpr int kChunks = kHeadDim / 8;
-    static constexpr int kRowElems = kHeadDim + 8;      // padded rows: conflict-free ldmatrix
+    static constexpr int kRowElems = padded_row_elems(kHeadDim);
     static constexpr int kSRowElems = kBlockM + 8;      // dS^T rows (queries), padded likewise
-    static constexpr int kTileBytes = kBlockM * kRowElems * 2;
-    // K, V, Q, dO, dS^T, LSE and Delta. (Two stages of Q and dO, loading the next query tile
-    // during this one, measured no faster on the H100: 8K causal fwd+bwd 2.03 against 1.89 ms.)
-    static constexpr int kDkdvSmemBytes = 4 * kTileBytes + kBlockN * kSRowElems * 2 + 2 * kBlockM * 4;
-    static constexpr int kDqSmemBytes = 4 * kTileBytes;  // Q, dO, K and V; then the bias stage (fwd_bias_stage_bytes)
+    static constexpr int kTileBytes = bwd_tile_bytes(kHeadDim);
+    // K, V, Q, dO, dS^T, LSE and Delta (bwd_dkdv_smem_bytes). (Two stages of Q and dO, loading the next
+    // query tile during this one, measured no faster on the H100: 8K causal fwd+bwd 2.03 against 1.89 ms.)
+    static constexpr int kDkdvSmemBytes = bwd_dkdv_smem_bytes(kHeadDim);
+    static constexpr int kDqSmemBytes = bwd_dq_smem_bytes(kHeadDim);  // Q, dO, K and V; then the bias stage
 
     static_assert(kBlockM == kBlockN && kBlockM == 16 * kWarps, "one 16-row MMA tile per warp, square tiles");
     static_assert(kDSlice % 16 == 0, "slices hold whole pairs of 8-wide MMA tiles");
+    static_assert(kDkdvSmemBytes == 4 * kTileBytes + kBlockN * kSRowElems * 2 + 2 * kBlockM * 4, "the layout below");
 };
 
 // Where score register (ni, e) of this thread sits, and its row's softmax statistics.
@@ -74,11 +75,10 @@ struct KeyBias {
 // The dK/dV kernel's bias with a row per query: element by element from global memory.
 struct GlobalBias {
     static constexpr bool kPresent = true;
-    const FwdParams& p;
+    const BroadcastOperand& op;
     const char* bias;  // this (batch, head)'s slice
-    int bias_size;
     __device__ __forceinline__ float operator()(int, int, const ScoreCoords& c) const {
-        return load_bias(bias + bias_size * (c.query * p.bias.stride_row), c.key, p.bias.type);
+        return load_bias(bias + element_size(op.type) * (c.query * op.stride_row), c.key * op.stride_key, op.type);
     }
 };
 
@@ -98,27 +98,21 @@ struct StagedBias {
 };
 
 // From raw q.k (s) and dO.v (dp) products: P in place of s and, with kWithGrad, dX (the gradient
-// of the pre-softcap score x = scale * q.k + bias) in place of dp; hidden pairs get 0. One
-// straight-line variant per feature set, as in the forward.
-template <bool kWithGrad, bool kSoftcap, bool kUseMask, typename Bias, typename Coords>
-__device__ __forceinline__ void score_grads(const FwdParams& p, float (&s)[8][4], float (&dp)[8][4], const u8* mask,
-                                            const Bias& bias, Coords&& coords) {
-    const int shift = p.seqlen_k - p.seqlen_q;
+// of the pre-softcap score x = scale * q.k + bias) in place of dp; hidden pairs get 0. The pairs the
+// bounds admit are tested against the visibility policy where it says the tile needs it
+// (kElementwise). One straight-line variant per feature set, as in the forward.
+template <bool kWithGrad, bool kSoftcap, bool kElementwise, typename Visibility, typename Bias, typename Coords>
+__device__ __forceinline__ void score_grads(const AttentionParams& a, float (&s)[8][4], float (&dp)[8][4], const TileBounds& bounds,
+                                            const Visibility& policy, const Bias& bias, Coords&& coords) {
 #pragma unroll
     for (int ni = 0; ni < 8; ++ni) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const ScoreCoords c = coords(ni, e);
-            bool visible = (c.query < p.seqlen_q) & (c.key < p.seqlen_k) & (!p.is_causal | (c.key <= c.query + shift));
-            if (kUseMask) visible &= (visible ? __ldg(mask + c.query * p.mask.stride_row + c.key) : 0) != 0;
-            float x = s[ni][e] * p.qk_scale;
-            if (Bias::kPresent) x += p.bias_scale * (visible ? bias(ni, e, c) : 0.f);
-            float score = x, slope = 1.f;  // slope: d score / d x
-            if (kSoftcap) {
-                const float t = tanhf(x);
-                score = t * p.softcap_out;
-                slope = 1.f - t * t;
-            }
+            bool visible = bounds.visible(c.query, c.key);
+            if (kElementwise) visible = visible && policy.mask_bit(c.query, c.key);
+            float slope;
+            const float score = modified_score<Bias::kPresent, kSoftcap>(a.score, s[ni][e], visible ? bias(ni, e, c) : 0.f, slope);
             const float prob = visible ? ex2_approx(score - c.lse_log2) : 0.f;
             s[ni][e] = prob;
             if (kWithGrad) dp[ni][e] = prob * (dp[ni][e] - c.delta) * slope;
@@ -127,15 +121,15 @@ __device__ __forceinline__ void score_grads(const FwdParams& p, float (&s)[8][4]
 }
 
 // Picks the score_grads variant for this call and tile (uniform branches only).
-template <bool kWithGrad = true, typename Bias, typename Coords>
-__device__ __forceinline__ void score_grads(const FwdParams& p, float (&s)[8][4], float (&dp)[8][4], const u8* mask,
-                                            bool use_mask, const Bias& bias, Coords&& coords) {
-    if (p.softcap_out != 0.f) {
-        if (use_mask) score_grads<kWithGrad, true, true>(p, s, dp, mask, bias, coords);
-        else score_grads<kWithGrad, true, false>(p, s, dp, mask, bias, coords);
+template <bool kWithGrad = true, typename Visibility, typename Bias, typename Coords>
+__device__ __forceinline__ void score_grads(const AttentionParams& a, float (&s)[8][4], float (&dp)[8][4], const TileBounds& bounds,
+                                            const Visibility& policy, bool elementwise, const Bias& bias, Coords&& coords) {
+    if (a.score.softcap_out != 0.f) {
+        if (elementwise) score_grads<kWithGrad, true, true>(a, s, dp, bounds, policy, bias, coords);
+        else score_grads<kWithGrad, true, false>(a, s, dp, bounds, policy, bias, coords);
     } else {
-        if (use_mask) score_grads<kWithGrad, false, true>(p, s, dp, mask, bias, coords);
-        else score_grads<kWithGrad, false, false>(p, s, dp, mask, bias, coords);
+        if (elementwise) score_grads<kWithGrad, false, true>(a, s, dp, bounds, policy, bias, coords);
+        else score_grads<kWithGrad, false, false>(a, s, dp, bounds, policy, bias, coords);
     }
 }
 
@@ -169,7 +163,7 @@ __device__ __forceinline__ void two_products(float (&s)[8][4], float (&dp)[8][4]
     }
 }
 
-template <int kElementType, int kHeadDim>
+template <int kElementType, int kHeadDim, typename Visibility>
 __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     dmattn_bwd_dkdv_kernel(const BwdParams bp) {
     using Traits = BwdTraits<kHeadDim>;
@@ -178,7 +172,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     constexpr int kBlockN = Traits::kBlockN;
     constexpr int kRowElems = Traits::kRowElems;
     constexpr int kSliceTiles = Traits::kSliceTiles;
-    const FwdParams& p = bp.fwd;
+    const AttentionParams& p = bp.attn;
 
     extern __shared__ __align__(16) unsigned char smem[];
     const u32 sK = smem_addr(smem);                  // [kBlockN, kRowElems]
@@ -198,11 +192,9 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     const int n0 = n_tile * kBlockN;
     const int Lq = p.seqlen_q;
     const int Lk = p.seqlen_k;
-    const int shift = Lk - Lq;
-    const int m_tiles = (Lq + kBlockM - 1) / kBlockM;
-    const int n_tiles = (Lk + kBlockN - 1) / kBlockN;
-    // First query tile with a row that sees key n0 (bottom-right causal alignment).
-    const int m_begin = p.is_causal ? max(0, n0 - shift) / kBlockM : 0;
+    const int m_tiles = tiles_of(Lq, kBlockM);
+    const TileBounds bounds(p);
+    const int m_begin = bounds.template query_tile_begin<kBlockM>(n0);
     const int bias_size = element_size(p.bias.type);
     const int key_row = warp * 16 + lane / 4;  // + 8 * half: this thread's keys within the tile
 
@@ -210,7 +202,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     const int b_first = bp.owner_batches == 1 ? 0 : blockIdx.z;
     const int b_last = bp.owner_batches == 1 ? p.batch - 1 : blockIdx.z;
     const int g_first = bp.owner_heads == 1 ? 0 : blockIdx.y;
-    const int g_last = bp.owner_heads == 1 ? bp.heads_kv - 1 : blockIdx.y;
+    const int g_last = bp.owner_heads == 1 ? p.heads_kv - 1 : blockIdx.y;
 
     for (int batch = b_first; batch <= b_last; ++batch) {
         for (int kv_head = g_first; kv_head <= g_last; ++kv_head) {
@@ -229,31 +221,27 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
             for (int head = kv_head * p.kv_group; head < (kv_head + 1) * p.kv_group; ++head) {
                 const char* q_g = head_slice(p.q, p.q_strides, batch, head);
                 const char* do_g = head_slice(bp.d_o, bp.d_o_strides, batch, head);
-                const float* lse_g = p.lse + (static_cast<i64>(batch) * p.heads_q + head) * Lq;
+                const float* lse_g = bp.lse + (static_cast<i64>(batch) * p.heads_q + head) * Lq;
                 const float* delta_g = bp.delta + (static_cast<i64>(batch) * p.heads_q + head) * Lq;
-                const u8* mask_g = reinterpret_cast<const u8*>(broadcast_slice(p.mask, 1, batch, head));
                 const char* bias_g = broadcast_slice(p.bias, bias_size, batch, head);
                 // dBias accumulator rows of this (batch, head): contiguous [batches][heads][rows][Lk].
                 float* dbias_g = bp.d_bias_accum == nullptr
                     ? nullptr
                     : bp.d_bias_accum + ((static_cast<i64>(p.bias.batches == 1 ? 0 : batch) * p.bias.heads +
                                           (p.bias.heads == 1 ? 0 : head / p.bias.head_group)) * p.bias.rows) * Lk;
-                const i64 bitmap_col = (mask_slot(p.mask, batch, head) * n_tiles + n_tile) * occupancy_words(m_tiles);
-                auto next_tile = [&](int m) {  // first query tile >= m holding a visible pair with these keys
-                    return mask_g == nullptr ? m : next_set_tile(p.occupancy_t + bitmap_col, m, m_tiles);
-                };
+                const Visibility policy = Visibility::template by_key_tile<kBlockM, kBlockN>(p, batch, head, n_tile);
 
                 KeyBias key_bias{};
                 if (bias_g != nullptr && p.bias.stride_row == 0) {
 #pragma unroll
                     for (int half = 0; half < 2; ++half) {
                         const int key = n0 + key_row + half * 8;
-                        key_bias.key[half] = key < Lk ? load_bias(bias_g, key, p.bias.type) : 0.f;
+                        key_bias.key[half] = key < Lk ? load_bias(bias_g, key * p.bias.stride_key, p.bias.type) : 0.f;
                     }
                 }
                 float dbias_sum[2] = {0.f, 0.f};  // row-broadcast dBias: this thread's share per key
                 int visited = 0;
-                for (int m_tile = next_tile(m_begin); m_tile < m_tiles; m_tile = next_tile(m_tile + 1)) {
+                for (int m_tile = policy.next(m_begin); m_tile < m_tiles; m_tile = policy.next(m_tile + 1)) {
                     const int m0 = m_tile * kBlockM;
                     ++visited;
                     load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * p.q_strides.seq, m0, Lq);
@@ -264,8 +252,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
                         sLse[threadIdx.x] = row < Lq ? lse_g[row] * kLog2e : 0.f;
                         sDelta[threadIdx.x] = row < Lq ? delta_g[row] : 0.f;
                     }
-                    const bool use_mask = mask_g != nullptr &&
-                        ((__ldg(p.full_tiles_t + bitmap_col + m_tile / 32) >> (m_tile % 32)) & 1u) == 0;
+                    const bool elementwise = policy.elementwise(m_tile);
                     cp_async_wait<0>();
                     __syncthreads();
 
@@ -278,9 +265,9 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
                         const int q_local = ni * 8 + (lane % 4) * 2 + e % 2;
                         return ScoreCoords{m0 + q_local, n0 + key_row + (e / 2) * 8, sLse[q_local], sDelta[q_local]};
                     };
-                    if (bias_g == nullptr) score_grads(p, s, dp, mask_g, use_mask, NoBias{}, coords);
-                    else if (p.bias.stride_row == 0) score_grads(p, s, dp, mask_g, use_mask, key_bias, coords);
-                    else score_grads(p, s, dp, mask_g, use_mask, GlobalBias{p, bias_g, bias_size}, coords);
+                    if (bias_g == nullptr) score_grads(p, s, dp, bounds, policy, elementwise, NoBias{}, coords);
+                    else if (p.bias.stride_row == 0) score_grads(p, s, dp, bounds, policy, elementwise, key_bias, coords);
+                    else score_grads(p, s, dp, bounds, policy, elementwise, GlobalBias{p.bias, bias_g}, coords);
                     if (dbias_g != nullptr && first_slice) {
                         if (p.bias.rows == 1) {
 #pragma unroll
@@ -360,8 +347,8 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
                             float* dq_row = bp.d_q_accum + ((static_cast<i64>(batch) * Lq + query) * p.heads_q + head) * kHeadDim + d0;
 #pragma unroll
                             for (int d = 0; d < kSliceTiles; ++d) {
-                                atomicAdd(dq_row + d * 8 + (lane % 4) * 2, acc_dq[d][half * 2] * bp.softmax_scale);
-                                atomicAdd(dq_row + d * 8 + (lane % 4) * 2 + 1, acc_dq[d][half * 2 + 1] * bp.softmax_scale);
+                                atomicAdd(dq_row + d * 8 + (lane % 4) * 2, acc_dq[d][half * 2] * p.softmax_scale);
+                                atomicAdd(dq_row + d * 8 + (lane % 4) * 2 + 1, acc_dq[d][half * 2 + 1] * p.softmax_scale);
                             }
                         }
                     }
@@ -392,7 +379,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
                 u32* dv_row = reinterpret_cast<u32*>(dv_g + 2 * (key * bp.d_v_strides.seq + d0));
 #pragma unroll
                 for (int d = 0; d < kSliceTiles; ++d) {
-                    dk_row[d * 4 + lane % 4] = Ops::pack(acc_dk[d][half * 2] * bp.softmax_scale, acc_dk[d][half * 2 + 1] * bp.softmax_scale);
+                    dk_row[d * 4 + lane % 4] = Ops::pack(acc_dk[d][half * 2] * p.softmax_scale, acc_dk[d][half * 2 + 1] * p.softmax_scale);
                     dv_row[d * 4 + lane % 4] = Ops::pack(acc_dv[d][half * 2], acc_dv[d][half * 2 + 1]);
                 }
             }
@@ -401,9 +388,9 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         }
     }
 
-    if (p.tile_stats != nullptr && first_slice && threadIdx.x == 0) {
-        atomicAdd(p.tile_stats, static_cast<u64>(computed));
-        atomicAdd(p.tile_stats + 1, static_cast<u64>(skipped));
+    if (bp.tile_stats != nullptr && first_slice && threadIdx.x == 0) {
+        atomicAdd(bp.tile_stats, static_cast<u64>(computed));
+        atomicAdd(bp.tile_stats + 1, static_cast<u64>(skipped));
     }
 }
 
@@ -412,7 +399,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
 // Delta = rowsum(P * dP) exactly, for bf16 where dO . O (O rounded to 8 bits) is too coarse: the
 // error of Delta moves every dX of a row alike, and dQ = sum_j dX_j k_j then keeps it in full
 // wherever the keys are not centred on zero.
-template <int kElementType, int kHeadDim, bool kDeltaPass>
+template <int kElementType, int kHeadDim, typename Visibility, bool kDeltaPass>
 __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     dmattn_bwd_dq_kernel(const BwdParams bp) {
     using Traits = BwdTraits<kHeadDim>;
@@ -421,7 +408,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     constexpr int kBlockN = Traits::kBlockN;
     constexpr int kRowElems = Traits::kRowElems;
     constexpr int kDTiles = Traits::kDTiles;
-    const FwdParams& p = bp.fwd;
+    const AttentionParams& p = bp.attn;
 
     extern __shared__ __align__(16) unsigned char smem[];
     const u32 sQ = smem_addr(smem);
@@ -437,24 +424,15 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     const int kv_head = head / p.kv_group;
     const int Lq = p.seqlen_q;
     const int Lk = p.seqlen_k;
-    const int shift = Lk - Lq;
-    const int n_tiles = (Lk + kBlockN - 1) / kBlockN;
-    int n_end = n_tiles;
-    if (p.is_causal) {
-        const int last_key = min(m0 + kBlockM, Lq) - 1 + shift;
-        n_end = last_key < 0 ? 0 : min(n_tiles, last_key / kBlockN + 1);
-    }
+    const TileBounds bounds(p);
+    const int n_end = bounds.template key_tile_end<kBlockM, kBlockN>(m0);
     const char* q_g = head_slice(p.q, p.q_strides, batch, head);
     const char* do_g = head_slice(bp.d_o, bp.d_o_strides, batch, head);
     const char* k_g = head_slice(p.k, p.k_strides, batch, kv_head);
     const char* v_g = head_slice(p.v, p.v_strides, batch, kv_head);
-    const u8* mask_g = reinterpret_cast<const u8*>(broadcast_slice(p.mask, 1, batch, head));
     const int bias_type = p.bias.data == nullptr ? 0 : p.bias.type;
     const BiasStage<Traits> bias{smem + 4 * Traits::kTileBytes, p.bias, batch, head};
-    const i64 bitmap_row = (mask_slot(p.mask, batch, head) * gridDim.x + blockIdx.x) * occupancy_words(n_tiles);
-    auto next_tile = [&](int n) {  // first key tile >= n holding a visible pair with these queries
-        return mask_g == nullptr ? min(n, n_end) : next_set_tile(p.occupancy + bitmap_row, n, n_end);
-    };
+    const Visibility policy = Visibility::template by_query_tile<kBlockM, kBlockN>(p, batch, head, blockIdx.x, n_end);
 
     load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * p.q_strides.seq, m0, Lq);
     load_tile_async<Traits, kBlockM>(sdO, do_g, 2 * bp.d_o_strides.seq, m0, Lq);
@@ -465,7 +443,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     for (int half = 0; half < 2; ++half) {
         const int query = m0 + warp * 16 + lane / 4 + half * 8;
         const i64 row = (static_cast<i64>(batch) * p.heads_q + head) * Lq + query;
-        lse_log2[half] = query < Lq ? p.lse[row] * kLog2e : 0.f;
+        lse_log2[half] = query < Lq ? bp.lse[row] * kLog2e : 0.f;
         delta[half] = query < Lq && !kDeltaPass ? bp.delta[row] : 0.f;
     }
 
@@ -475,14 +453,13 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc_dq[d][e] = 0.f;
 
-    for (int n = next_tile(0); n < n_end; n = next_tile(n + 1)) {
+    for (int n = policy.next(0); n < n_end; n = policy.next(n + 1)) {
         const int n0 = n * kBlockN;
         load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n0, Lk);
         load_tile_async<Traits, kBlockN>(sV, v_g, 2 * p.v_strides.seq, n0, Lk);
         if (bias_type != 0) bias.load(m0, n0, Lq, Lk);
         cp_async_commit();
-        const bool use_mask = mask_g != nullptr &&
-            ((__ldg(p.full_tiles + bitmap_row + n / 32) >> (n % 32)) & 1u) == 0;
+        const bool elementwise = policy.elementwise(n);
         cp_async_wait<0>();
         __syncthreads();
 
@@ -495,10 +472,10 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         };
         constexpr bool kWithGrad = !kDeltaPass;
         switch (bias_type) {
-            case 0: score_grads<kWithGrad>(p, s, dp, mask_g, use_mask, NoBias{}, coords); break;
-            case kFloat16: score_grads<kWithGrad>(p, s, dp, mask_g, use_mask, StagedBias<Traits, kFloat16>{bias, warp, lane}, coords); break;
-            case kBFloat16: score_grads<kWithGrad>(p, s, dp, mask_g, use_mask, StagedBias<Traits, kBFloat16>{bias, warp, lane}, coords); break;
-            default: score_grads<kWithGrad>(p, s, dp, mask_g, use_mask, StagedBias<Traits, kFloat32>{bias, warp, lane}, coords); break;
+            case 0: score_grads<kWithGrad>(p, s, dp, bounds, policy, elementwise, NoBias{}, coords); break;
+            case kFloat16: score_grads<kWithGrad>(p, s, dp, bounds, policy, elementwise, StagedBias<Traits, kFloat16>{bias, warp, lane}, coords); break;
+            case kBFloat16: score_grads<kWithGrad>(p, s, dp, bounds, policy, elementwise, StagedBias<Traits, kBFloat16>{bias, warp, lane}, coords); break;
+            default: score_grads<kWithGrad>(p, s, dp, bounds, policy, elementwise, StagedBias<Traits, kFloat32>{bias, warp, lane}, coords); break;
         }
         if constexpr (kDeltaPass) {
 #pragma unroll
@@ -546,7 +523,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         u32* dq_row = reinterpret_cast<u32*>(dq_g + 2 * (query * bp.d_q_strides.seq));
 #pragma unroll
         for (int d = 0; d < kDTiles; ++d)
-            dq_row[d * 4 + lane % 4] = Ops::pack(acc_dq[d][half * 2] * bp.softmax_scale, acc_dq[d][half * 2 + 1] * bp.softmax_scale);
+            dq_row[d * 4 + lane % 4] = Ops::pack(acc_dq[d][half * 2] * p.softmax_scale, acc_dq[d][half * 2 + 1] * p.softmax_scale);
     }
 }
 

@@ -3,13 +3,12 @@
 // Device-only, no host headers.
 #pragma once
 
-#include "bwd_params.cuh"
 #include "mma_tile.cuh"
+#include "params.cuh"
+#include "plan.cuh"
 #include "ptx.cuh"
 
 namespace fdma {
-
-constexpr int kRowPassThreads = 128;  // one warp per row
 
 template <int kElementType>
 __device__ __forceinline__ float2 unpack2(u32 pair) {
@@ -17,18 +16,18 @@ __device__ __forceinline__ float2 unpack2(u32 pair) {
     return float2{cvt_f32_bf16(pair & 0xffffu), cvt_f32_bf16(pair >> 16)};
 }
 
-// Rows are (batch, query head, query), one warp each.
+// Rows are (batch, query head, query), one warp each (kRowPassThreads in plan.cuh).
 template <int kElementType>
 __global__ void __launch_bounds__(kRowPassThreads) bwd_delta_kernel(const BwdParams bp, int head_dim) {
-    const FwdParams& p = bp.fwd;
+    const AttentionParams& p = bp.attn;
     const i64 row = static_cast<i64>(blockIdx.x) * (kRowPassThreads / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     if (row >= static_cast<i64>(p.batch) * p.heads_q * p.seqlen_q) return;
     const int query = static_cast<int>(row % p.seqlen_q);
     const int head = static_cast<int>(row / p.seqlen_q % p.heads_q);
     const int batch = static_cast<int>(row / p.seqlen_q / p.heads_q);
-    const u32* o = reinterpret_cast<const u32*>(static_cast<const char*>(p.o) +
-        2 * (batch * p.o_strides.batch + query * p.o_strides.seq + head * p.o_strides.head));
+    const u32* o = reinterpret_cast<const u32*>(static_cast<const char*>(bp.o) +
+        2 * (batch * bp.o_strides.batch + query * bp.o_strides.seq + head * bp.o_strides.head));
     const u32* d_o = reinterpret_cast<const u32*>(static_cast<const char*>(bp.d_o) +
         2 * (batch * bp.d_o_strides.batch + query * bp.d_o_strides.seq + head * bp.d_o_strides.head));
     float sum = 0.f;
@@ -45,7 +44,7 @@ __global__ void __launch_bounds__(kRowPassThreads) bwd_delta_kernel(const BwdPar
 // Rows are (batch, query, query head) of the [B, Lq, Hq, D] accumulator, one warp each.
 template <int kElementType>
 __global__ void __launch_bounds__(kRowPassThreads) bwd_convert_dq_kernel(const BwdParams bp, int head_dim) {
-    const FwdParams& p = bp.fwd;
+    const AttentionParams& p = bp.attn;
     const i64 row = static_cast<i64>(blockIdx.x) * (kRowPassThreads / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     if (row >= static_cast<i64>(p.batch) * p.seqlen_q * p.heads_q) return;
@@ -61,12 +60,12 @@ __global__ void __launch_bounds__(kRowPassThreads) bwd_convert_dq_kernel(const B
     }
 }
 
-// One thread per element of the contiguous [batches][heads][rows][Lk] accumulator; kDBiasType is
-// bp.d_bias_type.
+// One thread per element of the contiguous [batches][heads][rows][Lk] accumulator
+// (kConvertDBiasThreads a block); kDBiasType is bp.d_bias.type.
 template <int kDBiasType>
-__global__ void __launch_bounds__(256) bwd_convert_dbias_kernel(const BwdParams bp) {
-    const FwdParams& p = bp.fwd;
-    const i64 index = static_cast<i64>(blockIdx.x) * 256 + threadIdx.x;
+__global__ void __launch_bounds__(kConvertDBiasThreads) bwd_convert_dbias_kernel(const BwdParams bp) {
+    const AttentionParams& p = bp.attn;
+    const i64 index = static_cast<i64>(blockIdx.x) * kConvertDBiasThreads + threadIdx.x;
     const int Lk = p.seqlen_k;
     if (index >= static_cast<i64>(p.bias.batches) * p.bias.heads * p.bias.rows * Lk) return;
     const int key = static_cast<int>(index % Lk);
@@ -74,12 +73,13 @@ __global__ void __launch_bounds__(256) bwd_convert_dbias_kernel(const BwdParams 
     const i64 head = index / Lk / p.bias.rows % p.bias.heads;
     const i64 batch = index / Lk / p.bias.rows / p.bias.heads;
     const float v = bp.d_bias_accum[index];
-    const i64 offset = batch * bp.d_bias_strides.batch + head * bp.d_bias_strides.head + row * bp.d_bias_strides.seq + key;
+    const BroadcastOperand& d = bp.d_bias;
+    const i64 offset = batch * d.stride_batch + head * d.stride_head + row * d.stride_row + key * d.stride_key;
     if constexpr (kDBiasType == kFloat32) {
-        static_cast<float*>(bp.d_bias)[offset] = v;
+        static_cast<float*>(const_cast<void*>(d.data))[offset] = v;
     } else {
         const u32 packed = ElementOps<kDBiasType>::pack(v, 0.f);
-        static_cast<u16*>(bp.d_bias)[offset] = static_cast<u16>(packed & 0xffffu);
+        static_cast<u16*>(const_cast<void*>(d.data))[offset] = static_cast<u16>(packed & 0xffffu);
     }
 }
 

@@ -1,28 +1,28 @@
 // The split-KV forward's second pass: merges the normalised partial outputs and LSEs of a row's
-// key splits (fwd_kv_splits, fwd_kernel.cuh) into its output and LSE,
+// key splits (fwd_kv_splits in plan.cuh, fwd_kernel.cuh) into its output and LSE,
 //     lse = log2(sum_s 2^lse_s),   o = sum_s 2^(lse_s - lse) * o_s,
 // in fp32. A row no split saw a visible key of gets zeros and LSE -inf, as without splits.
 // Device-only, no host headers.
 #pragma once
 
-#include "fwd_config.cuh"
-#include "fwd_params.cuh"
 #include "mma_tile.cuh"
+#include "params.cuh"
+#include "plan.cuh"
 #include "ptx.cuh"
 
 namespace fdma {
 
-constexpr int kCombineThreads = 128;  // one warp per (batch, query head, query) row
-
+// One warp per (batch, query head, query) row (kCombineThreads in plan.cuh).
 template <int kElementType, int kHeadDim>
 __global__ void __launch_bounds__(kCombineThreads) fwd_combine_kernel(const FwdParams p) {
-    const i64 rows = static_cast<i64>(p.batch) * p.heads_q * p.seqlen_q;
+    const AttentionParams& a = p.attn;
+    const i64 rows = static_cast<i64>(a.batch) * a.heads_q * a.seqlen_q;
     const i64 row = static_cast<i64>(blockIdx.x) * (kCombineThreads / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     if (row >= rows) return;
-    const int query = static_cast<int>(row % p.seqlen_q);
-    const int head = static_cast<int>(row / p.seqlen_q % p.heads_q);
-    const int batch = static_cast<int>(row / p.seqlen_q / p.heads_q);
+    const int query = static_cast<int>(row % a.seqlen_q);
+    const int head = static_cast<int>(row / a.seqlen_q % a.heads_q);
+    const int batch = static_cast<int>(row / a.seqlen_q / a.heads_q);
 
     // The partials of split s sit `rows` rows after those of split s - 1 ([split][B][Hq][Lq]). Each
     // lane holds the LSEs of splits lane, lane + 32, ...; their weights reach the other lanes by
@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(kCombineThreads) fwd_combine_kernel(const FwdP
     for (int i = 0; i < kPairsPerLane; ++i)
         if (lane + 32 * i < kPairs) o_row[lane + 32 * i] = ElementOps<kElementType>::pack(acc[i].x, acc[i].y);
     if (p.lse != nullptr && lane == 0)
-        p.lse[(static_cast<i64>(batch) * p.heads_q + head) * p.seqlen_q + query] = sum > 0.f ? (base + __log2f(sum)) * kLn2 : neg_inf();
+        p.lse[(static_cast<i64>(batch) * a.heads_q + head) * a.seqlen_q + query] = sum > 0.f ? (base + __log2f(sum)) * kLn2 : neg_inf();
 }
 
 }  // namespace fdma

@@ -2,25 +2,25 @@
 // registers only, tensor-core MMA (m16n8k16) fed by ldmatrix from cp.async-filled shared memory.
 //
 // One block computes block_m query rows of one (batch, query head). It visits only the key tiles
-// that hold a visible pair for its rows: below the causal bound and, with a mask, marked in the
-// occupancy bitmap a pre-pass built (tile_occupancy.cuh). A skipped tile costs no K, V, mask or
-// bias traffic and no math; the mask bytes of the next visited tile load during the current one.
+// its visibility policy walks (visibility.cuh): below the causal bound and, with a mask, marked in
+// the occupancy bitmap a pre-pass built (tile_occupancy.cuh). A skipped tile costs no K, V, mask or
+// bias traffic and no math; the per-element data of the next visited tile loads during the current one.
 //
 // Device-only, no host headers: compiled by nvcc (native library) and NVRTC (fallback) alike.
 #pragma once
 
-#include "fwd_config.cuh"
-#include "fwd_params.cuh"
 #include "mma_tile.cuh"
+#include "params.cuh"
+#include "plan.cuh"
 #include "ptx.cuh"
-#include "tile_occupancy.cuh"
+#include "score_mod.cuh"
 #include "visibility.cuh"
 
 namespace fdma {
 
 template <int kHeadDim>
 struct FwdTraits {
-    static constexpr FwdTile kTile = fwd_tile(kHeadDim);
+    static constexpr Tile kTile = fwd_tile(kHeadDim);
     static constexpr int kBlockM = kTile.block_m;
     static constexpr int kBlockN = kTile.block_n;
     static constexpr int kWarps = kTile.warps;
@@ -29,19 +29,18 @@ struct FwdTraits {
     static constexpr int kNTiles = kBlockN / 8;            // 8-key score tiles
     static constexpr int kDTiles = kHeadDim / 8;           // 8-wide output tiles
     static constexpr int kChunks = kHeadDim / 8;           // 16-byte chunks per row
-    static constexpr int kRowElems = kHeadDim + 8;  // +16 B per row: ldmatrix rows hit 8 distinct bank groups
-    static constexpr int kSmemBytes = (kBlockM + 2 * kBlockN) * kRowElems * 2;
+    static constexpr int kRowElems = padded_row_elems(kHeadDim);
+    static constexpr int kSmemBytes = fwd_tiles_smem_bytes(kHeadDim);  // Q, K and V; then the bias stage
 
     static_assert(kBlockM % (kWarps * 16) == 0, "each warp owns whole 16-row MMA tiles");
     static_assert(kBlockN % 16 == 0 && kBlockN <= 64, "visibility bits: one u32 per MMA row tile");
     static_assert(kHeadDim % 16 == 0, "head dim is a multiple of the MMA k");
 };
 
-// Turns raw q.k products into log2-space scores: scale, bias (kBiasType 0: none), softcap;
-// hidden ones to -inf.
+// Turns raw q.k products into log2-space scores (score_mod.cuh; kBiasType 0: no bias), hidden ones to -inf.
 template <typename Traits, int kBiasType, bool kSoftcap>
 __device__ __forceinline__ void apply_score_mod(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
-                                                const u32 (&visible)[Traits::kMTiles], const FwdParams& p,
+                                                const u32 (&visible)[Traits::kMTiles], const ScoreModParams& m,
                                                 const BiasStage<Traits>& bias, int warp, int lane) {
 #pragma unroll
     for (int mi = 0; mi < Traits::kMTiles; ++mi) {
@@ -56,10 +55,9 @@ __device__ __forceinline__ void apply_score_mod(float (&s)[Traits::kMTiles][Trai
                 for (int e = 0; e < 2; ++e) {
                     float& x = s[mi][ni][half * 2 + e];
                     const bool is_visible = (visible[mi] >> (ni * 4 + half * 2 + e)) & 1u;
-                    float t = x * p.qk_scale;
-                    if (kBiasType != 0) t += p.bias_scale * b[e];
-                    if (kSoftcap) t = tanhf(t) * p.softcap_out;
-                    x = is_visible ? t : neg_inf();
+                    float slope;
+                    const float score = modified_score<kBiasType != 0, kSoftcap>(m, x, b[e], slope);
+                    x = is_visible ? score : neg_inf();
                 }
             }
         }
@@ -68,16 +66,17 @@ __device__ __forceinline__ void apply_score_mod(float (&s)[Traits::kMTiles][Trai
 
 template <typename Traits, int kBiasType>
 __device__ __forceinline__ void apply_score_mod(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
-                                                const u32 (&visible)[Traits::kMTiles], const FwdParams& p,
+                                                const u32 (&visible)[Traits::kMTiles], const ScoreModParams& m,
                                                 const BiasStage<Traits>& bias, int warp, int lane) {
-    if (p.softcap_out == 0.f) apply_score_mod<Traits, kBiasType, false>(s, visible, p, bias, warp, lane);
-    else apply_score_mod<Traits, kBiasType, true>(s, visible, p, bias, warp, lane);
+    if (m.softcap_out == 0.f) apply_score_mod<Traits, kBiasType, false>(s, visible, m, bias, warp, lane);
+    else apply_score_mod<Traits, kBiasType, true>(s, visible, m, bias, warp, lane);
 }
 
-template <int kElementType, int kHeadDim>
+template <int kElementType, int kHeadDim, typename Visibility>
 __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     dmattn_fwd_kernel(const FwdParams p) {
     using Traits = FwdTraits<kHeadDim>;
+    const AttentionParams& a = p.attn;
     using Ops = ElementOps<kElementType>;
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
@@ -98,55 +97,43 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     const int head = blockIdx.y;
     const int batch = blockIdx.z / p.kv_splits;
     const int split = blockIdx.z % p.kv_splits;
-    const int kv_head = head / p.kv_group;
-    const int Lq = p.seqlen_q;
-    const int Lk = p.seqlen_k;
-    const int causal_shift = Lk - Lq;  // bottom-right alignment: key j visible to query i iff j <= i + shift
+    const int kv_head = head / a.kv_group;
+    const int Lq = a.seqlen_q;
+    const int Lk = a.seqlen_k;
 
-    const char* q_g = head_slice(p.q, p.q_strides, batch, head);
-    const char* k_g = head_slice(p.k, p.k_strides, batch, kv_head);
-    const char* v_g = head_slice(p.v, p.v_strides, batch, kv_head);
-    const u8* mask_g = reinterpret_cast<const u8*>(broadcast_slice(p.mask, 1, batch, head));
-    const int bias_type = p.bias.data == nullptr ? 0 : p.bias.type;
-    const BiasStage<Traits> bias{bias_smem, p.bias, batch, head};
+    const char* q_g = head_slice(a.q, a.q_strides, batch, head);
+    const char* k_g = head_slice(a.k, a.k_strides, batch, kv_head);
+    const char* v_g = head_slice(a.v, a.v_strides, batch, kv_head);
+    const int bias_type = a.bias.data == nullptr ? 0 : a.bias.type;
+    const BiasStage<Traits> bias{bias_smem, a.bias, batch, head};
 
     // Key tiles [0, n_end) can hold a visible key for some row of this block; the rest are
     // causally hidden and skipped without a look. A split takes its share [n_begin, n_end) of them.
-    const int n_tiles = (Lk + kBlockN - 1) / kBlockN;
-    int n_end = n_tiles;
-    if (p.is_causal) {
-        const int last_row = min(m0 + kBlockM, Lq) - 1;
-        const int last_key = last_row + causal_shift;
-        n_end = last_key < 0 ? 0 : min(n_tiles, last_key / kBlockN + 1);
-    }
+    const TileBounds bounds(a);
+    const int n_tiles = tiles_of(Lk, kBlockN);
+    int n_end = bounds.template key_tile_end<kBlockM, kBlockN>(m0);
     const int causally_hidden = n_tiles - n_end;
     const int per_split = (n_end + p.kv_splits - 1) / p.kv_splits;
     const int n_begin = min(n_end, split * per_split);
     n_end = min(n_end, n_begin + per_split);
     int computed = 0;
 
-    load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * p.q_strides.seq, m0, Lq);
+    load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * a.q_strides.seq, m0, Lq);
     cp_async_commit();
 
-    // Without a mask every tile below n_end holds a visible pair; with one, the bitmap row of
-    // this query tile says which tiles do, and which need no mask bytes (tile_occupancy.cuh).
-    const i64 bitmap_row = (mask_slot(p.mask, batch, head) * gridDim.x + blockIdx.x) * occupancy_words(n_tiles);
-    auto next_tile = [&](int n) {  // first tile >= n holding a visible pair, else n_end
-        return mask_g == nullptr ? min(n, n_end) : next_set_tile(p.occupancy + bitmap_row, n, n_end);
-    };
-    auto needs_mask = [&](int n) {
-        return mask_g != nullptr && ((__ldg(p.full_tiles + bitmap_row + n / 32) >> (n % 32)) & 1u) == 0;
-    };
-
-    const TileVisibility<Traits> visibility{p, mask_g, m0, warp, lane};
-    u32 mask_raw[TileVisibility<Traits>::kMaskRegs];
-    int n = next_tile(n_begin);
-    bool use_mask = n < n_end && needs_mask(n);
+    // The policy walks the tiles of [n_begin, n_end) that hold a visible pair, and says which need
+    // per-element tests.
+    const TileVisibility<Traits, Visibility> visibility{
+        Visibility::template by_query_tile<kBlockM, kBlockN>(a, batch, head, blockIdx.x, n_end), bounds, m0, warp, lane};
+    const Visibility& policy = visibility.policy;
+    u32 raw[TileVisibility<Traits, Visibility>::kRawRegs];
+    int n = policy.next(n_begin);
+    bool elementwise = n < n_end && policy.elementwise(n);
     if (n < n_end) {
-        load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n * kBlockN, Lk);
+        load_tile_async<Traits, kBlockN>(sK, k_g, 2 * a.k_strides.seq, n * kBlockN, Lk);
         if (bias_type != 0) bias.load(m0, n * kBlockN, Lq, Lk);
         cp_async_commit();
-        if (use_mask) visibility.load_mask(n * kBlockN, mask_raw);
+        if (elementwise) visibility.load(n * kBlockN, raw);
     }
 
     float acc_o[kMTiles][kDTiles][4];
@@ -165,13 +152,13 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
 
     while (n < n_end) {
         const int n0 = n * kBlockN;
-        load_tile_async<Traits, kBlockN>(sV, v_g, 2 * p.v_strides.seq, n0, Lk);
+        load_tile_async<Traits, kBlockN>(sV, v_g, 2 * a.v_strides.seq, n0, Lk);
         cp_async_commit();
         u32 visible[kMTiles];
-        visibility.compute(n0, use_mask, mask_raw, visible);
-        const int n_next = next_tile(n + 1);
-        use_mask = n_next < n_end && needs_mask(n_next);
-        if (use_mask) visibility.load_mask(n_next * kBlockN, mask_raw);
+        visibility.compute(n0, elementwise, raw, visible);
+        const int n_next = policy.next(n + 1);
+        elementwise = n_next < n_end && policy.elementwise(n_next);
+        if (elementwise) visibility.load(n_next * kBlockN, raw);
 
         // S = Q K^T for this warp's rows.
         float s[kMTiles][kNTiles][4];
@@ -203,10 +190,10 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
         // Scores to log2 space with bias and softcap, hidden ones to -inf (one straight-line
         // variant per feature set: per-element branches would serialise the warp), then online softmax.
         switch (bias_type) {
-            case 0: apply_score_mod<Traits, 0>(s, visible, p, bias, warp, lane); break;
-            case kFloat16: apply_score_mod<Traits, kFloat16>(s, visible, p, bias, warp, lane); break;
-            case kBFloat16: apply_score_mod<Traits, kBFloat16>(s, visible, p, bias, warp, lane); break;
-            default: apply_score_mod<Traits, kFloat32>(s, visible, p, bias, warp, lane); break;
+            case 0: apply_score_mod<Traits, 0>(s, visible, a.score, bias, warp, lane); break;
+            case kFloat16: apply_score_mod<Traits, kFloat16>(s, visible, a.score, bias, warp, lane); break;
+            case kBFloat16: apply_score_mod<Traits, kBFloat16>(s, visible, a.score, bias, warp, lane); break;
+            default: apply_score_mod<Traits, kFloat32>(s, visible, a.score, bias, warp, lane); break;
         }
 #pragma unroll
         for (int mi = 0; mi < kMTiles; ++mi) {
@@ -244,7 +231,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
         cp_async_wait<0>();
         __syncthreads();  // V landed; every warp is done reading K and the bias
         if (n_next < n_end) {
-            load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n_next * kBlockN, Lk);
+            load_tile_async<Traits, kBlockN>(sK, k_g, 2 * a.k_strides.seq, n_next * kBlockN, Lk);
             if (bias_type != 0) bias.load(m0, n_next * kBlockN, Lq, Lk);
             cp_async_commit();
         }
@@ -282,7 +269,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     // Epilogue: normalise, write O (zeros on empty rows) and LSE (natural log; -inf on empty rows);
     // a split writes its fp32 partial and log2 LSE for fwd_combine_kernel instead.
     const bool partial = p.kv_splits > 1;
-    const i64 partial_rows = (static_cast<i64>(split) * p.batch + batch) * p.heads_q + head;  // * Lq + row
+    const i64 partial_rows = (static_cast<i64>(split) * a.batch + batch) * a.heads_q + head;  // * Lq + row
     char* o_g = static_cast<char*>(p.o) + 2 * (batch * p.o_strides.batch + head * p.o_strides.head);
 #pragma unroll
     for (int mi = 0; mi < kMTiles; ++mi) {
@@ -309,7 +296,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
             for (int d = 0; d < kDTiles; ++d)
                 o_row[d * 4 + lane % 4] = Ops::pack(acc_o[mi][d][half * 2] * inv, acc_o[mi][d][half * 2 + 1] * inv);
             if (p.lse != nullptr && lane % 4 == 0)
-                p.lse[(static_cast<i64>(batch) * p.heads_q + head) * Lq + row] = lse_log2 * kLn2;
+                p.lse[(static_cast<i64>(batch) * a.heads_q + head) * Lq + row] = lse_log2 * kLn2;
         }
     }
 

@@ -3,14 +3,10 @@
 // Device-only, no host headers.
 #pragma once
 
-#include "fwd_params.cuh"
+#include "params.cuh"
 #include "ptx.cuh"
 
 namespace fdma {
-
-// The kernels keep scores and LSEs in log2 units (ex2 is one instruction); the ABI's LSE is natural.
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 template <int kElementType>
 struct ElementOps;
@@ -51,8 +47,6 @@ __device__ __forceinline__ const char* head_slice(const void* base, const Stride
     return static_cast<const char*>(base) + 2 * (batch * strides.batch + head * strides.head);
 }
 
-__device__ __forceinline__ int element_size(int type) { return type == kFloat32 ? 4 : 2; }
-
 // Start of the rows a (batch, query head) reads of a mask (element size 1) or bias; nullptr when absent.
 __device__ __forceinline__ const char* broadcast_slice(const BroadcastOperand& op, int bytes, int batch, int head) {
     return op.data == nullptr
@@ -67,9 +61,10 @@ __device__ __forceinline__ i64 mask_slot(const BroadcastOperand& mask, int batch
     return static_cast<i64>(mask.batches == 1 ? 0 : batch) * mask.heads + (mask.heads == 1 ? 0 : head / mask.head_group);
 }
 
-__device__ __forceinline__ float load_bias(const void* row, int col, int type) {
-    if (type == kFloat32) return __ldg(static_cast<const float*>(row) + col);
-    const u16 bits = __ldg(static_cast<const u16*>(row) + col);
+// The bias element `offset` elements from `row` (a key times the bias's key stride).
+__device__ __forceinline__ float load_bias(const void* row, i64 offset, int type) {
+    if (type == kFloat32) return __ldg(static_cast<const float*>(row) + offset);
+    const u16 bits = __ldg(static_cast<const u16*>(row) + offset);
     return type == kFloat16 ? cvt_f32_f16(bits) : cvt_f32_bf16(bits);
 }
 
@@ -86,57 +81,62 @@ __device__ __forceinline__ void staged_bias_pair(const unsigned char* at, float&
     }
 }
 
-// One key tile's bias, staged in shared memory with the tile's K (fwd_bias_stage_bytes gives its
-// size; Traits: kBlockM query rows, kBlockN keys, kThreads): each bias element crosses from global
+// One key tile's bias, staged in shared memory with the tile's K (bias_stage_bytes in plan.cuh gives
+// its size; Traits: kBlockM query rows, kBlockN keys, kThreads): each bias element crosses from global
 // memory once per block, not once per score register, and the score pass reads neighbouring keys
 // in one shared load, without bounds tests (elements outside both lengths are staged as zeros;
 // they only meet hidden scores).
 template <typename Traits>
 struct BiasStage {
-    unsigned char* smem;  // [rows][(kBlockN + 8) * element_size]
-    const char* gmem;     // this (batch, head)'s bias slice
-    i64 row_stride;       // bytes; 0 when one row serves every query
-    int element_size;
-    bool vectorized;      // every staged row starts 16-byte aligned: cp.async; else element copies
+    const BroadcastOperand& op;  // the bias: strides and type read where they lie when a tile is staged
+    unsigned char* smem;         // [rows][(kBlockN + 8) * element_size]
+    const char* gmem;            // this (batch, head)'s bias slice
+    bool per_row;                // a row per query; else one row serves every query
+    bool vectorized;             // contiguous keys and every staged row 16-byte aligned: cp.async; else element copies
 
     // The stage of (batch, query head)'s bias at smem_.
     __device__ __forceinline__ BiasStage(unsigned char* smem_, const BroadcastOperand& bias, int batch, int head)
-        : smem(smem_), gmem(broadcast_slice(bias, fdma::element_size(bias.type), batch, head)),
-          row_stride(bias.stride_row * fdma::element_size(bias.type)), element_size(fdma::element_size(bias.type)),
-          vectorized(((reinterpret_cast<u64>(gmem) | static_cast<u64>(row_stride)) & 15) == 0) {}
+        : op(bias), smem(smem_), gmem(broadcast_slice(bias, fdma::element_size(bias.type), batch, head)), per_row(bias.stride_row != 0),
+          vectorized(bias.stride_key == 1 &&
+                     ((reinterpret_cast<u64>(gmem) | static_cast<u64>(bias.stride_row * fdma::element_size(bias.type))) & 15) == 0) {}
 
-    __device__ __forceinline__ int row_bytes() const { return (Traits::kBlockN + 8) * element_size; }
-    __device__ __forceinline__ int rows() const { return row_stride == 0 ? 1 : Traits::kBlockM; }
+    __device__ __forceinline__ int element_size() const { return fdma::element_size(op.type); }
+    __device__ __forceinline__ i64 row_stride() const { return op.stride_row * element_size(); }  // bytes; 0: one row for all
+    __device__ __forceinline__ int row_bytes() const { return (Traits::kBlockN + 8) * element_size(); }
+    __device__ __forceinline__ int rows() const { return per_row ? Traits::kBlockM : 1; }
 
     // The staged bias of keys key and key + 1 (even) of the block's query row `row`; kBiasType, the
     // bias's DType, makes the element size a constant of the score pass.
     template <int kBiasType>
     __device__ __forceinline__ void pair(int row, int key, float& b0, float& b1) const {
         constexpr int kBytes = kBiasType == kFloat32 ? 4 : 2;
-        staged_bias_pair<kBiasType>(smem + (row_stride == 0 ? 0 : row * (Traits::kBlockN + 8) * kBytes) + key * kBytes, b0, b1);
+        staged_bias_pair<kBiasType>(smem + (per_row ? row * (Traits::kBlockN + 8) * kBytes : 0) + key * kBytes, b0, b1);
     }
 
     // Stages the tile at (m0, n0): 16-byte cp.async copies (part of the caller's next commit group)
-    // where the rows are aligned, element copies elsewhere; all visible after the caller's next
-    // __syncthreads.
+    // where the rows are contiguous and aligned, element copies elsewhere; all visible after the
+    // caller's next __syncthreads.
     __device__ __forceinline__ void load(int m0, int n0, int Lq, int Lk) const {
+        const int size = element_size();
+        const i64 row_stride = this->row_stride();
         if (vectorized) {
-            const int chunks = Traits::kBlockN * element_size / 16;
-            const int chunk_elements = 16 / element_size;
+            const int chunks = Traits::kBlockN * size / 16;
+            const int chunk_elements = 16 / size;
             for (int c = threadIdx.x; c < rows() * chunks; c += Traits::kThreads) {
                 const int r = c / chunks;
                 const int col = n0 + (c % chunks) * chunk_elements;
                 const int valid = m0 + r < Lq ? max(0, min(chunk_elements, Lk - col)) : 0;
                 unsigned char* dst = smem + r * row_bytes() + (c % chunks) * 16;
-                const char* src = gmem + (m0 + r) * row_stride + col * element_size;
+                const char* src = gmem + (m0 + r) * row_stride + col * size;
                 if (valid == chunk_elements) cp_async_16(smem_addr(dst), src, 16);
                 else if (valid == 0) cp_async_16(smem_addr(dst), gmem, 0);
                 else  // the chunk Lk cuts: a partial cp.async would still be a 16-byte read past the end
-                    for (int e = 0; e < chunk_elements; ++e) copy_element(dst + e * element_size, src + e * element_size, e < valid);
+                    for (int e = 0; e < chunk_elements; ++e) store_element(dst + e * size, e < valid ? load_element(src + e * size) : 0u);
             }
             return;
         }
         constexpr int kBatch = 8;  // loads in flight per thread before their stores
+        const i64 key_stride = op.stride_key * size;
         const int total = rows() * Traits::kBlockN;
         for (int first = threadIdx.x; first < total; first += kBatch * Traits::kThreads) {
             u32 value[kBatch];
@@ -145,26 +145,23 @@ struct BiasStage {
                 const int i = first + u * Traits::kThreads;
                 const int r = i / Traits::kBlockN;
                 const int col = n0 + i % Traits::kBlockN;
-                value[u] = i < total && m0 + r < Lq && col < Lk ? load_element(gmem + (m0 + r) * row_stride + col * element_size) : 0u;
+                value[u] = i < total && m0 + r < Lq && col < Lk ? load_element(gmem + (m0 + r) * row_stride + col * key_stride) : 0u;
             }
 #pragma unroll
             for (int u = 0; u < kBatch; ++u) {
                 const int i = first + u * Traits::kThreads;
                 if (i >= total) break;
-                store_element(smem + (i / Traits::kBlockN) * row_bytes() + (i % Traits::kBlockN) * element_size, value[u]);
+                store_element(smem + (i / Traits::kBlockN) * row_bytes() + (i % Traits::kBlockN) * size, value[u]);
             }
         }
     }
 
     __device__ __forceinline__ u32 load_element(const char* src) const {
-        return element_size == 4 ? __ldg(reinterpret_cast<const u32*>(src)) : __ldg(reinterpret_cast<const u16*>(src));
+        return op.type == kFloat32 ? __ldg(reinterpret_cast<const u32*>(src)) : __ldg(reinterpret_cast<const u16*>(src));
     }
     __device__ __forceinline__ void store_element(unsigned char* dst, u32 value) const {
-        if (element_size == 4) *reinterpret_cast<u32*>(dst) = value;
+        if (op.type == kFloat32) *reinterpret_cast<u32*>(dst) = value;
         else *reinterpret_cast<u16*>(dst) = static_cast<u16>(value);
-    }
-    __device__ __forceinline__ void copy_element(unsigned char* dst, const char* src, bool in_range) const {
-        store_element(dst, in_range ? load_element(src) : 0u);
     }
 };
 

@@ -2,13 +2,9 @@
 // Device-only and free of host headers: NVRTC compiles this file as it is. Requires sm_80+.
 #pragma once
 
-namespace fdma {
+#include "common.cuh"
 
-typedef unsigned int u32;
-typedef unsigned short u16;
-typedef unsigned char u8;
-typedef long long i64;
-typedef unsigned long long u64;
+namespace fdma {
 
 __device__ __forceinline__ u32 smem_addr(const void* p) {
     return static_cast<u32>(__cvta_generic_to_shared(p));

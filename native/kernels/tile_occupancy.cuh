@@ -3,31 +3,22 @@
 //   occupied: some pair of the tile is visible (the forward visits only these tiles);
 //   full:     every in-range, causally visible pair is unmasked (the forward then skips the
 //             tile's mask bytes and keeps only the causal and length bounds).
-// The forward never reads K, V, bias or mask bytes of an empty tile. Reading the mask once here,
-// with every SM, costs what one pass over it costs at memory speed.
+// The kernels never read K, V, bias or mask bytes of an empty tile. Reading the mask once here,
+// with every SM, costs what one pass over it costs at memory speed. The DenseMask visibility
+// policy (visibility.cuh) walks these bitmaps.
 // Device-only, no host headers.
 #pragma once
 
-#include "fwd_params.cuh"
+#include "mma_tile.cuh"
+#include "params.cuh"
+#include "plan.cuh"
 #include "ptx.cuh"
+#include "visibility.cuh"
 
 namespace fdma {
 
-constexpr int kOccupancyThreads = 256;     // 8 warps
-constexpr int kOccupancyTilesPerWarp = 4;  // 8 warps x 4 tiles = one 32-bit word per block
-
-// Words of the bitmap row of one query tile.
-__host__ __device__ constexpr int occupancy_words(int n_tiles) { return (n_tiles + 31) / 32; }
-
-// First tile in [n, end) whose bit is set in a bitmap row (bit n % 32 of word n / 32), else end.
-__device__ __forceinline__ int next_set_tile(const u32* row, int n, int end) {
-    while (n < end) {
-        const u32 word = __ldg(row + n / 32) >> (n % 32);
-        if (word != 0) return min(n + __ffs(word) - 1, end);
-        n = (n / 32 + 1) * 32;
-    }
-    return end;
-}
+constexpr int kOccupancyTilesPerWarp = 4;  // 8 warps x 4 tiles = one 32-bit bitmap word per block
+static_assert(kOccupancyThreads / 32 * kOccupancyTilesPerWarp == 32, "a block fills one bitmap word");
 
 // 0xff in each of the first `count` bytes (count clamped to [0, 4]).
 __device__ __forceinline__ u32 first_bytes(int count) {
@@ -42,11 +33,12 @@ __device__ __forceinline__ void fold(u32 bytes, u32 selected, bool& any, bool& a
     all &= ((x - 0x01010101u) & ~x & 0x80808080u) == 0;  // no zero byte
 }
 
-// Grid: (query tiles, bitmap words, mask batches x mask heads). Each bitmap has the layout
-// [mask batches][mask heads][query tiles][words], tile n at bit n % 32 of word n / 32. With
-// occupancy_t set (the backward), also [..][key tiles][query-tile words], zeroed beforehand.
+// Grid: (query tiles, bitmap words, mask batches x mask heads) (FwdPlan/BwdPlan::occupancy_grid).
+// Each bitmap has the layout [mask batches][mask heads][query tiles][words], tile n at bit n % 32
+// of word n / 32. With occupancy_t set (the backward), also [..][key tiles][query-tile words],
+// zeroed beforehand.
 template <int kBlockM, int kBlockN>
-__global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const FwdParams p) {
+__global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const AttentionParams p) {
     static_assert(kBlockN == 64, "a warp row covers 64 keys: 32 lanes x 2, or 16 lanes x 16 bytes x 4 tiles");
     __shared__ u32 occupied_word, full_word;
     if (threadIdx.x == 0) occupied_word = full_word = 0;
@@ -58,23 +50,22 @@ __global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const
     const int lane = threadIdx.x % 32;
     const int Lq = p.seqlen_q;
     const int Lk = p.seqlen_k;
-    const int shift = Lk - Lq;
+    const TileBounds bounds(p);
     const int m0 = m_tile * kBlockM;
     const int last_row = min(m0 + kBlockM, Lq) - 1;
     const u8* mask = static_cast<const u8*>(p.mask.data) + (bh / p.mask.heads) * p.mask.stride_batch +
                      (bh % p.mask.heads) * p.mask.stride_head;
-    // Last key row r can see: the causal bound, clamped to the keys that exist.
-    auto last_key = [&](int r) { return p.is_causal ? min(Lk - 1, r + shift) : Lk - 1; };
+    const i64 stride_key = p.mask.stride_key;
     const int warp_tile0 = blockIdx.y * 32 + warp * kOccupancyTilesPerWarp;
 
     u32 occupied_bits = 0, full_bits = 0;
-    if (((reinterpret_cast<u64>(mask) | static_cast<u64>(p.mask.stride_row)) & 15) == 0) {
+    if (stride_key == 1 && ((reinterpret_cast<u64>(mask) | static_cast<u64>(p.mask.stride_row)) & 15) == 0) {
         // 16-byte loads: lane = (row parity, 16-key chunk of the warp's 4 tiles).
         const int c = warp_tile0 * kBlockN + (lane % 16) * 16;
         bool any = false, all = true;
 #pragma unroll 4
         for (int r = m0 + lane / 16; r <= last_row; r += 2) {
-            const int limit = last_key(r);
+            const int limit = bounds.last_key(r);
             if (c > limit) continue;
             const u8* src = mask + r * p.mask.stride_row + c;
             u32 w[4];
@@ -103,16 +94,16 @@ __global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const
             if (!(partial_lanes & tile_lanes)) full_bits |= bit;
         }
     } else {
-        // Unaligned mask: lane = two neighbouring keys of one tile, tiles in turn.
+        // Unaligned or strided mask: lane = two neighbouring keys of one tile, tiles in turn.
 #pragma unroll 1
         for (int t = 0; t < kOccupancyTilesPerWarp; ++t) {
             const int c = (warp_tile0 + t) * kBlockN + 2 * lane;
             bool any = false, all = true;
 #pragma unroll 8
             for (int r = m0; r <= last_row; ++r) {
-                const int limit = last_key(r);
-                const u8* src = mask + r * p.mask.stride_row + c;
-                const u32 bytes = (c <= limit ? __ldg(src) : 0u) | (c + 1 <= limit ? static_cast<u32>(__ldg(src + 1)) << 8 : 0u);
+                const int limit = bounds.last_key(r);
+                const u8* src = mask + r * p.mask.stride_row + c * stride_key;
+                const u32 bytes = (c <= limit ? __ldg(src) : 0u) | (c + 1 <= limit ? static_cast<u32>(__ldg(src + stride_key)) << 8 : 0u);
                 fold(bytes, first_bytes(min(limit - c + 1, 2)), any, all);
             }
             const u32 bit = 1u << (warp * kOccupancyTilesPerWarp + t);
@@ -132,7 +123,7 @@ __global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const
     }
     if (p.occupancy_t != nullptr && threadIdx.x < 32) {  // transposed copy: bit m_tile of each key tile's row
         const int n_tile = blockIdx.y * 32 + threadIdx.x;
-        const int n_tiles = (Lk + kBlockN - 1) / kBlockN;
+        const int n_tiles = tiles_of(Lk, kBlockN);
         if (n_tile < n_tiles) {
             const int m_words = occupancy_words(gridDim.x);
             const i64 index = (static_cast<i64>(bh) * n_tiles + n_tile) * m_words + m_tile / 32;

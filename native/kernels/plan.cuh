@@ -1,0 +1,241 @@
+// The launch plan of each direction: tiles, key splits, grids, shared memory and the scratch layout of a call,
+// computed from its shapes in this one place. Plain constexpr C++ with no host headers and no device code: the
+// host launcher (native/src), the kernels' traits (nvcc and NVRTC) and the proof of the C# port
+// (bindings/FlashDmAttn/Nvrtc/LaunchPlan.cs, checked field by field through NVRTC) all read these definitions.
+#pragma once
+
+#include "common.cuh"
+
+namespace fdma {
+
+FDMA_HOST_DEVICE constexpr bool is_supported_head_dim(int head_dim) {
+    return head_dim == 32 || head_dim == 64 || head_dim == 96 || head_dim == 128 || head_dim == 192 ||
+           head_dim == 256;
+}
+
+struct Tile {
+    int block_m;  // query rows per block
+    int block_n;  // keys per step; at most 64 (one visibility bit per score register)
+    int warps;    // each warp owns block_m / warps query rows, a multiple of 16
+};
+
+// Up to D = 64, 128 query rows share each K/V tile (two 16-row MMA tiles per warp). Above, 64
+// rows: at D = 128 on the H100, 128 rows spilled registers and ran the 8K causal case with a
+// dense mask in 1.10 ms against 0.70 ms for 64 rows (0.34 against 0.33 ms without a mask).
+FDMA_HOST_DEVICE constexpr Tile fwd_tile(int head_dim) { return head_dim <= 64 ? Tile{128, 64, 4} : Tile{64, 64, 4}; }
+
+// The backward's tiles: 64 x 64 for every head dim (the dK/dV kernel splits the head dim above 128
+// instead, to keep dK and dV in registers).
+FDMA_HOST_DEVICE constexpr Tile bwd_tile(int) { return Tile{64, 64, 4}; }
+
+FDMA_HOST_DEVICE constexpr int tiles_of(int length, int block) { return (length + block - 1) / block; }
+
+// Words of one tile bitmap row: bit t % 32 of word t / 32 marks tile t.
+FDMA_HOST_DEVICE constexpr int occupancy_words(int tiles) { return (tiles + 31) / 32; }
+
+// Threads of the small kernels.
+constexpr int kOccupancyThreads = 256;     // the pre-pass: 8 warps of 4 key tiles, one bitmap word per block
+constexpr int kCombineThreads = 128;       // split-KV combine: a warp per (batch, query head, query) row
+constexpr int kRowPassThreads = 128;       // fp16 Delta and the dQ conversion: a warp per row
+constexpr int kConvertDBiasThreads = 256;  // the dBias conversion: a thread per element
+
+FDMA_HOST_DEVICE constexpr unsigned warp_row_blocks(long long rows, int threads) {
+    return static_cast<unsigned>((rows + threads / 32 - 1) / (threads / 32));
+}
+
+// ---- shared memory ----
+
+// Rows of 16-bit elements padded by 8 elements (16 bytes): the 8 rows an ldmatrix reads hit 8
+// distinct bank groups.
+FDMA_HOST_DEVICE constexpr int padded_row_elems(int head_dim) { return head_dim + 8; }
+
+// The forward's Q, K and V tiles.
+FDMA_HOST_DEVICE constexpr int fwd_tiles_smem_bytes(int head_dim) {
+    return (fwd_tile(head_dim).block_m + 2 * fwd_tile(head_dim).block_n) * padded_row_elems(head_dim) * 2;
+}
+
+// One key tile's bias, staged after a query-major kernel's tiles: the rows its block reads (one when
+// the bias broadcasts over queries), each padded by 8 elements so that the 8 rows a quad of threads
+// reads fall in distinct banks; 0 without a bias (bias_type 0).
+FDMA_HOST_DEVICE constexpr int bias_stage_bytes(Tile tile, int bias_type, bool bias_per_row) {
+    return bias_type == 0 ? 0 : (bias_per_row ? tile.block_m : 1) * (tile.block_n + 8) * element_size(bias_type);
+}
+
+// The most any call stages: block_m rows of fp32. A kernel's shared-memory attribute is set to its
+// tiles plus this for every call: set per call, a smaller limit could land between another
+// thread's setting and its launch.
+FDMA_HOST_DEVICE constexpr int max_bias_stage_bytes(Tile tile) { return bias_stage_bytes(tile, kFloat32, true); }
+
+// The backward: the head-dim slice one dK/dV block accumulates (registers bound dK + dV above 128).
+FDMA_HOST_DEVICE constexpr int bwd_d_slice(int head_dim) { return head_dim <= 128 ? head_dim : head_dim / 2; }
+
+// One padded [block_m, head_dim] tile of 16-bit elements.
+FDMA_HOST_DEVICE constexpr int bwd_tile_bytes(int head_dim) {
+    return bwd_tile(head_dim).block_m * padded_row_elems(head_dim) * 2;
+}
+
+// The dK/dV kernel: K, V, Q, dO, dS^T (rows of block_m + 8 elements), LSE and Delta.
+FDMA_HOST_DEVICE constexpr int bwd_dkdv_smem_bytes(int head_dim) {
+    return 4 * bwd_tile_bytes(head_dim) + bwd_tile(head_dim).block_n * (bwd_tile(head_dim).block_m + 8) * 2 +
+           2 * bwd_tile(head_dim).block_m * 4;
+}
+
+// The query-major backward kernels (dQ, bf16's Delta): Q, dO, K and V, then the bias stage.
+FDMA_HOST_DEVICE constexpr int bwd_dq_smem_bytes(int head_dim) { return 4 * bwd_tile_bytes(head_dim); }
+
+// ---- split-KV ----
+
+// A forward grid of fewer than kKvSplitTargetBlocks / 2 blocks (query tiles x heads x batch:
+// decode, short queries over long keys) leaves most of the GPU idle and each block walking a long
+// row of key tiles one after another. Its key tiles are then shared among splits, whose partial
+// outputs a combine pass merges: about kKvSplitTargetBlocks blocks in all, each walking at least
+// kKvSplitMinTiles key tiles. The target is fixed, not the device's SM count, so that the split,
+// the rounding it brings and the workspace size are the same on every GPU.
+constexpr int kKvSplitTargetBlocks = 512;
+constexpr int kKvSplitMinTiles = 2;
+constexpr int kKvSplitMax = 256;
+
+FDMA_HOST_DEVICE constexpr int fwd_kv_splits(long long blocks, int key_tiles) {
+    const long long by_blocks = 2 * blocks >= kKvSplitTargetBlocks ? 1 : (kKvSplitTargetBlocks + blocks - 1) / blocks;
+    const long long by_tiles = key_tiles / kKvSplitMinTiles;
+    const long long splits = by_blocks < by_tiles ? by_blocks : by_tiles;
+    return splits < 2 ? 1 : splits > kKvSplitMax ? kKvSplitMax : static_cast<int>(splits);
+}
+
+// ---- the plans ----
+
+FDMA_HOST_DEVICE constexpr u64 align256(u64 bytes) { return (bytes + 255) / 256 * 256; }
+
+struct Dim3 {
+    unsigned x, y, z;
+};
+
+// What a call's plan depends on: its sizes and, of the mask and bias, only their presence, shapes and
+// the bias's element type.
+struct ProblemShape {
+    int batch, seqlen_q, seqlen_k, heads_q, heads_kv, head_dim;
+    int mask_batch, mask_heads;             // 0 and 0 without a mask
+    int bias_type;                          // DType; 0 without a bias
+    int bias_batch, bias_heads, bias_rows;  // 0, 0 and 0 without a bias
+};
+
+struct FwdPlan {
+    Tile tile;
+    int m_tiles, n_tiles;
+    int kv_splits;            // blocks sharing each query tile's key tiles; 1: no combine pass
+    Dim3 grid;                // dmattn_fwd_kernel: (query tiles, Hq, B * kv_splits)
+    int threads;
+    int smem_bytes;           // this call's dynamic shared memory
+    int smem_limit;           // the kernel's attribute, the same for every call
+    Dim3 occupancy_grid;      // tile_occupancy_kernel: (query tiles, bitmap words, mask planes); z = 0 without a mask
+    unsigned combine_blocks;  // fwd_combine_kernel, when kv_splits > 1
+    // Scratch: byte offsets from its start, each section 256-byte aligned.
+    u64 o_partial;            // fp32 [kv_splits][B][Hq][Lq][D], when kv_splits > 1
+    u64 lse_partial;          // fp32 [kv_splits][B][Hq][Lq]
+    u64 bitmaps;              // with a mask: the occupied bitmap, then the full one
+    u64 bitmap_words;         // of one bitmap: [mask planes][query tiles][words]
+    u64 workspace_bytes;
+};
+
+FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s) {
+    FwdPlan p{};
+    p.tile = fwd_tile(s.head_dim);
+    p.m_tiles = tiles_of(s.seqlen_q, p.tile.block_m);
+    p.n_tiles = tiles_of(s.seqlen_k, p.tile.block_n);
+    p.kv_splits = fwd_kv_splits(static_cast<long long>(p.m_tiles) * s.heads_q * s.batch, p.n_tiles);
+    p.grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(s.heads_q),
+                  static_cast<unsigned>(s.batch * p.kv_splits)};
+    p.threads = p.tile.warps * 32;
+    p.smem_limit = fwd_tiles_smem_bytes(s.head_dim) + max_bias_stage_bytes(p.tile);
+    p.smem_bytes = fwd_tiles_smem_bytes(s.head_dim) + bias_stage_bytes(p.tile, s.bias_type, s.bias_rows > 1);
+    const int mask_planes = s.mask_batch * s.mask_heads;
+    p.occupancy_grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(occupancy_words(p.n_tiles)),
+                            static_cast<unsigned>(mask_planes)};
+    const u64 rows = static_cast<u64>(s.batch) * s.heads_q * s.seqlen_q;
+    p.combine_blocks = warp_row_blocks(static_cast<long long>(rows), kCombineThreads);
+    u64 end = 0;
+    if (p.kv_splits > 1) {
+        p.o_partial = end;
+        end += align256(p.kv_splits * rows * s.head_dim * 4);
+        p.lse_partial = end;
+        end += align256(p.kv_splits * rows * 4);
+    }
+    if (mask_planes > 0) {
+        p.bitmaps = end;
+        p.bitmap_words = static_cast<u64>(mask_planes) * p.m_tiles * occupancy_words(p.n_tiles);
+        end += align256(2 * p.bitmap_words * 4);
+    }
+    p.workspace_bytes = end;
+    return p;
+}
+
+struct BwdPlan {
+    Tile tile;
+    int m_tiles, n_tiles;
+    int slices;                      // head-dim slices of a key tile in the dK/dV kernel
+    int owner_heads, owner_batches;  // dK/dV grid y and z: with dBias, its owners (see BwdParams)
+    int threads;
+    Dim3 occupancy_grid;             // tile_occupancy_kernel; z = 0 without a mask
+    Dim3 query_tile_grid;            // dmattn_bwd_dq_kernel (dQ, bf16's Delta): (query tiles, Hq, B)
+    Dim3 dkdv_grid;                  // dmattn_bwd_dkdv_kernel: (key tiles x slices, owner heads, owner batches)
+    unsigned row_blocks;             // bwd_delta_kernel, bwd_convert_dq_kernel
+    unsigned convert_d_bias_blocks;  // bwd_convert_dbias_kernel; 0 without dBias
+    int dkdv_smem_bytes;
+    int dq_smem_bytes;               // this call's, for the query-major kernels
+    int dq_smem_limit;               // their attribute, the same for every call
+    // Scratch: byte offsets from its start, each section 256-byte aligned.
+    u64 delta;                       // fp32 [B][Hq][Lq]
+    u64 d_q_accum, d_q_accum_bytes;  // fp32 [B][Lq][Hq][D], zeroed; only when not deterministic
+    u64 d_bias_accum, d_bias_accum_bytes;  // fp32 [bias batch][heads][rows][Lk], zeroed; only with dBias
+    u64 bitmaps;                     // with a mask: occupied and full by query tile, then both by key tile
+    u64 bitmap_words;                // of each query-major bitmap: [mask planes][query tiles][key-tile words]
+    u64 bitmap_t_words;              // of each key-major bitmap: [mask planes][key tiles][query-tile words]
+    u64 workspace_bytes;
+};
+
+FDMA_HOST_DEVICE constexpr BwdPlan plan_bwd(const ProblemShape& s, bool deterministic, bool with_d_bias) {
+    BwdPlan p{};
+    p.tile = bwd_tile(s.head_dim);
+    p.m_tiles = tiles_of(s.seqlen_q, p.tile.block_m);
+    p.n_tiles = tiles_of(s.seqlen_k, p.tile.block_n);
+    p.slices = s.head_dim / bwd_d_slice(s.head_dim);
+    p.owner_heads = with_d_bias && s.bias_heads == 1 ? 1 : s.heads_kv;
+    p.owner_batches = with_d_bias && s.bias_batch == 1 ? 1 : s.batch;
+    p.threads = p.tile.warps * 32;
+    const int mask_planes = s.mask_batch * s.mask_heads;
+    p.occupancy_grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(occupancy_words(p.n_tiles)),
+                            static_cast<unsigned>(mask_planes)};
+    p.query_tile_grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(s.heads_q), static_cast<unsigned>(s.batch)};
+    p.dkdv_grid = Dim3{static_cast<unsigned>(p.n_tiles * p.slices), static_cast<unsigned>(p.owner_heads),
+                       static_cast<unsigned>(p.owner_batches)};
+    const u64 rows = static_cast<u64>(s.batch) * s.heads_q * s.seqlen_q;
+    p.row_blocks = warp_row_blocks(static_cast<long long>(rows), kRowPassThreads);
+    const u64 d_bias_elements = with_d_bias ? static_cast<u64>(s.bias_batch) * s.bias_heads * s.bias_rows * s.seqlen_k : 0;
+    p.convert_d_bias_blocks = static_cast<unsigned>((d_bias_elements + kConvertDBiasThreads - 1) / kConvertDBiasThreads);
+    p.dkdv_smem_bytes = bwd_dkdv_smem_bytes(s.head_dim);
+    p.dq_smem_bytes = bwd_dq_smem_bytes(s.head_dim) + bias_stage_bytes(p.tile, s.bias_type, s.bias_rows > 1);
+    p.dq_smem_limit = bwd_dq_smem_bytes(s.head_dim) + max_bias_stage_bytes(p.tile);
+    u64 end = 0;
+    p.delta = end;
+    end += align256(rows * 4);
+    if (!deterministic) {
+        p.d_q_accum = end;
+        p.d_q_accum_bytes = rows * s.head_dim * 4;
+        end += align256(p.d_q_accum_bytes);
+    }
+    if (with_d_bias) {
+        p.d_bias_accum = end;
+        p.d_bias_accum_bytes = d_bias_elements * 4;
+        end += align256(p.d_bias_accum_bytes);
+    }
+    if (mask_planes > 0) {
+        p.bitmaps = end;
+        p.bitmap_words = static_cast<u64>(mask_planes) * p.m_tiles * occupancy_words(p.n_tiles);
+        p.bitmap_t_words = static_cast<u64>(mask_planes) * p.n_tiles * occupancy_words(p.m_tiles);
+        end += align256(2 * (p.bitmap_words + p.bitmap_t_words) * 4);
+    }
+    p.workspace_bytes = end;
+    return p;
+}
+
+}  // namespace fdma
