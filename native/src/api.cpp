@@ -3,9 +3,10 @@
 
 #include <new>
 
-#include "../kernels/fwd_config.cuh"
-#include "flash_dmattn.h"
+#include "../kernels/plan.cuh"
 #include "bwd_args.h"
+#include "bwd_launch.h"
+#include "flash_dmattn.h"
 #include "fwd_args.h"
 #include "fwd_launch.h"
 #include "status.h"
@@ -26,7 +27,7 @@ fdma_status guarded(F&& body) {
     }
 }
 
-fdma_status tile_shape(fdma::FwdTile (*tile_of)(int), int32_t head_dim, int32_t dtype, int32_t* block_m,
+fdma_status tile_shape(fdma::Tile (*tile_of)(int), int32_t head_dim, int32_t dtype, int32_t* block_m,
                        int32_t* block_n) {
     return guarded([&] {
         if (block_m == nullptr || block_n == nullptr)
@@ -37,7 +38,7 @@ fdma_status tile_shape(fdma::FwdTile (*tile_of)(int), int32_t head_dim, int32_t 
         if (dtype != FDMA_DTYPE_FLOAT16 && dtype != FDMA_DTYPE_BFLOAT16)
             return fdma::fail(FDMA_STATUS_UNSUPPORTED,
                               "dtype must be FLOAT16 (1) or BFLOAT16 (2); got " + std::to_string(dtype));
-        const fdma::FwdTile tile = tile_of(head_dim);
+        const fdma::Tile tile = tile_of(head_dim);
         *block_m = tile.block_m;
         *block_n = tile.block_n;
         return FDMA_STATUS_SUCCESS;
@@ -88,9 +89,9 @@ fdma_status fdma_fwd_tile_shape(int32_t head_dim, int32_t dtype, int32_t* block_
 fdma_status fdma_fwd_workspace_size(const fdma_fwd_params* params, uint64_t* bytes) {
     return guarded([&] {
         if (bytes == nullptr) return fdma::fail(FDMA_STATUS_INVALID_ARGUMENT, "bytes is null");
-        fdma::FwdScratch scratch;
-        if (const fdma_status st = fdma::fwd_scratch_layout(params, scratch)) return st;
-        *bytes = scratch.total;
+        fdma::FwdPlan plan;
+        if (const fdma_status st = fdma::plan_fwd_call(params, plan)) return st;
+        *bytes = plan.workspace_bytes;
         return FDMA_STATUS_SUCCESS;
     });
 }
@@ -99,21 +100,22 @@ void fdma_fwd_params_init(fdma_fwd_params* params) {
     if (params == nullptr) return;
     *params = fdma_fwd_params{};
     params->struct_size = sizeof(fdma_fwd_params);
+    params->problem.mask.stride_key = params->problem.bias.stride_key = 1;
 }
 
 fdma_status fdma_fwd(const fdma_fwd_params* params) {
     return guarded([&] {
         fdma::FwdParams kernel_params{};
-        fdma::FwdScratch scratch;
-        if (const fdma_status st = fdma::make_fwd_params(params, kernel_params, scratch)) return st;
+        fdma::FwdPlan plan;
+        if (const fdma_status st = fdma::make_fwd_call(params, kernel_params, plan)) return st;
         const auto stream = static_cast<cudaStream_t>(params->stream);
         if (params->tile_stats != nullptr) {
             const cudaError_t err = cudaMemsetAsync(params->tile_stats, 0, 2 * sizeof(uint64_t), stream);
             if (err != cudaSuccess) return fdma::fail_cuda(err, "clearing tile_stats");
         }
-        return with_scratch(params->workspace, scratch.total, stream, [&](void* base) {
-            fdma::place_fwd_scratch(kernel_params, scratch, base);
-            return fdma::dispatch_fwd(kernel_params, params->dtype, params->head_dim, stream);
+        return with_scratch(params->workspace, plan.workspace_bytes, stream, [&](void* base) {
+            fdma::place_fwd_scratch(kernel_params, plan, base);
+            return fdma::dispatch_fwd(kernel_params, plan, params->problem.dtype, params->problem.head_dim, stream);
         });
     });
 }
@@ -122,15 +124,15 @@ void fdma_bwd_params_init(fdma_bwd_params* params) {
     if (params == nullptr) return;
     *params = fdma_bwd_params{};
     params->struct_size = sizeof(fdma_bwd_params);
-    params->forward.struct_size = sizeof(fdma_fwd_params);
+    params->problem.mask.stride_key = params->problem.bias.stride_key = params->d_bias.stride_key = 1;
 }
 
 fdma_status fdma_bwd_workspace_size(const fdma_bwd_params* params, uint64_t* bytes) {
     return guarded([&] {
         if (bytes == nullptr) return fdma::fail(FDMA_STATUS_INVALID_ARGUMENT, "bytes is null");
-        fdma::BwdScratch scratch;
-        if (const fdma_status st = fdma::bwd_scratch_layout(params, scratch)) return st;
-        *bytes = scratch.total;
+        fdma::BwdPlan plan;
+        if (const fdma_status st = fdma::plan_bwd_call(params, plan)) return st;
+        *bytes = plan.workspace_bytes;
         return FDMA_STATUS_SUCCESS;
     });
 }
@@ -142,12 +144,12 @@ fdma_status fdma_bwd_tile_shape(int32_t head_dim, int32_t dtype, int32_t* block_
 fdma_status fdma_bwd(const fdma_bwd_params* params) {
     return guarded([&] {
         fdma::BwdParams kernel_params{};
-        fdma::BwdScratch scratch;
-        if (const fdma_status st = fdma::make_bwd_params(params, kernel_params, scratch)) return st;
-        const auto stream = static_cast<cudaStream_t>(params->forward.stream);
-        return with_scratch(params->forward.workspace, scratch.total, stream, [&](void* base) {
-            fdma::place_bwd_scratch(kernel_params, scratch, base);
-            return fdma::dispatch_bwd(kernel_params, scratch, params->forward.dtype, params->forward.head_dim, stream);
+        fdma::BwdPlan plan;
+        if (const fdma_status st = fdma::make_bwd_call(params, kernel_params, plan)) return st;
+        const auto stream = static_cast<cudaStream_t>(params->stream);
+        return with_scratch(params->workspace, plan.workspace_bytes, stream, [&](void* base) {
+            fdma::place_bwd_scratch(kernel_params, plan, base);
+            return fdma::dispatch_bwd(kernel_params, plan, params->problem.dtype, params->problem.head_dim, stream);
         });
     });
 }

@@ -28,7 +28,7 @@ long long span_elements(const long long* sizes, const long long* strides, int ra
 
 bool is_disjoint(const long long* sizes, const long long* strides, int rank, long long inner) {
     // Each dimension, in order of stride, has to step past everything the smaller ones span.
-    long long order[3][2];
+    long long order[4][2];
     int n = 0;
     for (int i = 0; i < rank; ++i)
         if (sizes[i] > 1) order[n][0] = strides[i], order[n][1] = sizes[i], ++n;
@@ -83,12 +83,12 @@ fdma_status check_tensor(const fdma_tensor& t, const TensorCheck& c, int head_di
     if (c.is_output && !is_disjoint(c.sizes, strides, 3, head_dim))
         return fail(FDMA_STATUS_INVALID_ARGUMENT, name + ": strides (" + str(t.stride_batch) + ", " + str(t.stride_seq) +
                                                       ", " + str(t.stride_head) + ") make output elements overlap");
-    extent = {static_cast<const char*>(t.data), static_cast<const char*>(t.data) + 2 * elements, c.name, c.is_output};
+    extent = {static_cast<const char*>(t.data), static_cast<const char*>(t.data) + 2 * elements, name, c.is_output};
     return check_device_pointer(t.data, (name + ".data").c_str());
 }
 
 fdma_status check_broadcast(const fdma_broadcast_tensor& t, const std::string& prefix, const char* field,
-                            const fdma_fwd_params& p, bool is_bias, BroadcastOperand& out, Extent& extent) {
+                            const fdma_problem& p, bool is_bias, bool written, BroadcastOperand& out, Extent& extent) {
     out = BroadcastOperand{};
     if (t.data == nullptr) return FDMA_STATUS_SUCCESS;
     const std::string name = prefix + field;
@@ -111,37 +111,42 @@ fdma_status check_broadcast(const fdma_broadcast_tensor& t, const std::string& p
             return fail(FDMA_STATUS_MISALIGNED, name + ".data must be aligned to its " + str(element_size) +
                                                     "-byte element");
     }
-    const long long sizes[3] = {t.batch, t.heads, t.rows};
-    const long long strides[3] = {t.batch == 1 ? 0 : t.stride_batch, t.heads == 1 ? 0 : t.stride_head,
-                                  t.rows == 1 ? 0 : t.stride_row};
+    // A dimension of size 1 is broadcast: its stride is never used.
+    const long long sizes[4] = {t.batch, t.heads, t.rows, p.seqlen_k};
+    const long long strides[4] = {t.batch == 1 ? 0 : t.stride_batch, t.heads == 1 ? 0 : t.stride_head,
+                                  t.rows == 1 ? 0 : t.stride_row, p.seqlen_k == 1 ? 1 : t.stride_key};
     const char* stride_names[3] = {"stride_batch", "stride_head", "stride_row"};
     for (int i = 0; i < 3; ++i)
         if (strides[i] < 0)
             return fail(FDMA_STATUS_INVALID_ARGUMENT, name + "." + stride_names[i] + " must be >= 0; got " + str(strides[i]));
-    const long long elements = span_elements(sizes, strides, 3, p.seqlen_k);
+    if (strides[3] < 1)
+        return fail(FDMA_STATUS_INVALID_ARGUMENT, name + ".stride_key must be >= 1 (1: contiguous keys); got " + str(strides[3]));
+    const long long elements = span_elements(sizes, strides, 4, 1);
     if (elements < 0 || elements > (1LL << 62) / element_size)
         return fail(FDMA_STATUS_INVALID_ARGUMENT, name + ": the sizes and strides address more than 2^62 bytes");
+    if (written && !is_disjoint(sizes, strides, 4, 1))
+        return fail(FDMA_STATUS_INVALID_ARGUMENT, name + ": strides make output elements overlap");
 
     out.data = t.data;
     out.stride_batch = strides[0];
     out.stride_head = strides[1];
     out.stride_row = strides[2];
+    out.stride_key = strides[3];
     // heads == heads_q: one per query head; heads == heads_kv: one per group of query heads.
     out.head_group = (t.heads == p.heads_q || t.heads == 1) ? 1 : p.heads_q / p.heads_kv;
     out.batches = t.batch;
     out.heads = t.heads;
     out.rows = t.rows;
     out.type = is_bias ? t.dtype : 0;
-    extent = {static_cast<const char*>(t.data), static_cast<const char*>(t.data) + element_size * elements, field};
+    extent = {static_cast<const char*>(t.data), static_cast<const char*>(t.data) + element_size * elements, name, written};
     return check_device_pointer(t.data, (name + ".data").c_str());
 }
 
-fdma_status check_no_overlaps(const Extent* extents, int count, const std::string& prefix) {
+fdma_status check_no_overlaps(const Extent* extents, int count) {
     for (int w = 0; w < count; ++w)
         for (int i = 0; i < count; ++i)
             if (extents[w].written && i != w && overlaps(extents[w], extents[i]))
-                return fail(FDMA_STATUS_INVALID_ARGUMENT,
-                            prefix + extents[w].name + " overlaps " + prefix + extents[i].name);
+                return fail(FDMA_STATUS_INVALID_ARGUMENT, extents[w].name + " overlaps " + extents[i].name);
     return FDMA_STATUS_SUCCESS;
 }
 

@@ -26,28 +26,28 @@ cudaError_t with_instance(int dtype, int head_dim, Launch&& launch) {
 
 struct FwdLaunch {
     const FwdParams& params;
+    const FwdPlan& plan;
     cudaStream_t stream;
     template <int kElementType, int kHeadDim>
-    cudaError_t operator()() const { return launch_fwd<kElementType, kHeadDim>(params, stream); }
+    cudaError_t operator()() const { return launch_fwd<kElementType, kHeadDim>(params, plan, stream); }
 };
 
 struct BwdLaunch {
     const BwdParams& params;
-    const BwdScratch& scratch;
+    const BwdPlan& plan;
     cudaStream_t stream;
     template <int kElementType, int kHeadDim>
-    cudaError_t operator()() const { return launch_bwd<kElementType, kHeadDim>(params, scratch, stream); }
+    cudaError_t operator()() const { return launch_bwd<kElementType, kHeadDim>(params, plan, stream); }
 };
 
 }  // namespace
 
-cudaError_t dispatch_fwd(const FwdParams& params, int dtype, int head_dim, cudaStream_t stream) {
-    return with_instance(dtype, head_dim, FwdLaunch{params, stream});
+cudaError_t dispatch_fwd(const FwdParams& params, const FwdPlan& plan, int dtype, int head_dim, cudaStream_t stream) {
+    return with_instance(dtype, head_dim, FwdLaunch{params, plan, stream});
 }
 
-cudaError_t dispatch_bwd(const BwdParams& params, const BwdScratch& scratch, int dtype, int head_dim,
-                         cudaStream_t stream) {
-    return with_instance(dtype, head_dim, BwdLaunch{params, scratch, stream});
+cudaError_t dispatch_bwd(const BwdParams& params, const BwdPlan& plan, int dtype, int head_dim, cudaStream_t stream) {
+    return with_instance(dtype, head_dim, BwdLaunch{params, plan, stream});
 }
 
 }  // namespace fdma

@@ -1,0 +1,38 @@
+// The small kernels, compiled once (not again in every per-head-dim translation unit).
+#include "../kernels/bwd_prepost.cuh"
+#include "../kernels/tile_occupancy.cuh"
+#include "shared_kernels.h"
+
+namespace fdma {
+
+cudaError_t launch_tile_occupancy(const AttentionParams& attn, Tile tile, Dim3 grid, cudaStream_t stream) {
+    const dim3 blocks(grid.x, grid.y, grid.z);
+    // The forward's and the backward's tiles (plan.cuh): block_n is 64 for both.
+    if (tile.block_m == 128 && tile.block_n == 64) tile_occupancy_kernel<128, 64><<<blocks, kOccupancyThreads, 0, stream>>>(attn);
+    else if (tile.block_m == 64 && tile.block_n == 64) tile_occupancy_kernel<64, 64><<<blocks, kOccupancyThreads, 0, stream>>>(attn);
+    else return cudaErrorInvalidValue;
+    return cudaGetLastError();
+}
+
+cudaError_t launch_bwd_delta_fp16(const BwdParams& params, const BwdPlan& plan, int head_dim, cudaStream_t stream) {
+    bwd_delta_kernel<kFloat16><<<plan.row_blocks, kRowPassThreads, 0, stream>>>(params, head_dim);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_bwd_convert_dq(const BwdParams& params, const BwdPlan& plan, int dtype, int head_dim, cudaStream_t stream) {
+    if (dtype == kFloat16) bwd_convert_dq_kernel<kFloat16><<<plan.row_blocks, kRowPassThreads, 0, stream>>>(params, head_dim);
+    else bwd_convert_dq_kernel<kBFloat16><<<plan.row_blocks, kRowPassThreads, 0, stream>>>(params, head_dim);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_bwd_convert_dbias(const BwdParams& params, const BwdPlan& plan, cudaStream_t stream) {
+    const unsigned blocks = plan.convert_d_bias_blocks;
+    switch (params.d_bias.type) {
+        case kFloat32: bwd_convert_dbias_kernel<kFloat32><<<blocks, kConvertDBiasThreads, 0, stream>>>(params); break;
+        case kFloat16: bwd_convert_dbias_kernel<kFloat16><<<blocks, kConvertDBiasThreads, 0, stream>>>(params); break;
+        default: bwd_convert_dbias_kernel<kBFloat16><<<blocks, kConvertDBiasThreads, 0, stream>>>(params); break;
+    }
+    return cudaGetLastError();
+}
+
+}  // namespace fdma
