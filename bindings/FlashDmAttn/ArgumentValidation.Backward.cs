@@ -8,12 +8,14 @@ internal static partial class ArgumentValidation
     public static void ValidateDeviceBackward(DeviceBackwardArgs args, AttentionOptions? options)
     {
         ArgumentNullException.ThrowIfNull(args);
-        ValidateDeviceForward(args.Forward, options);
-        if (args.Lse == 0)
-            throw new ArgumentNullException("args.Lse", "args.Lse must be the device address of the forward's log-sum-exp; got 0.");
+        DeviceForwardArgs forward = args.Forward ?? throw new ArgumentNullException("args.Forward", "args.Forward must be the forward call's arguments; got null.");
+        ValidateDeviceProblem(forward, options, "args.Forward");
+        ThrowIfMisaligned(forward.Lse, sizeof(float), "args.Forward.Lse");
+        if (forward.Lse == 0)
+            throw new ArgumentNullException("args.Forward.Lse", "args.Forward.Lse must be the device address of the forward's log-sum-exp; got 0.");
 
-        AttentionShape shape = args.Shape;
-        int elementSize = args.DType.ElementSize();
+        AttentionShape shape = forward.Shape;
+        int elementSize = forward.DType.ElementSize();
         ValidateDeviceTensor(args.DOutput, "args.DOutput");
         ValidateDeviceTensor(args.DQ, "args.DQ");
         ValidateDeviceTensor(args.DK, "args.DK");
@@ -21,29 +23,28 @@ internal static partial class ArgumentValidation
         int biasGradientElementSize = 0;
         if (args.DBias is { } dBias)
         {
-            if (args.Bias is not { } bias)
-                throw new ArgumentException($"args.DBias must be null when args.Bias is; got a tensor at 0x{dBias.Pointer:x}.", "args.DBias");
+            if (forward.Bias is not { } bias)
+                throw new ArgumentException($"args.DBias must be null when args.Forward.Bias is; got a tensor at 0x{dBias.Pointer:x}.", "args.DBias");
             ValidateBiasGradientType(bias.DType, dBias.DType, "args.DBias");
             if (dBias.Shape != bias.Shape)
-                throw new ArgumentException($"args.DBias.Shape must be args.Bias.Shape ({bias.Shape}); got {dBias.Shape}.", "args.DBias.Shape");
+                throw new ArgumentException($"args.DBias.Shape must be args.Forward.Bias.Shape ({bias.Shape}); got {dBias.Shape}.", "args.DBias.Shape");
             biasGradientElementSize = dBias.DType.ElementSize();
             ValidateDeviceBroadcast(dBias, biasGradientElementSize, shape, "args.DBias");
         }
 
+        ThrowIfMisaligned(args.TileStats, sizeof(ulong), "args.TileStats");
+        ValidateWorkspace(args.Workspace, args.WorkspaceBytes, "args");
+
         ThrowIfOutputOverlaps(
         [
-            TensorRange(args.Q, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.Q", written: false),
-            TensorRange(args.K, shape.SeqLenK, shape.HeadsKv, shape, elementSize, "args.K", written: false),
-            TensorRange(args.V, shape.SeqLenK, shape.HeadsKv, shape, elementSize, "args.V", written: false),
-            TensorRange(args.Output, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.Output", written: false),
-            FlatRange("args.Lse", args.Lse, (ulong)shape.LseElements * sizeof(float)) with { Written = false },
-            BroadcastRange(args.Mask, 1, shape, "args.Mask"),
-            BroadcastRange(args.Bias, args.Bias?.DType.ElementSize() ?? 0, shape, "args.Bias"),
+            .. ProblemRanges(forward, "args.Forward"),
+            TensorRange(forward.Output, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.Forward.Output", written: false),
+            FlatRange("args.Forward.Lse", forward.Lse, (ulong)shape.LseElements * sizeof(float)) with { Written = false },
             TensorRange(args.DOutput, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.DOutput", written: false),
             TensorRange(args.DQ, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.DQ", written: true),
             TensorRange(args.DK, shape.SeqLenK, shape.HeadsKv, shape, elementSize, "args.DK", written: true),
             TensorRange(args.DV, shape.SeqLenK, shape.HeadsKv, shape, elementSize, "args.DV", written: true),
-            BroadcastRange(args.DBias, biasGradientElementSize, shape, "args.DBias") with { Written = true },
+            BroadcastRange(args.DBias, biasGradientElementSize, shape, "args.DBias", written: true),
             FlatRange("args.TileStats", args.TileStats, 2 * sizeof(ulong)),
             FlatRange("args.Workspace", args.Workspace, (ulong)args.WorkspaceBytes),
         ]);

@@ -4,8 +4,6 @@ namespace FlashDmAttn;
 // so that all three refuse the same calls with the same messages, before any native call, allocation or copy.
 internal static partial class ArgumentValidation
 {
-    private static readonly int[] SupportedHeadDims = [32, 64, 96, 128, 192, 256];
-
     // The kernel reads Q, K, V and writes O in 16-byte vectors along the head dimension.
     private const int TensorAlignment = 16;
     private const int TensorStrideMultiple = 8;
@@ -45,8 +43,15 @@ internal static partial class ArgumentValidation
 
     public static void ValidateHeadDim(int headDim, string name)
     {
-        if (Array.IndexOf(SupportedHeadDims, headDim) < 0)
-            throw new ArgumentOutOfRangeException(name, $"{name} must be one of {string.Join(", ", SupportedHeadDims)}; got {headDim}.");
+        if (!LaunchPlan.IsSupportedHeadDim(headDim))
+            throw new ArgumentOutOfRangeException(name, $"{name} must be one of {string.Join(", ", LaunchPlan.HeadDims)}; got {headDim}.");
+    }
+
+    // The tile-shape queries of both directions.
+    public static void ValidateTileShapeQuery(int headDim, ScalarType dtype)
+    {
+        ValidateHeadDim(headDim, nameof(headDim));
+        ValidateTensorDType(dtype, nameof(dtype));
     }
 
     public static void ValidateTensorDType(ScalarType dtype, string name)
@@ -131,40 +136,57 @@ internal static partial class ArgumentValidation
     public static void ValidateDeviceForward(DeviceForwardArgs args, AttentionOptions? options)
     {
         ArgumentNullException.ThrowIfNull(args);
+        ValidateDeviceProblem(args, options, "args");
         AttentionShape shape = args.Shape;
-        ValidateShape(shape, "args.Shape");
-        ValidateTensorDType(args.DType, "args.DType");
-        ValidateOptions(options);
-        int elementSize = args.DType.ElementSize();
-        ValidateDeviceTensor(args.Q, "args.Q");
-        ValidateDeviceTensor(args.K, "args.K");
-        ValidateDeviceTensor(args.V, "args.V");
-        ValidateDeviceTensor(args.Output, "args.Output");
-        if (args.Mask is { } mask)
-            ValidateDeviceBroadcast(mask, 1, shape, "args.Mask");
-        if (args.Bias is { } bias)
-        {
-            if (bias.DType is not (ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float32))
-                throw new ArgumentOutOfRangeException("args.Bias", $"args.Bias.DType must be Float16, BFloat16 or Float32; got {bias.DType}.");
-            ValidateDeviceBroadcast(bias, bias.DType.ElementSize(), shape, "args.Bias");
-        }
-
         ThrowIfMisaligned(args.Lse, sizeof(float), "args.Lse");
         ThrowIfMisaligned(args.TileStats, sizeof(ulong), "args.TileStats");
-        ValidateWorkspace(args.Workspace, args.WorkspaceBytes);
+        ValidateWorkspace(args.Workspace, args.WorkspaceBytes, "args");
 
         ThrowIfOutputOverlaps(
         [
-            TensorRange(args.Q, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.Q", written: false),
-            TensorRange(args.K, shape.SeqLenK, shape.HeadsKv, shape, elementSize, "args.K", written: false),
-            TensorRange(args.V, shape.SeqLenK, shape.HeadsKv, shape, elementSize, "args.V", written: false),
-            BroadcastRange(args.Mask, 1, shape, "args.Mask"),
-            BroadcastRange(args.Bias, args.Bias?.DType.ElementSize() ?? 0, shape, "args.Bias"),
-            TensorRange(args.Output, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.Output", written: true),
+            .. ProblemRanges(args, "args"),
+            TensorRange(args.Output, shape.SeqLenQ, shape.HeadsQ, shape, args.DType.ElementSize(), "args.Output", written: true),
             FlatRange("args.Lse", args.Lse, (ulong)shape.LseElements * sizeof(float)),
             FlatRange("args.TileStats", args.TileStats, 2 * sizeof(ulong)),
             FlatRange("args.Workspace", args.Workspace, (ulong)args.WorkspaceBytes),
         ]);
+    }
+
+    // What both directions take alike (name: "args" or "args.Forward"): shape, type, options, Q, K, V, the output's
+    // pointer and strides, mask and bias.
+    private static void ValidateDeviceProblem(DeviceForwardArgs args, AttentionOptions? options, string name)
+    {
+        AttentionShape shape = args.Shape;
+        ValidateShape(shape, $"{name}.Shape");
+        ValidateTensorDType(args.DType, $"{name}.DType");
+        ValidateOptions(options);
+        ValidateDeviceTensor(args.Q, $"{name}.Q");
+        ValidateDeviceTensor(args.K, $"{name}.K");
+        ValidateDeviceTensor(args.V, $"{name}.V");
+        ValidateDeviceTensor(args.Output, $"{name}.Output");
+        if (args.Mask is { } mask)
+            ValidateDeviceBroadcast(mask, 1, shape, $"{name}.Mask");
+        if (args.Bias is { } bias)
+        {
+            if (bias.DType is not (ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float32))
+                throw new ArgumentOutOfRangeException($"{name}.Bias", $"{name}.Bias.DType must be Float16, BFloat16 or Float32; got {bias.DType}.");
+            ValidateDeviceBroadcast(bias, bias.DType.ElementSize(), shape, $"{name}.Bias");
+        }
+    }
+
+    // The inputs both directions read: Q, K, V, mask and bias.
+    private static MemoryRange[] ProblemRanges(DeviceForwardArgs args, string name)
+    {
+        AttentionShape shape = args.Shape;
+        int elementSize = args.DType.ElementSize();
+        return
+        [
+            TensorRange(args.Q, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, $"{name}.Q", written: false),
+            TensorRange(args.K, shape.SeqLenK, shape.HeadsKv, shape, elementSize, $"{name}.K", written: false),
+            TensorRange(args.V, shape.SeqLenK, shape.HeadsKv, shape, elementSize, $"{name}.V", written: false),
+            BroadcastRange(args.Mask, 1, shape, $"{name}.Mask", written: false),
+            BroadcastRange(args.Bias, args.Bias?.DType.ElementSize() ?? 0, shape, $"{name}.Bias", written: false),
+        ];
     }
 
     public static void ValidateForwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask)
@@ -221,6 +243,9 @@ internal static partial class ArgumentValidation
         ThrowIfNegativeStride(tensor.Shape.Batch, tensor.StrideBatch, $"{name}.StrideBatch");
         ThrowIfNegativeStride(tensor.Shape.Heads, tensor.StrideHead, $"{name}.StrideHead");
         ThrowIfNegativeStride(tensor.Shape.Rows, tensor.StrideRow, $"{name}.StrideRow");
+        // As for the other dimensions, the stride of a single key is never used.
+        if (shape.SeqLenK > 1 && tensor.StrideKey < 1)
+            throw new ArgumentException($"{name}.StrideKey must be >= 1 (1: contiguous keys); got {tensor.StrideKey}.", $"{name}.StrideKey");
     }
 
     private static void ThrowIfNegativeStride(int size, long stride, string name)
@@ -230,17 +255,17 @@ internal static partial class ArgumentValidation
             throw new ArgumentException($"{name} must be >= 0; got {stride}.", name);
     }
 
-    private static void ValidateWorkspace(nint workspace, long workspaceBytes)
+    private static void ValidateWorkspace(nint workspace, long workspaceBytes, string name)
     {
         if (workspaceBytes < 0)
-            throw new ArgumentOutOfRangeException("args.WorkspaceBytes", $"args.WorkspaceBytes must be >= 0; got {workspaceBytes}.");
+            throw new ArgumentOutOfRangeException($"{name}.WorkspaceBytes", $"{name}.WorkspaceBytes must be >= 0; got {workspaceBytes}.");
         if (workspace != 0 && workspaceBytes == 0)
         {
-            throw new ArgumentOutOfRangeException("args.WorkspaceBytes",
-                $"args.WorkspaceBytes must be > 0 when args.Workspace is set (0x{workspace:x}); got 0.");
+            throw new ArgumentOutOfRangeException($"{name}.WorkspaceBytes",
+                $"{name}.WorkspaceBytes must be > 0 when {name}.Workspace is set (0x{workspace:x}); got 0.");
         }
 
-        ThrowIfMisaligned(workspace, WorkspaceAlignment, "args.Workspace");
+        ThrowIfMisaligned(workspace, WorkspaceAlignment, $"{name}.Workspace");
     }
 
     private static void ThrowIfMisaligned(nint pointer, int alignment, string name)
@@ -255,12 +280,12 @@ internal static partial class ArgumentValidation
             name, tensor.Pointer, elementSize, written,
             (shape.Batch, tensor.StrideBatch), (seqLen, tensor.StrideSeq), (heads, tensor.StrideHead), (shape.HeadDim, 1));
 
-    private static MemoryRange BroadcastRange(DeviceBroadcastTensor? tensor, int elementSize, AttentionShape shape, string name) =>
+    private static MemoryRange BroadcastRange(DeviceBroadcastTensor? tensor, int elementSize, AttentionShape shape, string name, bool written) =>
         tensor is not { } t
-            ? new MemoryRange(name, 0, 0, Written: false)
+            ? new MemoryRange(name, 0, 0, written)
             : DeviceRange(
-                name, t.Pointer, elementSize, written: false,
-                (t.Shape.Batch, t.StrideBatch), (t.Shape.Heads, t.StrideHead), (t.Shape.Rows, t.StrideRow), (shape.SeqLenK, 1));
+                name, t.Pointer, elementSize, written,
+                (t.Shape.Batch, t.StrideBatch), (t.Shape.Heads, t.StrideHead), (t.Shape.Rows, t.StrideRow), (shape.SeqLenK, t.StrideKey));
 
     // Written bytes at an optional pointer: none when it is 0.
     private static MemoryRange FlatRange(string name, nint pointer, ulong length)

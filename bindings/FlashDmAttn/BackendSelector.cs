@@ -32,8 +32,12 @@ internal static class BackendSelector
         };
     }
 
-    // The backend of calls on a device: throws, with the reasons, when none is usable.
-    public static BackendSelection Select(FlashDmAttnBackend? option, int device, string name = "options")
+    // The backend calls on a device run on: throws, with the reasons, when none is usable.
+    public static IAttentionBackend Select(FlashDmAttnBackend? option, int device, string name = "options") =>
+        Of(Selection(option, device, name).Backend);
+
+    // Which backend calls on a device run on, and why it is not the native library when it is not.
+    public static BackendSelection Selection(FlashDmAttnBackend? option, int device, string name = "options")
     {
         switch (Requested(option, name))
         {
@@ -60,21 +64,25 @@ internal static class BackendSelector
 
     // For host-side queries (tile shape, scratch size), which need no device: the native library's answers where it
     // loads, else the NVRTC backend's (the same numbers: NvrtcMirrorTests).
-    public static FlashDmAttnBackend SelectForHostQuery(FlashDmAttnBackend? option)
+    public static IAttentionBackend SelectForHostQuery(FlashDmAttnBackend? option)
     {
         FlashDmAttnBackend requested = Requested(option, "backend");
         if (requested != FlashDmAttnBackend.Auto)
-            return requested;
+            return Of(requested);
         try
         {
             FlashDmAttnLibrary.EnsureLoaded();
-            return FlashDmAttnBackend.Native;
+            return NativeBackend.Instance;
         }
         catch (NativeLibraryException)
         {
-            return FlashDmAttnBackend.Nvrtc;
+            return NvrtcBackend.Instance;
         }
     }
+
+    // The implementation of a chosen backend (Native or Nvrtc).
+    private static IAttentionBackend Of(FlashDmAttnBackend backend) =>
+        backend == FlashDmAttnBackend.Nvrtc ? NvrtcBackend.Instance : NativeBackend.Instance;
 
     private static BackendSelection SelectAuto(int device)
     {

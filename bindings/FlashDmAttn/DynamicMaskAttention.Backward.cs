@@ -33,8 +33,8 @@ public static partial class DynamicMaskAttention
     public static void Backward(DeviceBackwardArgs args, AttentionOptions? options = null, bool deterministic = false, nint stream = 0)
     {
         ArgumentValidation.ValidateDeviceBackward(args, options);
-        int device = CudaDriver.DeviceOf(args.Q.Pointer, "args.Q");
-        LaunchBackward(args, options, deterministic, stream, device, BackendSelector.Select(options?.Backend, device).Backend);
+        int device = CudaDriver.DeviceOf(args.Forward.Q.Pointer, "args.Forward.Q");
+        BackendSelector.Select(options?.Backend, device).Backward(args, options ?? AttentionOptions.Default, deterministic, stream, device);
     }
 
     /// <summary>
@@ -95,7 +95,7 @@ public static partial class DynamicMaskAttention
     {
         ScalarType dtype = ArgumentValidation.ScalarTypeOf<T>();
         ArgumentValidation.ValidateHostBackward<T>(shape, q, k, v, output, lse, dOutput, dq, dk, dv, options, mask, bias, dBias);
-        FlashDmAttnBackend backend = SelectBackendOnDevice(device, options?.Backend, nameof(options)).Backend;
+        IAttentionBackend backend = SelectOnDevice(device, options?.Backend, nameof(options));
 
         using HostCallStaging staging = HostCallStaging.Begin(device, shape);
         StagedInputs inputs = staging.UploadInputs(q, k, v, mask, bias);
@@ -105,15 +105,18 @@ public static partial class DynamicMaskAttention
         DeviceBuffer? dBiasBuffer = dBias.IsPresent ? staging.Allocate((long)dBias.Length * dBias.DType.ElementSize()) : null;
         var args = new DeviceBackwardArgs
         {
-            Shape = shape,
-            DType = dtype,
-            Q = inputs.Q,
-            K = inputs.K,
-            V = inputs.V,
-            Output = staging.QueryShaped(staging.Upload(output)),
-            Lse = staging.Upload(lse).Pointer,
-            Mask = inputs.Mask,
-            Bias = inputs.Bias,
+            Forward = new DeviceForwardArgs
+            {
+                Shape = shape,
+                DType = dtype,
+                Q = inputs.Q,
+                K = inputs.K,
+                V = inputs.V,
+                Output = staging.QueryShaped(staging.Upload(output)),
+                Lse = staging.Upload(lse).Pointer,
+                Mask = inputs.Mask,
+                Bias = inputs.Bias,
+            },
             DOutput = staging.QueryShaped(staging.Upload(dOutput)),
             DQ = staging.QueryShaped(dqBuffer),
             DK = staging.KeyShaped(dkBuffer),
@@ -121,7 +124,7 @@ public static partial class DynamicMaskAttention
             DBias = dBiasBuffer is null ? null : staging.Broadcast(dBiasBuffer, dBias.DType, bias.Shape),
             TileStats = staging.TileStats,
         };
-        LaunchBackward(args, options, deterministic, stream: 0, device, backend);
+        backend.Backward(args, options ?? AttentionOptions.Default, deterministic, stream: 0, device);
 
         TileStats tileStats = staging.SynchronizeAndReadTileStats();
         dqBuffer.CopyTo(dq);
@@ -160,13 +163,8 @@ public static partial class DynamicMaskAttention
     /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
     public static (int BlockM, int BlockN) BackwardTileShape(int headDim, ScalarType dtype, FlashDmAttnBackend? backend = null)
     {
-        return TileShape(headDim, dtype, backend, NvrtcTile, Interop.FlashDmAttn.fdma_bwd_tile_shape, "fdma_bwd_tile_shape");
-
-        static (int, int) NvrtcTile(int headDim)
-        {
-            BackwardTraits traits = BackwardTraits.For(headDim);
-            return (traits.BlockM, traits.BlockN);
-        }
+        ArgumentValidation.ValidateTileShapeQuery(headDim, dtype);
+        return BackendSelector.SelectForHostQuery(backend).BackwardTileShape(headDim, dtype);
     }
 
     /// <summary>
@@ -190,51 +188,11 @@ public static partial class DynamicMaskAttention
     /// <exception cref="NativeLibraryException">The native library, forced, is missing or incompatible.</exception>
     /// <exception cref="FlashDmAttnException">The native library refused the query.</exception>
     /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
-    public static unsafe long BackwardWorkspaceSize(
+    public static long BackwardWorkspaceSize(
         AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient, bool deterministic = false,
         FlashDmAttnBackend? backend = null)
     {
         ArgumentValidation.ValidateBackwardWorkspaceSize(shape, dtype, mask, biasGradient);
-        if (BackendSelector.SelectForHostQuery(backend) == FlashDmAttnBackend.Nvrtc)
-            return checked((long)BackwardScratch.For(shape, mask, biasGradient, deterministic).Total);
-
-        FlashDmAttnLibrary.EnsureLoaded();
-        var parameters = new Interop.FlashDmAttn.BwdParams
-        {
-            StructSize = (uint)sizeof(Interop.FlashDmAttn.BwdParams),
-            Deterministic = deterministic ? 1 : 0,
-            Forward = NativeParams(shape, dtype),
-        };
-        parameters.Forward.Mask = SizeQueryOperand(mask);
-        parameters.Forward.Bias = SizeQueryOperand(biasGradient);
-        parameters.DBias = parameters.Forward.Bias;
-        FlashDmAttnLibrary.ThrowIfFailed(
-            Interop.FlashDmAttn.fdma_bwd_workspace_size(&parameters, out ulong bytes), "fdma_bwd_workspace_size");
-        return checked((long)bytes);
-    }
-
-    // Both entry points end here: arguments already validated, the backend already chosen for the device Q lives on.
-    private static unsafe void LaunchBackward(
-        DeviceBackwardArgs args, AttentionOptions? options, bool deterministic, nint stream, int device, FlashDmAttnBackend backend)
-    {
-        AttentionOptions resolved = options ?? AttentionOptions.Default;
-        if (backend == FlashDmAttnBackend.Nvrtc)
-        {
-            NvrtcBackward.Launch(args, resolved, deterministic, stream, device);
-            return;
-        }
-
-        var parameters = new Interop.FlashDmAttn.BwdParams
-        {
-            StructSize = (uint)sizeof(Interop.FlashDmAttn.BwdParams),
-            Deterministic = deterministic ? 1 : 0,
-            Forward = NativeForwardParams(args.Forward, resolved, stream),
-            DOut = ToNative(args.DOutput),
-            DQ = ToNative(args.DQ),
-            DK = ToNative(args.DK),
-            DV = ToNative(args.DV),
-            DBias = ToNative(args.DBias),
-        };
-        FlashDmAttnLibrary.ThrowIfFailed(Interop.FlashDmAttn.fdma_bwd(&parameters), "fdma_bwd");
+        return BackendSelector.SelectForHostQuery(backend).BackwardWorkspaceSize(shape, dtype, mask, biasGradient, deterministic);
     }
 }

@@ -30,7 +30,7 @@ public static partial class DynamicMaskAttention
     {
         ArgumentValidation.ValidateDeviceForward(args, options);
         int device = CudaDriver.DeviceOf(args.Q.Pointer, "args.Q");
-        Launch(args, options, stream, device, BackendSelector.Select(options?.Backend, device).Backend);
+        BackendSelector.Select(options?.Backend, device).Forward(args, options ?? AttentionOptions.Default, stream, device);
     }
 
     /// <summary>
@@ -74,7 +74,7 @@ public static partial class DynamicMaskAttention
     {
         ScalarType dtype = ArgumentValidation.ScalarTypeOf<T>();
         ArgumentValidation.ValidateHostForward<T, float>(shape, q, k, v, output, options, mask.Operand, bias.Operand, lse);
-        FlashDmAttnBackend backend = SelectBackendOnDevice(device, options?.Backend, nameof(options)).Backend;
+        IAttentionBackend backend = SelectOnDevice(device, options?.Backend, nameof(options));
 
         using HostCallStaging staging = HostCallStaging.Begin(device, shape);
         StagedInputs inputs = staging.UploadInputs(q, k, v, mask, bias);
@@ -93,7 +93,7 @@ public static partial class DynamicMaskAttention
             Lse = lseBuffer?.Pointer ?? 0,
             TileStats = staging.TileStats,
         };
-        Launch(args, options, stream: 0, device, backend);
+        backend.Forward(args, options ?? AttentionOptions.Default, stream: 0, device);
 
         TileStats tileStats = staging.SynchronizeAndReadTileStats();
         outputBuffer.CopyTo(output);
@@ -118,13 +118,8 @@ public static partial class DynamicMaskAttention
     /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
     public static (int BlockM, int BlockN) ForwardTileShape(int headDim, ScalarType dtype, FlashDmAttnBackend? backend = null)
     {
-        return TileShape(headDim, dtype, backend, NvrtcTile, Interop.FlashDmAttn.fdma_fwd_tile_shape, "fdma_fwd_tile_shape");
-
-        static (int, int) NvrtcTile(int headDim)
-        {
-            ForwardTile tile = ForwardTile.For(headDim);
-            return (tile.BlockM, tile.BlockN);
-        }
+        ArgumentValidation.ValidateTileShapeQuery(headDim, dtype);
+        return BackendSelector.SelectForHostQuery(backend).ForwardTileShape(headDim, dtype);
     }
 
     /// <summary>
@@ -145,18 +140,10 @@ public static partial class DynamicMaskAttention
     /// <exception cref="NativeLibraryException">The native library, forced, is missing or incompatible.</exception>
     /// <exception cref="FlashDmAttnException">The native library refused the query.</exception>
     /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
-    public static unsafe long ForwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask, FlashDmAttnBackend? backend = null)
+    public static long ForwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask, FlashDmAttnBackend? backend = null)
     {
         ArgumentValidation.ValidateForwardWorkspaceSize(shape, dtype, mask);
-        if (BackendSelector.SelectForHostQuery(backend) == FlashDmAttnBackend.Nvrtc)
-            return ForwardLaunchPlan.For(shape, mask).WorkspaceBytes;
-
-        FlashDmAttnLibrary.EnsureLoaded();
-        Interop.FlashDmAttn.FwdParams parameters = NativeParams(shape, dtype);
-        parameters.Mask = SizeQueryOperand(mask);
-        FlashDmAttnLibrary.ThrowIfFailed(
-            Interop.FlashDmAttn.fdma_fwd_workspace_size(&parameters, out ulong bytes), "fdma_fwd_workspace_size");
-        return checked((long)bytes);
+        return BackendSelector.SelectForHostQuery(backend).ForwardWorkspaceSize(shape, dtype, mask);
     }
 
     /// <summary>
@@ -172,8 +159,11 @@ public static partial class DynamicMaskAttention
     /// <exception cref="NativeLibraryException">The CUDA driver is missing, or no backend (or not the one forced) is usable.</exception>
     /// <exception cref="CudaException">The CUDA driver failed to initialize.</exception>
     /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
-    public static BackendSelection SelectBackend(int device = 0, FlashDmAttnBackend? requested = null) =>
-        SelectBackendOnDevice(device, requested, nameof(requested));
+    public static BackendSelection SelectBackend(int device = 0, FlashDmAttnBackend? requested = null)
+    {
+        ThrowIfNoSuchDevice(device);
+        return BackendSelector.Selection(requested, device, nameof(requested));
+    }
 
     /// <summary>
     /// Whether the CUDA driver loads, initializes and reports at least one device; never throws.
@@ -196,107 +186,17 @@ public static partial class DynamicMaskAttention
     }
 
     // The device check of every entry point taking an ordinal, then the backend for that device.
-    private static BackendSelection SelectBackendOnDevice(int device, FlashDmAttnBackend? requested, string requestedName)
+    private static IAttentionBackend SelectOnDevice(int device, FlashDmAttnBackend? requested, string requestedName)
+    {
+        ThrowIfNoSuchDevice(device);
+        return BackendSelector.Select(requested, device, requestedName);
+    }
+
+    private static void ThrowIfNoSuchDevice(int device)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(device);
         int deviceCount = CudaDriver.DeviceCount();
         if (device >= deviceCount)
             throw new ArgumentOutOfRangeException(nameof(device), $"device must be less than the device count ({deviceCount}); got {device}.");
-        return BackendSelector.Select(requested, device, requestedName);
     }
-
-    // Both directions' tile-shape query: the NVRTC backend's table or the native library's answer.
-    private static (int BlockM, int BlockN) TileShape(
-        int headDim, ScalarType dtype, FlashDmAttnBackend? backend, Func<int, (int, int)> nvrtcTable, NativeTileShapeQuery nativeQuery,
-        string nativeFunction)
-    {
-        ArgumentValidation.ValidateHeadDim(headDim, nameof(headDim));
-        ArgumentValidation.ValidateTensorDType(dtype, nameof(dtype));
-        if (BackendSelector.SelectForHostQuery(backend) == FlashDmAttnBackend.Nvrtc)
-            return nvrtcTable(headDim);
-
-        FlashDmAttnLibrary.EnsureLoaded();
-        FlashDmAttnLibrary.ThrowIfFailed(nativeQuery(headDim, (int)dtype, out int blockM, out int blockN), nativeFunction);
-        return (blockM, blockN);
-    }
-
-    private delegate int NativeTileShapeQuery(int headDim, int dtype, out int blockM, out int blockN);
-
-    // A mask or bias of a workspace-size query: fdma_*_workspace_size reads its shape and whether its pointer is null,
-    // never what it points to.
-    private static Interop.FlashDmAttn.BroadcastTensor SizeQueryOperand(BroadcastShape? shape) => shape is not { } s ? default : new()
-    {
-        Data = 1,
-        Batch = s.Batch,
-        Heads = s.Heads,
-        Rows = s.Rows,
-    };
-
-    // Both entry points end here: arguments already validated, the backend already chosen for the device Q lives on.
-    private static unsafe void Launch(DeviceForwardArgs args, AttentionOptions? options, nint stream, int device, FlashDmAttnBackend backend)
-    {
-        AttentionOptions resolved = options ?? AttentionOptions.Default;
-        if (backend == FlashDmAttnBackend.Nvrtc)
-        {
-            NvrtcForward.Launch(args, resolved, stream, device);
-            return;
-        }
-
-        Interop.FlashDmAttn.FwdParams parameters = NativeForwardParams(args, resolved, stream);
-        FlashDmAttnLibrary.ThrowIfFailed(Interop.FlashDmAttn.fdma_fwd(&parameters), "fdma_fwd");
-    }
-
-    // The native parameters of a forward call: the forward's own, and the backward's, which embeds its forward call's.
-    private static Interop.FlashDmAttn.FwdParams NativeForwardParams(DeviceForwardArgs args, AttentionOptions options, nint stream)
-    {
-        Interop.FlashDmAttn.FwdParams parameters = NativeParams(args.Shape, args.DType);
-        parameters.Q = ToNative(args.Q);
-        parameters.K = ToNative(args.K);
-        parameters.V = ToNative(args.V);
-        parameters.Out = ToNative(args.Output);
-        parameters.Mask = ToNative(args.Mask);
-        parameters.Bias = ToNative(args.Bias);
-        parameters.Lse = args.Lse;
-        parameters.SoftmaxScale = options.ResolveSoftmaxScale(args.Shape.HeadDim);
-        parameters.Softcap = options.Softcap;
-        parameters.IsCausal = options.Causal ? 1 : 0;
-        parameters.TileStats = args.TileStats;
-        parameters.Workspace = args.Workspace;
-        parameters.WorkspaceBytes = (ulong)args.WorkspaceBytes;
-        parameters.Stream = stream;
-        return parameters;
-    }
-
-    // The struct size, element type and sizes: what every call into the native forward starts from.
-    private static unsafe Interop.FlashDmAttn.FwdParams NativeParams(AttentionShape shape, ScalarType dtype) => new()
-    {
-        StructSize = (uint)sizeof(Interop.FlashDmAttn.FwdParams),
-        DType = (int)dtype,
-        Batch = shape.Batch,
-        SeqLenQ = shape.SeqLenQ,
-        SeqLenK = shape.SeqLenK,
-        HeadsQ = shape.HeadsQ,
-        HeadsKv = shape.HeadsKv,
-        HeadDim = shape.HeadDim,
-    };
-
-    private static Interop.FlashDmAttn.Tensor ToNative(DeviceTensor tensor) => new()
-    {
-        Data = tensor.Pointer,
-        StrideBatch = tensor.StrideBatch,
-        StrideSeq = tensor.StrideSeq,
-        StrideHead = tensor.StrideHead,
-    };
-
-    private static Interop.FlashDmAttn.BroadcastTensor ToNative(DeviceBroadcastTensor? tensor) => tensor is not { } t ? default : new()
-    {
-        Data = t.Pointer,
-        DType = (int)t.DType,
-        Batch = t.Shape.Batch,
-        Heads = t.Shape.Heads,
-        Rows = t.Shape.Rows,
-        StrideBatch = t.StrideBatch,
-        StrideHead = t.StrideHead,
-        StrideRow = t.StrideRow,
-    };
 }

@@ -129,15 +129,7 @@ internal sealed unsafe class ForwardProblem : IDisposable
         var biasShape = new BroadcastShape(c.Batch, c.HeadsKv, 1);
         backward = new DeviceBackwardArgs
         {
-            Shape = c.Shape,
-            DType = ScalarType.BFloat16,
-            Q = first.Q,
-            K = first.K,
-            V = first.V,
-            Output = first.Output,
-            Lse = forwardWithLse.Lse,
-            Mask = first.Mask,
-            Bias = first.Bias,
+            Forward = forwardWithLse,
             DOutput = DeviceTensor.SequenceMajor(Upload(dOutput).Pointer, c.SeqLenQ, c.HeadsQ, c.HeadDim),
             DQ = DeviceTensor.SequenceMajor(Allocate(inputs.Q.Length * 2L).Pointer, c.SeqLenQ, c.HeadsQ, c.HeadDim),
             DK = DeviceTensor.SequenceMajor(Allocate(inputs.K.Length * 2L).Pointer, c.SeqLenK, c.HeadsKv, c.HeadDim),

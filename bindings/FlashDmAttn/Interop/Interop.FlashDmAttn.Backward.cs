@@ -7,19 +7,25 @@ internal static partial class Interop
     // The backward half of the C ABI (native/include/flash_dmattn.h), mirrored field for field like the forward.
     internal static unsafe partial class FlashDmAttn
     {
-        // fdma_bwd_params: 560 bytes; offsets deterministic 4, forward 8 (344 bytes, 8-aligned), d_out 352, d_q 384,
-        // d_k 416, d_v 448, d_bias 480, reserved 528. No padding anywhere.
+        // fdma_bwd_params: 552 bytes; offsets problem 8, out 264, lse 296, d_out 304, d_bias 432, tile_stats 488,
+        // reserved 520.
         [StructLayout(LayoutKind.Sequential)]
         public struct BwdParams
         {
             public uint StructSize;
             public int Deterministic;
-            public FwdParams Forward;
+            public Problem Problem;
+            public Tensor Out;
+            public nint Lse;
             public Tensor DOut;
             public Tensor DQ;
             public Tensor DK;
             public Tensor DV;
             public BroadcastTensor DBias;
+            public nint TileStats;
+            public nint Workspace;
+            public ulong WorkspaceBytes;
+            public nint Stream;
             public fixed ulong Reserved[4];
         }
 
@@ -29,8 +35,8 @@ internal static partial class Interop
         [LibraryImport(Libraries.FlashDmAttn)]
         public static partial int fdma_bwd_workspace_size(BwdParams* parameters, out ulong bytes);
 
-        // Only the tests call it, to compare the struct sizes it writes (its own and forward's) with the mirror's;
-        // an address rather than a BwdParams* because a mismatched native struct may be larger than the mirror.
+        // Only the tests call it, to compare the struct size it writes with the mirror's; an address rather than a
+        // BwdParams* because a mismatched native struct may be larger than the mirror.
         [LibraryImport(Libraries.FlashDmAttn)]
         public static partial void fdma_bwd_params_init(nint parameters);
 

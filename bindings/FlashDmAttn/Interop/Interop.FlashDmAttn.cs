@@ -10,7 +10,7 @@ internal static partial class Interop
     {
         static FlashDmAttn() => NativeLibraryResolver.Register();
 
-        public const int AbiVersion = 1;
+        public const int AbiVersion = 2;
 
         // fdma_tensor: 32 bytes.
         [StructLayout(LayoutKind.Sequential)]
@@ -22,7 +22,7 @@ internal static partial class Interop
             public long StrideHead;
         }
 
-        // fdma_broadcast_tensor: 48 bytes.
+        // fdma_broadcast_tensor: 56 bytes.
         [StructLayout(LayoutKind.Sequential)]
         public struct BroadcastTensor
         {
@@ -34,14 +34,14 @@ internal static partial class Interop
             public long StrideBatch;
             public long StrideHead;
             public long StrideRow;
+            public long StrideKey;
         }
 
-        // fdma_fwd_params: 344 bytes; offsets q 32, mask 160, bias 208, lse 256, softmax_scale 264,
-        // tile_stats 280 (after 4 bytes of padding that follow is_causal), workspace 288, stream 304, reserved 312.
+        // fdma_problem: 256 bytes; offsets q 32, mask 128, bias 184, softmax_scale 240 (InteropLayoutTests has a C
+        // compiler check every offset of these mirrors against the header).
         [StructLayout(LayoutKind.Sequential)]
-        public struct FwdParams
+        public struct Problem
         {
-            public uint StructSize;
             public int DType;
             public int Batch;
             public int SeqLenQ;
@@ -52,13 +52,21 @@ internal static partial class Interop
             public Tensor Q;
             public Tensor K;
             public Tensor V;
-            public Tensor Out;
             public BroadcastTensor Mask;
             public BroadcastTensor Bias;
-            public nint Lse;
             public float SoftmaxScale;
             public float Softcap;
             public int IsCausal;
+        }
+
+        // fdma_fwd_params: 368 bytes; offsets problem 8, out 264, lse 296, reserved 336.
+        [StructLayout(LayoutKind.Sequential)]
+        public struct FwdParams
+        {
+            public uint StructSize;
+            public Problem Problem;
+            public Tensor Out;
+            public nint Lse;
             public nint TileStats;
             public nint Workspace;
             public ulong WorkspaceBytes;

@@ -1,13 +1,17 @@
 namespace FlashDmAttn;
 
 // One kernel instantiation the NVRTC backend compiles on its own, when a call first needs it: the header that
-// defines it, and the name expression NVRTC instantiates and reports the mangled name of.
+// defines it, and the name expression NVRTC instantiates and reports the mangled name of. The tile kernels take the
+// mask form's visibility policy (visibility.cuh) as a template argument, as the native library instantiates them.
 internal readonly record struct KernelVariant(string Header, string NameExpression, string Slug)
 {
+    // The visibility policy of the dense 8-bit mask (or none), the one mask form the kernels take today.
+    private const string Visibility = "fdma::DenseMask";
+
     public static KernelVariant Forward(ScalarType dtype, int headDim)
     {
         (string element, string slug) = Element(dtype, "The forward kernel takes");
-        return new("fwd_kernel.cuh", $"fdma::dmattn_fwd_kernel<{element}, {headDim}>", $"fwd_{slug}_d{headDim}");
+        return new("fwd_kernel.cuh", $"fdma::dmattn_fwd_kernel<{element}, {headDim}, {Visibility}>", $"fwd_{slug}_d{headDim}");
     }
 
     // fwd_combine_kernel<E, D>: the split-KV forward's merge of the partial outputs.
@@ -17,23 +21,22 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
         return new("fwd_combine.cuh", $"fdma::fwd_combine_kernel<{element}, {headDim}>", $"fwd_combine_{slug}_d{headDim}");
     }
 
-    public static KernelVariant Occupancy(ForwardTile tile) => Occupancy(tile.BlockM, tile.BlockN);
+    // tile_occupancy_kernel<M, N>: the dense mask's pre-pass for a direction's tile.
+    public static KernelVariant Occupancy(Tile tile) =>
+        new("tile_occupancy.cuh", $"fdma::tile_occupancy_kernel<{tile.BlockM}, {tile.BlockN}>", $"occupancy_m{tile.BlockM}_n{tile.BlockN}");
 
-    public static KernelVariant Occupancy(int blockM, int blockN) =>
-        new("tile_occupancy.cuh", $"fdma::tile_occupancy_kernel<{blockM}, {blockN}>", $"occupancy_m{blockM}_n{blockN}");
-
-    // dmattn_bwd_dkdv_kernel<E, D>: dK, dV and dBias (and, in the default mode, dQ by atomics).
+    // dmattn_bwd_dkdv_kernel<E, D, V>: dK, dV and dBias (and, in the default mode, dQ by atomics).
     public static KernelVariant BackwardDkDv(ScalarType dtype, int headDim)
     {
         (string element, string slug) = Element(dtype, "The backward kernels take");
-        return new("bwd_kernel.cuh", $"fdma::dmattn_bwd_dkdv_kernel<{element}, {headDim}>", $"bwd_dkdv_{slug}_d{headDim}");
+        return new("bwd_kernel.cuh", $"fdma::dmattn_bwd_dkdv_kernel<{element}, {headDim}, {Visibility}>", $"bwd_dkdv_{slug}_d{headDim}");
     }
 
-    // dmattn_bwd_dq_kernel<E, D, kDeltaPass>: the deterministic dQ, or (deltaPass) bf16's exact Delta.
+    // dmattn_bwd_dq_kernel<E, D, V, kDeltaPass>: the deterministic dQ, or (deltaPass) bf16's exact Delta.
     public static KernelVariant BackwardDq(ScalarType dtype, int headDim, bool deltaPass)
     {
         (string element, string slug) = Element(dtype, "The backward kernels take");
-        return new("bwd_kernel.cuh", $"fdma::dmattn_bwd_dq_kernel<{element}, {headDim}, {(deltaPass ? "true" : "false")}>",
+        return new("bwd_kernel.cuh", $"fdma::dmattn_bwd_dq_kernel<{element}, {headDim}, {Visibility}, {(deltaPass ? "true" : "false")}>",
             $"bwd_dq{(deltaPass ? "_delta" : "")}_{slug}_d{headDim}");
     }
 
@@ -67,18 +70,18 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
         ScalarType[] dtypes = [ScalarType.Float16, ScalarType.BFloat16];
         IEnumerable<KernelVariant> forward =
             from dtype in dtypes
-            from headDim in ForwardTile.HeadDims
+            from headDim in LaunchPlan.HeadDims
             from variant in new[] { Forward(dtype, headDim), ForwardCombine(dtype, headDim) }
             select variant;
-        IEnumerable<KernelVariant> occupancy = ForwardTile.HeadDims
-            .Select(d => (ForwardTile.For(d).BlockM, ForwardTile.For(d).BlockN))
-            .Concat(ForwardTile.HeadDims.Select(d => (BackwardTraits.For(d).BlockM, BackwardTraits.For(d).BlockN)))
+        IEnumerable<KernelVariant> occupancy = LaunchPlan.HeadDims
+            .SelectMany(d => new[] { LaunchPlan.FwdTile(d), LaunchPlan.BwdTile(d) })
             .Distinct()
-            .Select(t => Occupancy(t.Item1, t.Item2));
+            .Select(Occupancy);
         IEnumerable<KernelVariant> backward =
             from dtype in dtypes
-            from headDim in ForwardTile.HeadDims
-            from variant in BackwardLaunchPlan.Kernels(dtype, headDim)
+            from headDim in LaunchPlan.HeadDims
+            from deterministic in new[] { false, true }
+            from variant in NvrtcBackend.BackwardKernels(dtype, headDim, deterministic).All
             select variant;
         IEnumerable<KernelVariant> conversions =
             dtypes.Select(BackwardConvertDq)

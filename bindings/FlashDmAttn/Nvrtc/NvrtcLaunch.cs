@@ -6,13 +6,14 @@ internal static class NvrtcLaunch
 {
     public const int MaxGridYZ = 65535;
 
-    // The native library's check_shape limits on grid y and z.
-    public static void CheckGridLimits(AttentionShape shape, int maskPlanes, string prefix, string function)
+    // The native library's limits on grid y and z (check_problem_shape in native/src/problem.cpp).
+    public static void CheckGridLimits(AttentionShape shape, BroadcastShape? mask, string function)
     {
+        const string prefix = "params.problem.";
         if (shape.Batch > MaxGridYZ || shape.HeadsQ > MaxGridYZ)
-            throw Refused(function, FlashDmAttnStatus.Unsupported, $"{prefix}batch and params.heads_q must be <= {MaxGridYZ}; got {shape.Batch} and {shape.HeadsQ}");
-        if (maskPlanes > MaxGridYZ)
-            throw Refused(function, FlashDmAttnStatus.Unsupported, $"{prefix}mask.batch * params.mask.heads must be <= {MaxGridYZ}");
+            throw Refused(function, FlashDmAttnStatus.Unsupported, $"{prefix}batch and {prefix}heads_q must be <= {MaxGridYZ}; got {shape.Batch} and {shape.HeadsQ}");
+        if (mask is { } m && (long)m.Batch * m.Heads > MaxGridYZ)
+            throw Refused(function, FlashDmAttnStatus.Unsupported, $"{prefix}mask.batch * {prefix}mask.heads must be <= {MaxGridYZ}");
     }
 
     // Every pointer in device memory of Q's device (Q itself was checked by the caller).
@@ -51,13 +52,41 @@ internal static class NvrtcLaunch
         }
     }
 
-    // The caller's current context must belong to the device of Q (qName: Q's field as the native library names it).
-    public static void CheckCurrentContextDevice(int device, string qName, string function)
+    // The caller's current context must belong to the device of Q.
+    public static void CheckCurrentContextDevice(int device, string function)
     {
         CudaDriver.ThrowIfFailed(Interop.Cuda.cuCtxGetDevice(out int current));
         CudaDriver.ThrowIfFailed(Interop.Cuda.cuDeviceGet(out int expected, device));
         if (current != expected)
-            throw Refused(function, FlashDmAttnStatus.InvalidArgument, $"{qName} lives on device {device} but the current context belongs to another device");
+            throw Refused(function, FlashDmAttnStatus.InvalidArgument, $"params.problem.q.data lives on device {device} but the current context belongs to another device");
+    }
+
+    // Like the CUDA runtime, a call runs in the caller's current context, else in the device's primary one: the scope
+    // that makes the primary one current for the call (default when the caller's is kept).
+    public static CudaContextScope EnterContext(int device, string function)
+    {
+        CudaDriver.ThrowIfFailed(Interop.Cuda.cuCtxGetCurrent(out nint current));
+        if (current == 0)
+            return KernelModules.PrimaryContext(device).Push();
+        CheckCurrentContextDevice(device, function);
+        return default;
+    }
+
+    // Caller scratch too small for the plan: the native library's check_workspace.
+    public static void CheckWorkspace(nint workspace, long workspaceBytes, ulong needed, string function)
+    {
+        if (workspace != 0 && needed > 0 && (ulong)workspaceBytes < needed)
+            throw Refused(function, FlashDmAttnStatus.InvalidArgument, $"params.workspace_bytes is {workspaceBytes}; this call needs {needed}");
+    }
+
+    // The call's scratch: the caller's, else stream-ordered for the call. Disposing frees what was allocated, on the
+    // stream, after the call's kernels.
+    public static CallScratch TakeScratch(nint workspace, ulong bytes, nint stream)
+    {
+        if (workspace != 0 || bytes == 0)
+            return new CallScratch(Address(workspace), owned: false, stream);
+        CudaDriver.ThrowIfFailed(Interop.Cuda.cuMemAllocAsync(out ulong scratch, (nuint)bytes, stream));
+        return new CallScratch(scratch, owned: true, stream);
     }
 
     // arguments: the kernel's parameters, each a pointer to its value.
@@ -69,4 +98,23 @@ internal static class NvrtcLaunch
 
     public static FlashDmAttnException Refused(string function, FlashDmAttnStatus status, string message) =>
         new(function, (int)status, status == FlashDmAttnStatus.Unsupported ? "unsupported configuration" : "invalid argument", message);
+}
+
+// A call's scratch (see NvrtcLaunch.TakeScratch): Release after the launches are queued, or Abandon on a failure, whose
+// report is the one to keep.
+internal readonly struct CallScratch(ulong address, bool owned, nint stream)
+{
+    public ulong Address => address;
+
+    public void Release()
+    {
+        if (owned)
+            CudaDriver.ThrowIfFailed(Interop.Cuda.cuMemFreeAsync(address, stream));
+    }
+
+    public void Abandon()
+    {
+        if (owned)
+            _ = Interop.Cuda.cuMemFreeAsync(address, stream);
+    }
 }

@@ -1,0 +1,236 @@
+namespace FlashDmAttn;
+
+// The C# port of native/kernels/plan.cuh, the one plan of each direction, for the NVRTC backend: tiles, key splits,
+// grids, shared memory and scratch layout of a call. Function for function and field for field as the header has
+// them (PascalCase for snake_case), so that NvrtcMirrorTests can have NVRTC evaluate the header's plan_fwd and
+// plan_bwd and compare every field over many shapes. It is a port, not a call into the header, because the plan
+// answers host queries (tile shapes, workspace sizes) that need no GPU and no compilation.
+internal static class LaunchPlan
+{
+    public static readonly int[] HeadDims = [32, 64, 96, 128, 192, 256];
+
+    public const int OccupancyThreads = 256;
+    public const int CombineThreads = 128;
+    public const int RowPassThreads = 128;
+    public const int ConvertDBiasThreads = 256;
+
+    public const int KvSplitTargetBlocks = 512;
+    public const int KvSplitMinTiles = 2;
+    public const int KvSplitMax = 256;
+
+    public static bool IsSupportedHeadDim(int headDim) => Array.IndexOf(HeadDims, headDim) >= 0;
+
+    public static Tile FwdTile(int headDim) => headDim <= 64 ? new(128, 64, 4) : new(64, 64, 4);
+
+    public static Tile BwdTile(int headDim) => new(64, 64, 4);
+
+    public static int TilesOf(int length, int block) => (length + block - 1) / block;
+
+    public static int OccupancyWords(int tiles) => (tiles + 31) / 32;
+
+    public static uint WarpRowBlocks(long rows, int threads) => unchecked((uint)((rows + threads / 32 - 1) / (threads / 32)));
+
+    public static int PaddedRowElems(int headDim) => headDim + 8;
+
+    public static int FwdTilesSmemBytes(int headDim) =>
+        (FwdTile(headDim).BlockM + 2 * FwdTile(headDim).BlockN) * PaddedRowElems(headDim) * 2;
+
+    // biasType: a ScalarType's value, 0 without a bias.
+    public static int BiasStageBytes(Tile tile, int biasType, bool biasPerRow) =>
+        biasType == 0 ? 0 : (biasPerRow ? tile.BlockM : 1) * (tile.BlockN + 8) * ((ScalarType)biasType).ElementSize();
+
+    public static int MaxBiasStageBytes(Tile tile) => BiasStageBytes(tile, (int)ScalarType.Float32, biasPerRow: true);
+
+    public static int BwdDSlice(int headDim) => headDim <= 128 ? headDim : headDim / 2;
+
+    public static int BwdTileBytes(int headDim) => BwdTile(headDim).BlockM * PaddedRowElems(headDim) * 2;
+
+    public static int BwdDkdvSmemBytes(int headDim) =>
+        4 * BwdTileBytes(headDim) + BwdTile(headDim).BlockN * (BwdTile(headDim).BlockM + 8) * 2 + 2 * BwdTile(headDim).BlockM * 4;
+
+    public static int BwdDqSmemBytes(int headDim) => 4 * BwdTileBytes(headDim);
+
+    public static int FwdKvSplits(long blocks, int keyTiles)
+    {
+        long byBlocks = 2 * blocks >= KvSplitTargetBlocks ? 1 : (KvSplitTargetBlocks + blocks - 1) / blocks;
+        long splits = Math.Min(byBlocks, keyTiles / KvSplitMinTiles);
+        return splits < 2 ? 1 : (int)Math.Min(splits, KvSplitMax);
+    }
+
+    public static ulong Align256(ulong bytes) => (bytes + 255) / 256 * 256;
+
+    public static ForwardPlan PlanFwd(ProblemShape s)
+    {
+        Tile tile = FwdTile(s.HeadDim);
+        int mTiles = TilesOf(s.SeqLenQ, tile.BlockM);
+        int nTiles = TilesOf(s.SeqLenK, tile.BlockN);
+        int kvSplits = FwdKvSplits((long)mTiles * s.HeadsQ * s.Batch, nTiles);
+        int maskPlanes = s.MaskBatch * s.MaskHeads;
+        ulong rows = (ulong)s.Batch * (ulong)s.HeadsQ * (ulong)s.SeqLenQ;
+        ulong end = 0, oPartial = 0, lsePartial = 0, bitmaps = 0, bitmapWords = 0;
+        if (kvSplits > 1)
+        {
+            oPartial = end;
+            end += Align256((ulong)kvSplits * rows * (ulong)s.HeadDim * 4);
+            lsePartial = end;
+            end += Align256((ulong)kvSplits * rows * 4);
+        }
+
+        if (maskPlanes > 0)
+        {
+            bitmaps = end;
+            bitmapWords = (ulong)maskPlanes * (ulong)mTiles * (ulong)OccupancyWords(nTiles);
+            end += Align256(2 * bitmapWords * 4);
+        }
+
+        return new ForwardPlan
+        {
+            Tile = tile,
+            MTiles = mTiles,
+            NTiles = nTiles,
+            KvSplits = kvSplits,
+            Grid = new((uint)mTiles, (uint)s.HeadsQ, (uint)(s.Batch * kvSplits)),
+            Threads = tile.Warps * 32,
+            SmemBytes = FwdTilesSmemBytes(s.HeadDim) + BiasStageBytes(tile, s.BiasType, s.BiasRows > 1),
+            SmemLimit = FwdTilesSmemBytes(s.HeadDim) + MaxBiasStageBytes(tile),
+            OccupancyGrid = new((uint)mTiles, (uint)OccupancyWords(nTiles), (uint)maskPlanes),
+            CombineBlocks = WarpRowBlocks((long)rows, CombineThreads),
+            OPartial = oPartial,
+            LsePartial = lsePartial,
+            Bitmaps = bitmaps,
+            BitmapWords = bitmapWords,
+            WorkspaceBytes = end,
+        };
+    }
+
+    public static BackwardPlan PlanBwd(ProblemShape s, bool deterministic, bool withDBias)
+    {
+        Tile tile = BwdTile(s.HeadDim);
+        int mTiles = TilesOf(s.SeqLenQ, tile.BlockM);
+        int nTiles = TilesOf(s.SeqLenK, tile.BlockN);
+        int slices = s.HeadDim / BwdDSlice(s.HeadDim);
+        int ownerHeads = withDBias && s.BiasHeads == 1 ? 1 : s.HeadsKv;
+        int ownerBatches = withDBias && s.BiasBatch == 1 ? 1 : s.Batch;
+        int maskPlanes = s.MaskBatch * s.MaskHeads;
+        ulong rows = (ulong)s.Batch * (ulong)s.HeadsQ * (ulong)s.SeqLenQ;
+        ulong dBiasElements = withDBias ? (ulong)s.BiasBatch * (ulong)s.BiasHeads * (ulong)s.BiasRows * (ulong)s.SeqLenK : 0;
+        ulong end = 0, dqAccum = 0, dqAccumBytes = 0, dBiasAccum = 0, dBiasAccumBytes = 0, bitmaps = 0, bitmapWords = 0, bitmapTWords = 0;
+        ulong delta = end;
+        end += Align256(rows * 4);
+        if (!deterministic)
+        {
+            dqAccum = end;
+            dqAccumBytes = rows * (ulong)s.HeadDim * 4;
+            end += Align256(dqAccumBytes);
+        }
+
+        if (withDBias)
+        {
+            dBiasAccum = end;
+            dBiasAccumBytes = dBiasElements * 4;
+            end += Align256(dBiasAccumBytes);
+        }
+
+        if (maskPlanes > 0)
+        {
+            bitmaps = end;
+            bitmapWords = (ulong)maskPlanes * (ulong)mTiles * (ulong)OccupancyWords(nTiles);
+            bitmapTWords = (ulong)maskPlanes * (ulong)nTiles * (ulong)OccupancyWords(mTiles);
+            end += Align256(2 * (bitmapWords + bitmapTWords) * 4);
+        }
+
+        return new BackwardPlan
+        {
+            Tile = tile,
+            MTiles = mTiles,
+            NTiles = nTiles,
+            Slices = slices,
+            OwnerHeads = ownerHeads,
+            OwnerBatches = ownerBatches,
+            Threads = tile.Warps * 32,
+            OccupancyGrid = new((uint)mTiles, (uint)OccupancyWords(nTiles), (uint)maskPlanes),
+            QueryTileGrid = new((uint)mTiles, (uint)s.HeadsQ, (uint)s.Batch),
+            DkdvGrid = new((uint)(nTiles * slices), (uint)ownerHeads, (uint)ownerBatches),
+            RowBlocks = WarpRowBlocks((long)rows, RowPassThreads),
+            ConvertDBiasBlocks = (uint)((dBiasElements + ConvertDBiasThreads - 1) / ConvertDBiasThreads),
+            DkdvSmemBytes = BwdDkdvSmemBytes(s.HeadDim),
+            DqSmemBytes = BwdDqSmemBytes(s.HeadDim) + BiasStageBytes(tile, s.BiasType, s.BiasRows > 1),
+            DqSmemLimit = BwdDqSmemBytes(s.HeadDim) + MaxBiasStageBytes(tile),
+            Delta = delta,
+            DQAccum = dqAccum,
+            DQAccumBytes = dqAccumBytes,
+            DBiasAccum = dBiasAccum,
+            DBiasAccumBytes = dBiasAccumBytes,
+            Bitmaps = bitmaps,
+            BitmapWords = bitmapWords,
+            BitmapTWords = bitmapTWords,
+            WorkspaceBytes = end,
+        };
+    }
+}
+
+// fdma::Tile.
+internal readonly record struct Tile(int BlockM, int BlockN, int Warps);
+
+// fdma::Dim3.
+internal readonly record struct Dim3(uint X, uint Y, uint Z);
+
+// fdma::ProblemShape: what a plan depends on.
+internal readonly record struct ProblemShape(
+    int Batch, int SeqLenQ, int SeqLenK, int HeadsQ, int HeadsKv, int HeadDim,
+    int MaskBatch, int MaskHeads, int BiasType, int BiasBatch, int BiasHeads, int BiasRows)
+{
+    // mask, bias: the logical shapes, null when absent; biasType: the bias's element type.
+    public static ProblemShape Of(AttentionShape shape, BroadcastShape? mask, BroadcastShape? bias, ScalarType biasType) => new(
+        shape.Batch, shape.SeqLenQ, shape.SeqLenK, shape.HeadsQ, shape.HeadsKv, shape.HeadDim,
+        mask?.Batch ?? 0, mask?.Heads ?? 0, bias is null ? 0 : (int)biasType, bias?.Batch ?? 0, bias?.Heads ?? 0, bias?.Rows ?? 0);
+}
+
+// fdma::FwdPlan.
+internal readonly record struct ForwardPlan
+{
+    public Tile Tile { get; init; }
+    public int MTiles { get; init; }
+    public int NTiles { get; init; }
+    public int KvSplits { get; init; }
+    public Dim3 Grid { get; init; }
+    public int Threads { get; init; }
+    public int SmemBytes { get; init; }
+    public int SmemLimit { get; init; }
+    public Dim3 OccupancyGrid { get; init; }
+    public uint CombineBlocks { get; init; }
+    public ulong OPartial { get; init; }
+    public ulong LsePartial { get; init; }
+    public ulong Bitmaps { get; init; }
+    public ulong BitmapWords { get; init; }
+    public ulong WorkspaceBytes { get; init; }
+}
+
+// fdma::BwdPlan.
+internal readonly record struct BackwardPlan
+{
+    public Tile Tile { get; init; }
+    public int MTiles { get; init; }
+    public int NTiles { get; init; }
+    public int Slices { get; init; }
+    public int OwnerHeads { get; init; }
+    public int OwnerBatches { get; init; }
+    public int Threads { get; init; }
+    public Dim3 OccupancyGrid { get; init; }
+    public Dim3 QueryTileGrid { get; init; }
+    public Dim3 DkdvGrid { get; init; }
+    public uint RowBlocks { get; init; }
+    public uint ConvertDBiasBlocks { get; init; }
+    public int DkdvSmemBytes { get; init; }
+    public int DqSmemBytes { get; init; }
+    public int DqSmemLimit { get; init; }
+    public ulong Delta { get; init; }
+    public ulong DQAccum { get; init; }
+    public ulong DQAccumBytes { get; init; }
+    public ulong DBiasAccum { get; init; }
+    public ulong DBiasAccumBytes { get; init; }
+    public ulong Bitmaps { get; init; }
+    public ulong BitmapWords { get; init; }
+    public ulong BitmapTWords { get; init; }
+    public ulong WorkspaceBytes { get; init; }
+}

@@ -1,0 +1,182 @@
+using System.Collections.Concurrent;
+
+namespace FlashDmAttn;
+
+// The backward pass: fdma_bwd (native/src/api.cpp, bwd_args.cpp, bwd_launch.cuh) with the driver API.
+internal sealed partial class NvrtcBackend
+{
+    private const string BackwardFunction = "NVRTC backward";
+
+    // The (variant, target) pairs whose images this process already holds: a call that needs no new one spends
+    // nothing on compiling.
+    private static readonly ConcurrentDictionary<(KernelVariant, CompileTarget), byte> Built = new();
+
+    // The kernels a backward call runs, as launch_bwd picks them (native/src/bwd_launch.cuh): Delta from P and dP by the
+    // query-major kernel for bf16, dO . O by a row pass for fp16; dK/dV; dQ by the query-major kernel when
+    // deterministic, else the conversion of the atomics' fp32 sum by a row pass.
+    public static BackwardKernels BackwardKernels(ScalarType dtype, int headDim, bool deterministic) => new(
+        dtype == ScalarType.BFloat16 ? KernelVariant.BackwardDq(dtype, headDim, deltaPass: true) : KernelVariant.BackwardDelta(dtype),
+        KernelVariant.BackwardDkDv(dtype, headDim),
+        deterministic ? KernelVariant.BackwardDq(dtype, headDim, deltaPass: false) : KernelVariant.BackwardConvertDq(dtype));
+
+    public unsafe void Backward(DeviceBackwardArgs args, AttentionOptions options, bool deterministic, nint stream, int device)
+    {
+        DeviceForwardArgs forward = args.Forward;
+        AttentionShape shape = forward.Shape;
+        BackwardPlan plan = LaunchPlan.PlanBwd(
+            ProblemShape.Of(shape, forward.Mask?.Shape, forward.Bias?.Shape, forward.Bias?.DType ?? default), deterministic, args.DBias is not null);
+        CheckBackward(args, plan, device);
+        var parameters = new KernelParams.Backward
+        {
+            Attn = Attention(forward, options),
+            O = forward.Output.Pointer,
+            OStrides = Strides(forward.Output),
+            Lse = forward.Lse,
+            DO = args.DOutput.Pointer,
+            DQ = args.DQ.Pointer,
+            DK = args.DK.Pointer,
+            DV = args.DV.Pointer,
+            DOStrides = Strides(args.DOutput),
+            DQStrides = Strides(args.DQ),
+            DKStrides = Strides(args.DK),
+            DVStrides = Strides(args.DV),
+            DBias = Broadcast(args.DBias, shape),
+            TileStats = args.TileStats,
+            OwnerHeads = plan.OwnerHeads,
+            OwnerBatches = plan.OwnerBatches,
+        };
+
+        using CudaContextScope scope = NvrtcLaunch.EnterContext(device, BackwardFunction);
+
+        // Every kernel of the call, compiled or loaded before anything is queued: a compilation failure leaves the
+        // outputs untouched. Those not yet built are compiled at once, in parallel (seconds each).
+        BackwardKernels kernels = BackwardKernels(forward.DType, shape.HeadDim, deterministic);
+        KernelVariant? occupancyKernel = forward.Mask is null ? null : KernelVariant.Occupancy(plan.Tile);
+        KernelVariant? convertDBiasKernel = args.DBias is { } dBias ? KernelVariant.BackwardConvertDBias(dBias.DType) : null;
+        BuildImages([occupancyKernel, kernels.Delta, kernels.DkDv, kernels.Dq, convertDBiasKernel], KernelModules.TargetOf(device));
+        nint occupancy = occupancyKernel is { } o ? KernelModules.GetFunction(o, device, 0) : 0;
+        nint delta = KernelModules.GetFunction(kernels.Delta, device, kernels.DeltaIsRowPass ? 0 : plan.DqSmemLimit);
+        nint dkdv = KernelModules.GetFunction(kernels.DkDv, device, plan.DkdvSmemBytes);
+        nint dq = KernelModules.GetFunction(kernels.Dq, device, kernels.DqIsRowPass ? 0 : plan.DqSmemLimit);
+        nint convertDBias = convertDBiasKernel is { } c ? KernelModules.GetFunction(c, device, 0) : 0;
+
+        CallScratch scratch = NvrtcLaunch.TakeScratch(args.Workspace, plan.WorkspaceBytes, stream);
+        try
+        {
+            PlaceScratch(ref parameters, plan, scratch.Address);
+            int headDim = shape.HeadDim;
+            KernelParams.Backward* bp = &parameters;
+            void** rowArguments = stackalloc void*[] { bp, &headDim };
+            var rowGrid = new Dim3(plan.RowBlocks, 1, 1);
+
+            // launch_bwd: the accumulators, the key-major bitmaps (both: adjacent) and the statistics start at zero.
+            Zero(parameters.DQAccum, plan.DQAccumBytes, stream);
+            Zero(parameters.DBiasAccum, plan.DBiasAccumBytes, stream);
+            Zero(parameters.Attn.OccupancyT, 2 * plan.BitmapTWords * sizeof(uint), stream);
+            Zero(parameters.TileStats, 2 * sizeof(ulong), stream);
+
+            if (occupancy != 0)
+                Launch(occupancy, plan.OccupancyGrid, LaunchPlan.OccupancyThreads, 0, stream, &bp->Attn);
+            if (kernels.DeltaIsRowPass)
+                NvrtcLaunch.Kernel(delta, (rowGrid.X, 1, 1), LaunchPlan.RowPassThreads, 0, stream, rowArguments);
+            else
+                Launch(delta, plan.QueryTileGrid, plan.Threads, plan.DqSmemBytes, stream, bp);
+            Launch(dkdv, plan.DkdvGrid, plan.Threads, plan.DkdvSmemBytes, stream, bp);
+            if (kernels.DqIsRowPass)
+                NvrtcLaunch.Kernel(dq, (rowGrid.X, 1, 1), LaunchPlan.RowPassThreads, 0, stream, rowArguments);
+            else
+                Launch(dq, plan.QueryTileGrid, plan.Threads, plan.DqSmemBytes, stream, bp);
+            if (convertDBias != 0)
+                Launch(convertDBias, new Dim3(plan.ConvertDBiasBlocks, 1, 1), LaunchPlan.ConvertDBiasThreads, 0, stream, bp);
+        }
+        catch
+        {
+            scratch.Abandon();
+            throw;
+        }
+
+        scratch.Release();
+    }
+
+    // place_bwd_scratch: the sections of the call's scratch, laid out as the plan says.
+    private static void PlaceScratch(ref KernelParams.Backward parameters, BackwardPlan plan, ulong scratch)
+    {
+        parameters.Delta = Pointer(scratch + plan.Delta);
+        parameters.DQAccum = plan.DQAccumBytes > 0 ? Pointer(scratch + plan.DQAccum) : 0;
+        parameters.DBiasAccum = plan.DBiasAccumBytes > 0 ? Pointer(scratch + plan.DBiasAccum) : 0;
+        if (plan.BitmapWords > 0)
+        {
+            ulong words = scratch + plan.Bitmaps;
+            parameters.Attn.Occupancy = Pointer(words);
+            parameters.Attn.FullTiles = Pointer(words + plan.BitmapWords * sizeof(uint));
+            parameters.Attn.OccupancyT = Pointer(words + 2 * plan.BitmapWords * sizeof(uint)); // the two key-major bitmaps are adjacent
+            parameters.Attn.FullTilesT = Pointer(words + (2 * plan.BitmapWords + plan.BitmapTWords) * sizeof(uint));
+        }
+    }
+
+    private static void CheckBackward(DeviceBackwardArgs args, BackwardPlan plan, int device)
+    {
+        DeviceForwardArgs forward = args.Forward;
+        AttentionShape shape = forward.Shape;
+        NvrtcLaunch.CheckGridLimits(shape, forward.Mask?.Shape, BackwardFunction);
+        NvrtcLaunch.CheckTensorIsDisjoint(args.DQ, shape.SeqLenQ, shape.HeadsQ, shape, "params.d_q", BackwardFunction);
+        NvrtcLaunch.CheckTensorIsDisjoint(args.DK, shape.SeqLenK, shape.HeadsKv, shape, "params.d_k", BackwardFunction);
+        NvrtcLaunch.CheckTensorIsDisjoint(args.DV, shape.SeqLenK, shape.HeadsKv, shape, "params.d_v", BackwardFunction);
+        if (args.DBias is { } d)
+        {
+            BroadcastShape b = d.Shape;
+            long keyStride = shape.SeqLenK == 1 ? 1 : d.StrideKey;
+            if (!NvrtcLaunch.IsDisjoint([(d.StrideBatch, b.Batch), (d.StrideHead, b.Heads), (d.StrideRow, b.Rows), (keyStride, shape.SeqLenK)], 1))
+                throw NvrtcLaunch.Refused(BackwardFunction, FlashDmAttnStatus.InvalidArgument, "params.d_bias: strides make output elements overlap");
+        }
+
+        NvrtcLaunch.CheckWorkspace(args.Workspace, args.WorkspaceBytes, plan.WorkspaceBytes, BackwardFunction);
+        NvrtcLaunch.CheckSameDevice(
+        [
+            (forward.K.Pointer, "args.Forward.K"), (forward.V.Pointer, "args.Forward.V"), (forward.Output.Pointer, "args.Forward.Output"),
+            (forward.Mask?.Pointer ?? 0, "args.Forward.Mask"), (forward.Bias?.Pointer ?? 0, "args.Forward.Bias"),
+            (forward.Lse, "args.Forward.Lse"), (args.DOutput.Pointer, "args.DOutput"), (args.DQ.Pointer, "args.DQ"),
+            (args.DK.Pointer, "args.DK"), (args.DV.Pointer, "args.DV"), (args.DBias?.Pointer ?? 0, "args.DBias"),
+            (args.TileStats, "args.TileStats"), (args.Workspace, "args.Workspace"),
+        ], device, BackwardFunction);
+    }
+
+    private static void BuildImages(ReadOnlySpan<KernelVariant?> variants, CompileTarget target)
+    {
+        var missing = new List<KernelVariant>();
+        foreach (KernelVariant? variant in variants)
+        {
+            if (variant is { } v && !Built.ContainsKey((v, target)))
+                missing.Add(v);
+        }
+
+        if (missing.Count > 1)
+        {
+            // The first failure is the one reported, as a sequential build would report it.
+            Task.WhenAll(missing.Select(v => Task.Run(() => NvrtcKernelBuilder.Default.GetImage(v, target)))).GetAwaiter().GetResult();
+        }
+
+        foreach (KernelVariant variant in missing)
+        {
+            _ = NvrtcKernelBuilder.Default.GetImage(variant, target); // built above, or the one missing
+            Built.TryAdd((variant, target), 0);
+        }
+    }
+
+    private static void Zero(nint pointer, ulong bytes, nint stream)
+    {
+        if (pointer != 0 && bytes > 0)
+            CudaDriver.ThrowIfFailed(Interop.Cuda.cuMemsetD8Async(NvrtcLaunch.Address(pointer), 0, (nuint)bytes, stream));
+    }
+}
+
+// The three tile-or-row kernels of a backward call (NvrtcBackend.BackwardKernels).
+internal readonly record struct BackwardKernels(KernelVariant Delta, KernelVariant DkDv, KernelVariant Dq)
+{
+    // Whether Delta and dQ are row passes (bwd_prepost.cuh, taking (params, head_dim)) rather than tile kernels.
+    public bool DeltaIsRowPass => Delta.Header == "bwd_prepost.cuh";
+
+    public bool DqIsRowPass => Dq.Header == "bwd_prepost.cuh";
+
+    public IEnumerable<KernelVariant> All => [Delta, DkDv, Dq];
+}
