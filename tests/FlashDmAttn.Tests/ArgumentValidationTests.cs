@@ -199,6 +199,12 @@ public class ArgumentValidationTests
             OutOfRange, "args.Bias", "9"),
         new("BiasStrideNegative", a => a with { Bias = new DeviceBroadcastTensor(Base + 0x100000, ScalarType.Float16, new(2, 1, 5), 35, 0, -7) },
             Invalid, "args.Bias.StrideRow", "-7"),
+        new("MaskStrideKey0", a => a with { Mask = new DeviceBroadcastTensor(Base + 0x100000, default, new(1, 1, 5), 0, 0, 7, StrideKey: 0) },
+            Invalid, "args.Mask.StrideKey", ">= 1", "got 0"),
+        new("BiasStrideKeyNegative", a => a with { Bias = new DeviceBroadcastTensor(Base + 0x100000, ScalarType.Float32, new(1, 2, 1), 0, 1, 0, StrideKey: -2) },
+            Invalid, "args.Bias.StrideKey", "-2"),
+        new("StridedBiasOverlapsOutput", a => a with { Bias = new DeviceBroadcastTensor(a.Output.Pointer - 14, ScalarType.BFloat16, new(1, 2, 1), 0, 1, 0, StrideKey: 2) },
+            Invalid, "args.Output", "args.Output must not overlap args.Bias"),
         new("LseMisaligned", a => a with { Lse = Base + 0x200002 }, Invalid, "args.Lse", "4-byte"),
         new("TileStatsMisaligned", a => a with { TileStats = Base + 0x200004 }, Invalid, "args.TileStats", "8-byte"),
         new("LseOverlapsOutput", a => a with { Lse = a.Output.Pointer }, Invalid, "args.", "args.Lse", "args.Output"),
@@ -234,6 +240,24 @@ public class ArgumentValidationTests
         Assert.DoesNotThrow(() => ArgumentValidation.ValidateDeviceForward(
             args with { Workspace = args.Q.Pointer - 4096, WorkspaceBytes = 4096 }, null));
         Assert.DoesNotThrow(() => ArgumentValidation.ValidateDeviceForward(args with { WorkspaceBytes = 4096 }, null));
+    }
+
+    [Test]
+    public void DeviceArgs_WithAKeyStridedBiasOrASingleKeyOfAnyStride_PassValidation()
+    {
+        DeviceForwardArgs args = ValidDeviceArgs();
+
+        // The paper's bias (B, Hkv, 1, Lk) as a view of a (B, Lk, Hkv) tensor: key stride Hkv, head stride 1.
+        Assert.DoesNotThrow(() => ArgumentValidation.ValidateDeviceForward(args with
+        {
+            Bias = new DeviceBroadcastTensor(Base + 0x100000, ScalarType.Float32, new(2, 2, 1), 14, 1, 0, StrideKey: 2),
+        }, null));
+        // As for the other dimensions, the stride of a single key is never used.
+        Assert.DoesNotThrow(() => ArgumentValidation.ValidateDeviceForward(args with
+        {
+            Shape = Valid with { SeqLenK = 1 },
+            Mask = new DeviceBroadcastTensor(Base + 0x100000, default, new(1, 1, 5), 0, 0, 1, StrideKey: 0),
+        }, null));
     }
 
     private static IEnumerable<TestCaseData> WorkspaceSizeCases() => new (string Name, AttentionShape Shape, ScalarType DType, BroadcastShape? Mask, Type Exception, string ParamName, string[] MessageParts)[]

@@ -194,14 +194,17 @@ public class BackwardArgumentValidationTests
         var biasShape = new BroadcastShape(1, 2, 1);
         return new DeviceBackwardArgs
         {
-            Shape = s,
-            DType = ScalarType.BFloat16,
-            Q = DeviceTensor.SequenceMajor(Base, s.SeqLenQ, s.HeadsQ, s.HeadDim),
-            K = DeviceTensor.SequenceMajor(Base + qBytes, s.SeqLenK, s.HeadsKv, s.HeadDim),
-            V = DeviceTensor.HeadMajor(Base + qBytes + kvBytes, s.SeqLenK, s.HeadsKv, s.HeadDim),
-            Output = DeviceTensor.HeadMajor(Base + qBytes + 2 * kvBytes, s.SeqLenQ, s.HeadsQ, s.HeadDim),
-            Lse = LseAt,
-            Bias = DeviceBroadcastTensor.Contiguous(BiasAt, ScalarType.BFloat16, biasShape, s.SeqLenK),
+            Forward = new DeviceForwardArgs
+            {
+                Shape = s,
+                DType = ScalarType.BFloat16,
+                Q = DeviceTensor.SequenceMajor(Base, s.SeqLenQ, s.HeadsQ, s.HeadDim),
+                K = DeviceTensor.SequenceMajor(Base + qBytes, s.SeqLenK, s.HeadsKv, s.HeadDim),
+                V = DeviceTensor.HeadMajor(Base + qBytes + kvBytes, s.SeqLenK, s.HeadsKv, s.HeadDim),
+                Output = DeviceTensor.HeadMajor(Base + qBytes + 2 * kvBytes, s.SeqLenQ, s.HeadsQ, s.HeadDim),
+                Lse = LseAt,
+                Bias = DeviceBroadcastTensor.Contiguous(BiasAt, ScalarType.BFloat16, biasShape, s.SeqLenK),
+            },
             DOutput = DeviceTensor.SequenceMajor(GradientsAt, s.SeqLenQ, s.HeadsQ, s.HeadDim),
             DQ = DeviceTensor.HeadMajor(GradientsAt + qBytes, s.SeqLenQ, s.HeadsQ, s.HeadDim),
             DK = DeviceTensor.SequenceMajor(GradientsAt + 2 * qBytes, s.SeqLenK, s.HeadsKv, s.HeadDim),
@@ -220,33 +223,40 @@ public class BackwardArgumentValidationTests
     private static IEnumerable<TestCaseData> DeviceCases() => new DeviceCase[]
     {
         new("ArgsNull", _ => null, typeof(ArgumentNullException), "args"),
-        new("HeadDim80", a => a with { Shape = a.Shape with { HeadDim = 80 } }, OutOfRange, "args.Shape.HeadDim", "80"),
-        new("DTypeFloat32", a => a with { DType = ScalarType.Float32 }, OutOfRange, "args.DType", "Float32"),
+        new("ForwardNull", a => a with { Forward = null! }, typeof(ArgumentNullException), "args.Forward", "forward call's arguments"),
+        new("HeadDim80", a => Forward(a, f => f with { Shape = f.Shape with { HeadDim = 80 } }), OutOfRange, "args.Forward.Shape.HeadDim", "80"),
+        new("DTypeFloat32", a => Forward(a, f => f with { DType = ScalarType.Float32 }), OutOfRange, "args.Forward.DType", "Float32"),
         new("ScaleNaN", a => a, OutOfRange, "options", "SoftmaxScale") { Options = new() { SoftmaxScale = float.NaN } },
-        new("KMisaligned", a => a with { K = a.K with { Pointer = a.K.Pointer + 8 } }, Invalid, "args.K", "16-byte"),
-        new("LseZero", a => a with { Lse = 0 }, typeof(ArgumentNullException), "args.Lse", "log-sum-exp", "0"),
-        new("LseMisaligned", a => a with { Lse = LseAt + 2 }, Invalid, "args.Lse", "4-byte"),
+        new("KMisaligned", a => Forward(a, f => f with { K = f.K with { Pointer = f.K.Pointer + 8 } }), Invalid, "args.Forward.K", "16-byte"),
+        new("LseZero", a => Forward(a, f => f with { Lse = 0 }), typeof(ArgumentNullException), "args.Forward.Lse", "log-sum-exp", "0"),
+        new("LseMisaligned", a => Forward(a, f => f with { Lse = LseAt + 2 }), Invalid, "args.Forward.Lse", "4-byte"),
+        new("BiasStrideKey0", a => Forward(a, f => f with { Bias = f.Bias!.Value with { StrideKey = 0 } }), Invalid, "args.Forward.Bias.StrideKey", ">= 1", "got 0"),
         new("DOutputPointerZero", a => a with { DOutput = a.DOutput with { Pointer = 0 } }, typeof(ArgumentNullException), "args.DOutput"),
         new("DQPointerZero", a => a with { DQ = a.DQ with { Pointer = 0 } }, typeof(ArgumentNullException), "args.DQ"),
         new("DKMisaligned", a => a with { DK = a.DK with { Pointer = a.DK.Pointer + 4 } }, Invalid, "args.DK", "16-byte"),
         new("DVStrideNotAMultipleOf8", a => a with { DV = a.DV with { StrideSeq = 68 } }, Invalid, "args.DV.StrideSeq", "68"),
         new("DQStrideNegative", a => a with { DQ = a.DQ with { StrideHead = -160 } }, Invalid, "args.DQ.StrideHead", "-160"),
-        new("DQOverlapsQ", a => a with { DQ = a.DQ with { Pointer = a.Q.Pointer + 64 } }, Invalid, "args.DQ", "args.DQ must not overlap args.Q"),
-        new("DQOverlapsOutput", a => a with { DQ = a.DQ with { Pointer = a.Output.Pointer } }, Invalid, "args.DQ", "args.DQ must not overlap args.Output"),
+        new("DQOverlapsQ", a => a with { DQ = a.DQ with { Pointer = a.Forward.Q.Pointer + 64 } }, Invalid, "args.DQ", "args.DQ must not overlap args.Forward.Q"),
+        new("DQOverlapsOutput", a => a with { DQ = a.DQ with { Pointer = a.Forward.Output.Pointer } }, Invalid, "args.DQ", "args.DQ must not overlap args.Forward.Output"),
         new("DQOverlapsDOutput", a => a with { DQ = a.DOutput }, Invalid, "args.DQ", "args.DQ must not overlap args.DOutput"),
         new("DKOverlapsDV", a => a with { DK = a.DV }, Invalid, "args.DK", "args.DK must not overlap args.DV"),
-        new("DVOverlapsLse", a => a with { DV = a.DV with { Pointer = LseAt } }, Invalid, "args.DV", "args.DV must not overlap args.Lse"),
-        new("DBiasWithoutBias", a => a with { Bias = null }, Invalid, "args.DBias", "args.Bias", "0x7f0000100100"),
+        new("DVOverlapsLse", a => a with { DV = a.DV with { Pointer = LseAt } }, Invalid, "args.DV", "args.DV must not overlap args.Forward.Lse"),
+        new("DBiasWithoutBias", a => Forward(a, f => f with { Bias = null }), Invalid, "args.DBias", "args.Forward.Bias", "0x7f0000100100"),
         new("DBiasOfAnotherShape", a => a with { DBias = a.DBias!.Value with { Shape = new(1, 4, 1) } }, Invalid, "args.DBias.Shape", "Heads = 4"),
         new("DBiasFloat16ForABFloat16Bias", a => a with { DBias = a.DBias!.Value with { DType = ScalarType.Float16 } },
             OutOfRange, "args.DBias", "BFloat16", "got Float16"),
         new("DBiasMisaligned", a => a with { DBias = a.DBias!.Value with { Pointer = DBiasAt + 2 } }, Invalid, "args.DBias", "4-byte"),
         new("DBiasStrideNegative", a => a with { DBias = a.DBias!.Value with { StrideHead = -7 } }, Invalid, "args.DBias.StrideHead", "-7"),
-        new("DBiasOverlapsBias", a => a with { DBias = a.DBias!.Value with { Pointer = BiasAt + 4 } }, Invalid, "args.DBias", "args.DBias must not overlap args.Bias"),
+        new("DBiasStrideKeyNegative", a => a with { DBias = a.DBias!.Value with { StrideKey = -2 } }, Invalid, "args.DBias.StrideKey", "-2"),
+        new("DBiasOverlapsBias", a => a with { DBias = a.DBias!.Value with { Pointer = BiasAt + 4 } }, Invalid, "args.DBias", "args.DBias must not overlap args.Forward.Bias"),
+        new("TileStatsMisaligned", a => a with { TileStats = GradientsAt - 4 }, Invalid, "args.TileStats", "8-byte"),
         new("TileStatsOverlapsDK", a => a with { TileStats = a.DK.Pointer }, Invalid, "args.", "args.TileStats", "args.DK"),
         new("WorkspaceOverlapsDV", a => a with { Workspace = a.DV.Pointer + 16, WorkspaceBytes = 32 }, Invalid, "args.", "args.Workspace", "args.DV"),
         new("WorkspaceBytesNegative", a => a with { WorkspaceBytes = -1 }, OutOfRange, "args.WorkspaceBytes", "-1"),
     }.Select(c => new TestCaseData(c).SetArgDisplayNames(c.Name));
+
+    private static DeviceBackwardArgs Forward(DeviceBackwardArgs args, Func<DeviceForwardArgs, DeviceForwardArgs> change) =>
+        args with { Forward = change(args.Forward) };
 
     [TestCaseSource(nameof(DeviceCases))]
     public void InvalidDeviceCall_IsRefusedBeforeAnyNativeCall(DeviceCase c)
@@ -265,6 +275,16 @@ public class BackwardArgumentValidationTests
         Assert.DoesNotThrow(() => ArgumentValidation.ValidateDeviceBackward(args with { DBias = null }, null));
         Assert.DoesNotThrow(() => ArgumentValidation.ValidateDeviceBackward(
             args with { DBias = args.DBias!.Value with { DType = ScalarType.BFloat16 }, Workspace = Base + 0x800000, WorkspaceBytes = 1 << 20 }, null));
+    }
+
+    [Test]
+    public void ForwardsOwnTileStatsAndWorkspace_AreNeitherCheckedNorReserved()
+    {
+        DeviceBackwardArgs args = ValidDeviceArgs();
+
+        // The forward call's scratch and counters lie over the backward's gradients: the backward ignores them.
+        Assert.DoesNotThrow(() => ArgumentValidation.ValidateDeviceBackward(
+            Forward(args, f => f with { TileStats = args.DQ.Pointer + 2, Workspace = args.DK.Pointer + 8, WorkspaceBytes = -5 }), null));
     }
 
     private static IEnumerable<TestCaseData> WorkspaceSizeCases() => new (string Name, ScalarType DType, BroadcastShape? Mask, BroadcastShape? Bias, Type Exception, string ParamName, string[] MessageParts)[]

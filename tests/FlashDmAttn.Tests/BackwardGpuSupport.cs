@@ -241,17 +241,20 @@ internal sealed class DeviceBackwardProblem : IDisposable
     private readonly DeviceBuffer? dBias;
     private readonly Layout qLayout, kvLayout;
     private readonly int dBiasRowStride;
+    private readonly bool keyMajorOperands;
 
+    // keyMajorOperands: mask, bias and dBias stored key-major (KeyMajorOperand), without padding.
     public DeviceBackwardProblem(BackwardInputs inputs, Layout qLayout, Layout kvLayout, int maskRowPadding = 0, int biasHeadPadding = 0,
-        int dBiasRowPadding = 0)
+        int dBiasRowPadding = 0, bool keyMajorOperands = false)
     {
         Inputs = inputs;
         this.qLayout = qLayout;
         this.kvLayout = kvLayout;
+        this.keyMajorOperands = keyMajorOperands;
         ForwardCase f = inputs.Case.Forward;
         AttentionShape s = f.Shape;
         int elementSize = f.DType.ElementSize();
-        forward = new DeviceForwardProblem(inputs.Forward, qLayout, kvLayout, maskRowPadding, biasHeadPadding);
+        forward = new DeviceForwardProblem(inputs.Forward, qLayout, kvLayout, maskRowPadding, biasHeadPadding, keyMajorOperands);
         try
         {
             forward.Run(forward.Args);
@@ -262,27 +265,21 @@ internal sealed class DeviceBackwardProblem : IDisposable
             dv = forward.Allocate(s.KvElements * elementSize);
             tileStats = forward.Allocate(2 * sizeof(ulong));
             DeviceBroadcastTensor? dBiasTensor = null;
-            dBiasRowStride = s.SeqLenK + dBiasRowPadding;
+            dBiasRowStride = s.SeqLenK + (keyMajorOperands ? 0 : dBiasRowPadding);
             if (inputs.Case.BiasGradientType is { } type)
             {
                 BroadcastShape b = f.Bias!.Value;
                 dBias = forward.Allocate((long)b.Batch * b.Heads * b.Rows * dBiasRowStride * type.ElementSize());
-                dBiasTensor = new DeviceBroadcastTensor(dBias.Pointer, type, b, (long)b.Heads * b.Rows * dBiasRowStride, (long)b.Rows * dBiasRowStride, dBiasRowStride);
+                dBiasTensor = keyMajorOperands
+                    ? KeyMajorOperand.Of(dBias.Pointer, type, b, s.SeqLenK)
+                    : new DeviceBroadcastTensor(dBias.Pointer, type, b, (long)b.Heads * b.Rows * dBiasRowStride, (long)b.Rows * dBiasRowStride, dBiasRowStride);
             }
 
             ClearResults();
             DeviceForwardArgs a = forward.Args;
             Args = new DeviceBackwardArgs
             {
-                Shape = s,
-                DType = f.DType,
-                Q = a.Q,
-                K = a.K,
-                V = a.V,
-                Output = a.Output,
-                Lse = a.Lse,
-                Mask = a.Mask,
-                Bias = a.Bias,
+                Forward = a,
                 DOutput = DeviceForwardProblem.Tensor(dOutput.Pointer, s.SeqLenQ, s.HeadsQ, s.HeadDim, qLayout),
                 DQ = DeviceForwardProblem.Tensor(dq.Pointer, s.SeqLenQ, s.HeadsQ, s.HeadDim, qLayout),
                 DK = DeviceForwardProblem.Tensor(dk.Pointer, s.SeqLenK, s.HeadsKv, s.HeadDim, kvLayout),
@@ -337,6 +334,8 @@ internal sealed class DeviceBackwardProblem : IDisposable
             dBiasValues = new double[rows * lk];
             for (int row = 0; row < rows; row++)
                 Array.Copy(padded, row * dBiasRowStride, dBiasValues, row * lk, lk);
+            if (keyMajorOperands)
+                dBiasValues = KeyMajorOperand.Restore(dBiasValues, Inputs.Case.Forward.Bias!.Value, lk);
         }
 
         return new BackwardGradients(

@@ -228,6 +228,31 @@ public class BackwardGpuTests : GpuTest
         Assert.That(problem.DBiasPadding(results), Is.All.EqualTo((byte)0xFF), $"dBias padding was written; {c.Name}");
     }
 
+    private static IEnumerable<TestCaseData> KeyMajorCases() =>
+        new[]
+        {
+            // The paper's bias: a (B, Lk, Hkv) score seen as (B, Hkv, 1, Lk), key stride Hkv; its gradient the same way.
+            new BackwardCase("bf16 D128 paper bias (B, Lk, Hkv) key stride 2, fp32 dBias", new ForwardCase("", ScalarType.BFloat16, new(2, 150, 150, 4, 2, 128))
+                { Causal = true, Bias = new(2, 2, 1), BiasType = ScalarType.Float32 }) { Float32BiasGradient = true },
+            // A full mask and bias stored key-major: key stride Hq * Lq, row stride 1.
+            new BackwardCase("fp16 D64 mask and bias (B, Lk, Hq, Lq) det", new ForwardCase("", ScalarType.Float16, new(1, 97, 130, 2, 1, 64))
+                { Mask = new(1, 2, 97), MaskDensity = 0.5, Bias = new(1, 2, 97), BiasType = ScalarType.Float16 }) { Deterministic = true },
+        }.Select(c => new TestCaseData(c).SetArgDisplayNames(c.Name));
+
+    [TestCaseSource(nameof(KeyMajorCases))]
+    public void DeviceApi_WithKeyStridedMaskBiasAndBiasGradient_MatchesTheReference(BackwardCase c)
+    {
+        var inputs = new BackwardInputs(c, new TestRandom());
+        using var problem = new DeviceBackwardProblem(inputs, Layout.SequenceMajor, Layout.HeadMajor, keyMajorOperands: true);
+
+        problem.Run(problem.Args);
+        DeviceBackwardResults results = problem.Read();
+
+        Assert.That(problem.Args.Forward.Bias!.Value.StrideKey, Is.GreaterThan(1), "the operands are key-strided");
+        BackwardCheck.Check(inputs, problem.Values(results), inputs.Reference());
+        BackwardCheck.CheckTileCount(c, results.Stats);
+    }
+
     [Test]
     public void BackwardWorkspaceSize_IsPositiveAndGrowsWithTheMaskTheBiasGradientAndTheDefaultMode()
     {
@@ -317,8 +342,16 @@ public class BackwardGpuTests : GpuTest
             Interop.FlashDmAttn.fdma_bwd_params_init(native);
 
             Assert.That(Marshal.ReadInt32(native, 0), Is.EqualTo(Unsafe.SizeOf<Interop.FlashDmAttn.BwdParams>()), "fdma_bwd_params.struct_size");
-            int forwardOffset = (int)Marshal.OffsetOf<Interop.FlashDmAttn.BwdParams>(nameof(Interop.FlashDmAttn.BwdParams.Forward));
-            Assert.That(Marshal.ReadInt32(native, forwardOffset), Is.EqualTo(Unsafe.SizeOf<Interop.FlashDmAttn.FwdParams>()), "forward.struct_size");
+            foreach (string field in new[] { "Mask", "Bias" })
+            {
+                int offset = (int)(Marshal.OffsetOf<Interop.FlashDmAttn.BwdParams>(nameof(Interop.FlashDmAttn.BwdParams.Problem)) +
+                    Marshal.OffsetOf<Interop.FlashDmAttn.Problem>(field) + Marshal.OffsetOf<Interop.FlashDmAttn.BroadcastTensor>("StrideKey"));
+                Assert.That(Marshal.ReadInt64(native, offset), Is.EqualTo(1), $"problem.{field}.stride_key");
+            }
+
+            int dBiasStrideKey = (int)(Marshal.OffsetOf<Interop.FlashDmAttn.BwdParams>(nameof(Interop.FlashDmAttn.BwdParams.DBias)) +
+                Marshal.OffsetOf<Interop.FlashDmAttn.BroadcastTensor>("StrideKey"));
+            Assert.That(Marshal.ReadInt64(native, dBiasStrideKey), Is.EqualTo(1), "d_bias.stride_key");
         }
         finally
         {

@@ -160,8 +160,8 @@ public class ConcurrencyGpuTests : GpuTest
         private readonly DeviceForwardArgs forward = problem.Args.Forward with { TileStats = 0 };
         private readonly AttentionOptions forwardOptions = problem.Inputs.Case.Forward.Options with { Backend = forwardBackend };
         private readonly AttentionOptions backwardOptions = problem.Inputs.Case.Forward.Options with { Backend = FlashDmAttnBackend.Native };
-        private readonly DeviceBuffer outputCopy = problem.Allocate(problem.Args.Shape.QElements * problem.Args.DType.ElementSize());
-        private readonly DeviceBuffer lseCopy = problem.Allocate(problem.Args.Shape.LseElements * sizeof(float));
+        private readonly DeviceBuffer outputCopy = problem.Allocate(problem.Args.Forward.Shape.QElements * problem.Args.Forward.DType.ElementSize());
+        private readonly DeviceBuffer lseCopy = problem.Allocate(problem.Args.Forward.Shape.LseElements * sizeof(float));
 
         public void Clear()
         {

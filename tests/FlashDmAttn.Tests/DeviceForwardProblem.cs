@@ -22,7 +22,8 @@ internal sealed record DeviceResults(byte[] OutputBytes, byte[] LseBytes, byte[]
 
 /// <summary>
 /// The inputs of a case in GPU memory for the device-pointer API: Q and O in one layout, K and V in another, mask
-/// rows and bias heads stored padding apart (padding that must never be read: visible mask bytes, huge bias values).
+/// rows and bias heads stored padding apart (padding that must never be read: visible mask bytes, huge bias values),
+/// or mask and bias stored key-major (<see cref="KeyMajorOperand"/>).
 /// Output, LSE and tile statistics start as 0xFF bytes (NaN in fp16, bf16 and fp32), so what a call leaves unwritten
 /// shows. Every buffer, those from <see cref="Allocate"/> included, is freed with the problem.
 /// </summary>
@@ -34,7 +35,7 @@ internal sealed class DeviceForwardProblem : IDisposable
     private readonly Layout qLayout;
 
     public DeviceForwardProblem(ForwardInputs inputs, Layout qLayout = Layout.SequenceMajor, Layout kvLayout = Layout.SequenceMajor,
-        int maskRowPadding = 0, int biasHeadPadding = 0)
+        int maskRowPadding = 0, int biasHeadPadding = 0, bool keyMajorOperands = false)
     {
         Inputs = inputs;
         this.qLayout = qLayout;
@@ -58,8 +59,13 @@ internal sealed class DeviceForwardProblem : IDisposable
                 K = Tensor(k.Pointer, s.SeqLenK, s.HeadsKv, s.HeadDim, kvLayout),
                 V = Tensor(v.Pointer, s.SeqLenK, s.HeadsKv, s.HeadDim, kvLayout),
                 Output = Tensor(output.Pointer, s.SeqLenQ, s.HeadsQ, s.HeadDim, qLayout),
-                Mask = inputs.Mask is null ? null : Mask(inputs.Mask, c.Mask!.Value, s.SeqLenK, maskRowPadding),
-                Bias = inputs.Bias is null ? null : Bias(inputs.Bias, c.Bias!.Value, s.SeqLenK, biasHeadPadding, c.BiasType),
+                Mask = inputs.Mask is null ? null
+                    : keyMajorOperands ? KeyMajorOperand.Of(Upload(KeyMajorOperand.Arrange(inputs.Mask, c.Mask!.Value, s.SeqLenK)).Pointer, default, c.Mask!.Value, s.SeqLenK)
+                    : Mask(inputs.Mask, c.Mask!.Value, s.SeqLenK, maskRowPadding),
+                Bias = inputs.Bias is null ? null
+                    : keyMajorOperands ? KeyMajorOperand.Of(Upload(Bytes(KeyMajorOperand.Arrange(inputs.Bias, c.Bias!.Value, s.SeqLenK), c.BiasType)).Pointer,
+                        c.BiasType, c.Bias!.Value, s.SeqLenK)
+                    : Bias(inputs.Bias, c.Bias!.Value, s.SeqLenK, biasHeadPadding, c.BiasType),
                 Lse = lse.Pointer,
                 TileStats = tileStats.Pointer,
             };
@@ -154,15 +160,16 @@ internal sealed class DeviceForwardProblem : IDisposable
         Array.Fill(padded, 1000.0);
         for (int p = 0; p < planes; p++)
             Array.Copy(bias, p * plane, padded, p * (plane + padding), plane);
-        byte[] bytes = type switch
-        {
-            ScalarType.Float16 => Tensors.Bytes(Tensors.Narrow<Half>(padded)),
-            ScalarType.BFloat16 => Tensors.Bytes(Tensors.Narrow<BFloat16>(padded)),
-            _ => Tensors.Bytes(Tensors.Narrow<float>(padded)),
-        };
         long headStride = plane + padding;
-        return new DeviceBroadcastTensor(Upload(bytes).Pointer, type, b, b.Heads * headStride, headStride, lk);
+        return new DeviceBroadcastTensor(Upload(Bytes(padded, type)).Pointer, type, b, b.Heads * headStride, headStride, lk);
     }
+
+    private static byte[] Bytes(double[] values, ScalarType type) => type switch
+    {
+        ScalarType.Float16 => Tensors.Bytes(Tensors.Narrow<Half>(values)),
+        ScalarType.BFloat16 => Tensors.Bytes(Tensors.Narrow<BFloat16>(values)),
+        _ => Tensors.Bytes(Tensors.Narrow<float>(values)),
+    };
 
     /// <summary>(B, L, H, D) doubles to the bytes of a (B, L, H, D) or (B, H, L, D) tensor of the given type.</summary>
     public static byte[] ToLayout(double[] values, int seqLen, int heads, int headDim, Layout layout, ScalarType dtype)
@@ -181,5 +188,41 @@ internal sealed class DeviceForwardProblem : IDisposable
                 for (int j = 0; j < y; j++)
                     Array.Copy(values, ((b * x + i) * y + j) * d, result, ((b * y + j) * x + i) * d, d);
         return result;
+    }
+}
+
+/// <summary>
+/// A mask, bias or bias gradient stored key-major, (batch, Lk, heads, rows): head stride = rows, key stride = heads *
+/// rows. With one row it is the layout of the paper's Doge layer, whose (B, Lk, Hkv) score is the (B, Hkv, 1, Lk)
+/// bias seen with key stride Hkv and head stride 1.
+/// </summary>
+internal static class KeyMajorOperand
+{
+    public static DeviceBroadcastTensor Of(nint pointer, ScalarType dtype, BroadcastShape b, int lk) =>
+        new(pointer, dtype, b, (long)lk * b.Heads * b.Rows, b.Rows, 1, StrideKey: (long)b.Heads * b.Rows);
+
+    /// <summary>Contiguous (batch, heads, rows, Lk) values in key-major order.</summary>
+    public static T[] Arrange<T>(T[] values, BroadcastShape b, int lk)
+    {
+        var arranged = new T[values.Length];
+        Visit(b, lk, (contiguous, keyMajor) => arranged[keyMajor] = values[contiguous]);
+        return arranged;
+    }
+
+    /// <summary>Key-major values back in contiguous (batch, heads, rows, Lk) order.</summary>
+    public static T[] Restore<T>(T[] arranged, BroadcastShape b, int lk)
+    {
+        var values = new T[arranged.Length];
+        Visit(b, lk, (contiguous, keyMajor) => values[contiguous] = arranged[keyMajor]);
+        return values;
+    }
+
+    private static void Visit(BroadcastShape b, int lk, Action<long, long> element)
+    {
+        for (int batch = 0; batch < b.Batch; batch++)
+            for (int h = 0; h < b.Heads; h++)
+                for (int r = 0; r < b.Rows; r++)
+                    for (int j = 0; j < lk; j++)
+                        element((((long)batch * b.Heads + h) * b.Rows + r) * lk + j, (((long)batch * lk + j) * b.Heads + h) * b.Rows + r);
     }
 }

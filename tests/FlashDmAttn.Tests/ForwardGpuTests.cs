@@ -168,4 +168,32 @@ public class ForwardGpuTests : GpuTest
         Assert.That(results.Stats.Computed + results.Stats.Skipped,
             Is.EqualTo(ForwardCheck.TileCount(c.Shape, DynamicMaskAttention.ForwardTileShape(c.Shape.HeadDim, c.DType))), c.Name);
     }
+
+    private static IEnumerable<TestCaseData> KeyMajorCases() =>
+        new[]
+        {
+            // The paper's bias: a (B, Lk, Hkv) score seen as (B, Hkv, 1, Lk) with key stride Hkv and head stride 1.
+            new ForwardCase("bf16 D128 paper bias (B, Lk, Hkv) key stride 2", ScalarType.BFloat16, new(2, 300, 333, 4, 2, 128))
+                { Causal = true, Bias = new(2, 2, 1), BiasType = ScalarType.BFloat16 },
+            new ForwardCase("fp16 D64 fp32 bias (B, Lk, Hkv) and mask (B, Lk, Hq, Lq)", ScalarType.Float16, new(1, 97, 130, 4, 2, 64))
+                { Mask = new(1, 4, 97), MaskDensity = 0.3, BlankRowsAndTiles = true, Bias = new(1, 2, 1), BiasType = ScalarType.Float32 },
+            new ForwardCase("bf16 D256 decode, mask and bias key-strided (split-KV)", ScalarType.BFloat16, new(1, 1, 2049, 4, 1, 256))
+                { Causal = true, Mask = new(1, 1, 1), MaskDensity = 0.3, Bias = new(1, 4, 1), BiasType = ScalarType.Float16 },
+        }.Select(c => new TestCaseData(c).SetArgDisplayNames(c.Name));
+
+    [TestCaseSource(nameof(KeyMajorCases))]
+    public void DeviceApi_WithKeyStridedMaskAndBias_MatchesTheReference(ForwardCase c)
+    {
+        var inputs = new ForwardInputs(c, new TestRandom());
+        using var problem = new DeviceForwardProblem(inputs, Layout.SequenceMajor, Layout.HeadMajor, keyMajorOperands: true);
+
+        problem.Run(problem.Args);
+        DeviceResults results = problem.Read();
+        (double[] refOutput, double[] refLse) = inputs.Reference();
+
+        Assert.That(problem.Args.Bias!.Value.StrideKey, Is.GreaterThan(1), "the operands are key-strided");
+        ForwardCheck.Check(inputs, problem.OutputValues(results), results.Lse, refOutput, refLse);
+        Assert.That(results.Stats.Computed + results.Stats.Skipped,
+            Is.EqualTo(ForwardCheck.TileCount(c.Shape, DynamicMaskAttention.ForwardTileShape(c.Shape.HeadDim, c.DType))), c.Name);
+    }
 }

@@ -52,12 +52,12 @@ public class InvalidCallGpuTests : GpuTest
         // Where the pointers point: the binding asks the driver about Q (to find the device), the native library asks the
         // runtime about every pointer. (Memory of another context on the same device is no error: FaultGpuTests.)
         new("QInHostMemory", (e, a) => a with { Q = a.Q with { Pointer = e.Host } }, Invalid, "args.Q", "args.Q.Pointer must be CUDA device memory"),
-        new("KInHostMemory", (e, a) => a with { K = a.K with { Pointer = e.Host } }, Refused, "params.k.data", "not device memory"),
+        new("KInHostMemory", (e, a) => a with { K = a.K with { Pointer = e.Host } }, Refused, "params.problem.k.data", "not device memory"),
         new("OutputInHostMemory", (e, a) => a with { Output = a.Output with { Pointer = e.Host } }, Refused, "params.out.data", "not device memory"),
         new("LseInHostMemory", (e, a) => a with { Lse = e.Host }, Refused, "params.lse", "not device memory"),
         new("QFreedJustBefore", (e, a) => a with { Q = a.Q with { Pointer = e.Freed } }, Invalid, "args.Q", "args.Q.Pointer must be CUDA device memory"),
         // Freed memory is no device memory to the runtime either: the native check names it.
-        new("VFreedJustBefore", (e, a) => a with { V = a.V with { Pointer = e.Freed } }, Refused, "params.v.data", "not device memory"),
+        new("VFreedJustBefore", (e, a) => a with { V = a.V with { Pointer = e.Freed } }, Refused, "params.problem.v.data", "not device memory"),
         // Aliasing.
         new("OutputAliasesQ", (_, a) => a with { Output = a.Q }, Invalid, "args.Output", "args.Output must not overlap args.Q"),
         new("OutputOverlapsV", (_, a) => a with { Output = a.Output with { Pointer = a.V.Pointer + 4096 } }, Invalid, "args.Output", "args.Output must not overlap args.V"),
@@ -87,9 +87,14 @@ public class InvalidCallGpuTests : GpuTest
         new("VStrideNotAMultipleOf8", (_, a) => a with { V = a.V with { StrideSeq = 132 } }, Invalid, "args.V.StrideSeq", "got 132"),
         new("OutputStrideNegative", (_, a) => a with { Output = a.Output with { StrideSeq = -256 } }, Invalid, "args.Output.StrideSeq", "got -256"),
         new("KStridesPastTheAddressSpace", (_, a) => a with { K = a.K with { StrideSeq = 1L << 60 } }, OutOfRange, "args.K", "64-bit address space"),
+        new("MaskStrideKeyZero", (_, a) => a with { Mask = a.Mask!.Value with { StrideKey = 0 } }, Invalid, "args.Mask.StrideKey", "got 0"),
+        new("BiasKeyStridesPastTheAddressSpace", (_, a) => a with { Bias = a.Bias!.Value with { StrideKey = 1L << 58 } }, OutOfRange, "args.Bias", "64-bit address space"),
     ];
 
     private static IEnumerable<TestCaseData> ForwardCases() => ForwardCalls().Select(c => new TestCaseData(c).SetArgDisplayNames(c.Name));
+
+    private static DeviceBackwardArgs Forward(DeviceBackwardArgs args, Func<DeviceForwardArgs, DeviceForwardArgs> change) =>
+        args with { Forward = change(args.Forward) };
 
     [TestCaseSource(nameof(ForwardCases))]
     public void InvalidDeviceForward_IsRefused_WritesNothing_AndTheNextCallSucceeds(InvalidCall<DeviceForwardArgs> call)
@@ -128,22 +133,24 @@ public class InvalidCallGpuTests : GpuTest
 
     private static IEnumerable<InvalidCall<DeviceBackwardArgs>> BackwardCalls() =>
     [
-        new("QInHostMemory", (e, a) => a with { Q = a.Q with { Pointer = e.Host } }, Invalid, "args.Q", "args.Q.Pointer must be CUDA device memory"),
+        new("QInHostMemory", (e, a) => Forward(a, f => f with { Q = f.Q with { Pointer = e.Host } }), Invalid, "args.Forward.Q", "args.Forward.Q.Pointer must be CUDA device memory"),
         new("DQInHostMemory", (e, a) => a with { DQ = a.DQ with { Pointer = e.Host } }, Refused, "params.d_q.data", "not device memory"),
-        new("LseInHostMemory", (e, a) => a with { Lse = e.Host }, Refused, "params.forward.lse", "not device memory"),
+        new("LseInHostMemory", (e, a) => Forward(a, f => f with { Lse = e.Host }), Refused, "params.lse", "not device memory"),
+        new("BiasKeyStrideInHostMemory", (e, a) => Forward(a, f => f with { Bias = f.Bias!.Value with { Pointer = e.Host } }), Refused, "params.problem.bias.data", "not device memory"),
         new("DOutputFreedJustBefore", (e, a) => a with { DOutput = a.DOutput with { Pointer = e.Freed } }, Refused, "params.d_out.data", "not device memory"),
         new("DQAliasesDOutput", (_, a) => a with { DQ = a.DOutput }, Invalid, "args.DQ", "args.DQ must not overlap args.DOutput"),
-        new("DKAliasesK", (_, a) => a with { DK = a.K }, Invalid, "args.DK", "args.DK must not overlap args.K"),
-        new("DVOverlapsLse", (_, a) => a with { DV = a.DV with { Pointer = a.Lse + 16 } }, Invalid, "args.DV", "args.DV must not overlap args.Lse"),
-        new("DBiasAliasesBias", (_, a) => a with { DBias = a.DBias!.Value with { Pointer = a.Bias!.Value.Pointer } }, Invalid, "args.DBias", "args.DBias must not overlap args.Bias"),
-        new("LseZero", (_, a) => a with { Lse = 0 }, Null, "args.Lse", "log-sum-exp", "got 0"),
+        new("DKAliasesK", (_, a) => a with { DK = a.Forward.K }, Invalid, "args.DK", "args.DK must not overlap args.Forward.K"),
+        new("DVOverlapsLse", (_, a) => a with { DV = a.DV with { Pointer = a.Forward.Lse + 16 } }, Invalid, "args.DV", "args.DV must not overlap args.Forward.Lse"),
+        new("DBiasAliasesBias", (_, a) => a with { DBias = a.DBias!.Value with { Pointer = a.Forward.Bias!.Value.Pointer } }, Invalid, "args.DBias", "args.DBias must not overlap args.Forward.Bias"),
+        new("DBiasKeyStrideOverlapsItself", (_, a) => a with { DBias = a.DBias!.Value with { StrideKey = 0 } }, Invalid, "args.DBias.StrideKey", "got 0"),
+        new("LseZero", (_, a) => Forward(a, f => f with { Lse = 0 }), Null, "args.Forward.Lse", "log-sum-exp", "got 0"),
         new("DVMisaligned", (_, a) => a with { DV = a.DV with { Pointer = a.DV.Pointer + 8 } }, Invalid, "args.DV", "16-byte aligned"),
         new("DQStrideNotAMultipleOf8", (_, a) => a with { DQ = a.DQ with { StrideHead = 68 } }, Invalid, "args.DQ.StrideHead", "got 68"),
         new("ScaleNegative", (_, a) => a, OutOfRange, "options", "SoftmaxScale", "-1") { Options = Case.Options with { SoftmaxScale = -1 } },
         new("ScaleZero", (_, a) => a, OutOfRange, "options", "SoftmaxScale", "got 0") { Options = Case.Options with { SoftmaxScale = 0 } },
         new("SoftcapNaN", (_, a) => a, OutOfRange, "options", "Softcap", "NaN") { Options = Case.Options with { Softcap = float.NaN } },
-        new("HeadDim48", (_, a) => a with { Shape = a.Shape with { HeadDim = 48 } }, OutOfRange, "args.Shape.HeadDim", "got 48"),
-        new("HeadsQNotAMultipleOfHeadsKv", (_, a) => a with { Shape = a.Shape with { HeadsKv = 3 } }, Invalid, "args.Shape", "multiple of args.Shape.HeadsKv (3); got 4"),
+        new("HeadDim48", (_, a) => Forward(a, f => f with { Shape = f.Shape with { HeadDim = 48 } }), OutOfRange, "args.Forward.Shape.HeadDim", "got 48"),
+        new("HeadsQNotAMultipleOfHeadsKv", (_, a) => Forward(a, f => f with { Shape = f.Shape with { HeadsKv = 3 } }), Invalid, "args.Forward.Shape", "multiple of args.Forward.Shape.HeadsKv (3); got 4"),
         new("DBiasOfAnotherShape", (_, a) => a with { DBias = a.DBias!.Value with { Shape = new(1, 2, 97) } }, Invalid, "args.DBias.Shape", "got"),
         new("DBiasFloat16ForAFloat32Bias", (_, a) => a with { DBias = a.DBias!.Value with { DType = ScalarType.Float16 } }, OutOfRange, "args.DBias", "got Float16"),
         new("WorkspaceOneByteShort", (e, a) => a with { Workspace = e.Workspace(a), WorkspaceBytes = e.WorkspaceBytes(a) - 1 }, Refused, "workspace_bytes", "this call needs"),
@@ -316,7 +323,8 @@ public sealed class Elsewhere : IDisposable
     }
 
     public long WorkspaceBytes(DeviceBackwardArgs args) =>
-        DynamicMaskAttention.BackwardWorkspaceSize(args.Shape, args.DType, args.Mask?.Shape, args.DBias is null ? null : args.Bias?.Shape, deterministic: true);
+        DynamicMaskAttention.BackwardWorkspaceSize(
+            args.Forward.Shape, args.Forward.DType, args.Forward.Mask?.Shape, args.DBias is null ? null : args.Forward.Bias?.Shape, deterministic: true);
 
     public void Dispose()
     {

@@ -87,7 +87,7 @@ public class NvrtcBackendSelectionTests
         }
 
         Environment.SetEnvironmentVariable(BackendSelector.BackendVariable, null);
-        Assert.That(BackendSelector.SelectForHostQuery(null), Is.EqualTo(nativeLoads ? FlashDmAttnBackend.Native : FlashDmAttnBackend.Nvrtc));
+        Assert.That(BackendSelector.SelectForHostQuery(null).Kind, Is.EqualTo(nativeLoads ? FlashDmAttnBackend.Native : FlashDmAttnBackend.Nvrtc));
         Assert.That(DynamicMaskAttention.ForwardTileShape(256, ScalarType.BFloat16), Is.EqualTo((64, 64)));
     }
 

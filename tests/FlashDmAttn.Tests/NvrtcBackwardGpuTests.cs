@@ -148,13 +148,13 @@ public class NvrtcBackwardGpuTests : GpuTest
     public void ColdCompileAndCachedLoad_OfThe8KCasesBackwardKernels()
     {
         AttentionShape shape = EightK(true).Forward.Shape;
-        BackwardLaunchPlan deterministic = BackwardLaunchPlan.For(shape, ScalarType.BFloat16, new BroadcastShape(1, 1, Length), null, null, deterministic: true);
-        BackwardLaunchPlan defaultMode = BackwardLaunchPlan.For(shape, ScalarType.BFloat16, new BroadcastShape(1, 1, Length), null, null, deterministic: false);
-        BackwardTraits t = deterministic.Traits;
+        BackwardPlan plan = LaunchPlan.PlanBwd(ProblemShape.Of(shape, new BroadcastShape(1, 1, Length), null, default), deterministic: true, withDBias: false);
+        BackwardKernels deterministic = NvrtcBackend.BackwardKernels(ScalarType.BFloat16, shape.HeadDim, deterministic: true);
+        BackwardKernels defaultMode = NvrtcBackend.BackwardKernels(ScalarType.BFloat16, shape.HeadDim, deterministic: false);
         (KernelVariant Variant, int SharedBytes)[] kernels =
         [
-            (deterministic.OccupancyKernel!.Value, 0), (deterministic.DeltaKernel, t.DqSharedMemoryBytes), (deterministic.DkDvKernel, t.DkDvSharedMemoryBytes),
-            (deterministic.DqKernel, t.DqSharedMemoryBytes), (defaultMode.DqKernel, 0),
+            (KernelVariant.Occupancy(plan.Tile), 0), (deterministic.Delta, plan.DqSmemLimit), (deterministic.DkDv, plan.DkdvSmemBytes),
+            (deterministic.Dq, plan.DqSmemLimit), (defaultMode.Dq, 0),
         ];
         CompileTarget target = KernelModules.TargetOf(0);
         using CudaPrimaryContext context = CudaPrimaryContext.Retain(0);

@@ -73,7 +73,7 @@ public class NvrtcCompileTests : NvrtcTest
     [Test]
     public void CompileError_ThrowsWithNvrtcsLog()
     {
-        var thrown = Assert.Throws<KernelCompilationException>(() => CompilePtx("#include \"fwd_params.cuh\"\nstatic_assert(sizeof(fdma::FwdParams) == 1, \"size probe\");\n", 80))!;
+        var thrown = Assert.Throws<KernelCompilationException>(() => CompilePtx("#include \"params.cuh\"\nstatic_assert(sizeof(fdma::FwdParams) == 1, \"size probe\");\n", 80))!;
 
         Assert.That(thrown.Log, Does.Contain("size probe"));
         Assert.That(thrown.Message, Does.Contain("--gpu-architecture=compute_80").And.Contain(NvrtcCompiler.Version));

@@ -148,9 +148,9 @@ public class NvrtcGpuTests : GpuTest
     public void ColdCompileAndCachedLoad_OfThe8KCasesKernels()
     {
         AttentionShape shape = new(1, 8192, 8192, 2, 1, 128);
-        ForwardLaunchPlan plan = ForwardLaunchPlan.For(shape, new BroadcastShape(1, 1, 8192));
+        ForwardPlan plan = LaunchPlan.PlanFwd(ProblemShape.Of(shape, new BroadcastShape(1, 1, 8192), null, default));
         (KernelVariant Variant, int SharedBytes)[] kernels =
-            [(KernelVariant.Forward(ScalarType.BFloat16, 128), plan.ForwardSharedMemoryBytes), (KernelVariant.Occupancy(plan.Tile), 0)];
+            [(KernelVariant.Forward(ScalarType.BFloat16, 128), plan.SmemLimit), (KernelVariant.Occupancy(plan.Tile), 0)];
         CompileTarget target = KernelModules.TargetOf(0);
         using CudaPrimaryContext context = CudaPrimaryContext.Retain(0);
         using CudaContextScope current = context.Push();

@@ -1,3 +1,4 @@
+using System.Reflection;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -5,47 +6,40 @@ using System.Text;
 namespace FlashDmAttn.Tests.Nvrtc;
 
 /// <summary>
-/// What the NVRTC backend mirrors from native/ in C# agrees with it: wherever NVRTC exists (CI included), the compiler
-/// itself checks the C# numbers against the embedded headers, in a translation unit of static_asserts generated from
-/// the managed struct layout, tile table and launch shapes. (NvrtcNativeAgreementTests compares with the native
-/// library's answers where it loads.)
+/// What the NVRTC backend mirrors from native/kernels in C# agrees with it: wherever NVRTC exists (CI included), the
+/// compiler itself checks the C# numbers against the embedded headers, in translation units of static_asserts
+/// generated from the managed struct layouts and from LaunchPlan's answers, field by field, for every plan field over
+/// many shapes, element types, masks, biases and modes. (NvrtcNativeAgreementTests compares with the native library's
+/// answers where it loads.)
 /// </summary>
 public class NvrtcMirrorTests : NvrtcTest
 {
-    // The C++ name of each field of the mirrors, in declaration order.
-    private static readonly (Type Struct, string Cpp, (string Field, string CppField)[] Fields)[] Layouts =
+    // NVRTC has no <cstddef>, and __builtin_offsetof only from 13.4; EDG's __INTADDR__ (libcu++'s offsetof before that)
+    // makes the classic null-pointer expression a constant.
+    private const string OffsetOf = "#define OFFSET_OF(type, field) ((unsigned long long)__INTADDR__(&(((type*)0)->field)))\n";
+
+    private static readonly (Type Mirror, string Cpp)[] Layouts =
     [
-        (typeof(KernelParams.Strides), "fdma::Strides", [("Batch", "batch"), ("Seq", "seq"), ("Head", "head")]),
-        (typeof(KernelParams.BroadcastOperand), "fdma::BroadcastOperand",
-            [("Data", "data"), ("StrideBatch", "stride_batch"), ("StrideHead", "stride_head"), ("StrideRow", "stride_row"),
-             ("HeadGroup", "head_group"), ("Batches", "batches"), ("Heads", "heads"), ("Rows", "rows"), ("Type", "type")]),
-        (typeof(KernelParams.Forward), "fdma::FwdParams",
-            [("Q", "q"), ("K", "k"), ("V", "v"), ("O", "o"), ("QStrides", "q_strides"), ("KStrides", "k_strides"),
-             ("VStrides", "v_strides"), ("OStrides", "o_strides"), ("Mask", "mask"), ("Bias", "bias"), ("Occupancy", "occupancy"),
-             ("FullTiles", "full_tiles"), ("OccupancyT", "occupancy_t"), ("FullTilesT", "full_tiles_t"), ("Lse", "lse"), ("TileStats", "tile_stats"), ("SeqLenQ", "seqlen_q"), ("SeqLenK", "seqlen_k"),
-             ("HeadsQ", "heads_q"), ("KvGroup", "kv_group"), ("QkScale", "qk_scale"), ("BiasScale", "bias_scale"),
-             ("SoftcapOut", "softcap_out"), ("IsCausal", "is_causal"), ("OPartial", "o_partial"), ("LsePartial", "lse_partial"),
-             ("KvSplits", "kv_splits"), ("Batch", "batch")]),
-        (typeof(KernelParams.Backward), "fdma::BwdParams",
-            [("Fwd", "fwd"), ("DO", "d_o"), ("DQ", "d_q"), ("DK", "d_k"), ("DV", "d_v"), ("DOStrides", "d_o_strides"),
-             ("DQStrides", "d_q_strides"), ("DKStrides", "d_k_strides"), ("DVStrides", "d_v_strides"), ("DBias", "d_bias"),
-             ("DBiasType", "d_bias_type"), ("DBiasStrides", "d_bias_strides"), ("DBiasAccum", "d_bias_accum"), ("Delta", "delta"),
-             ("DQAccum", "d_q_accum"), ("SoftmaxScale", "softmax_scale"), ("HeadsKv", "heads_kv"),
-             ("OwnerHeads", "owner_heads"), ("OwnerBatches", "owner_batches")]),
+        (typeof(KernelParams.Strides), "fdma::Strides"),
+        (typeof(KernelParams.BroadcastOperand), "fdma::BroadcastOperand"),
+        (typeof(KernelParams.ScoreMod), "fdma::ScoreModParams"),
+        (typeof(KernelParams.Attention), "fdma::AttentionParams"),
+        (typeof(KernelParams.Forward), "fdma::FwdParams"),
+        (typeof(KernelParams.Backward), "fdma::BwdParams"),
     ];
 
     [Test]
     public void KernelParams_HaveTheLayoutOfTheHeaders()
     {
-        // NVRTC has no <cstddef>, and __builtin_offsetof only from 13.4; EDG's __INTADDR__ (libcu++'s offsetof before
-        // that) makes the classic null-pointer expression a constant.
-        var asserts = new StringBuilder("#include \"bwd_params.cuh\"\n#define OFFSET_OF(type, field) ((unsigned long long)__INTADDR__(&(((type*)0)->field)))\n");
-        foreach ((Type type, string cpp, (string Field, string CppField)[] fields) in Layouts)
+        var asserts = new StringBuilder("#include \"params.cuh\"\n" + OffsetOf);
+        foreach ((Type type, string cpp) in Layouts)
         {
-            Assert.That(type.GetFields().Select(f => f.Name), Is.EqualTo(fields.Select(f => f.Field)), $"{type.Name}: every field is checked");
             asserts.AppendLine($"static_assert(sizeof({cpp}) == {Marshal.SizeOf(type)}, \"sizeof({cpp})\");");
-            foreach ((string field, string cppField) in fields)
-                asserts.AppendLine($"static_assert(OFFSET_OF({cpp}, {cppField}) == {Marshal.OffsetOf(type, field)}, \"{cpp}::{cppField}\");");
+            foreach (FieldInfo field in type.GetFields())
+            {
+                string cppField = CppNames.Of(field.Name);
+                asserts.AppendLine($"static_assert(OFFSET_OF({cpp}, {cppField}) == {Marshal.OffsetOf(type, field.Name)}, \"{cpp}::{cppField}\");");
+            }
         }
 
         CompileChecks(asserts.ToString());
@@ -55,85 +49,106 @@ public class NvrtcMirrorTests : NvrtcTest
         Assert.That(Unsafe.SizeOf<KernelParams.Backward>(), Is.EqualTo(Marshal.SizeOf<KernelParams.Backward>()));
     }
 
-    [Test]
-    public void TileTableAndLaunchShapes_AreThoseOfTheHeaders()
+    // Shapes that exercise every branch of the plans: split and unsplit grids, tiles cut by the lengths, one and
+    // several bitmap words, masks and biases of each broadcast, every head dim.
+    private static IEnumerable<(AttentionShape Shape, BroadcastShape? Mask, BroadcastShape? Bias, ScalarType BiasType)> PlanShapes()
     {
-        var asserts = new StringBuilder("#include \"fwd_kernel.cuh\"\n#include \"fwd_combine.cuh\"\n");
-        foreach (int d in ForwardTile.HeadDims)
+        foreach (int d in LaunchPlan.HeadDims)
         {
-            ForwardTile tile = ForwardTile.For(d);
-            asserts.AppendLine($"static_assert(fdma::is_supported_head_dim({d}), \"head dim {d}\");");
-            asserts.AppendLine($"static_assert(fdma::fwd_tile({d}).block_m == {tile.BlockM} && fdma::fwd_tile({d}).block_n == {tile.BlockN} && fdma::fwd_tile({d}).warps == {tile.Warps}, \"fwd_tile({d})\");");
-            asserts.AppendLine($"static_assert(fdma::FwdTraits<{d}>::kThreads == {tile.Threads}, \"FwdTraits<{d}>::kThreads\");");
-            asserts.AppendLine($"static_assert(fdma::FwdTraits<{d}>::kSmemBytes == {tile.SharedMemoryBytes(d)}, \"FwdTraits<{d}>::kSmemBytes\");");
-            foreach (ScalarType type in new[] { ScalarType.Float16, ScalarType.BFloat16, ScalarType.Float32 })
-            {
-                foreach (long strideRow in new[] { 0L, 4096L })
-                {
-                    var bias = new KernelParams.BroadcastOperand { Data = 1, StrideRow = strideRow, Type = (int)type };
-                    asserts.AppendLine(
-                        $"static_assert(fdma::fwd_bias_stage_bytes(fdma::fwd_tile({d}), fdma::BroadcastOperand{{\"\", 0, 0, {strideRow}, 1, 1, 1, 1, {(int)type}}}) == {tile.BiasStageBytes(bias)}, \"fwd_bias_stage_bytes({d}, {type}, {strideRow})\");");
-                }
-            }
-            asserts.AppendLine($"static_assert(fdma::fwd_bias_stage_bytes(fdma::fwd_tile({d}), fdma::BroadcastOperand{{}}) == {tile.BiasStageBytes(default)}, \"fwd_bias_stage_bytes({d}, no bias)\");");
-            asserts.AppendLine($"static_assert(fdma::FwdTraits<{d}>::kSmemBytes + fdma::fwd_max_bias_stage_bytes(fdma::fwd_tile({d})) == {tile.SharedMemoryLimit(d)}, \"shared memory limit {d}\");");
+            yield return (new(2, 97, 130, 4, 2, d), new(2, 2, 97), new(1, 4, 97), ScalarType.BFloat16);
+            yield return (new(1, 1, 1025, 4, 1, d), new(1, 4, 1), new(1, 1, 1), ScalarType.Float32);
         }
 
-        foreach (int d in new[] { 0, 16, 48, 80, 160, 512 })
-            asserts.AppendLine($"static_assert(!fdma::is_supported_head_dim({d}), \"head dim {d} is not supported\");");
-        asserts.AppendLine($"static_assert(fdma::kOccupancyThreads == {ForwardLaunchPlan.OccupancyThreads}, \"kOccupancyThreads\");");
-        asserts.AppendLine($"static_assert(fdma::kCombineThreads == {ForwardLaunchPlan.CombineThreads}, \"kCombineThreads\");");
-        foreach (long blocks in new long[] { 1, 2, 3, 7, 100, 255, 256, 257, 100000 })
+        yield return (new(1, 8192, 8192, 2, 1, 128), new(1, 1, 8192), new(1, 1, 1), ScalarType.Float16);
+        yield return (new(3, 300, 333, 8, 2, 256), null, new(3, 8, 300), ScalarType.Float32);
+        yield return (new(1, 1, 524288, 2, 1, 128), new(1, 1, 1), null, default);
+        yield return (new(4, 4097, 63, 2, 2, 192), new(4, 1, 4097), null, default);
+        yield return (new(2, 64, 2049, 16, 4, 64), null, null, default);
+    }
+
+    [Test]
+    public void Plans_AreThoseOfTheHeaders_FieldForField()
+    {
+        var asserts = new StringBuilder("#include \"plan.cuh\"\n");
+        int n = 0;
+        foreach ((AttentionShape shape, BroadcastShape? mask, BroadcastShape? bias, ScalarType biasType) in PlanShapes())
         {
-            foreach (int keyTiles in new[] { 1, 2, 3, 5, 64, 1000, 8192 })
+            ProblemShape problem = ProblemShape.Of(shape, mask, bias, biasType);
+            ProblemShape q = problem;
+            string cppProblem = $"fdma::ProblemShape{{{q.Batch}, {q.SeqLenQ}, {q.SeqLenK}, {q.HeadsQ}, {q.HeadsKv}, {q.HeadDim}, " +
+                $"{q.MaskBatch}, {q.MaskHeads}, {q.BiasType}, {q.BiasBatch}, {q.BiasHeads}, {q.BiasRows}}}";
+            AppendFieldAsserts(asserts, $"fwd{n}", $"fdma::plan_fwd({cppProblem})", LaunchPlan.PlanFwd(problem));
+            foreach (bool deterministic in new[] { false, true })
             {
-                asserts.AppendLine(
-                    $"static_assert(fdma::fwd_kv_splits({blocks}, {keyTiles}) == {ForwardLaunchPlan.KvSplitsFor(blocks, keyTiles)}, \"fwd_kv_splits({blocks}, {keyTiles})\");");
+                foreach (bool withDBias in bias is null ? [false] : new[] { false, true })
+                {
+                    string name = $"bwd{n}_{(deterministic ? 1 : 0)}{(withDBias ? 1 : 0)}";
+                    AppendFieldAsserts(asserts, name, $"fdma::plan_bwd({cppProblem}, {(deterministic ? "true" : "false")}, {(withDBias ? "true" : "false")})",
+                        LaunchPlan.PlanBwd(problem, deterministic, withDBias));
+                }
             }
-        }
-        foreach (int keyTiles in new[] { 1, 31, 32, 33, 64, 65, 1000 })
-        {
-            int words = ForwardLaunchPlan.For(new AttentionShape(1, 1, keyTiles * 64, 1, 1, 128), new BroadcastShape(1, 1, 1)).BitmapRowWords;
-            asserts.AppendLine($"static_assert(fdma::occupancy_words({keyTiles}) == {words}, \"occupancy_words({keyTiles})\");");
+
+            n++;
         }
 
         CompileChecks(asserts.ToString());
     }
 
     [Test]
-    public void BackwardTraitsAndLaunchShapes_AreThoseOfTheHeaders()
+    public void TilesConstantsAndSplits_AreThoseOfTheHeaders()
     {
-        var asserts = new StringBuilder("#include \"bwd_kernel.cuh\"\n#include \"bwd_prepost.cuh\"\n");
-        foreach (int d in ForwardTile.HeadDims)
+        var asserts = new StringBuilder("#include \"fwd_kernel.cuh\"\n#include \"bwd_kernel.cuh\"\n");
+        foreach (int d in LaunchPlan.HeadDims)
         {
-            BackwardTraits t = BackwardTraits.For(d);
-            string traits = $"fdma::BwdTraits<{d}>";
-            asserts.AppendLine($"static_assert(fdma::bwd_tile({d}).block_m == {t.BlockM} && fdma::bwd_tile({d}).block_n == {t.BlockN} && fdma::bwd_tile({d}).warps == {t.Warps}, \"bwd_tile({d})\");");
-            foreach ((string name, int value) in new[]
-                     {
-                         ("kBlockM", t.BlockM), ("kBlockN", t.BlockN), ("kWarps", t.Warps), ("kThreads", t.Threads), ("kDSlice", t.DSlice),
-                         ("kSlices", t.Slices), ("kRowElems", t.RowElems), ("kSRowElems", t.SRowElems), ("kTileBytes", t.TileBytes),
-                         ("kDkdvSmemBytes", t.DkDvSharedMemoryBytes), ("kDqSmemBytes", t.DqSharedMemoryBytes),
-                     })
-            {
-                asserts.AppendLine($"static_assert({traits}::{name} == {value}, \"{traits}::{name}\");");
-            }
-
-            var rowBias = new KernelParams.BroadcastOperand { Data = 1, Type = (int)ScalarType.BFloat16 };
-            asserts.AppendLine($"static_assert({traits}::kDqSmemBytes + fdma::fwd_bias_stage_bytes(fdma::bwd_tile({d}), fdma::BroadcastOperand{{\"\", 0, 0, 0, 1, 1, 1, 1, fdma::kBFloat16}}) == {t.DqLaunchSharedMemoryBytes(rowBias)}, \"dQ kernels with a row bias, {d}\");");
-            asserts.AppendLine($"static_assert({traits}::kDqSmemBytes + fdma::fwd_max_bias_stage_bytes(fdma::bwd_tile({d})) == {t.DqSharedMemoryLimit}, \"dQ kernels' limit, {d}\");");
+            asserts.AppendLine($"static_assert(fdma::is_supported_head_dim({d}), \"head dim {d}\");");
+            AppendFieldAsserts(asserts, $"fwd_tile{d}", $"fdma::fwd_tile({d})", LaunchPlan.FwdTile(d));
+            AppendFieldAsserts(asserts, $"bwd_tile{d}", $"fdma::bwd_tile({d})", LaunchPlan.BwdTile(d));
+            // The kernels' traits read the plan's functions: their thread counts are the plans'.
+            asserts.AppendLine($"static_assert(fdma::FwdTraits<{d}>::kThreads == {LaunchPlan.FwdTile(d).Warps * 32}, \"FwdTraits<{d}>\");");
+            asserts.AppendLine($"static_assert(fdma::BwdTraits<{d}>::kThreads == {LaunchPlan.BwdTile(d).Warps * 32}, \"BwdTraits<{d}>\");");
         }
 
-        asserts.AppendLine($"static_assert(fdma::kRowPassThreads == {BackwardLaunchPlan.RowPassThreads}, \"kRowPassThreads\");");
-        asserts.AppendLine($"static_assert(fdma::kOccupancyThreads == {BackwardLaunchPlan.OccupancyThreads}, \"kOccupancyThreads\");");
-        foreach (int tiles in new[] { 1, 31, 32, 33, 64, 65, 1000 })
+        foreach (int d in new[] { 0, 16, 48, 80, 160, 512 })
+            asserts.AppendLine($"static_assert(!fdma::is_supported_head_dim({d}), \"head dim {d} is not supported\");");
+        foreach ((string cpp, int value) in new[]
+                 {
+                     ("kOccupancyThreads", LaunchPlan.OccupancyThreads), ("kCombineThreads", LaunchPlan.CombineThreads),
+                     ("kRowPassThreads", LaunchPlan.RowPassThreads), ("kConvertDBiasThreads", LaunchPlan.ConvertDBiasThreads),
+                     ("kKvSplitTargetBlocks", LaunchPlan.KvSplitTargetBlocks), ("kKvSplitMinTiles", LaunchPlan.KvSplitMinTiles),
+                     ("kKvSplitMax", LaunchPlan.KvSplitMax),
+                 })
         {
-            BackwardLaunchPlan plan = BackwardLaunchPlan.For(new AttentionShape(1, tiles * 64, tiles * 64, 1, 1, 128), ScalarType.BFloat16,
-                new BroadcastShape(1, 1, 1), null, null, deterministic: true);
-            asserts.AppendLine($"static_assert(fdma::occupancy_words({tiles}) == {plan.OccupancyGrid.Y}, \"occupancy_words({tiles})\");");
+            asserts.AppendLine($"static_assert(fdma::{cpp} == {value}, \"{cpp}\");");
+        }
+
+        foreach (long blocks in new long[] { 1, 2, 3, 7, 100, 255, 256, 257, 100000 })
+        {
+            foreach (int keyTiles in new[] { 1, 2, 3, 5, 64, 1000, 8192 })
+                asserts.AppendLine($"static_assert(fdma::fwd_kv_splits({blocks}, {keyTiles}) == {LaunchPlan.FwdKvSplits(blocks, keyTiles)}, \"fwd_kv_splits({blocks}, {keyTiles})\");");
         }
 
         CompileChecks(asserts.ToString());
+    }
+
+    // static_asserts that every field of `expected` (recursively through Tile and Dim3) is that of the constexpr
+    // value of `cppExpression`, named `name` in the translation unit.
+    private static void AppendFieldAsserts(StringBuilder asserts, string name, string cppExpression, object expected)
+    {
+        asserts.AppendLine($"constexpr auto {name} = {cppExpression};");
+        AppendFields(name, expected);
+
+        void AppendFields(string path, object value)
+        {
+            foreach (PropertyInfo property in value.GetType().GetProperties(BindingFlags.Public | BindingFlags.Instance))
+            {
+                object field = property.GetValue(value)!;
+                string fieldPath = $"{path}.{CppNames.Of(property.Name)}";
+                if (field is Tile or Dim3)
+                    AppendFields(fieldPath, field);
+                else
+                    asserts.AppendLine($"static_assert({fieldPath} == {field}ull, \"{fieldPath} == {field}\");");
+            }
+        }
     }
 
     private static void CompileChecks(string source)
@@ -225,7 +240,7 @@ public class NvrtcNativeAgreementTests
     public void BackwardTileShape_IsTheNativeLibrarysWhereItLoads()
     {
         foreach (ScalarType dtype in new[] { ScalarType.Float16, ScalarType.BFloat16 })
-            foreach (int d in ForwardTile.HeadDims)
+            foreach (int d in LaunchPlan.HeadDims)
             {
                 Assert.That(DynamicMaskAttention.BackwardTileShape(d, dtype, FlashDmAttnBackend.Nvrtc),
                     Is.EqualTo(DynamicMaskAttention.BackwardTileShape(d, dtype, FlashDmAttnBackend.Native)), $"{dtype} D{d}");
@@ -236,7 +251,7 @@ public class NvrtcNativeAgreementTests
     public void TileShape_IsTheNativeLibrarysWhereItLoads()
     {
         foreach (ScalarType dtype in new[] { ScalarType.Float16, ScalarType.BFloat16 })
-            foreach (int d in ForwardTile.HeadDims)
+            foreach (int d in LaunchPlan.HeadDims)
             {
                 Assert.That(DynamicMaskAttention.ForwardTileShape(d, dtype, FlashDmAttnBackend.Nvrtc),
                     Is.EqualTo(DynamicMaskAttention.ForwardTileShape(d, dtype, FlashDmAttnBackend.Native)), $"{dtype} D{d}");

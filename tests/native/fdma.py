@@ -26,25 +26,31 @@ class Tensor(ctypes.Structure):
 class BroadcastTensor(ctypes.Structure):
     _fields_ = [("data", ctypes.c_void_p), ("dtype", ctypes.c_int32), ("batch", ctypes.c_int32),
                 ("heads", ctypes.c_int32), ("rows", ctypes.c_int32), ("stride_batch", ctypes.c_int64),
-                ("stride_head", ctypes.c_int64), ("stride_row", ctypes.c_int64)]
+                ("stride_head", ctypes.c_int64), ("stride_row", ctypes.c_int64), ("stride_key", ctypes.c_int64)]
+
+
+class Problem(ctypes.Structure):
+    _fields_ = [("dtype", ctypes.c_int32),
+                ("batch", ctypes.c_int32), ("seqlen_q", ctypes.c_int32), ("seqlen_k", ctypes.c_int32),
+                ("heads_q", ctypes.c_int32), ("heads_kv", ctypes.c_int32), ("head_dim", ctypes.c_int32),
+                ("q", Tensor), ("k", Tensor), ("v", Tensor),
+                ("mask", BroadcastTensor), ("bias", BroadcastTensor),
+                ("softmax_scale", ctypes.c_float), ("softcap", ctypes.c_float), ("is_causal", ctypes.c_int32)]
 
 
 class FwdParams(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_uint32), ("dtype", ctypes.c_int32),
-                ("batch", ctypes.c_int32), ("seqlen_q", ctypes.c_int32), ("seqlen_k", ctypes.c_int32),
-                ("heads_q", ctypes.c_int32), ("heads_kv", ctypes.c_int32), ("head_dim", ctypes.c_int32),
-                ("q", Tensor), ("k", Tensor), ("v", Tensor), ("out", Tensor),
-                ("mask", BroadcastTensor), ("bias", BroadcastTensor),
-                ("lse", ctypes.c_void_p), ("softmax_scale", ctypes.c_float), ("softcap", ctypes.c_float),
-                ("is_causal", ctypes.c_int32), ("tile_stats", ctypes.c_void_p),
+    _fields_ = [("struct_size", ctypes.c_uint32), ("problem", Problem),
+                ("out", Tensor), ("lse", ctypes.c_void_p), ("tile_stats", ctypes.c_void_p),
                 ("workspace", ctypes.c_void_p), ("workspace_bytes", ctypes.c_uint64), ("stream", ctypes.c_void_p),
                 ("reserved", ctypes.c_uint64 * 4)]
 
 
 class BwdParams(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_uint32), ("deterministic", ctypes.c_int32), ("forward", FwdParams),
-                ("d_out", Tensor), ("d_q", Tensor), ("d_k", Tensor), ("d_v", Tensor),
-                ("d_bias", BroadcastTensor), ("reserved", ctypes.c_uint64 * 4)]
+    _fields_ = [("struct_size", ctypes.c_uint32), ("deterministic", ctypes.c_int32), ("problem", Problem),
+                ("out", Tensor), ("lse", ctypes.c_void_p),
+                ("d_out", Tensor), ("d_q", Tensor), ("d_k", Tensor), ("d_v", Tensor), ("d_bias", BroadcastTensor),
+                ("tile_stats", ctypes.c_void_p), ("workspace", ctypes.c_void_p), ("workspace_bytes", ctypes.c_uint64),
+                ("stream", ctypes.c_void_p), ("reserved", ctypes.c_uint64 * 4)]
 
 
 def load_library(path=None):
@@ -83,26 +89,33 @@ def as_tensor(t):
 
 
 def as_broadcast(t):
-    """A (b, h, r, Lk) view; size-1 dims broadcast."""
+    """A (b, h, r, Lk) view, any strides (a transposed view's key stride included); size-1 dims broadcast."""
     if t is None:
-        return BroadcastTensor()
-    assert t.stride(3) == 1
+        return BroadcastTensor(stride_key=1)
     dtype = DTYPE_CODES.get(t.dtype, 0)
-    return BroadcastTensor(t.data_ptr(), dtype, t.shape[0], t.shape[1], t.shape[2], t.stride(0), t.stride(1), t.stride(2))
+    return BroadcastTensor(t.data_ptr(), dtype, t.shape[0], t.shape[1], t.shape[2], t.stride(0), t.stride(1), t.stride(2),
+                           t.stride(3))
+
+
+def make_problem(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False):
+    b, lq, hq, d = q.shape
+    p = Problem()
+    p.dtype = DTYPE_CODES[q.dtype]
+    p.batch, p.seqlen_q, p.seqlen_k, p.heads_q, p.heads_kv, p.head_dim = b, lq, k.shape[1], hq, k.shape[2], d
+    p.q, p.k, p.v = as_tensor(q), as_tensor(k), as_tensor(v)
+    p.mask, p.bias = as_broadcast(mask), as_broadcast(bias)
+    p.softmax_scale = 1.0 / math.sqrt(d) if scale is None else scale
+    p.softcap = softcap
+    p.is_causal = int(causal)
+    return p
 
 
 def make_params(q, k, v, out, mask=None, bias=None, lse=None, scale=None, softcap=0.0, causal=False, stats=None):
     p = FwdParams()
     LIB.fdma_fwd_params_init(ctypes.byref(p))
-    b, lq, hq, d = q.shape
-    p.dtype = DTYPE_CODES[q.dtype]
-    p.batch, p.seqlen_q, p.seqlen_k, p.heads_q, p.heads_kv, p.head_dim = b, lq, k.shape[1], hq, k.shape[2], d
-    p.q, p.k, p.v, p.out = as_tensor(q), as_tensor(k), as_tensor(v), as_tensor(out)
-    p.mask, p.bias = as_broadcast(mask), as_broadcast(bias)
+    p.problem = make_problem(q, k, v, mask, bias, scale, softcap, causal)
+    p.out = as_tensor(out)
     p.lse = lse.data_ptr() if lse is not None else None
-    p.softmax_scale = 1.0 / math.sqrt(d) if scale is None else scale
-    p.softcap = softcap
-    p.is_causal = int(causal)
     p.tile_stats = stats.data_ptr() if stats is not None else None
     p.stream = torch.cuda.current_stream().cuda_stream
     return p
@@ -182,12 +195,13 @@ def make_bwd_params(q, k, v, out, lse, d_out, d_q, d_k, d_v, mask=None, bias=Non
                     softcap=0.0, causal=False, stats=None, deterministic=False):
     p = BwdParams()
     LIB.fdma_bwd_params_init(ctypes.byref(p))
-    forward = make_params(q, k, v, out, mask, bias, lse, scale, softcap, causal, stats)
-    forward.struct_size = ctypes.sizeof(FwdParams)
-    p.forward = forward
+    p.problem = make_problem(q, k, v, mask, bias, scale, softcap, causal)
     p.deterministic = int(deterministic)
+    p.out, p.lse = as_tensor(out), lse.data_ptr()
     p.d_out, p.d_q, p.d_k, p.d_v = as_tensor(d_out), as_tensor(d_q), as_tensor(d_k), as_tensor(d_v)
     p.d_bias = as_broadcast(d_bias)
+    p.tile_stats = stats.data_ptr() if stats is not None else None
+    p.stream = torch.cuda.current_stream().cuda_stream
     return p
 
 

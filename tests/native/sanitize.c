@@ -1,6 +1,7 @@
 /*
  * Drives fdma_fwd and fdma_bwd through the C ABI over ragged lengths, GQA, broadcast masks and
- * biases, both 16-bit dtypes and masks that leave tiles empty, partly visible or fully visible, for
+ * biases (contiguous, or key-major with a key stride), both 16-bit dtypes and masks that leave tiles
+ * empty, partly visible or fully visible, for
  * compute-sanitizer (memcheck, racecheck, synccheck, initcheck). Exits non-zero on any
  * failed call. Build and run on a GPU machine (the command README.md gives):
  *   nvcc -o build/sanitize tests/native/sanitize.c -Inative/include -Lbuild/native -lflash_dmattn
@@ -71,7 +72,16 @@ typedef struct {
     int mask_heads, mask_rows; /* 0 = no mask; else heads in {1, hkv, hq}, rows in {1, lq} */
     float mask_density;        /* 1 makes every tile fully visible; 1e-4 leaves most tiles empty */
     int bias_heads, bias_rows; /* 0 = no bias */
+    int key_major;             /* mask, bias and dBias stored (batch, heads, Lk, rows): key stride = rows */
 } Case;
+
+/* A (batch, heads, rows, Lk) operand, contiguous or key-major. */
+static fdma_broadcast_tensor operand(void* data, int dtype, const Case* c, int heads, int rows) {
+    const int64_t plane = (int64_t)rows * c->lk;
+    fdma_broadcast_tensor t = {data, dtype, c->batch, heads, rows, heads * plane, plane,
+                               c->key_major ? 1 : c->lk, c->key_major ? rows : 1};
+    return t;
+}
 
 static int run_case(const Case* c, int dtype) {
     const size_t q_n = (size_t)c->batch * c->lq * c->hq * c->d, kv_n = (size_t)c->batch * c->lk * c->hkv * c->d;
@@ -83,32 +93,33 @@ static int run_case(const Case* c, int dtype) {
     uint64_t* stats = (uint64_t*)device_zeros(16);
     void *mask = NULL, *bias = NULL, *d_bias = NULL;
 
-    fdma_fwd_params p;
-    fdma_fwd_params_init(&p);
-    p.dtype = dtype;
-    p.batch = c->batch, p.seqlen_q = c->lq, p.seqlen_k = c->lk, p.heads_q = c->hq, p.heads_kv = c->hkv, p.head_dim = c->d;
-    p.q = seq_major(q, c->lq, c->hq, c->d);
-    p.k = seq_major(k, c->lk, c->hkv, c->d);
-    p.v = seq_major(v, c->lk, c->hkv, c->d);
-    p.out = seq_major(out, c->lq, c->hq, c->d);
+    fdma_problem problem;
+    memset(&problem, 0, sizeof problem);
+    problem.dtype = dtype;
+    problem.batch = c->batch, problem.seqlen_q = c->lq, problem.seqlen_k = c->lk;
+    problem.heads_q = c->hq, problem.heads_kv = c->hkv, problem.head_dim = c->d;
+    problem.q = seq_major(q, c->lq, c->hq, c->d);
+    problem.k = seq_major(k, c->lk, c->hkv, c->d);
+    problem.v = seq_major(v, c->lk, c->hkv, c->d);
+    problem.mask.stride_key = problem.bias.stride_key = 1;
     if (c->mask_heads) {
-        const size_t n = (size_t)c->batch * c->mask_heads * c->mask_rows * c->lk;
-        mask = device_mask(n, c->mask_density);
-        fdma_broadcast_tensor m = {mask, 0, c->batch, c->mask_heads, c->mask_rows,
-                                   (int64_t)c->mask_heads * c->mask_rows * c->lk, (int64_t)c->mask_rows * c->lk, c->lk};
-        p.mask = m;
+        mask = device_mask((size_t)c->batch * c->mask_heads * c->mask_rows * c->lk, c->mask_density);
+        problem.mask = operand(mask, 0, c, c->mask_heads, c->mask_rows);
     }
     if (c->bias_heads) {
         const size_t n = (size_t)c->batch * c->bias_heads * c->bias_rows * c->lk;
         bias = device_values(n, -2.f, 1.f, dtype);
         d_bias = device_zeros(n * 2);
-        fdma_broadcast_tensor b = {bias, dtype, c->batch, c->bias_heads, c->bias_rows,
-                                   (int64_t)c->bias_heads * c->bias_rows * c->lk, (int64_t)c->bias_rows * c->lk, c->lk};
-        p.bias = b;
+        problem.bias = operand(bias, dtype, c, c->bias_heads, c->bias_rows);
     }
+    problem.softmax_scale = 0.125f;
+    problem.is_causal = c->causal;
+
+    fdma_fwd_params p;
+    fdma_fwd_params_init(&p);
+    p.problem = problem;
+    p.out = seq_major(out, c->lq, c->hq, c->d);
     p.lse = lse;
-    p.softmax_scale = 0.125f;
-    p.is_causal = c->causal;
     p.tile_stats = stats;
 
     int failed = 0;
@@ -119,16 +130,16 @@ static int run_case(const Case* c, int dtype) {
     }
     fdma_bwd_params b;
     fdma_bwd_params_init(&b);
-    b.forward = p;
+    b.problem = problem;
     b.deterministic = c->deterministic;
+    b.out = p.out;
+    b.lse = lse;
+    b.tile_stats = stats;
     b.d_out = seq_major(d_out, c->lq, c->hq, c->d);
     b.d_q = seq_major(d_q, c->lq, c->hq, c->d);
     b.d_k = seq_major(d_k, c->lk, c->hkv, c->d);
     b.d_v = seq_major(d_v, c->lk, c->hkv, c->d);
-    if (d_bias) {
-        b.d_bias = p.bias;
-        b.d_bias.data = d_bias;
-    }
+    if (d_bias) b.d_bias = operand(d_bias, dtype, c, c->bias_heads, c->bias_rows);
     if (!failed && (status = fdma_bwd(&b)) != FDMA_STATUS_SUCCESS) {
         fprintf(stderr, "fdma_bwd: %s\n", fdma_last_error_message());
         failed = 1;
@@ -140,23 +151,25 @@ static int run_case(const Case* c, int dtype) {
     }
     void* buffers[] = {q, k, v, out, d_out, d_q, d_k, d_v, lse, stats, mask, bias, d_bias};
     for (size_t i = 0; i < sizeof(buffers) / sizeof(buffers[0]); ++i) cudaFree(buffers[i]);
-    printf("%s B%d Lq%d Lk%d Hq%d Hkv%d D%d causal%d det%d mask(%d,%d,%g) bias(%d,%d): %s\n",
+    printf("%s B%d Lq%d Lk%d Hq%d Hkv%d D%d causal%d det%d mask(%d,%d,%g) bias(%d,%d)%s: %s\n",
            dtype == FDMA_DTYPE_BFLOAT16 ? "bf16" : "fp16", c->batch, c->lq, c->lk, c->hq, c->hkv, c->d, c->causal,
            c->deterministic, c->mask_heads, c->mask_rows, c->mask_density, c->bias_heads, c->bias_rows,
-           failed ? "FAILED" : "ok");
+           c->key_major ? " key-major" : "", failed ? "FAILED" : "ok");
     return failed;
 }
 
 int main(void) {
     const Case cases[] = {
-        {2, 97, 130, 4, 2, 64, 1, 0, 2, 97, 0.4f, 2, 1},
-        {1, 1, 257, 2, 1, 128, 0, 1, 1, 1, 0.4f, 1, 1},
-        {1, 257, 17, 2, 2, 32, 1, 1, 2, 257, 0.4f, 2, 257},
-        {2, 70, 150, 8, 1, 96, 0, 0, 1, 70, 0.4f, 8, 70},
-        {1, 130, 130, 2, 1, 192, 1, 0, 0, 0, 0.f, 1, 1},
-        {1, 65, 200, 2, 2, 256, 0, 1, 2, 1, 0.4f, 0, 0},
-        {1, 300, 330, 2, 1, 128, 1, 0, 1, 300, 1.f, 1, 300},
-        {1, 520, 600, 4, 2, 64, 0, 1, 2, 520, 1e-4f, 2, 1},
+        {2, 97, 130, 4, 2, 64, 1, 0, 2, 97, 0.4f, 2, 1, 0},
+        {1, 1, 257, 2, 1, 128, 0, 1, 1, 1, 0.4f, 1, 1, 0},
+        {1, 257, 17, 2, 2, 32, 1, 1, 2, 257, 0.4f, 2, 257, 0},
+        {2, 70, 150, 8, 1, 96, 0, 0, 1, 70, 0.4f, 8, 70, 0},
+        {1, 130, 130, 2, 1, 192, 1, 0, 0, 0, 0.f, 1, 1, 0},
+        {1, 65, 200, 2, 2, 256, 0, 1, 2, 1, 0.4f, 0, 0, 0},
+        {1, 300, 330, 2, 1, 128, 1, 0, 1, 300, 1.f, 1, 300, 0},
+        {1, 520, 600, 4, 2, 64, 0, 1, 2, 520, 1e-4f, 2, 1, 0},
+        {2, 97, 130, 4, 2, 64, 1, 1, 2, 97, 0.4f, 2, 1, 1},
+        {1, 200, 333, 4, 2, 128, 0, 0, 1, 200, 0.5f, 4, 200, 1},
     };
     const int dtypes[] = {FDMA_DTYPE_BFLOAT16, FDMA_DTYPE_FLOAT16};
     int failed = 0;

@@ -117,6 +117,19 @@ def test_empty_rows_tiles_and_layouts():
     check(q, k, v, mask=mask, bias=bias, deterministic=True)
 
 
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_key_strided_bias_and_its_gradient(deterministic):
+    """The paper's bias as a transposed (B, Lk, Hkv) view (key stride Hkv), its gradient written through the same
+    strides, and a mask seen through a transposed tensor."""
+    B, L, Hq, Hkv, D = 2, 200, 4, 2, 64
+    q = rand(B, L, Hq, D, dtype=torch.bfloat16)
+    k, v = rand(B, L, Hkv, D, dtype=torch.bfloat16), rand(B, L, Hkv, D, dtype=torch.bfloat16)
+    bias = rand(B, L, Hkv, dtype=torch.float32, lo=-2, hi=1).permute(0, 2, 1).unsqueeze(2)
+    mask = (torch.rand(B, L, L, device="cuda") < 0.6).to(torch.uint8).permute(0, 2, 1).unsqueeze(1)
+    assert bias.stride(3) == Hkv and torch.full_like(bias, 0).stride() == bias.stride()
+    check(q, k, v, mask=mask, bias=bias, causal=True, deterministic=deterministic)
+
+
 def test_deterministic_bits():
     q, k, v = (rand(2, 513, 4, 64, dtype=torch.bfloat16) for _ in range(3))
     k, v = k[:, :, :2].contiguous(), v[:, :, :2].contiguous()
@@ -143,15 +156,19 @@ def _valid_bwd():
 BAD_BWD_CALLS = [
     ("struct_size", lambda p, t: setattr(p, "struct_size", 12), fdma.STATUS_STRUCT_SIZE, "params.struct_size"),
     ("deterministic 2", lambda p, t: setattr(p, "deterministic", 2), fdma.STATUS_INVALID_ARGUMENT, "deterministic"),
-    ("no lse", lambda p, t: setattr(p.forward, "lse", None), fdma.STATUS_INVALID_ARGUMENT, "forward.lse"),
-    ("d_q aliases q", lambda p, t: setattr(p.d_q, "data", p.forward.q.data), fdma.STATUS_INVALID_ARGUMENT, "overlaps"),
+    ("no lse", lambda p, t: setattr(p, "lse", None), fdma.STATUS_INVALID_ARGUMENT, "params.lse"),
+    ("d_q aliases q", lambda p, t: setattr(p.d_q, "data", p.problem.q.data), fdma.STATUS_INVALID_ARGUMENT,
+     "params.d_q overlaps params.problem.q"),
     ("d_k misaligned stride", lambda p, t: setattr(p.d_k, "stride_seq", 132), fdma.STATUS_MISALIGNED, "d_k.stride_seq"),
     ("null d_v", lambda p, t: setattr(p.d_v, "data", None), fdma.STATUS_INVALID_ARGUMENT, "d_v.data"),
-    ("d_bias without bias", lambda p, t: setattr(p.forward, "bias", fdma.BroadcastTensor()), fdma.STATUS_INVALID_ARGUMENT, "d_bias"),
+    ("d_bias without bias", lambda p, t: setattr(p.problem, "bias", fdma.BroadcastTensor(stride_key=1)), fdma.STATUS_INVALID_ARGUMENT, "d_bias"),
     ("d_bias shape", lambda p, t: setattr(p.d_bias, "rows", 40), fdma.STATUS_INVALID_ARGUMENT, "d_bias must have"),
     ("d_bias dtype", lambda p, t: setattr(p.d_bias, "dtype", fdma.BFLOAT16), fdma.STATUS_INVALID_ARGUMENT, "d_bias.dtype"),
-    ("workspace too small", lambda p, t: (setattr(p.forward, "workspace", t.data_ptr()),
-                                          setattr(p.forward, "workspace_bytes", 16)), fdma.STATUS_INVALID_ARGUMENT, "workspace_bytes"),
+    ("d_bias stride_key 0", lambda p, t: setattr(p.d_bias, "stride_key", 0), fdma.STATUS_INVALID_ARGUMENT, "params.d_bias.stride_key"),
+    ("d_bias keys overlap", lambda p, t: setattr(p.d_bias, "stride_head", 3), fdma.STATUS_INVALID_ARGUMENT, "params.d_bias: strides"),
+    ("tile_stats misaligned", lambda p, t: setattr(p, "tile_stats", t.data_ptr() + 4), fdma.STATUS_MISALIGNED, "params.tile_stats"),
+    ("workspace too small", lambda p, t: (setattr(p, "workspace", t.data_ptr()),
+                                          setattr(p, "workspace_bytes", 16)), fdma.STATUS_INVALID_ARGUMENT, "params.workspace_bytes"),
 ]
 
 

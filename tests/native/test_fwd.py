@@ -182,6 +182,24 @@ def test_caller_workspace_gives_identical_bits():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("bias_dtype", [torch.bfloat16, torch.float32])
+def test_key_strided_bias_and_mask(dtype, bias_dtype):
+    """The paper's bias (B, Hkv, 1, Lk) as the transposed view of a (B, Lk, Hkv) score (key stride Hkv, head stride 1)
+    and a mask seen through a transposed (B, Lk, Lq) tensor (key stride Lq): no copy, and the same bits as with
+    contiguous copies of both."""
+    B, Lq, Lk, Hq, Hkv, D = 2, 130, 333, 4, 2, 128
+    q = rand(B, Lq, Hq, D, dtype=dtype)
+    k, v = rand(B, Lk, Hkv, D, dtype=dtype), rand(B, Lk, Hkv, D, dtype=dtype)
+    bias = rand(B, Lk, Hkv, dtype=bias_dtype, lo=-2, hi=1).permute(0, 2, 1).unsqueeze(2)
+    mask = (torch.rand(B, Lk, Lq, device="cuda") < 0.5).to(torch.uint8).permute(0, 2, 1).unsqueeze(1)
+    assert bias.stride(3) == Hkv and mask.stride(3) == Lq
+    check(q, k, v, mask=mask, bias=bias, causal=True)
+    strided = fdma.forward(q, k, v, mask=mask, bias=bias, causal=True)
+    copied = fdma.forward(q, k, v, mask=mask.contiguous(), bias=bias.contiguous(), causal=True)
+    assert torch.equal(strided[0], copied[0]) and torch.equal(strided[1], copied[1]) and strided[2] == copied[2]
+
+
 def test_sparse_mask_long():
     L = 2048
     q, k, v = (rand(1, L, 2, 128, dtype=torch.bfloat16) for _ in range(3))
@@ -223,35 +241,42 @@ def _valid():
 BAD_CALLS = [
     ("struct_size", lambda p, t: setattr(p, "struct_size", 8), fdma.STATUS_STRUCT_SIZE, "struct_size"),
     ("reserved", lambda p, t: p.reserved.__setitem__(1, 5), fdma.STATUS_INVALID_ARGUMENT, "reserved"),
-    ("dtype float32", lambda p, t: setattr(p, "dtype", fdma.FLOAT32), fdma.STATUS_UNSUPPORTED, "dtype"),
-    ("dtype 9", lambda p, t: setattr(p, "dtype", 9), fdma.STATUS_INVALID_ARGUMENT, "dtype"),
-    ("batch 0", lambda p, t: setattr(p, "batch", 0), fdma.STATUS_INVALID_ARGUMENT, "batch"),
-    ("seqlen_q -1", lambda p, t: setattr(p, "seqlen_q", -1), fdma.STATUS_INVALID_ARGUMENT, "seqlen_q"),
-    ("head_dim 48", lambda p, t: setattr(p, "head_dim", 48), fdma.STATUS_UNSUPPORTED, "head_dim"),
-    ("heads 3/2", lambda p, t: setattr(p, "heads_q", 3), fdma.STATUS_INVALID_ARGUMENT, "heads_q"),
-    ("null q", lambda p, t: setattr(p.q, "data", None), fdma.STATUS_INVALID_ARGUMENT, "q.data"),
-    ("misaligned k", lambda p, t: setattr(p.k, "data", p.k.data + 2), fdma.STATUS_MISALIGNED, "k.data"),
-    ("stride not x8", lambda p, t: setattr(p.v, "stride_seq", 130), fdma.STATUS_MISALIGNED, "v.stride_seq"),
-    ("negative stride", lambda p, t: setattr(p.q, "stride_seq", -128), fdma.STATUS_INVALID_ARGUMENT, "q.stride_seq"),
-    ("overlapping out", lambda p, t: setattr(p.out, "stride_seq", 8), fdma.STATUS_INVALID_ARGUMENT, "out"),
-    ("out aliases q", lambda p, t: setattr(p.out, "data", p.q.data), fdma.STATUS_INVALID_ARGUMENT, "overlaps"),
+    ("dtype float32", lambda p, t: setattr(p.problem, "dtype", fdma.FLOAT32), fdma.STATUS_UNSUPPORTED, "params.problem.dtype"),
+    ("dtype 9", lambda p, t: setattr(p.problem, "dtype", 9), fdma.STATUS_INVALID_ARGUMENT, "dtype"),
+    ("batch 0", lambda p, t: setattr(p.problem, "batch", 0), fdma.STATUS_INVALID_ARGUMENT, "params.problem.batch"),
+    ("seqlen_q -1", lambda p, t: setattr(p.problem, "seqlen_q", -1), fdma.STATUS_INVALID_ARGUMENT, "seqlen_q"),
+    ("head_dim 48", lambda p, t: setattr(p.problem, "head_dim", 48), fdma.STATUS_UNSUPPORTED, "head_dim"),
+    ("heads 3/2", lambda p, t: setattr(p.problem, "heads_q", 3), fdma.STATUS_INVALID_ARGUMENT, "heads_q"),
+    ("null q", lambda p, t: setattr(p.problem.q, "data", None), fdma.STATUS_INVALID_ARGUMENT, "params.problem.q.data"),
+    ("misaligned k", lambda p, t: setattr(p.problem.k, "data", p.problem.k.data + 2), fdma.STATUS_MISALIGNED, "k.data"),
+    ("stride not x8", lambda p, t: setattr(p.problem.v, "stride_seq", 130), fdma.STATUS_MISALIGNED, "v.stride_seq"),
+    ("negative stride", lambda p, t: setattr(p.problem.q, "stride_seq", -128), fdma.STATUS_INVALID_ARGUMENT, "q.stride_seq"),
+    ("overlapping out", lambda p, t: setattr(p.out, "stride_seq", 8), fdma.STATUS_INVALID_ARGUMENT, "params.out"),
+    ("out aliases q", lambda p, t: setattr(p.out, "data", p.problem.q.data), fdma.STATUS_INVALID_ARGUMENT,
+     "params.out overlaps params.problem.q"),
     ("lse aliases out", lambda p, t: setattr(p, "lse", p.out.data), fdma.STATUS_INVALID_ARGUMENT, "overlaps"),
-    ("host pointer", lambda p, t: setattr(p.q, "data", t["host"].data_ptr()), fdma.STATUS_INVALID_ARGUMENT, "host"),
-    ("scale nan", lambda p, t: setattr(p, "softmax_scale", float("nan")), fdma.STATUS_INVALID_ARGUMENT, "softmax_scale"),
-    ("scale 0", lambda p, t: setattr(p, "softmax_scale", 0.0), fdma.STATUS_INVALID_ARGUMENT, "softmax_scale"),
-    ("softcap -1", lambda p, t: setattr(p, "softcap", -1.0), fdma.STATUS_INVALID_ARGUMENT, "softcap"),
-    ("causal 2", lambda p, t: setattr(p, "is_causal", 2), fdma.STATUS_INVALID_ARGUMENT, "is_causal"),
-    ("mask rows 3", lambda p, t: setattr(p, "mask", fdma.BroadcastTensor(t["mask"].data_ptr(), 0, 1, 1, 3, 0, 0, 40)),
+    ("host pointer", lambda p, t: setattr(p.problem.q, "data", t["host"].data_ptr()), fdma.STATUS_INVALID_ARGUMENT, "host"),
+    ("scale nan", lambda p, t: setattr(p.problem, "softmax_scale", float("nan")), fdma.STATUS_INVALID_ARGUMENT, "softmax_scale"),
+    ("scale 0", lambda p, t: setattr(p.problem, "softmax_scale", 0.0), fdma.STATUS_INVALID_ARGUMENT, "softmax_scale"),
+    ("softcap -1", lambda p, t: setattr(p.problem, "softcap", -1.0), fdma.STATUS_INVALID_ARGUMENT, "softcap"),
+    ("causal 2", lambda p, t: setattr(p.problem, "is_causal", 2), fdma.STATUS_INVALID_ARGUMENT, "is_causal"),
+    ("mask rows 3", lambda p, t: setattr(p.problem, "mask", fdma.BroadcastTensor(t["mask"].data_ptr(), 0, 1, 1, 3, 0, 0, 40, 1)),
      fdma.STATUS_INVALID_ARGUMENT, "mask.rows"),
-    ("bias dtype 7", lambda p, t: setattr(p, "bias", fdma.BroadcastTensor(t["bias"].data_ptr(), 7, 1, 1, 1, 0, 0, 0)),
+    ("mask stride_key 0", lambda p, t: setattr(p.problem, "mask", fdma.BroadcastTensor(t["mask"].data_ptr(), 0, 1, 1, 40, 0, 0, 40, 0)),
+     fdma.STATUS_INVALID_ARGUMENT, "params.problem.mask.stride_key"),
+    ("bias stride_key -1", lambda p, t: setattr(p.problem, "bias", fdma.BroadcastTensor(t["bias"].data_ptr(), 3, 1, 1, 1, 0, 0, 0, -1)),
+     fdma.STATUS_INVALID_ARGUMENT, "bias.stride_key"),
+    ("bias dtype 7", lambda p, t: setattr(p.problem, "bias", fdma.BroadcastTensor(t["bias"].data_ptr(), 7, 1, 1, 1, 0, 0, 0, 1)),
      fdma.STATUS_INVALID_ARGUMENT, "bias.dtype"),
-    ("bias heads 3", lambda p, t: setattr(p, "bias", fdma.BroadcastTensor(t["bias"].data_ptr(), 3, 1, 3, 1, 0, 0, 0)),
+    ("bias heads 3", lambda p, t: setattr(p.problem, "bias", fdma.BroadcastTensor(t["bias"].data_ptr(), 3, 1, 3, 1, 0, 0, 0, 1)),
      fdma.STATUS_INVALID_ARGUMENT, "bias.heads"),
+    ("key-strided bias over out", lambda p, t: setattr(p.problem, "bias", fdma.BroadcastTensor(p.out.data, 1, 1, 1, 1, 0, 0, 0, 64)),
+     fdma.STATUS_INVALID_ARGUMENT, "params.out overlaps params.problem.bias"),
     ("lse misaligned", lambda p, t: setattr(p, "lse", p.lse + 2), fdma.STATUS_MISALIGNED, "lse"),
-    ("stride overflow", lambda p, t: setattr(p.k, "stride_batch", 2**62), fdma.STATUS_INVALID_ARGUMENT, "2^62"),
-    ("workspace too small", lambda p, t: (setattr(p, "mask", fdma.as_broadcast(t["mask"][None, None])),
+    ("stride overflow", lambda p, t: setattr(p.problem.k, "stride_batch", 2**62), fdma.STATUS_INVALID_ARGUMENT, "2^62"),
+    ("workspace too small", lambda p, t: (setattr(p.problem, "mask", fdma.as_broadcast(t["mask"][None, None])),
                                           setattr(p, "workspace", t["bias"].data_ptr()), setattr(p, "workspace_bytes", 1)),
-     fdma.STATUS_INVALID_ARGUMENT, "workspace_bytes"),
+     fdma.STATUS_INVALID_ARGUMENT, "params.workspace_bytes"),
 ]
 
 

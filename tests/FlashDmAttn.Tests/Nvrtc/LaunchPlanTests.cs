@@ -1,76 +1,62 @@
 namespace FlashDmAttn.Tests.Nvrtc;
 
 /// <summary>
-/// The NVRTC backend's plan of a backward call, worked by hand from native/src/bwd_args.cpp and bwd_launch.cuh: the
-/// scratch layout, the grids and the kernels. Needs neither a GPU nor NVRTC. (NvrtcMirrorTests checks the tile
-/// constants against the headers, and NvrtcNativeAgreementTests the scratch sizes against the native library.)
+/// The plan of a call, worked by hand from native/kernels/plan.cuh and native/src/bwd_launch.cuh: the scratch layout,
+/// the grids and the backward's kernels. Needs neither a GPU nor NVRTC. (NvrtcMirrorTests has NVRTC check LaunchPlan
+/// against the header field by field, and NvrtcNativeAgreementTests the sizes against the native library.)
 /// </summary>
-public class NvrtcBackwardPlanTests
+public class LaunchPlanTests
 {
     // B 2, Lq 300, Lk 333, Hq 4, Hkv 2, D 128: 2400 rows, 5 query tiles and 6 key tiles of 64.
     private static readonly AttentionShape Shape = new(2, 300, 333, 4, 2, 128);
 
+    private static BackwardPlan Backward(AttentionShape shape, BroadcastShape? mask, BroadcastShape? biasGradient, bool deterministic) =>
+        LaunchPlan.PlanBwd(ProblemShape.Of(shape, mask, biasGradient, ScalarType.BFloat16), deterministic, withDBias: biasGradient is not null);
+
     [Test]
-    public void Scratch_DefaultMode_HoldsEverySectionIn256ByteAlignedOrder()
+    public void BackwardScratch_DefaultMode_HoldsEverySectionIn256ByteAlignedOrder()
     {
-        BackwardScratch s = BackwardScratch.For(Shape, mask: new(2, 2, 300), biasGradient: new(1, 4, 1), deterministic: false);
+        BackwardPlan s = Backward(Shape, mask: new(2, 2, 300), biasGradient: new(1, 4, 1), deterministic: false);
 
         Assert.That(s.Delta, Is.Zero);
-        Assert.That(s.DqAccum, Is.EqualTo(9728), "Delta: 2400 floats, 9600 bytes, rounded up to 256");
-        Assert.That(s.DqAccumBytes, Is.EqualTo(2400L * 128 * 4));
+        Assert.That(s.DQAccum, Is.EqualTo(9728), "Delta: 2400 floats, 9600 bytes, rounded up to 256");
+        Assert.That(s.DQAccumBytes, Is.EqualTo(2400L * 128 * 4));
         Assert.That(s.DBiasAccum, Is.EqualTo(9728 + 1228800));
         Assert.That(s.DBiasAccumBytes, Is.EqualTo(4 * 333 * 4));
         Assert.That(s.Bitmaps, Is.EqualTo(9728 + 1228800 + 5376), "dBias: 5328 bytes, rounded up to 256");
         Assert.That(s.BitmapWords, Is.EqualTo(4 * 5 * 1), "4 mask planes x 5 query tiles x 1 word of key tiles");
         Assert.That(s.BitmapTWords, Is.EqualTo(4 * 6 * 1), "4 mask planes x 6 key tiles x 1 word of query tiles");
-        Assert.That(s.Total, Is.EqualTo(9728 + 1228800 + 5376 + 512), "the four bitmaps: 352 bytes, rounded up to 256");
+        Assert.That(s.WorkspaceBytes, Is.EqualTo(9728 + 1228800 + 5376 + 512), "the four bitmaps: 352 bytes, rounded up to 256");
     }
 
     [Test]
-    public void Scratch_Deterministic_HasNoDqAccumulator_AndWithoutMaskOrBiasGradientOnlyDelta()
+    public void BackwardScratch_Deterministic_HasNoDqAccumulator_AndWithoutMaskOrBiasGradientOnlyDelta()
     {
-        BackwardScratch s = BackwardScratch.For(Shape, mask: new(2, 2, 300), biasGradient: new(1, 4, 1), deterministic: true);
-        BackwardScratch plain = BackwardScratch.For(Shape, mask: null, biasGradient: null, deterministic: true);
+        BackwardPlan s = Backward(Shape, mask: new(2, 2, 300), biasGradient: new(1, 4, 1), deterministic: true);
+        BackwardPlan plain = Backward(Shape, mask: null, biasGradient: null, deterministic: true);
 
-        Assert.That((s.DqAccum, s.DqAccumBytes), Is.EqualTo((0UL, 0UL)));
+        Assert.That((s.DQAccum, s.DQAccumBytes), Is.EqualTo((0UL, 0UL)));
         Assert.That(s.DBiasAccum, Is.EqualTo(9728));
         Assert.That(s.Bitmaps, Is.EqualTo(9728 + 5376));
-        Assert.That(s.Total, Is.EqualTo(9728 + 5376 + 512));
-        Assert.That(plain, Is.EqualTo(new BackwardScratch(0, 0, 0, 0, 0, 0, 0, 0, 9728)));
+        Assert.That(s.WorkspaceBytes, Is.EqualTo(9728 + 5376 + 512));
+        Assert.That((plain.DQAccumBytes, plain.DBiasAccumBytes, plain.BitmapWords, plain.BitmapTWords, plain.WorkspaceBytes),
+            Is.EqualTo((0UL, 0UL, 0UL, 0UL, 9728UL)));
     }
 
     [Test]
-    public void Plan_Bf16DefaultMode_TakesDqsDeltaPassAndTheDqConversion()
+    public void BackwardGrids_SplitTheHeadDimAbove128AndFollowTheBiasGradientsOwners()
     {
-        BackwardLaunchPlan plan = BackwardLaunchPlan.For(new AttentionShape(2, 300, 333, 4, 2, 256), ScalarType.BFloat16,
-            new BroadcastShape(2, 2, 300), new BroadcastShape(1, 4, 1), ScalarType.Float32, deterministic: false);
+        BackwardPlan plan = Backward(new AttentionShape(2, 300, 333, 4, 2, 256), new BroadcastShape(2, 2, 300), new BroadcastShape(1, 4, 1),
+            deterministic: false);
 
-        Assert.That(plan.OccupancyKernel?.NameExpression, Is.EqualTo("fdma::tile_occupancy_kernel<64, 64>"));
-        Assert.That(plan.OccupancyGrid, Is.EqualTo((5u, 1u, 4u)));
-        Assert.That(plan.DeltaKernel.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dq_kernel<fdma::kBFloat16, 256, true>"));
-        Assert.That(plan.DeltaIsRowPass, Is.False);
-        Assert.That(plan.QueryTileGrid, Is.EqualTo((5u, 4u, 2u)));
-        Assert.That(plan.DkDvKernel.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dkdv_kernel<fdma::kBFloat16, 256>"));
-        Assert.That(plan.DkDvGrid, Is.EqualTo((12u, 2u, 1u)), "6 key tiles x 2 head-dim slices; dBias owners: every kv head, one batch");
-        Assert.That(plan.DqKernel.NameExpression, Is.EqualTo("fdma::bwd_convert_dq_kernel<fdma::kBFloat16>"));
+        Assert.That(plan.OccupancyGrid, Is.EqualTo(new Dim3(5, 1, 4)));
+        Assert.That(plan.QueryTileGrid, Is.EqualTo(new Dim3(5, 4, 2)));
+        Assert.That(plan.DkdvGrid, Is.EqualTo(new Dim3(12, 2, 1)), "6 key tiles x 2 head-dim slices; dBias owners: every kv head, one batch");
         Assert.That(plan.RowBlocks, Is.EqualTo(600u), "2400 rows, 4 a block");
-        Assert.That(plan.ConvertDBiasKernel?.NameExpression, Is.EqualTo("fdma::bwd_convert_dbias_kernel<fdma::kFloat32>"));
         Assert.That(plan.ConvertDBiasBlocks, Is.EqualTo(6u), "1332 dBias elements, 256 a block");
-        Assert.That(plan.Traits.DkDvSharedMemoryBytes, Is.EqualTo(4 * 64 * 264 * 2 + 64 * 72 * 2 + 2 * 64 * 4));
-    }
-
-    [Test]
-    public void Plan_Fp16Deterministic_TakesTheRowDeltaPassAndDqsKernel()
-    {
-        BackwardLaunchPlan plan = BackwardLaunchPlan.For(Shape, ScalarType.Float16, null, null, null, deterministic: true);
-
-        Assert.That(plan.OccupancyKernel, Is.Null);
-        Assert.That(plan.DeltaKernel.NameExpression, Is.EqualTo("fdma::bwd_delta_kernel<fdma::kFloat16>"));
-        Assert.That(plan.DeltaIsRowPass, Is.True);
-        Assert.That(plan.DkDvGrid, Is.EqualTo((6u, 2u, 2u)), "without dBias every (kv head, batch) has a block");
-        Assert.That(plan.DqKernel.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dq_kernel<fdma::kFloat16, 128, false>"));
-        Assert.That(plan.ConvertDBiasKernel, Is.Null);
-        Assert.That(plan.ConvertDBiasBlocks, Is.Zero);
+        Assert.That(plan.DkdvSmemBytes, Is.EqualTo(4 * 64 * 264 * 2 + 64 * 72 * 2 + 2 * 64 * 4));
+        Assert.That(plan.DqSmemBytes, Is.EqualTo(4 * 64 * 264 * 2 + 72 * 2), "the tiles and one staged bf16 bias row");
+        Assert.That(plan.DqSmemLimit, Is.EqualTo(4 * 64 * 264 * 2 + 64 * 72 * 4), "the tiles and the most any call stages: 64 fp32 rows");
     }
 
     [TestCase(1, 1, 1, 1)]
@@ -79,27 +65,65 @@ public class NvrtcBackwardPlanTests
     [TestCase(2, 4, 2, 2)]
     public void DkDvGrid_OwnersOfTheBiasGradient(int biasBatch, int biasHeads, int ownerHeads, int ownerBatches)
     {
-        BackwardLaunchPlan plan = BackwardLaunchPlan.For(Shape, ScalarType.BFloat16, null, new BroadcastShape(biasBatch, biasHeads, 1),
-            ScalarType.BFloat16, deterministic: true);
+        BackwardPlan plan = Backward(Shape, null, new BroadcastShape(biasBatch, biasHeads, 1), deterministic: true);
 
         Assert.That((plan.OwnerHeads, plan.OwnerBatches), Is.EqualTo((ownerHeads, ownerBatches)));
-        Assert.That(plan.DkDvGrid, Is.EqualTo((6u, (uint)ownerHeads, (uint)ownerBatches)));
+        Assert.That(plan.DkdvGrid, Is.EqualTo(new Dim3(6, (uint)ownerHeads, (uint)ownerBatches)));
+        Assert.That(Backward(Shape, null, null, deterministic: true).DkdvGrid, Is.EqualTo(new Dim3(6, 2, 2)), "without dBias every (kv head, batch) has a block");
+    }
+
+    [Test]
+    public void BackwardKernels_Bf16TakesDqsDeltaPass_Fp16TheRowPass_AndTheModeTheDqKernel()
+    {
+        BackwardKernels bf16 = NvrtcBackend.BackwardKernels(ScalarType.BFloat16, 256, deterministic: false);
+        BackwardKernels fp16 = NvrtcBackend.BackwardKernels(ScalarType.Float16, 128, deterministic: true);
+
+        Assert.That(bf16.Delta.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dq_kernel<fdma::kBFloat16, 256, fdma::DenseMask, true>"));
+        Assert.That(bf16.DeltaIsRowPass, Is.False);
+        Assert.That(bf16.DkDv.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dkdv_kernel<fdma::kBFloat16, 256, fdma::DenseMask>"));
+        Assert.That(bf16.Dq.NameExpression, Is.EqualTo("fdma::bwd_convert_dq_kernel<fdma::kBFloat16>"));
+        Assert.That(bf16.DqIsRowPass, Is.True);
+        Assert.That(fp16.Delta.NameExpression, Is.EqualTo("fdma::bwd_delta_kernel<fdma::kFloat16>"));
+        Assert.That(fp16.DeltaIsRowPass, Is.True);
+        Assert.That(fp16.Dq.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dq_kernel<fdma::kFloat16, 128, fdma::DenseMask, false>"));
+        Assert.That(fp16.DqIsRowPass, Is.False);
+    }
+
+    [Test]
+    public void ForwardPlan_SplitsSmallGridsOverKeysAndLaysOutThePartialsBeforeTheBitmaps()
+    {
+        // Decode: 1 query tile x 2 heads x 1 batch = 2 blocks, 8192 key tiles: 256 splits (the most).
+        ForwardPlan decode = LaunchPlan.PlanFwd(ProblemShape.Of(new(1, 1, 524288, 2, 1, 128), new(1, 1, 1), null, default));
+        ForwardPlan training = LaunchPlan.PlanFwd(ProblemShape.Of(new(1, 8192, 8192, 2, 1, 128), new(1, 1, 8192), new(1, 1, 1), ScalarType.BFloat16));
+
+        Assert.That(decode.KvSplits, Is.EqualTo(256));
+        Assert.That(decode.Grid, Is.EqualTo(new Dim3(1, 2, 256)));
+        Assert.That(decode.LsePartial, Is.EqualTo(256UL * 2 * 128 * 4), "256 splits x 2 rows x 128 fp32");
+        Assert.That(decode.Bitmaps, Is.EqualTo(256UL * 2 * 128 * 4 + 2048), "their LSEs: 2048 bytes");
+        Assert.That(decode.BitmapWords, Is.EqualTo(256UL), "1 query tile x 8192 key tiles / 32");
+        Assert.That(training.KvSplits, Is.EqualTo(1));
+        Assert.That(training.Grid, Is.EqualTo(new Dim3(128, 2, 1)));
+        Assert.That(training.SmemBytes, Is.EqualTo((64 + 2 * 64) * 136 * 2 + 72 * 2), "Q, K, V and one bf16 bias row");
+        Assert.That(training.WorkspaceBytes, Is.EqualTo(2UL * 128 * 4 * 4), "two bitmaps of 128 query tiles x 4 words of 128 key tiles");
     }
 
     [Test]
     public void HostQueries_AreAnsweredByTheNvrtcBackendWithoutAnyLibrary()
     {
         Assert.That(DynamicMaskAttention.BackwardTileShape(96, ScalarType.Float16, FlashDmAttnBackend.Nvrtc), Is.EqualTo((64, 64)));
+        Assert.That(DynamicMaskAttention.ForwardTileShape(64, ScalarType.Float16, FlashDmAttnBackend.Nvrtc), Is.EqualTo((128, 64)));
         Assert.That(DynamicMaskAttention.BackwardWorkspaceSize(Shape, ScalarType.BFloat16, new(2, 2, 300), new(1, 4, 1), deterministic: false,
             FlashDmAttnBackend.Nvrtc), Is.EqualTo(9728 + 1228800 + 5376 + 512));
     }
 
     [Test]
-    public void UndefinedBackend_IsRefusedByTheBackwardsHostQueries()
+    public void UndefinedBackend_IsRefusedByTheHostQueries()
     {
         Assert.That(() => DynamicMaskAttention.BackwardTileShape(64, ScalarType.Float16, (FlashDmAttnBackend)7),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("backend"));
         Assert.That(() => DynamicMaskAttention.BackwardWorkspaceSize(Shape, ScalarType.Float16, null, null, backend: (FlashDmAttnBackend)7),
+            Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("backend"));
+        Assert.That(() => DynamicMaskAttention.ForwardWorkspaceSize(Shape, ScalarType.Float16, null, backend: (FlashDmAttnBackend)7),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("backend"));
     }
 }
