@@ -42,7 +42,28 @@ build() {
   if have_dotnet_sdk; then build_managed; else echo "build.sh: no .NET SDK: skipping the managed build"; fi
 }
 
+# The C sample's half that calls the ABI needs flash_dmattn.h alone: compiling it as strict C99 keeps the header plain
+# C for C engines (the other half needs the CUDA runtime's headers, and a GPU to run).
+check_c_header() {
+  if ! command -v cc >/dev/null 2>&1; then
+    echo "build.sh: no C compiler: not checking flash_dmattn.h as C99"
+    return
+  fi
+  local objects
+  objects=$(mktemp -d)
+  for source in samples/c/attention.c samples/c/reference.c; do
+    cc -std=c99 -Wall -Wextra -Werror -pedantic -Inative/include -c "$source" -o "$objects/$(basename "$source").o" || {
+      rm -rf "$objects"
+      echo "build.sh: $source does not compile as C99 against native/include/flash_dmattn.h" >&2
+      exit 1
+    }
+  done
+  rm -rf "$objects"
+  echo "build.sh: samples/c compiles against flash_dmattn.h as C99 (-Wall -Wextra -Werror -pedantic)"
+}
+
 run_tests() {
+  check_c_header
   # The native library only serves the GPU tests: build it where they can run (nvcc and a GPU).
   if have_nvcc && have_gpu; then
     build_native
