@@ -3,6 +3,8 @@
 #   ./build.ps1 test [args]    build what can be built, then run the built test executable; extra args go to it
 #   ./build.ps1 pack           NuGet packages in artifacts/packages: FlashDmAttn.runtime.<rid> (win-x64 on Windows)
 #                              where nvcc and python exist, FlashDmAttn where the .NET SDK exists
+#   ./build.ps1 sample [--runtime RID]
+#                              restore, build and run samples/csharp from artifacts/packages (see build.sh)
 #   ./build.ps1 bench [args]   benchmarks against PyTorch on this GPU (see build.sh: the same steps and arguments)
 $ErrorActionPreference = 'Stop'
 Set-Location $PSScriptRoot
@@ -15,6 +17,7 @@ $testDll = 'artifacts/bin/FlashDmAttn.Tests/release/FlashDmAttn.Tests.dll'
 $benchDll = 'artifacts/bin/FlashDmAttn.Bench/release/FlashDmAttn.Bench.dll'
 $benchWork = 'build/bench'
 $packagesDir = 'artifacts/packages'
+$sampleDll = 'artifacts/sample/FlashDmAttn.Sample.dll'
 
 function Test-Command($name) { [bool](Get-Command $name -ErrorAction SilentlyContinue) }
 function Test-DotnetSdk { (Test-Command dotnet) -and [bool](& dotnet --list-sdks 2>$null) }
@@ -106,6 +109,28 @@ function Invoke-Pack {
     Get-ChildItem $packagesDir | ForEach-Object { Write-Host "  $($_.Name) ($($_.Length) bytes)" }
 }
 
+function Invoke-Sample {
+    $restoreArgs = @()
+    if ($rest.Count -eq 2 -and $rest[0] -eq '--runtime') {
+        $restoreArgs = @('-r', $rest[1])
+    } elseif ($rest.Count -ne 0) {
+        Write-Host 'usage: ./build.ps1 sample [--runtime RID]'; exit 2
+    }
+    $sampleOut = Split-Path $sampleDll
+    if (Test-DotnetSdk) {
+        # A packages folder of its own: the user-wide one would keep an earlier package of the same version.
+        Remove-Item -Recurse -Force 'build/sample-packages', $sampleOut -ErrorAction SilentlyContinue
+        Invoke-Checked dotnet restore samples/csharp @restoreArgs --packages build/sample-packages
+        Invoke-Checked dotnet build samples/csharp --no-restore -c Release @restoreArgs -o $sampleOut
+    } else {
+        Write-Host 'build.ps1: no .NET SDK: running the sample built before'
+    }
+    if (-not (Test-Path $sampleDll)) {
+        Write-Error "build.ps1: $sampleDll is missing (build it where the .NET SDK is installed)"
+    }
+    Invoke-Checked dotnet $sampleDll
+}
+
 function Test-Gpu {
     (Test-Command nvidia-smi) -and [bool](& nvidia-smi -L 2>$null)
 }
@@ -159,6 +184,7 @@ switch ($verb) {
     'build' { Invoke-Build }
     'test' { Invoke-Tests }
     'pack' { Invoke-Pack }
+    'sample' { Invoke-Sample }
     'bench' { Invoke-Bench }
-    default { Write-Host 'usage: ./build.ps1 build | test [test args...] | pack | bench [--quick] [bench args...]'; exit 2 }
+    default { Write-Host 'usage: ./build.ps1 build | test [test args...] | pack | sample [--runtime RID] | bench [--quick] [bench args...]'; exit 2 }
 }

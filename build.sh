@@ -8,6 +8,10 @@
 #   ./build.sh pack           the NuGet packages, in artifacts/packages: FlashDmAttn.runtime.linux-x64 (the native
 #                             library; where nvcc exists, with python3 alone) and FlashDmAttn (managed; where the .NET
 #                             SDK exists). Package times come from SOURCE_DATE_EPOCH, else from the last commit.
+#   ./build.sh sample [--runtime RID]
+#                             restore samples/csharp from artifacts/packages (for RID too: then the runtime package
+#                             comes along), build it into artifacts/sample and run it; without the .NET SDK, run the
+#                             sample built there before.
 #   ./build.sh bench [args]   benchmarks against PyTorch on this GPU: build what can be built, run bench/baselines.py
 #                             (when python3 has torch and triton), then the built benchmark executable, which merges
 #                             both into bench/results/<gpu>-<date>.{md,png,json}; args go to it (--quick: a subset;
@@ -22,6 +26,7 @@ test_dll=artifacts/bin/FlashDmAttn.Tests/release/FlashDmAttn.Tests.dll
 bench_dll=artifacts/bin/FlashDmAttn.Bench/release/FlashDmAttn.Bench.dll
 bench_work=build/bench
 packages_dir=artifacts/packages
+sample_dll=artifacts/sample/FlashDmAttn.Sample.dll
 
 # nvcc is often installed without being on PATH.
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
@@ -138,6 +143,28 @@ pack() {
   ls -l "$packages_dir"
 }
 
+run_sample() {
+  local restore_args=()
+  case "${1:-}" in
+    --runtime) restore_args=(-r "${2:?--runtime needs a runtime identifier, e.g. linux-x64}") ;;
+    "") ;;
+    *) echo "usage: $0 sample [--runtime RID]" >&2; exit 2 ;;
+  esac
+  if have_dotnet_sdk; then
+    # A packages folder of its own: the user-wide one would keep an earlier package of the same version.
+    rm -rf build/sample-packages "$(dirname "$sample_dll")"
+    dotnet restore samples/csharp "${restore_args[@]}" --packages build/sample-packages
+    dotnet build samples/csharp --no-restore -c Release "${restore_args[@]}" -o "$(dirname "$sample_dll")"
+  else
+    echo "build.sh: no .NET SDK: running the sample built before"
+  fi
+  if [ ! -f "$sample_dll" ]; then
+    echo "build.sh: $sample_dll is missing (build it where the .NET SDK is installed)" >&2
+    exit 1
+  fi
+  dotnet "$sample_dll"
+}
+
 run_bench() {
   if have_nvcc && have_gpu; then
     build_native
@@ -193,6 +220,7 @@ case "$verb" in
   build) build ;;
   test) run_tests "$@" ;;
   pack) pack ;;
+  sample) run_sample "$@" ;;
   bench) run_bench "$@" ;;
-  *) echo "usage: $0 build | test [test args...] | pack | bench [--quick] [bench args...]" >&2; exit 2 ;;
+  *) echo "usage: $0 build | test [test args...] | pack | sample [--runtime RID] | bench [--quick] [bench args...]" >&2; exit 2 ;;
 esac
