@@ -1,6 +1,10 @@
-# Build and test FlashDmAttn (same verbs as build.sh).
+# Build, test and pack FlashDmAttn (same verbs as build.sh).
 #   ./build.ps1 build          native library (when nvcc exists) and managed code (when the .NET SDK exists)
 #   ./build.ps1 test [args]    build what can be built, then run the built test executable; extra args go to it
+#   ./build.ps1 pack           NuGet packages in artifacts/packages: FlashDmAttn.runtime.<rid> (win-x64 on Windows)
+#                              where nvcc and python exist, FlashDmAttn where the .NET SDK exists
+#   ./build.ps1 sample [--runtime RID]
+#                              restore, build and run samples/csharp from artifacts/packages (see build.sh)
 #   ./build.ps1 bench [args]   benchmarks against PyTorch on this GPU (see build.sh: the same steps and arguments)
 $ErrorActionPreference = 'Stop'
 Set-Location $PSScriptRoot
@@ -12,6 +16,8 @@ $nativeDir = 'build/native'
 $testDll = 'artifacts/bin/FlashDmAttn.Tests/release/FlashDmAttn.Tests.dll'
 $benchDll = 'artifacts/bin/FlashDmAttn.Bench/release/FlashDmAttn.Bench.dll'
 $benchWork = 'build/bench'
+$packagesDir = 'artifacts/packages'
+$sampleDll = 'artifacts/sample/FlashDmAttn.Sample.dll'
 
 function Test-Command($name) { [bool](Get-Command $name -ErrorAction SilentlyContinue) }
 function Test-DotnetSdk { (Test-Command dotnet) -and [bool](& dotnet --list-sdks 2>$null) }
@@ -21,11 +27,21 @@ function Invoke-Checked {
     if ($LASTEXITCODE -ne 0) { throw "$($args -join ' ') failed with exit code $LASTEXITCODE" }
 }
 
+function Find-Python {
+    if (Test-Command python3) { 'python3' } elseif (Test-Command python) { 'python' } else { $null }
+}
+
+# FDMA_CUDA_ARCHITECTURES narrows the build; without it the build has CMake's default architectures again, whatever an
+# earlier narrowed build left in the cache.
+function Invoke-NativeBuild {
+    $archs = if ($env:FDMA_CUDA_ARCHITECTURES) { @("-DFDMA_CUDA_ARCHITECTURES=$env:FDMA_CUDA_ARCHITECTURES") } else { @('-UFDMA_CUDA_ARCHITECTURES') }
+    Invoke-Checked cmake -S . -B $nativeDir -DCMAKE_BUILD_TYPE=Release @archs
+    Invoke-Checked cmake --build $nativeDir --config Release -j
+}
+
 function Invoke-Build {
     if (Test-Command nvcc) {
-        $archs = if ($env:FDMA_CUDA_ARCHITECTURES) { @("-DFDMA_CUDA_ARCHITECTURES=$env:FDMA_CUDA_ARCHITECTURES") } else { @() }
-        Invoke-Checked cmake -S . -B $nativeDir -DCMAKE_BUILD_TYPE=Release @archs
-        Invoke-Checked cmake --build $nativeDir --config Release -j
+        Invoke-NativeBuild
     } else {
         Write-Host 'build.ps1: no nvcc: skipping the native library'
     }
@@ -69,6 +85,52 @@ function Invoke-Tests {
     if ($failed -ne 0 -or $rc -ne 0) { exit $(if ($rc -ne 0) { $rc } else { 1 }) }
 }
 
+function Invoke-Pack {
+    if (-not $env:SOURCE_DATE_EPOCH) {
+        $commitTime = & git log -1 --format=%ct 2>$null
+        if ($LASTEXITCODE -eq 0 -and $commitTime) { $env:SOURCE_DATE_EPOCH = $commitTime }
+    }
+    New-Item -ItemType Directory -Force $packagesDir | Out-Null
+    $python = Find-Python
+    if ((Test-Command nvcc) -and $python) {
+        Invoke-NativeBuild
+        $archs = (Select-String -Path "$nativeDir/CMakeCache.txt" -Pattern '^FDMA_CUDA_ARCHITECTURES:[A-Z]*=(.*)$').Matches[0].Groups[1].Value
+        $rid = [System.Runtime.InteropServices.RuntimeInformation]::RuntimeIdentifier
+        Invoke-Checked $python packaging/pack_runtime.py --rid $rid --library (Find-NativeLibrary) --archs $archs --out $packagesDir
+    } else {
+        Write-Host 'build.ps1: no nvcc or no python: no runtime package'
+    }
+    if (Test-DotnetSdk) {
+        Invoke-Checked dotnet pack bindings/FlashDmAttn/FlashDmAttn.csproj -c Release -o $packagesDir
+    } else {
+        Write-Host 'build.ps1: no .NET SDK: no managed package'
+    }
+    Write-Host "build.ps1: packages in ${packagesDir}:"
+    Get-ChildItem $packagesDir | ForEach-Object { Write-Host "  $($_.Name) ($($_.Length) bytes)" }
+}
+
+function Invoke-Sample {
+    $restoreArgs = @()
+    if ($rest.Count -eq 2 -and $rest[0] -eq '--runtime') {
+        $restoreArgs = @('-r', $rest[1])
+    } elseif ($rest.Count -ne 0) {
+        Write-Host 'usage: ./build.ps1 sample [--runtime RID]'; exit 2
+    }
+    $sampleOut = Split-Path $sampleDll
+    if (Test-DotnetSdk) {
+        # A packages folder of its own: the user-wide one would keep an earlier package of the same version.
+        Remove-Item -Recurse -Force 'build/sample-packages', $sampleOut -ErrorAction SilentlyContinue
+        Invoke-Checked dotnet restore samples/csharp @restoreArgs --packages build/sample-packages
+        Invoke-Checked dotnet build samples/csharp --no-restore -c Release @restoreArgs -o $sampleOut
+    } else {
+        Write-Host 'build.ps1: no .NET SDK: running the sample built before'
+    }
+    if (-not (Test-Path $sampleDll)) {
+        Write-Error "build.ps1: $sampleDll is missing (build it where the .NET SDK is installed)"
+    }
+    Invoke-Checked dotnet $sampleDll
+}
+
 function Test-Gpu {
     (Test-Command nvidia-smi) -and [bool](& nvidia-smi -L 2>$null)
 }
@@ -95,7 +157,7 @@ function Invoke-Bench {
     New-Item -ItemType Directory -Force $benchWork | Out-Null
     Remove-Item -Recurse -Force "$benchWork/exchange", "$benchWork/baselines.json" -ErrorAction SilentlyContinue
     $baselineArgs = @()
-    $python = if (Test-Command python3) { 'python3' } elseif (Test-Command python) { 'python' } else { $null }
+    $python = Find-Python
     $hasTorch = $false
     if ($python) {
         & $python -c 'import torch, triton' 2>$null | Out-Null
@@ -121,6 +183,8 @@ function Invoke-Bench {
 switch ($verb) {
     'build' { Invoke-Build }
     'test' { Invoke-Tests }
+    'pack' { Invoke-Pack }
+    'sample' { Invoke-Sample }
     'bench' { Invoke-Bench }
-    default { Write-Host 'usage: ./build.ps1 build | test [test args...] | bench [--quick] [bench args...]'; exit 2 }
+    default { Write-Host 'usage: ./build.ps1 build | test [test args...] | pack | sample [--runtime RID] | bench [--quick] [bench args...]'; exit 2 }
 }

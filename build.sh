@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Build and test FlashDmAttn.
+# Build, test and pack FlashDmAttn.
 #   ./build.sh build          native library (when nvcc exists) and managed code (when the .NET SDK exists)
-#   ./build.sh test [args]    build what can be built (the native library only where a GPU can run it), then run
-#                             the built test executable; extra args go to it (e.g. --treenode-filter
-#                             '/*/*/*/*[Category!=Gpu]'). Needs only the .NET runtime when the test assembly is
-#                             already built (the GPU machine has no SDK).
+#   ./build.sh test [args]    build what can be built (the native library only where a GPU can run it), check that
+#                             samples/c compiles against flash_dmattn.h as C99, then run the built test executable;
+#                             extra args go to it (e.g. --filter 'TestCategory!=Gpu'). Needs only the .NET runtime when
+#                             the test assembly is already built (the GPU machine has no SDK).
+#   ./build.sh pack           the NuGet packages, in artifacts/packages: FlashDmAttn.runtime.linux-x64 (the native
+#                             library; where nvcc exists, with python3 alone) and FlashDmAttn (managed; where the .NET
+#                             SDK exists). Package times come from SOURCE_DATE_EPOCH, else from the last commit.
+#   ./build.sh sample [--runtime RID]
+#                             restore samples/csharp from artifacts/packages (for RID too: then the runtime package
+#                             comes along), build it into artifacts/sample and run it; without the .NET SDK, run the
+#                             sample built there before.
 #   ./build.sh bench [args]   benchmarks against PyTorch on this GPU: build what can be built, run bench/baselines.py
 #                             (when python3 has torch and triton), then the built benchmark executable, which merges
-#                             both into bench/results/<gpu>-<date>.{md,png,json}; args go to it (--quick: a subset
-#                             under 2 minutes; --out DIR; --filter TEXT). Without a GPU it runs the CPU reference on a
-#                             small case. FDMA_CUDA_ARCHITECTURES (e.g. 90) narrows the native build to those GPUs.
+#                             both into bench/results/<gpu>-<date>.{md,png,json}; args go to it (--quick: a subset;
+#                             --out DIR; --filter TEXT; --help). Without a GPU it runs the CPU reference on a small
+#                             case. FDMA_CUDA_ARCHITECTURES (e.g. 90) narrows the native build to those GPUs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -18,6 +25,8 @@ native_lib=$native_dir/libflash_dmattn.so
 test_dll=artifacts/bin/FlashDmAttn.Tests/release/FlashDmAttn.Tests.dll
 bench_dll=artifacts/bin/FlashDmAttn.Bench/release/FlashDmAttn.Bench.dll
 bench_work=build/bench
+packages_dir=artifacts/packages
+sample_dll=artifacts/sample/FlashDmAttn.Sample.dll
 
 # nvcc is often installed without being on PATH.
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
@@ -28,8 +37,12 @@ have_nvcc() { command -v nvcc >/dev/null 2>&1; }
 have_gpu() { compgen -G '/dev/nvidia[0-9]*' >/dev/null || { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }; }
 have_dotnet_sdk() { command -v dotnet >/dev/null 2>&1 && [ -n "$(dotnet --list-sdks 2>/dev/null)" ]; }
 
+# FDMA_CUDA_ARCHITECTURES narrows the build; without it the build has CMake's default architectures again, whatever an
+# earlier narrowed build left in the cache.
 build_native() {
-  cmake -S . -B "$native_dir" -DCMAKE_BUILD_TYPE=Release ${FDMA_CUDA_ARCHITECTURES:+-DFDMA_CUDA_ARCHITECTURES=$FDMA_CUDA_ARCHITECTURES}
+  local archs=(-UFDMA_CUDA_ARCHITECTURES)
+  [ -z "${FDMA_CUDA_ARCHITECTURES:-}" ] || archs=("-DFDMA_CUDA_ARCHITECTURES=$FDMA_CUDA_ARCHITECTURES")
+  cmake -S . -B "$native_dir" -DCMAKE_BUILD_TYPE=Release "${archs[@]}"
   cmake --build "$native_dir" -j
 }
 
@@ -42,7 +55,28 @@ build() {
   if have_dotnet_sdk; then build_managed; else echo "build.sh: no .NET SDK: skipping the managed build"; fi
 }
 
+# The C sample's half that calls the ABI needs flash_dmattn.h alone: compiling it as strict C99 keeps the header plain
+# C for C engines (the other half needs the CUDA runtime's headers, and a GPU to run).
+check_c_header() {
+  if ! command -v cc >/dev/null 2>&1; then
+    echo "build.sh: no C compiler: not checking flash_dmattn.h as C99"
+    return
+  fi
+  local objects
+  objects=$(mktemp -d)
+  for source in samples/c/attention.c samples/c/reference.c; do
+    cc -std=c99 -Wall -Wextra -Werror -pedantic -Inative/include -c "$source" -o "$objects/$(basename "$source").o" || {
+      rm -rf "$objects"
+      echo "build.sh: $source does not compile as C99 against native/include/flash_dmattn.h" >&2
+      exit 1
+    }
+  done
+  rm -rf "$objects"
+  echo "build.sh: samples/c compiles against flash_dmattn.h as C99 (-Wall -Wextra -Werror -pedantic)"
+}
+
 run_tests() {
+  check_c_header
   # The native library only serves the GPU tests: build it where they can run (nvcc and a GPU).
   if have_nvcc && have_gpu; then
     build_native
@@ -77,6 +111,58 @@ run_tests() {
   if [ "$failed" -ne 0 ] || [ "$rc" -ne 0 ]; then
     exit $((rc == 0 ? 1 : rc))
   fi
+}
+
+pack() {
+  if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+    local commit_time
+    if commit_time=$(git log -1 --format=%ct 2>/dev/null) && [ -n "$commit_time" ]; then
+      export SOURCE_DATE_EPOCH=$commit_time
+    fi
+  fi
+  mkdir -p "$packages_dir"
+  if have_nvcc; then
+    build_native
+    local rid
+    case "$(uname -m)" in
+      x86_64) rid=linux-x64 ;;
+      aarch64) rid=linux-arm64 ;;
+      *) rid="linux-$(uname -m)" ;;
+    esac
+    python3 packaging/pack_runtime.py --rid "$rid" --library "$native_lib" --out "$packages_dir" \
+      --archs "$(sed -n 's/^FDMA_CUDA_ARCHITECTURES:[A-Z]*=//p' "$native_dir/CMakeCache.txt")"
+  else
+    echo "build.sh: no nvcc: no runtime package"
+  fi
+  if have_dotnet_sdk; then
+    dotnet pack bindings/FlashDmAttn/FlashDmAttn.csproj -c Release -o "$packages_dir"
+  else
+    echo "build.sh: no .NET SDK: no managed package"
+  fi
+  echo "build.sh: packages in $packages_dir:"
+  ls -l "$packages_dir"
+}
+
+run_sample() {
+  local restore_args=()
+  case "${1:-}" in
+    --runtime) restore_args=(-r "${2:?--runtime needs a runtime identifier, e.g. linux-x64}") ;;
+    "") ;;
+    *) echo "usage: $0 sample [--runtime RID]" >&2; exit 2 ;;
+  esac
+  if have_dotnet_sdk; then
+    # A packages folder of its own: the user-wide one would keep an earlier package of the same version.
+    rm -rf build/sample-packages "$(dirname "$sample_dll")"
+    dotnet restore samples/csharp "${restore_args[@]}" --packages build/sample-packages
+    dotnet build samples/csharp --no-restore -c Release "${restore_args[@]}" -o "$(dirname "$sample_dll")"
+  else
+    echo "build.sh: no .NET SDK: running the sample built before"
+  fi
+  if [ ! -f "$sample_dll" ]; then
+    echo "build.sh: $sample_dll is missing (build it where the .NET SDK is installed)" >&2
+    exit 1
+  fi
+  dotnet "$sample_dll"
 }
 
 run_bench() {
@@ -133,6 +219,8 @@ verb=${1:-}
 case "$verb" in
   build) build ;;
   test) run_tests "$@" ;;
+  pack) pack ;;
+  sample) run_sample "$@" ;;
   bench) run_bench "$@" ;;
-  *) echo "usage: $0 build | test [test args...] | bench [--quick] [bench args...]" >&2; exit 2 ;;
+  *) echo "usage: $0 build | test [test args...] | pack | sample [--runtime RID] | bench [--quick] [bench args...]" >&2; exit 2 ;;
 esac

@@ -25,14 +25,19 @@ its visible elements, e indexing the stored (Bm, Hm, Lq, Lk) mask. Tile density:
 tiles holding a visible element.
 
 `python3 bench/masks.py --check DOTNET_BENCH_DLL [--max-length N] [--filter TEXT]` compares this file with the C#
-side on the suite's rows (on the CPU; rows up to 4K by default).
+side on the suite's rows (on the CPU, no GPU needed, but with PyTorch: its CPU build is enough; rows up to 4K by
+default).
 """
 import argparse
 import json
 import subprocess
 import sys
 
-import torch
+try:
+    import torch
+except ImportError:
+    sys.exit("bench/masks.py computes with PyTorch, even on the CPU (its CPU build is enough): "
+             "pip install -r bench/requirements.txt")
 
 M32 = 0xFFFFFFFF
 Q_TENSOR, K_TENSOR, V_TENSOR, BIAS_TENSOR, DO_TENSOR = 1, 2, 3, 4, 5

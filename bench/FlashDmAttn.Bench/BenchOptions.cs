@@ -5,22 +5,34 @@ namespace FlashDmAttn.Bench;
 /// <summary>The command line; see <see cref="Usage"/>. A filter may hold alternatives separated by '|'.</summary>
 internal sealed record BenchOptions
 {
+    /// <summary>Where a GPU run writes its report when <c>--out</c> names no folder.</summary>
+    public static readonly string DefaultOutDirectory = Path.Combine("bench", "results");
+
     public const string Usage =
-        "usage: FlashDmAttn.Bench [--quick] [--baselines FILE] [--exchange DIR] [--out DIR] [--work DIR] [--filter TEXT] [--commit ID] [--verbose]\n" +
+        "usage: FlashDmAttn.Bench [--quick] [--filter TEXT] [--out DIR] [--baselines FILE --exchange DIR] [--work DIR] [--commit ID] [--verbose]\n" +
+        "           times the GPU suite (./build.sh bench adds the PyTorch baselines) and writes its report to DIR (bench/results)\n" +
         "       FlashDmAttn.Bench --list-cases [--quick] [--filter TEXT]\n" +
-        "       FlashDmAttn.Bench --report RESULTS.json [MORE.json ...]\n" +
+        "           the suite's rows as JSON, for bench/baselines.py\n" +
+        "       FlashDmAttn.Bench --report RESULTS.json [MORE.json ...] [--out DIR]\n" +
+        "           redraws a run's report and plot, beside RESULTS.json or in DIR; the sections of MORE (later runs) replace\n" +
+        "           or join RESULTS's, and the merged numbers are written back (to DIR when given)\n" +
         "       FlashDmAttn.Bench --hashes [--max-length N] [--quick] [--filter TEXT]\n" +
-        "       FlashDmAttn.Bench --cpu-reference";
+        "           this side's input and mask hashes (CPU), for bench/masks.py --check\n" +
+        "       FlashDmAttn.Bench --cpu-reference\n" +
+        "           the CPU reference on a small row (what runs without a GPU)\n" +
+        "       FlashDmAttn.Bench --help\n" +
+        "--quick: a subset of the rows for a first look; --filter TEXT: the rows whose id contains TEXT (a|b: either).";
 
     public bool Quick { get; private init; }
     public bool ListCases { get; private init; }
     public bool CpuReference { get; private init; }
     public bool Verbose { get; private init; }
     public bool Hashes { get; private init; }
+    public bool Help { get; private init; }
     public int MaxLength { get; private init; } = int.MaxValue;
     public string? BaselinesFile { get; private init; }
     public string? ExchangeDirectory { get; private init; }
-    public string OutDirectory { get; private init; } = Path.Combine("bench", "results");
+    public string? OutDirectory { get; private init; }
     public string WorkDirectory { get; private init; } = Path.Combine("build", "bench");
     public string? Filter { get; private init; }
     public string? ReportFile { get; private init; }
@@ -56,6 +68,7 @@ internal sealed record BenchOptions
                 "--cpu-reference" => options with { CpuReference = true },
                 "--verbose" => options with { Verbose = true },
                 "--hashes" => options with { Hashes = true },
+                "--help" or "-h" => options with { Help = true },
                 "--max-length" => options with { MaxLength = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture) },
                 "--baselines" => options with { BaselinesFile = Value() },
                 "--exchange" => options with { ExchangeDirectory = Value() },

@@ -13,14 +13,8 @@ using FlashDmAttn.Bench.Timing;
 namespace FlashDmAttn.Bench;
 
 /// <summary>
-/// The benchmark executable (run by `./build.sh bench`, which also runs bench/baselines.py first):
-/// <code>
-///   FlashDmAttn.Bench [--quick] [--baselines FILE --exchange DIR] [--out DIR] [--work DIR] [--filter TEXT] [--commit ID] [--verbose]
-///   FlashDmAttn.Bench --list-cases [--quick] [--filter TEXT]   the suite as JSON, for bench/baselines.py
-///   FlashDmAttn.Bench --report FILE.json [MORE.json ...]       re-renders a run's report and plot (merging later runs' sections)
-///   FlashDmAttn.Bench --cpu-reference                          the CPU reference on a small row (what runs without a GPU)
-///   FlashDmAttn.Bench --hashes [--max-length N]                 this side's input and mask hashes (CPU), for bench/masks.py --check
-/// </code>
+/// The benchmark executable, run by `./build.sh bench` (which runs bench/baselines.py first); its modes and arguments are
+/// <see cref="BenchOptions.Usage"/>.
 /// </summary>
 internal static class Program
 {
@@ -38,8 +32,14 @@ internal static class Program
             return 2;
         }
 
+        if (options.Help)
+        {
+            Console.WriteLine(BenchOptions.Usage);
+            return 0;
+        }
+
         if (options.ReportFile is { } reportFile)
-            return RenderOnly(reportFile, options.MergedReports);
+            return RenderOnly(reportFile, options.MergedReports, options.OutDirectory);
 
         IReadOnlyList<BenchSection> sections = options.Sections();
         if (options.ListCases)
@@ -121,10 +121,11 @@ internal static class Program
         };
 
         string stem = $"{gpu.ShortName()}-{results.Date}{(options.Quick ? "-quick" : "")}";
-        Directory.CreateDirectory(options.OutDirectory);
-        string jsonPath = Path.Combine(options.OutDirectory, stem + ".json");
+        string outDirectory = options.OutDirectory ?? BenchOptions.DefaultOutDirectory;
+        Directory.CreateDirectory(outDirectory);
+        string jsonPath = Path.Combine(outDirectory, stem + ".json");
         File.WriteAllText(jsonPath, JsonSerializer.Serialize(results, BenchResults.Json));
-        CopyBenchmarkDotNetReports(summary, options.OutDirectory, stem);
+        CopyBenchmarkDotNetReports(summary, outDirectory, stem);
         Render(results, jsonPath);
         return 0;
     }
@@ -141,8 +142,9 @@ internal static class Program
     }
 
     // Re-renders a run; the sections of further runs (e.g. a later run of some sections) join it, replacing its
-    // sections of the same key, and the merged numbers are written back to the first file.
-    private static int RenderOnly(string jsonPath, IReadOnlyList<string> merged)
+    // sections of the same key, and the merged numbers are written back to the first file. With an output folder, the
+    // numbers, report and plot go there under the first file's name, and the files read stay as they were.
+    private static int RenderOnly(string jsonPath, IReadOnlyList<string> merged, string? outDirectory)
     {
         BenchResults results = Load(jsonPath);
         foreach (string other in merged)
@@ -156,9 +158,16 @@ internal static class Program
             };
         }
 
-        if (merged.Count > 0)
-            File.WriteAllText(jsonPath, JsonSerializer.Serialize(results, BenchResults.Json));
-        Render(results, jsonPath);
+        string renderedJsonPath = jsonPath;
+        if (outDirectory is not null)
+        {
+            Directory.CreateDirectory(outDirectory);
+            renderedJsonPath = Path.Combine(outDirectory, Path.GetFileName(jsonPath));
+        }
+
+        if (merged.Count > 0 || renderedJsonPath != jsonPath)
+            File.WriteAllText(renderedJsonPath, JsonSerializer.Serialize(results, BenchResults.Json));
+        Render(results, renderedJsonPath);
         return 0;
     }
 

@@ -68,7 +68,12 @@ extern "C" {
 
 int32_t fdma_abi_version(void) { return FDMA_ABI_VERSION; }
 
-const char* fdma_version_string(void) { return FDMA_VERSION; }
+// Built once from the header's macros (thread-safe static initialization); short enough to need no heap.
+const char* fdma_version_string(void) {
+    static const std::string version = std::to_string(FDMA_VERSION_MAJOR) + "." + std::to_string(FDMA_VERSION_MINOR) +
+                                       "." + std::to_string(FDMA_VERSION_PATCH);
+    return version.c_str();
+}
 
 fdma_status fdma_compiled_archs(int32_t* archs, int32_t capacity, int32_t* count) {
     return guarded([&] {

@@ -51,7 +51,7 @@ internal sealed record RowResults
     public required BenchCase Case { get; init; }
     public bool Anchor { get; init; }
 
-    /// <summary>Share of 128x128 tiles with a visible pair (ANCHORS.md's tile density), from our mask.</summary>
+    /// <summary>Share of 128x128 (query, key) tiles with a visible pair (the tile density), from our mask.</summary>
     public double? TileDensity { get; init; }
     public double? BaselineTileDensity { get; init; }
     public long? VisiblePairs { get; init; }

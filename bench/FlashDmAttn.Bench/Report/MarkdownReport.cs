@@ -4,7 +4,10 @@ using FlashDmAttn.Bench.Suite;
 
 namespace FlashDmAttn.Bench.Report;
 
-/// <summary>The report a person reads: one table per section, the rows where a peer is faster first.</summary>
+/// <summary>
+/// The report a person reads: a summary of rows won and lost per section and peer, then one table per section, the rows
+/// where a peer is faster, and the problems repeated across sections.
+/// </summary>
 internal static class MarkdownReport
 {
     private static readonly CultureInfo Invariant = CultureInfo.InvariantCulture;
@@ -22,6 +25,7 @@ internal static class MarkdownReport
         }
 
         md.AppendLine();
+        AppendSummary(md, results);
         md.Append(Invariant, $"- **Times** are medians in ms over repeated launches after warm-up ({results.WarmupMs:0} ms of warm-up, ");
         md.Append(Invariant, $"{results.RepetitionMs:0} ms of timed launches, L2 cleared before each). Ours: {results.TimingMethod}, ");
         md.AppendLine("one BenchmarkDotNet measurement per launch (`bench/FlashDmAttn.Bench`, in-process). Peers: `triton.testing.do_bench` " +
@@ -33,10 +37,11 @@ internal static class MarkdownReport
             "(bias where visible, -inf elsewhere); FA2 / cuDNN dense = SDPA's flash and cuDNN backends, causal, no mask, no bias " +
             "(dense work, no skipping); Flex = `flex_attention` (compiled) with a BlockMask built from the same mask and the bias as " +
             "`score_mod` (its block-mask build time is the separate column, not included).");
-        md.AppendLine("- **density** = share of 128x128 (query, key) tiles holding a visible pair (as in ANCHORS.md); **computed** = share of " +
+        md.AppendLine("- **density** = share of 128x128 (query, key) tiles holding a visible pair; **computed** = share of " +
             "our kernel's tiles it computed (tile shape in the JSON); **TFLOP/s** = 4·D·tile area per computed tile over our time; " +
             "**×peer** = peer time / ours (above 1: we are faster); **max|Δ|** = largest |ours - SDPA masked| over the output " +
-            "(rows where SDPA gives NaN, i.e. no visible key, are not compared); † = a row of ANCHORS.md.");
+            "(rows where SDPA gives NaN, i.e. no visible key, are not compared); † = a headline row (the paper's 32K training " +
+            "rows, the GQA layer, long decode), compared from run to run.");
         md.AppendLine("- **Gradient rows**: backward = dQ, dK, dV and the bias gradient given the forward's output and LSE (ours " +
             "non-deterministic, the default); forward + backward = both calls. The peers' gradients: SDPA masked also computes " +
             "the gradient of its dense additive mask, Flex that of the bias its score_mod reads, FA2 / cuDNN dense none for a " +
@@ -49,11 +54,68 @@ internal static class MarkdownReport
             md.AppendLine();
         }
 
-        AppendSlowerRows(md, results);
         foreach (SectionResults section in results.Sections)
             AppendSection(md, section);
+        AppendSlowerRows(md, results);
         AppendRepeatedProblems(md, results);
         return md.ToString();
+    }
+
+    /// <summary>
+    /// Per section and in all, against each peer and against the fastest peer of each row: rows won and lost, and the
+    /// geometric mean of peer time / ours over the rows both ran. A row where ours failed is lost to every peer that ran.
+    /// </summary>
+    private static void AppendSummary(StringBuilder md, BenchResults results)
+    {
+        md.AppendLine("## Summary");
+        md.AppendLine();
+        md.AppendLine("Per peer: rows won / lost (ours faster / the peer faster), then the geometric mean of peer time / ours " +
+            "(above 1: we are faster). The last column compares each row with its fastest peer.");
+        md.AppendLine();
+        md.Append("| section | rows |");
+        foreach ((_, string name) in Peers.All)
+            md.Append(Invariant, $" vs {name} |");
+        md.AppendLine(" vs the fastest peer |");
+        md.AppendLine("|---|---:|" + string.Concat(Enumerable.Repeat("---:|", Peers.All.Length + 1)));
+        foreach (SectionResults section in results.Sections)
+            AppendSummaryRow(md, section.Title, section.Rows);
+        AppendSummaryRow(md, "**all**", [.. results.Sections.SelectMany(s => s.Rows)]);
+        md.AppendLine();
+    }
+
+    private static void AppendSummaryRow(StringBuilder md, string label, IReadOnlyList<RowResults> rows)
+    {
+        md.Append(Invariant, $"| {label} | {rows.Count} |");
+        foreach ((string key, _) in Peers.All)
+            md.Append(Invariant, $" {WonLost(rows, r => r.PeersMs.TryGetValue(key, out double ms) ? ms : null)} |");
+        md.AppendLine(Invariant, $" {WonLost(rows, r => r.PeersMs.Count > 0 ? r.PeersMs.Values.Min() : null)} |");
+    }
+
+    // "won / lost, ×geomean" against the peer time peerMs gives each row; a row without one is no contest.
+    private static string WonLost(IReadOnlyList<RowResults> rows, Func<RowResults, double?> peerMs)
+    {
+        int won = 0, lost = 0;
+        var logSpeedups = new List<double>();
+        foreach (RowResults row in rows)
+        {
+            if (peerMs(row) is not { } peer)
+                continue;
+            if (row.Ours is not { MedianMs: > 0 and var ours })
+            {
+                lost++;
+                continue;
+            }
+
+            if (ours < peer)
+                won++;
+            else if (ours > peer)
+                lost++;
+            logSpeedups.Add(Math.Log(peer / ours));
+        }
+
+        return won + lost + logSpeedups.Count == 0
+            ? "-"
+            : string.Create(Invariant, $"{won} / {lost}{(logSpeedups.Count > 0 ? $", ×{Math.Exp(logSpeedups.Average()):F2}" : "")}");
     }
 
     /// <summary>Rows where at least one peer's median is below ours (or ours failed), with each faster peer.</summary>

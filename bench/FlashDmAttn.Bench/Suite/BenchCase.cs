@@ -2,7 +2,7 @@ using System.Text.Json.Serialization;
 
 namespace FlashDmAttn.Bench.Suite;
 
-/// <summary>The mask families of ../shared/ANCHORS.md; bench/masks.py defines the same ones under the same names.</summary>
+/// <summary>The benchmark's mask families; bench/masks.py defines the same ones under the same names.</summary>
 [JsonConverter(typeof(JsonStringEnumConverter<MaskFamily>))]
 public enum MaskFamily
 {

@@ -5,7 +5,7 @@ public sealed record BenchSection(string Key, string Title, string Shared, IRead
 
 /// <summary>
 /// The suite, defined once: bench/baselines.py receives this list (<c>--list-cases</c>) rather than its own copy.
-/// Shapes and families are those of ../shared/ANCHORS.md and the paper.
+/// Shapes and families are the paper's, with the GQA layer, decode and the sweeps around them.
 /// </summary>
 public static class BenchSuite
 {
@@ -16,7 +16,7 @@ public static class BenchSuite
     private const int GqaWindow = 1024;
     private const int SweepLength = 8192;
 
-    /// <summary>The full suite (102 forward rows, 26 gradient rows; under 10 minutes on an H100 with its baselines).</summary>
+    /// <summary>The full suite: 102 forward rows, 26 gradient rows.</summary>
     public static IReadOnlyList<BenchSection> Full() =>
     [
         Training([256, 512, 1024, 2048, 4096, 8192, 16384, 32768], AllFamilies),
@@ -28,8 +28,8 @@ public static class BenchSuite
         .. Gradients([16384, 32768], AllFamilies, [MaskFamily.Smoothed, MaskFamily.SlidingWindow, MaskFamily.BlockTopK]),
     ];
 
-    /// <summary>A subset for a first look (under 2 minutes): three lengths of the training shape, the anchors'
-    /// GQA and decode rows, and the anchors' 32K gradient rows.</summary>
+    /// <summary>A subset for a first look: three lengths of the training shape, the headline GQA and decode rows, and
+    /// the headline 32K gradient rows.</summary>
     public static IReadOnlyList<BenchSection> Quick() =>
     [
         Training([4096, 16384, 32768], AllFamilies),
@@ -38,7 +38,7 @@ public static class BenchSuite
         .. Gradients([32768], AllFamilies, [MaskFamily.Smoothed]),
     ];
 
-    /// <summary>Rows measured in ANCHORS.md by the peers (the report marks them).</summary>
+    /// <summary>The headline rows, compared with the peers from run to run (the report marks them).</summary>
     public static bool IsAnchorRow(BenchCase c) => c.Section switch
     {
         "training" => c.SeqLenQ == 32768 || (c.SeqLenQ == 16384 && c.Family == MaskFamily.Smoothed),
@@ -74,7 +74,8 @@ public static class BenchSuite
 
     private static BenchSection Decode(int[] keyLengths, MaskFamily[] families) => new(
         "decode", "Inference, one query (decode)",
-        $"B=1, Hq=2, Hkv=1, D=128, w={PaperWindow}, Lq=1; the forward has no split-KV yet, so B*Hq = 2 thread blocks do all the work",
+        $"B=1, Hq=2, Hkv=1, D=128, w={PaperWindow}, Lq=1; split-KV shares the key tiles of the B*Hq = 2 query tiles among " +
+        "up to 512 blocks (at least 2 key tiles each), merged by a combine pass",
         [.. from l in keyLengths from f in families select Case("decode", $"Lk{Kilo(l)}", 1, 1, l, 2, 1, 128, f, PaperWindow)]);
 
     private static BenchSection BatchSweep(int[] batches) => new(
@@ -101,7 +102,7 @@ public static class BenchSuite
         return new(section, $"{section}-{config}-{FamilyName(family)}", direction, b, lq, lk, hq, hkv, d, family, window);
     }
 
-    /// <summary>The family's name as ANCHORS.md and bench/masks.py write it.</summary>
+    /// <summary>The family's name as bench/masks.py writes it.</summary>
     public static string FamilyName(MaskFamily family) => family switch
     {
         MaskFamily.Smoothed => "smoothed",

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Reflection;
 using System.Runtime.InteropServices;
 
@@ -57,9 +58,7 @@ internal static class NativeLibraryResolver
         }
 
         var searched = new List<string> { $"{PathVariable}: not set" };
-        string assemblyDirectory = Path.GetDirectoryName(typeof(NativeLibraryResolver).Assembly.Location) is { Length: > 0 } directory
-            ? directory
-            : AppContext.BaseDirectory;
+        string assemblyDirectory = AssemblyDirectory();
         string[] candidates =
         [
             Path.Combine(assemblyDirectory, fileName),
@@ -84,6 +83,15 @@ internal static class NativeLibraryResolver
                 $"{fileName} was not found. Set {PathVariable} to its full path or place it in {assemblyDirectory}. " +
                 $"Searched: {string.Join("; ", searched)}; the system search for {fileName}: {searchError}");
     }
+
+    // The folder this assembly was loaded from, which a plugin's may differ from the app's; a single-file or native
+    // AOT app's assemblies have no file of their own, and its native libraries lie in the app's folder.
+    [UnconditionalSuppressMessage("SingleFile", "IL3000:Avoid accessing Assembly file path when publishing as a single file",
+        Justification = "An empty Location (single-file, native AOT) falls back to AppContext.BaseDirectory.")]
+    private static string AssemblyDirectory() =>
+        Path.GetDirectoryName(typeof(NativeLibraryResolver).Assembly.Location) is { Length: > 0 } directory
+            ? directory
+            : AppContext.BaseDirectory;
 
     private static LoadedLibrary LoadCudaDriver()
     {
