@@ -110,7 +110,7 @@ __device__ __forceinline__ void score_grads(const AttentionParams& a, float (&s)
         for (int e = 0; e < 4; ++e) {
             const ScoreCoords c = coords(ni, e);
             bool visible = bounds.visible(c.query, c.key);
-            if (kElementwise) visible = visible && policy.mask_bit(c.query, c.key);
+            if (kElementwise) visible = policy.admits(visible, c.query, c.key);
             float slope;
             const float score = modified_score<Bias::kPresent, kSoftcap>(a.score, s[ni][e], visible ? bias(ni, e, c) : 0.f, slope);
             const float prob = visible ? ex2_approx(score - c.lse_log2) : 0.f;

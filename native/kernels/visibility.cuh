@@ -128,9 +128,11 @@ struct DenseMask {
     // Element e (0: key, 1: key + 1) of a pair load_pair fetched.
     __device__ __forceinline__ static bool pair_bit(u32 raw, int e) { return e == 0 ? (raw & 0xffu) != 0 : (raw >> 8) != 0; }
 
-    // The mask byte of an in-bound pair.
-    __device__ __forceinline__ bool mask_bit(int query, int key) const {
-        return __ldg(mask + query * a.mask.stride_row + key * a.mask.stride_key) != 0;
+    // Whether pair (query, key), in_bounds when the bounds admit it, is visible: its mask byte, read only
+    // then, is nonzero. (Written as the select of the loaded byte: the form that kept the dK/dV kernel's
+    // spills where they were.)
+    __device__ __forceinline__ bool admits(bool in_bounds, int query, int key) const {
+        return in_bounds & ((in_bounds ? __ldg(mask + query * a.mask.stride_row + key * a.mask.stride_key) : 0) != 0);
     }
 };
 

@@ -44,6 +44,9 @@ internal static class FlashDmAttnLibrary
         throw new FlashDmAttnException(function, status, description, message);
     }
 
+    private static string ThisBindingVersion =>
+        typeof(FlashDmAttnLibrary).Assembly.GetName().Version?.ToString(3) ?? "of this assembly";
+
     private static unsafe CompiledLibrary Load()
     {
         string location = NativeLibraryResolver.FlashDmAttn.Location;
@@ -61,7 +64,8 @@ internal static class FlashDmAttnLibrary
         {
             string version = Marshal.PtrToStringUTF8(Interop.FlashDmAttn.fdma_version_string()) ?? "";
             throw new NativeLibraryException(
-                $"{location} (version {version}) implements ABI version {abiVersion}; this binding needs ABI version {Interop.FlashDmAttn.AbiVersion}.");
+                $"{location} (version {version}) implements ABI version {abiVersion}; this binding needs ABI version " +
+                $"{Interop.FlashDmAttn.AbiVersion} (FlashDmAttn {ThisBindingVersion}): use the native library of the same release.");
         }
 
         ThrowIfFailed(Interop.FlashDmAttn.fdma_compiled_archs(null, 0, out int count), "fdma_compiled_archs");
