@@ -17,6 +17,7 @@
 #                             both into bench/results/<gpu>-<date>.{md,png,json}; args go to it (--quick: a subset;
 #                             --out DIR; --filter TEXT; --help). Without a GPU it runs the CPU reference on a small
 #                             case. FDMA_CUDA_ARCHITECTURES (e.g. 90) narrows the native build to those GPUs.
+#   test and bench use the library FLASHDMATTN_NATIVE_LIBRARY names, when it is set, instead of building one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -77,8 +78,10 @@ check_c_header() {
 
 run_tests() {
   check_c_header
-  # The native library only serves the GPU tests: build it where they can run (nvcc and a GPU).
-  if have_nvcc && have_gpu; then
+  # The native library only serves the GPU tests: build it where they can run (nvcc and a GPU), unless one is given.
+  if [ -n "${FLASHDMATTN_NATIVE_LIBRARY:-}" ]; then
+    echo "build.sh: FLASHDMATTN_NATIVE_LIBRARY is set: not building the native library"
+  elif have_nvcc && have_gpu; then
     build_native
   else
     echo "build.sh: no nvcc or no GPU: not building the native library (GPU tests will be skipped)"
@@ -166,7 +169,9 @@ run_sample() {
 }
 
 run_bench() {
-  if have_nvcc && have_gpu; then
+  if [ -n "${FLASHDMATTN_NATIVE_LIBRARY:-}" ]; then
+    echo "build.sh: FLASHDMATTN_NATIVE_LIBRARY is set: not building the native library"
+  elif have_nvcc && have_gpu; then
     build_native
   else
     echo "build.sh: no nvcc or no GPU: not building the native library"
