@@ -8,9 +8,12 @@
 
 namespace fdma {
 
+constexpr int kHeadDims[] = {32, 64, 96, 128, 192, 256};
+
 FDMA_HOST_DEVICE constexpr bool is_supported_head_dim(int head_dim) {
-    return head_dim == 32 || head_dim == 64 || head_dim == 96 || head_dim == 128 || head_dim == 192 ||
-           head_dim == 256;
+    for (int d : kHeadDims)
+        if (d == head_dim) return true;
+    return false;
 }
 
 struct Tile {

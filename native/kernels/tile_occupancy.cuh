@@ -37,9 +37,19 @@ __device__ __forceinline__ void fold(u32 bytes, u32 selected, bool& any, bool& a
 // Each bitmap has the layout [mask batches][mask heads][query tiles][words], tile n at bit n % 32
 // of word n / 32. With occupancy_t set (the backward), also [..][key tiles][query-tile words],
 // zeroed beforehand.
-template <int kBlockM, int kBlockN>
-__global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const AttentionParams p) {
-    static_assert(kBlockN == 64, "a warp row covers 64 keys: 32 lanes x 2, or 16 lanes x 16 bytes x 4 tiles");
+// The pre-pass's key tiles: a warp row covers 64 keys (32 lanes x 2, or 16 lanes x 16 bytes x 4 tiles). Every
+// direction's tiles are that wide; their query rows (block_m) are the kernel's argument.
+constexpr int kOccupancyBlockN = 64;
+
+FDMA_HOST_DEVICE constexpr bool every_tile_is_occupancy_wide() {
+    for (int d : kHeadDims)
+        if (fwd_tile(d).block_n != kOccupancyBlockN || bwd_tile(d).block_n != kOccupancyBlockN) return false;
+    return true;
+}
+static_assert(every_tile_is_occupancy_wide(), "the pre-pass builds the bitmaps of 64-key tiles");
+
+__global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const AttentionParams p, int block_m) {
+    constexpr int kBlockN = kOccupancyBlockN;
     __shared__ u32 occupied_word, full_word;
     if (threadIdx.x == 0) occupied_word = full_word = 0;
     __syncthreads();
@@ -51,8 +61,8 @@ __global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const
     const int Lq = p.seqlen_q;
     const int Lk = p.seqlen_k;
     const TileBounds bounds(p);
-    const int m0 = m_tile * kBlockM;
-    const int last_row = min(m0 + kBlockM, Lq) - 1;
+    const int m0 = m_tile * block_m;
+    const int last_row = min(m0 + block_m, Lq) - 1;
     const u8* mask = static_cast<const u8*>(p.mask.data) + (bh / p.mask.heads) * p.mask.stride_batch +
                      (bh % p.mask.heads) * p.mask.stride_head;
     const i64 stride_key = p.mask.stride_key;

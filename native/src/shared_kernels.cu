@@ -6,11 +6,7 @@
 namespace fdma {
 
 cudaError_t launch_tile_occupancy(const AttentionParams& attn, Tile tile, Dim3 grid, cudaStream_t stream) {
-    const dim3 blocks(grid.x, grid.y, grid.z);
-    // The forward's and the backward's tiles (plan.cuh): block_n is 64 for both.
-    if (tile.block_m == 128 && tile.block_n == 64) tile_occupancy_kernel<128, 64><<<blocks, kOccupancyThreads, 0, stream>>>(attn);
-    else if (tile.block_m == 64 && tile.block_n == 64) tile_occupancy_kernel<64, 64><<<blocks, kOccupancyThreads, 0, stream>>>(attn);
-    else return cudaErrorInvalidValue;
+    tile_occupancy_kernel<<<dim3(grid.x, grid.y, grid.z), kOccupancyThreads, 0, stream>>>(attn, tile.block_m);
     return cudaGetLastError();
 }
 

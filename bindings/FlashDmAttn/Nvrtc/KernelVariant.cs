@@ -21,9 +21,8 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
         return new("fwd_combine.cuh", $"fdma::fwd_combine_kernel<{element}, {headDim}>", $"fwd_combine_{slug}_d{headDim}");
     }
 
-    // tile_occupancy_kernel<M, N>: the dense mask's pre-pass for a direction's tile.
-    public static KernelVariant Occupancy(Tile tile) =>
-        new("tile_occupancy.cuh", $"fdma::tile_occupancy_kernel<{tile.BlockM}, {tile.BlockN}>", $"occupancy_m{tile.BlockM}_n{tile.BlockN}");
+    // tile_occupancy_kernel: the dense mask's pre-pass, for either direction's tiles (block_m is its argument).
+    public static KernelVariant Occupancy { get; } = new("tile_occupancy.cuh", "&fdma::tile_occupancy_kernel", "occupancy");
 
     // dmattn_bwd_dkdv_kernel<E, D, V>: dK, dV and dBias (and, in the default mode, dQ by atomics).
     public static KernelVariant BackwardDkDv(ScalarType dtype, int headDim)
@@ -73,10 +72,6 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
             from headDim in LaunchPlan.HeadDims
             from variant in new[] { Forward(dtype, headDim), ForwardCombine(dtype, headDim) }
             select variant;
-        IEnumerable<KernelVariant> occupancy = LaunchPlan.HeadDims
-            .SelectMany(d => new[] { LaunchPlan.FwdTile(d), LaunchPlan.BwdTile(d) })
-            .Distinct()
-            .Select(Occupancy);
         IEnumerable<KernelVariant> backward =
             from dtype in dtypes
             from headDim in LaunchPlan.HeadDims
@@ -86,7 +81,7 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
         IEnumerable<KernelVariant> conversions =
             dtypes.Select(BackwardConvertDq)
             .Concat(new[] { ScalarType.Float32, ScalarType.Float16, ScalarType.BFloat16 }.Select(BackwardConvertDBias));
-        return forward.Concat(occupancy).Concat(backward).Concat(conversions).Distinct();
+        return forward.Append(Occupancy).Concat(backward).Concat(conversions).Distinct();
     }
 
     // The translation unit NVRTC compiles: the header, nothing else.

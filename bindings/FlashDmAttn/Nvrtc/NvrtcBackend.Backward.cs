@@ -51,7 +51,7 @@ internal sealed partial class NvrtcBackend
         // Every kernel of the call, compiled or loaded before anything is queued: a compilation failure leaves the
         // outputs untouched. Those not yet built are compiled at once, in parallel (seconds each).
         BackwardKernels kernels = BackwardKernels(forward.DType, shape.HeadDim, deterministic);
-        KernelVariant? occupancyKernel = forward.Mask is null ? null : KernelVariant.Occupancy(plan.Tile);
+        KernelVariant? occupancyKernel = forward.Mask is null ? null : KernelVariant.Occupancy;
         KernelVariant? convertDBiasKernel = args.DBias is { } dBias ? KernelVariant.BackwardConvertDBias(dBias.DType) : null;
         BuildImages([occupancyKernel, kernels.Delta, kernels.DkDv, kernels.Dq, convertDBiasKernel], KernelModules.TargetOf(device));
         nint occupancy = occupancyKernel is { } o ? KernelModules.GetFunction(o, device, 0) : 0;
@@ -76,7 +76,7 @@ internal sealed partial class NvrtcBackend
             Zero(parameters.TileStats, 2 * sizeof(ulong), stream);
 
             if (occupancy != 0)
-                Launch(occupancy, plan.OccupancyGrid, LaunchPlan.OccupancyThreads, 0, stream, &bp->Attn);
+                LaunchOccupancy(occupancy, plan.OccupancyGrid, plan.Tile, stream, &bp->Attn);
             if (kernels.DeltaIsRowPass)
                 NvrtcLaunch.Kernel(delta, (rowGrid.X, 1, 1), LaunchPlan.RowPassThreads, 0, stream, rowArguments);
             else

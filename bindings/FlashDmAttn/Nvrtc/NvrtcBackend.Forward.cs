@@ -22,7 +22,7 @@ internal sealed partial class NvrtcBackend
 
         using CudaContextScope scope = NvrtcLaunch.EnterContext(device, ForwardFunction);
         nint forward = KernelModules.GetFunction(KernelVariant.Forward(args.DType, shape.HeadDim), device, plan.SmemLimit);
-        nint occupancy = args.Mask is null ? 0 : KernelModules.GetFunction(KernelVariant.Occupancy(plan.Tile), device, 0);
+        nint occupancy = args.Mask is null ? 0 : KernelModules.GetFunction(KernelVariant.Occupancy, device, 0);
         nint combine = plan.KvSplits > 1 ? KernelModules.GetFunction(KernelVariant.ForwardCombine(args.DType, shape.HeadDim), device, 0) : 0;
 
         if (args.TileStats != 0)
@@ -32,7 +32,7 @@ internal sealed partial class NvrtcBackend
         {
             PlaceScratch(ref parameters, plan, scratch.Address);
             if (occupancy != 0)
-                Launch(occupancy, plan.OccupancyGrid, LaunchPlan.OccupancyThreads, 0, stream, &parameters.Attn);
+                LaunchOccupancy(occupancy, plan.OccupancyGrid, plan.Tile, stream, &parameters.Attn);
             Launch(forward, plan.Grid, plan.Threads, plan.SmemBytes, stream, &parameters);
             if (combine != 0)
                 Launch(combine, new Dim3(plan.CombineBlocks, 1, 1), LaunchPlan.CombineThreads, 0, stream, &parameters);

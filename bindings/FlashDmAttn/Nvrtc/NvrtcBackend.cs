@@ -95,5 +95,13 @@ internal sealed partial class NvrtcBackend : IAttentionBackend
         NvrtcLaunch.Kernel(function, (grid.X, grid.Y, grid.Z), threads, sharedBytes, stream, &argument);
     }
 
+    // tile_occupancy_kernel(params, block_m): the dense mask's pre-pass for a direction's tile.
+    private static unsafe void LaunchOccupancy(nint function, Dim3 grid, Tile tile, nint stream, KernelParams.Attention* attention)
+    {
+        int blockM = tile.BlockM;
+        void** arguments = stackalloc void*[] { attention, &blockM };
+        NvrtcLaunch.Kernel(function, (grid.X, grid.Y, grid.Z), LaunchPlan.OccupancyThreads, 0, stream, arguments);
+    }
+
     private static nint Pointer(ulong address) => unchecked((nint)address);
 }
