@@ -182,7 +182,7 @@ public class NvrtcBackwardGpuTests : GpuTest
     {
         var random = new TestRandom();
         Func<AttentionShape, BroadcastShape, byte[]>? mask = c.Forward.BlankRowsAndTiles
-            ? BackwardCheck.BlankBackwardTiles(c.Forward.DType, random, c.Forward.MaskDensity)
+            ? BackwardCheck.BlankBackwardTiles(c.Forward, random)
             : null;
         var inputs = new BackwardInputs(c with { Forward = c.Forward with { BlankRowsAndTiles = false, Backend = FlashDmAttnBackend.Native } }, random, mask);
         using var problem = new DeviceBackwardProblem(inputs, qLayout, kvLayout, maskRowPadding: 6, biasHeadPadding: 40, dBiasRowPadding: 3);
