@@ -184,10 +184,7 @@ public class BackwardGpuTests(FlashDmAttnBackend backend) : BackendGpuTest(backe
         BackwardGradients[] runs = Enumerable.Range(0, 3).Select(_ => inputs.RunSpanApi().Gradients).ToArray();
 
         foreach (BackwardGradients other in runs[1..])
-            foreach (((string name, double[] first), (_, double[] again)) in runs[0].Named().Zip(other.Named()))
-                Assert.That(Bits(again), Is.EqualTo(Bits(first)), $"{name} differs between runs; {inputs.Forward.Random}");
-
-        static long[] Bits(double[] values) => values.Select(BitConverter.DoubleToInt64Bits).ToArray();
+            BackwardCheck.AssertSameBits(other, runs[0], $"differs between runs; {inputs.Forward.Random}");
     }
 
     // ---- the device-pointer API ----

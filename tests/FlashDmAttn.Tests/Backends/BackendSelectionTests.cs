@@ -2,7 +2,8 @@ namespace FlashDmAttn.Tests;
 
 /// <summary>
 /// How a call's backend is asked for (option, else FLASHDMATTN_BACKEND, else Auto), and the host-side queries, which
-/// the NVRTC backend answers with no library at all. Needs no GPU; NvrtcGpuTests covers the choice on a device.
+/// the NVRTC backend answers with no library at all. Needs no GPU; BackendSelectionGpuTests covers the choice on a
+/// device.
 /// </summary>
 [NonParallelizable] // sets FLASHDMATTN_BACKEND
 public class BackendSelectionTests

@@ -13,7 +13,7 @@ public class LibraryLoadFaultTests
     {
         if (!OperatingSystem.IsLinux())
             Assert.Ignore("the stand-in driver is put first on LD_LIBRARY_PATH, which is Linux's");
-        using var probe = new ProbeRun();
+        using var probe = new ProbeFolder();
 
         // Found before any installed driver, and not loadable: what the binding sees of a missing driver too.
         string drivers = probe.Folder("drivers");
@@ -37,7 +37,7 @@ public class LibraryLoadFaultTests
             Assert.Ignore($"no CUDA driver loads here: {e.Message}");
         }
 
-        using var probe = new ProbeRun();
+        using var probe = new ProbeFolder();
         string[] error = probe.Fails(new() { ["CUDA_VISIBLE_DEVICES"] = "-1" });
 
         Assert.That(error[0], Is.EqualTo(nameof(CudaException)));

@@ -16,11 +16,11 @@ public class NativeLibraryLoadFaultGpuTests : GpuTest
         string beside = Path.Combine(AppContext.BaseDirectory, Interop.Libraries.FlashDmAttnFileName);
         if (File.Exists(beside))
             Assert.Ignore($"{beside} exists: the library is not absent here");
-        using var probe = new ProbeRun();
+        using var probe = new ProbeFolder();
 
         string[] error = probe.Fails(new()
         {
-            ["FLASHDMATTN_BACKEND"] = "native",
+            [BackendSelector.BackendVariable] = "native",
             [NativeLibraryResolver.PathVariable] = null,
             ["LD_LIBRARY_PATH"] = null,
         });
@@ -37,11 +37,11 @@ public class NativeLibraryLoadFaultGpuTests : GpuTest
     [Test]
     public void ForcedNative_WithAFileThatIsNotALibrary_NamesTheFileAndTheLoadersReason()
     {
-        using var probe = new ProbeRun();
+        using var probe = new ProbeFolder();
         string library = Path.Combine(probe.Folder("native"), Interop.Libraries.FlashDmAttnFileName);
         File.WriteAllText(library, "not a shared library\n");
 
-        string[] error = probe.Fails(new() { ["FLASHDMATTN_BACKEND"] = "native", [NativeLibraryResolver.PathVariable] = library });
+        string[] error = probe.Fails(new() { [BackendSelector.BackendVariable] = "native", [NativeLibraryResolver.PathVariable] = library });
 
         Assert.That(error[0], Is.EqualTo(nameof(NativeLibraryException)));
         Assert.That(error[1], Does.StartWith($"{NativeLibraryResolver.PathVariable} names '{library}', which could not be loaded: "));

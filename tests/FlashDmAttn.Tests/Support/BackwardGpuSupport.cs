@@ -173,6 +173,14 @@ internal static class BackwardCheck
         }
     }
 
+    /// <summary>Two runs' gradients are the same to the bit.</summary>
+    public static void AssertSameBits(BackwardGradients actual, BackwardGradients expected, string context)
+    {
+        foreach (((string name, double[] got), (_, double[] want)) in actual.Named().Zip(expected.Named()))
+            Assert.That(got.Select(BitConverter.DoubleToInt64Bits), Is.EqualTo(want.Select(BitConverter.DoubleToInt64Bits)), $"{name}; {context}");
+        Assert.That(actual.Bias is null, Is.EqualTo(expected.Bias is null), context);
+    }
+
     /// <summary>Two device-pointer calls wrote the same bytes: every gradient and the tile counts.</summary>
     public static void AssertSameBytes(DeviceBackwardResults actual, DeviceBackwardResults expected, string context)
     {

@@ -227,6 +227,15 @@ internal static class ForwardCheck
         }
     }
 
+    /// <summary>Two runs' output, LSE and tile statistics are the same to the bit.</summary>
+    public static void AssertSameBits((double[] Output, double[] Lse, TileStats Stats) actual, (double[] Output, double[] Lse, TileStats Stats) expected,
+        string context)
+    {
+        Assert.That(actual.Output.Select(BitConverter.DoubleToInt64Bits), Is.EqualTo(expected.Output.Select(BitConverter.DoubleToInt64Bits)), $"output; {context}");
+        Assert.That(actual.Lse.Select(BitConverter.DoubleToInt64Bits), Is.EqualTo(expected.Lse.Select(BitConverter.DoubleToInt64Bits)), $"LSE; {context}");
+        Assert.That(actual.Stats, Is.EqualTo(expected.Stats), $"tile stats; {context}");
+    }
+
     /// <summary>Computed + skipped must count every forward (query tile, key tile) pair of every batch and query head.</summary>
     public static void CheckTileCount(ForwardCase c, TileStats stats) =>
         Assert.That(stats.Computed + stats.Skipped,
