@@ -1,5 +1,3 @@
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using static FlashDmAttn.Tests.Gpu.GpuCaseMatrix;
 
 namespace FlashDmAttn.Tests.Gpu;
@@ -9,10 +7,12 @@ namespace FlashDmAttn.Tests.Gpu;
 /// the CPU reference affords: through the Span API every element type and head dimension, grouped-query ratios, odd
 /// and unequal lengths, every mask and bias broadcast shape, bias and bias-gradient types, mask densities with blank
 /// rows and tiles, causal, softcap and scale, in both modes; then the device-pointer API over both tensor layouts with
-/// strided masks, biases and bias gradients; deterministic bits; caller scratch; the ABI struct sizes.
+/// strided masks, biases and bias gradients; deterministic bits; caller scratch. Once per backend.
 /// </summary>
+[TestFixture(FlashDmAttnBackend.Native)]
+[TestFixture(FlashDmAttnBackend.Nvrtc)]
 [Category("Gpu")]
-public class BackwardGpuTests : GpuTest
+public class BackwardGpuTests(FlashDmAttnBackend backend) : BackendGpuTest(backend)
 {
     private static string Mode(bool deterministic) => deterministic ? " det" : "";
 
@@ -154,8 +154,9 @@ public class BackwardGpuTests : GpuTest
     [TestCaseSource(nameof(AllSpanCases))]
     public void SpanApi_GradientsMatchTheReference(BackwardCase c)
     {
+        c = c.On(Backend);
         var random = new TestRandom();
-        Func<AttentionShape, BroadcastShape, byte[]>? mask = c.Forward.BlankRowsAndTiles ? BackwardCheck.BlankBackwardTiles(c.Forward.DType, random, c.Forward.MaskDensity) : null;
+        Func<AttentionShape, BroadcastShape, byte[]>? mask = c.Forward.BlankRowsAndTiles ? BackwardCheck.BlankBackwardTiles(c.Forward, random) : null;
         var inputs = new BackwardInputs(c with { Forward = c.Forward with { BlankRowsAndTiles = false } }, random, mask);
 
         (BackwardGradients gpu, TileStats stats) = inputs.RunSpanApi();
@@ -163,7 +164,7 @@ public class BackwardGpuTests : GpuTest
         BackwardCheck.Check(inputs, gpu, inputs.Reference());
         BackwardCheck.CheckTileCount(c, stats);
         if (c.Forward.BlankRowsAndTiles)
-            Assert.That(stats.Skipped, Is.Positive, $"no tile skipped; {c.Name}; {random}");
+            Assert.That(stats.Skipped, Is.Positive, $"no tile skipped; {c.Label}; {random}");
     }
 
     [TestCase(ScalarType.Float16)]
@@ -178,15 +179,12 @@ public class BackwardGpuTests : GpuTest
             Bias = new(2, 1, 1),
             BiasType = dtype,
         }) { Deterministic = true };
-        var inputs = new BackwardInputs(c, new TestRandom());
+        var inputs = new BackwardInputs(c.On(Backend), new TestRandom());
 
         BackwardGradients[] runs = Enumerable.Range(0, 3).Select(_ => inputs.RunSpanApi().Gradients).ToArray();
 
         foreach (BackwardGradients other in runs[1..])
-            foreach (((string name, double[] first), (_, double[] again)) in runs[0].Named().Zip(other.Named()))
-                Assert.That(Bits(again), Is.EqualTo(Bits(first)), $"{name} differs between runs; {inputs.Forward.Random}");
-
-        static long[] Bits(double[] values) => values.Select(BitConverter.DoubleToInt64Bits).ToArray();
+            BackwardCheck.AssertSameBits(other, runs[0], $"differs between runs; {inputs.Forward.Random}");
     }
 
     // ---- the device-pointer API ----
@@ -217,6 +215,7 @@ public class BackwardGpuTests : GpuTest
     [TestCaseSource(nameof(LayoutCases))]
     public void DeviceApi_WithEitherLayoutAndStridedMaskBiasAndBiasGradient_MatchesTheReference(BackwardCase c, Layout qLayout, Layout kvLayout)
     {
+        c = c.On(Backend);
         var inputs = new BackwardInputs(c, new TestRandom());
         using var problem = new DeviceBackwardProblem(inputs, qLayout, kvLayout, maskRowPadding: 6, biasHeadPadding: 40, dBiasRowPadding: 3);
 
@@ -225,7 +224,7 @@ public class BackwardGpuTests : GpuTest
 
         BackwardCheck.Check(inputs, problem.Values(results), inputs.Reference());
         BackwardCheck.CheckTileCount(c, results.Stats);
-        Assert.That(problem.DBiasPadding(results), Is.All.EqualTo((byte)0xFF), $"dBias padding was written; {c.Name}");
+        Assert.That(problem.DBiasPadding(results), Is.All.EqualTo((byte)0xFF), $"dBias padding was written; {c.Label}");
     }
 
     private static IEnumerable<TestCaseData> KeyMajorCases() =>
@@ -242,6 +241,7 @@ public class BackwardGpuTests : GpuTest
     [TestCaseSource(nameof(KeyMajorCases))]
     public void DeviceApi_WithKeyStridedMaskBiasAndBiasGradient_MatchesTheReference(BackwardCase c)
     {
+        c = c.On(Backend);
         var inputs = new BackwardInputs(c, new TestRandom());
         using var problem = new DeviceBackwardProblem(inputs, Layout.SequenceMajor, Layout.HeadMajor, keyMajorOperands: true);
 
@@ -258,10 +258,10 @@ public class BackwardGpuTests : GpuTest
     {
         AttentionShape s = new(2, 300, 333, 4, 2, 128);
 
-        long plain = DynamicMaskAttention.BackwardWorkspaceSize(s, ScalarType.BFloat16, null, null, deterministic: true);
-        long masked = DynamicMaskAttention.BackwardWorkspaceSize(s, ScalarType.BFloat16, new(2, 4, 300), null, deterministic: true);
-        long withBiasGradient = DynamicMaskAttention.BackwardWorkspaceSize(s, ScalarType.BFloat16, new(2, 4, 300), new(1, 2, 1), deterministic: true);
-        long defaultMode = DynamicMaskAttention.BackwardWorkspaceSize(s, ScalarType.BFloat16, new(2, 4, 300), new(1, 2, 1));
+        long plain = DynamicMaskAttention.BackwardWorkspaceSize(s, ScalarType.BFloat16, null, null, deterministic: true, Backend);
+        long masked = DynamicMaskAttention.BackwardWorkspaceSize(s, ScalarType.BFloat16, new(2, 4, 300), null, deterministic: true, Backend);
+        long withBiasGradient = DynamicMaskAttention.BackwardWorkspaceSize(s, ScalarType.BFloat16, new(2, 4, 300), new(1, 2, 1), deterministic: true, Backend);
+        long defaultMode = DynamicMaskAttention.BackwardWorkspaceSize(s, ScalarType.BFloat16, new(2, 4, 300), new(1, 2, 1), deterministic: false, Backend);
 
         Assert.That(plain, Is.Positive);
         Assert.That(masked, Is.GreaterThan(plain));
@@ -281,20 +281,21 @@ public class BackwardGpuTests : GpuTest
     [TestCaseSource(nameof(WorkspaceCases))]
     public void DeviceApi_WithCallerWorkspace_GivesTheSameBitsAsLibraryScratch(BackwardCase c, long extraBytes)
     {
+        c = c.On(Backend);
         var inputs = new BackwardInputs(c, new TestRandom());
         using var problem = new DeviceBackwardProblem(inputs, Layout.SequenceMajor, Layout.SequenceMajor);
         problem.Run(problem.Args);
         DeviceBackwardResults libraryScratch = problem.Read();
 
         ForwardCase f = c.Forward;
-        long bytes = DynamicMaskAttention.BackwardWorkspaceSize(f.Shape, f.DType, f.Mask, c.BiasGradientType is null ? null : f.Bias, c.Deterministic) + extraBytes;
+        long bytes = DynamicMaskAttention.BackwardWorkspaceSize(f.Shape, f.DType, f.Mask, c.BiasGradientType is null ? null : f.Bias, c.Deterministic, Backend) + extraBytes;
         DeviceBuffer workspace = problem.Allocate(bytes);
         workspace.Fill(0xA5); // fresh stream-ordered memory holds garbage too
         problem.ClearResults();
         problem.Run(problem.Args with { Workspace = workspace.Pointer, WorkspaceBytes = bytes });
         DeviceBackwardResults callerScratch = problem.Read();
 
-        string context = $"{c.Name}; {inputs.Forward.Random}";
+        string context = $"{c.Label}; {inputs.Forward.Random}";
         BackwardCheck.AssertSameBytes(callerScratch, libraryScratch, context);
         BackwardCheck.Check(inputs, problem.Values(callerScratch), inputs.Reference());
     }
@@ -305,8 +306,8 @@ public class BackwardGpuTests : GpuTest
     {
         var c = new BackwardCase($"{dtype} mask 2x2x97", new ForwardCase("", dtype, new(2, 97, 130, 4, 2, 64)) { Mask = new(2, 2, 97) })
             { Deterministic = deterministic };
-        using var problem = new DeviceBackwardProblem(new BackwardInputs(c, new TestRandom()), Layout.SequenceMajor, Layout.SequenceMajor);
-        long needed = DynamicMaskAttention.BackwardWorkspaceSize(c.Forward.Shape, dtype, c.Forward.Mask, null, deterministic);
+        using var problem = new DeviceBackwardProblem(new BackwardInputs(c.On(Backend), new TestRandom()), Layout.SequenceMajor, Layout.SequenceMajor);
+        long needed = DynamicMaskAttention.BackwardWorkspaceSize(c.Forward.Shape, dtype, c.Forward.Mask, null, deterministic, Backend);
         DeviceBuffer workspace = problem.Allocate(needed);
 
         var thrown = Assert.Throws<FlashDmAttnException>(() =>
@@ -325,37 +326,8 @@ public class BackwardGpuTests : GpuTest
         foreach (ScalarType dtype in DTypes)
             foreach (int d in HeadDims)
             {
-                (int blockM, int blockN) = DynamicMaskAttention.BackwardTileShape(d, dtype);
+                (int blockM, int blockN) = DynamicMaskAttention.BackwardTileShape(d, dtype, Backend);
                 Assert.That(blockM > 0 && blockN > 0, $"{dtype} D{d}: {blockM}x{blockN}");
             }
-    }
-
-    [Test]
-    public void ParameterStructs_HaveTheSizesTheNativeLibraryWrites()
-    {
-        FlashDmAttnLibrary.EnsureLoaded();
-        const int capacity = 4096; // far more than either struct: a larger native struct is written in full
-        nint native = Marshal.AllocHGlobal(capacity);
-        try
-        {
-            Marshal.Copy(Enumerable.Repeat((byte)0xCD, capacity).ToArray(), 0, native, capacity);
-            Interop.FlashDmAttn.fdma_bwd_params_init(native);
-
-            Assert.That(Marshal.ReadInt32(native, 0), Is.EqualTo(Unsafe.SizeOf<Interop.FlashDmAttn.BwdParams>()), "fdma_bwd_params.struct_size");
-            foreach (string field in new[] { "Mask", "Bias" })
-            {
-                int offset = (int)(Marshal.OffsetOf<Interop.FlashDmAttn.BwdParams>(nameof(Interop.FlashDmAttn.BwdParams.Problem)) +
-                    Marshal.OffsetOf<Interop.FlashDmAttn.Problem>(field) + Marshal.OffsetOf<Interop.FlashDmAttn.BroadcastTensor>("StrideKey"));
-                Assert.That(Marshal.ReadInt64(native, offset), Is.EqualTo(1), $"problem.{field}.stride_key");
-            }
-
-            int dBiasStrideKey = (int)(Marshal.OffsetOf<Interop.FlashDmAttn.BwdParams>(nameof(Interop.FlashDmAttn.BwdParams.DBias)) +
-                Marshal.OffsetOf<Interop.FlashDmAttn.BroadcastTensor>("StrideKey"));
-            Assert.That(Marshal.ReadInt64(native, dBiasStrideKey), Is.EqualTo(1), "d_bias.stride_key");
-        }
-        finally
-        {
-            Marshal.FreeHGlobal(native);
-        }
     }
 }

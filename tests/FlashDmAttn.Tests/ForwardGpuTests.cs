@@ -6,10 +6,12 @@ namespace FlashDmAttn.Tests.Gpu;
 /// The kernel against the double reference on fresh random inputs, through the Span API: every element type and
 /// head dimension, grouped-query ratios, odd and unequal lengths, every mask and bias broadcast shape, bias types,
 /// mask densities with blank rows and tiles, causal, softcap and scale; then the device-pointer API over both
-/// tensor layouts and strided masks and biases.
+/// tensor layouts and strided masks and biases. Once per backend.
 /// </summary>
+[TestFixture(FlashDmAttnBackend.Native)]
+[TestFixture(FlashDmAttnBackend.Nvrtc)]
 [Category("Gpu")]
-public class ForwardGpuTests : GpuTest
+public class ForwardGpuTests(FlashDmAttnBackend backend) : BackendGpuTest(backend)
 {
     private static IEnumerable<ForwardCase> DTypeAndHeadDimCases() =>
         from dtype in DTypes
@@ -124,14 +126,14 @@ public class ForwardGpuTests : GpuTest
     [TestCaseSource(nameof(AllSpanCases))]
     public void SpanApi_MatchesTheReference(ForwardCase c)
     {
+        c = c with { Backend = Backend };
         var inputs = new ForwardInputs(c, new TestRandom());
 
         (double[] output, double[] lse, TileStats stats) = inputs.RunSpanApi();
         (double[] refOutput, double[] refLse) = inputs.Reference();
 
         ForwardCheck.Check(inputs, output, lse, refOutput, refLse);
-        Assert.That(stats.Computed + stats.Skipped,
-            Is.EqualTo(ForwardCheck.TileCount(c.Shape, DynamicMaskAttention.ForwardTileShape(c.Shape.HeadDim, c.DType))), c.Name);
+        ForwardCheck.CheckTileCount(c, stats);
     }
 
     // ---- the device-pointer API ----
@@ -157,6 +159,7 @@ public class ForwardGpuTests : GpuTest
     [TestCaseSource(nameof(LayoutCases))]
     public void DeviceApi_WithEitherLayoutAndStridedMaskAndBias_MatchesTheReference(ForwardCase c, Layout qLayout, Layout kvLayout)
     {
+        c = c with { Backend = Backend };
         var inputs = new ForwardInputs(c, new TestRandom());
         using var problem = new DeviceForwardProblem(inputs, qLayout, kvLayout, maskRowPadding: 6, biasHeadPadding: 40); // strides that are not the contiguous ones
 
@@ -165,8 +168,7 @@ public class ForwardGpuTests : GpuTest
         (double[] refOutput, double[] refLse) = inputs.Reference();
 
         ForwardCheck.Check(inputs, problem.OutputValues(results), results.Lse, refOutput, refLse);
-        Assert.That(results.Stats.Computed + results.Stats.Skipped,
-            Is.EqualTo(ForwardCheck.TileCount(c.Shape, DynamicMaskAttention.ForwardTileShape(c.Shape.HeadDim, c.DType))), c.Name);
+        ForwardCheck.CheckTileCount(c, results.Stats);
     }
 
     private static IEnumerable<TestCaseData> KeyMajorCases() =>
@@ -184,6 +186,7 @@ public class ForwardGpuTests : GpuTest
     [TestCaseSource(nameof(KeyMajorCases))]
     public void DeviceApi_WithKeyStridedMaskAndBias_MatchesTheReference(ForwardCase c)
     {
+        c = c with { Backend = Backend };
         var inputs = new ForwardInputs(c, new TestRandom());
         using var problem = new DeviceForwardProblem(inputs, Layout.SequenceMajor, Layout.HeadMajor, keyMajorOperands: true);
 
@@ -193,7 +196,6 @@ public class ForwardGpuTests : GpuTest
 
         Assert.That(problem.Args.Bias!.Value.StrideKey, Is.GreaterThan(1), "the operands are key-strided");
         ForwardCheck.Check(inputs, problem.OutputValues(results), results.Lse, refOutput, refLse);
-        Assert.That(results.Stats.Computed + results.Stats.Skipped,
-            Is.EqualTo(ForwardCheck.TileCount(c.Shape, DynamicMaskAttention.ForwardTileShape(c.Shape.HeadDim, c.DType))), c.Name);
+        ForwardCheck.CheckTileCount(c, results.Stats);
     }
 }

@@ -8,8 +8,8 @@ namespace FlashDmAttn.Tests;
 /// <summary>
 /// The managed mirrors of the C ABI's structs have the layout of native/include/flash_dmattn.h: a C compiler compiles
 /// the header (embedded in this assembly) with a program printing every size and field offset, and each must equal the
-/// mirror's. Runs wherever a C compiler is on PATH (CI included); the GPU suite also compares the struct sizes with what
-/// the library itself writes.
+/// mirror's. Runs wherever a C compiler is on PATH (CI included); InteropLayoutGpuTests also compares the struct sizes
+/// with what the library itself writes.
 /// </summary>
 public class InteropLayoutTests
 {

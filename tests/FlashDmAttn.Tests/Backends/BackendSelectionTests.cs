@@ -1,11 +1,12 @@
-namespace FlashDmAttn.Tests.Nvrtc;
+namespace FlashDmAttn.Tests;
 
 /// <summary>
 /// How a call's backend is asked for (option, else FLASHDMATTN_BACKEND, else Auto), and the host-side queries, which
-/// the NVRTC backend answers with no library at all. Needs no GPU; NvrtcGpuTests covers the choice on a device.
+/// the NVRTC backend answers with no library at all. Needs no GPU; BackendSelectionGpuTests covers the choice on a
+/// device.
 /// </summary>
 [NonParallelizable] // sets FLASHDMATTN_BACKEND
-public class NvrtcBackendSelectionTests
+public class BackendSelectionTests
 {
     private string? saved;
 
@@ -89,27 +90,5 @@ public class NvrtcBackendSelectionTests
         Environment.SetEnvironmentVariable(BackendSelector.BackendVariable, null);
         Assert.That(BackendSelector.SelectForHostQuery(null).Kind, Is.EqualTo(nativeLoads ? FlashDmAttnBackend.Native : FlashDmAttnBackend.Nvrtc));
         Assert.That(DynamicMaskAttention.ForwardTileShape(256, ScalarType.BFloat16), Is.EqualTo((64, 64)));
-    }
-
-    private static IEnumerable<TestCaseData> DeviceTargets() => new (int Major, int Minor, int[] Supported, string Expected)[]
-    {
-        (9, 0, [75, 80, 86, 89, 90], "sm_90"),
-        (8, 0, [80, 90, 100, 120], "sm_80"),
-        (12, 0, [75, 80, 86, 89, 90], "compute_90"), // a device newer than NVRTC: PTX the driver compiles
-        (8, 9, [80, 86, 90], "compute_86"),
-    }.Select(c => new TestCaseData(c.Major, c.Minor, c.Supported, c.Expected).SetArgDisplayNames($"{c.Major}.{c.Minor}", c.Expected));
-
-    [TestCaseSource(nameof(DeviceTargets))]
-    public void CompileTarget_IsTheExactArchitectureWhereNvrtcKnowsIt(int major, int minor, int[] supported, string expected)
-    {
-        Assert.That(CompileTarget.ForDevice(major, minor, supported).Architecture, Is.EqualTo(expected));
-    }
-
-    [Test]
-    public void CompileTarget_RefusesDevicesOlderThanTheKernels()
-    {
-        var thrown = Assert.Throws<NativeLibraryException>(() => CompileTarget.ForDevice(7, 5, [75, 80, 90]))!;
-
-        Assert.That(thrown.Message, Does.Contain("8.0").And.Contain("7.5"));
     }
 }

@@ -36,6 +36,23 @@ public abstract class GpuTest
     }
 }
 
+/// <summary>
+/// Base of a GPU suite that runs once per backend: a [TestFixture] for each, the backend its argument, and every case
+/// of the suite put on it (cases name no backend, so that one list serves both). The NVRTC fixture skips, with the
+/// loader's reason, where NVRTC is missing.
+/// </summary>
+public abstract class BackendGpuTest(FlashDmAttnBackend backend) : GpuTest
+{
+    protected FlashDmAttnBackend Backend => backend;
+
+    [SetUp]
+    public void RequireTheBackend()
+    {
+        if (backend == FlashDmAttnBackend.Nvrtc)
+            NvrtcAvailability.Require();
+    }
+}
+
 /// <summary>Prints the worst errors seen over the whole GPU run, per element type, when the run ends.</summary>
 [SetUpFixture]
 public sealed class GpuRunSummary
@@ -82,6 +99,9 @@ public sealed record ForwardCase(string Name, ScalarType DType, AttentionShape S
 
     public AttentionOptions Options => new() { Causal = Causal, Softcap = Softcap, SoftmaxScale = Scale, Backend = Backend };
 
+    /// <summary>The name, and the backend where the case sets one: what messages and the worst-error summary call the case.</summary>
+    public string Label => Backend is { } backend ? $"{Name} on {backend}" : Name;
+
     public override string ToString() => Name;
 }
 
@@ -99,7 +119,7 @@ internal sealed class ForwardInputs
         {
             Mask = maskFactory?.Invoke(s, maskShape) ?? random.Mask(maskShape.Elements(s.SeqLenK), c.MaskDensity);
             if (c.BlankRowsAndTiles)
-                BlankRowsAndTiles(Mask, maskShape, s, DynamicMaskAttention.ForwardTileShape(s.HeadDim, c.DType));
+                BlankRowsAndTiles(Mask, maskShape, s, DynamicMaskAttention.ForwardTileShape(s.HeadDim, c.DType, c.Backend));
         }
 
         if (c.Bias is { } biasShape)
@@ -182,13 +202,13 @@ internal static class ForwardCheck
     public static void Check(ForwardInputs inputs, double[] output, double[] lse, double[] refOutput, double[] refLse)
     {
         ForwardCase c = inputs.Case;
-        string context = $"{c.Name}; {inputs.Random}";
+        string context = $"{c.Label}; {inputs.Random}";
         int d = c.Shape.HeadDim, lq = c.Shape.SeqLenQ, hq = c.Shape.HeadsQ;
 
         Assert.That(output, Has.None.NaN, $"output not fully written or NaN; {context}");
         double outputError = ErrorNorms.RelativeL2(output, refOutput);
         double lseError = ErrorNorms.MaxAbsFinite(lse, refLse);
-        GpuRunSummary.Record(c.DType, c.Name, outputError, lseError);
+        GpuRunSummary.Record(c.DType, c.Label, outputError, lseError);
 
         Assert.That(outputError, Is.LessThanOrEqualTo(OutputBound(c.DType)), $"||O-ref||/||ref||; {context}");
         Assert.That(lseError, Is.LessThanOrEqualTo(LseBound), $"max |LSE-ref| over finite rows; {context}");
@@ -207,7 +227,22 @@ internal static class ForwardCheck
         }
     }
 
-    /// <summary>Computed + skipped must count every (query tile, key tile) pair of every batch and query head.</summary>
+    /// <summary>Two runs' output, LSE and tile statistics are the same to the bit.</summary>
+    public static void AssertSameBits((double[] Output, double[] Lse, TileStats Stats) actual, (double[] Output, double[] Lse, TileStats Stats) expected,
+        string context)
+    {
+        Assert.That(actual.Output.Select(BitConverter.DoubleToInt64Bits), Is.EqualTo(expected.Output.Select(BitConverter.DoubleToInt64Bits)), $"output; {context}");
+        Assert.That(actual.Lse.Select(BitConverter.DoubleToInt64Bits), Is.EqualTo(expected.Lse.Select(BitConverter.DoubleToInt64Bits)), $"LSE; {context}");
+        Assert.That(actual.Stats, Is.EqualTo(expected.Stats), $"tile stats; {context}");
+    }
+
+    /// <summary>Computed + skipped must count every forward (query tile, key tile) pair of every batch and query head.</summary>
+    public static void CheckTileCount(ForwardCase c, TileStats stats) =>
+        Assert.That(stats.Computed + stats.Skipped,
+            Is.EqualTo(TileCount(c.Shape, DynamicMaskAttention.ForwardTileShape(c.Shape.HeadDim, c.DType, c.Backend))),
+            $"computed {stats.Computed} + skipped {stats.Skipped}; {c.Label}");
+
+    /// <summary>The (query tile, key tile) pairs of every batch and query head, for tiles of the given shape.</summary>
     public static long TileCount(AttentionShape s, (int BlockM, int BlockN) tile) =>
         (long)s.Batch * s.HeadsQ * ((s.SeqLenQ + tile.BlockM - 1) / tile.BlockM) * ((s.SeqLenK + tile.BlockN - 1) / tile.BlockN);
 }

@@ -15,6 +15,12 @@ public sealed record BackwardCase(string Name, ForwardCase Forward)
 
     public ScalarType? BiasGradientType => Forward.Bias is null ? null : Float32BiasGradient ? ScalarType.Float32 : Forward.BiasType;
 
+    /// <summary>The forward's label, under this case's name.</summary>
+    public string Label => (Forward with { Name = Name }).Label;
+
+    /// <summary>This case, forward and backward, on a backend.</summary>
+    public BackwardCase On(FlashDmAttnBackend backend) => this with { Forward = Forward with { Backend = backend } };
+
     public override string ToString() => Name;
 }
 
@@ -145,13 +151,13 @@ internal static class BackwardCheck
     public static void Check(BackwardInputs inputs, BackwardGradients gpu, BackwardGradients reference)
     {
         ForwardCase f = inputs.Case.Forward;
-        string context = $"{inputs.Case.Name}; {inputs.Forward.Random}";
+        string context = $"{inputs.Case.Label}; {inputs.Forward.Random}";
         Assert.That(gpu.Bias is null, Is.EqualTo(reference.Bias is null), context);
         foreach (((string name, double[] got), (_, double[] expected)) in gpu.Named().Zip(reference.Named()))
         {
             Assert.That(got, Has.None.NaN, $"{name} not fully written or NaN; {context}");
             double error = RelativeError(got, expected);
-            BackwardRunSummary.Record(name, f.DType, inputs.Case.Name, error);
+            BackwardRunSummary.Record(name, f.DType, inputs.Case.Label, error);
             Assert.That(error, Is.LessThanOrEqualTo(Bound(f.DType)), $"{name}: ||g-ref||/||ref||; {context}");
         }
 
@@ -167,6 +173,14 @@ internal static class BackwardCheck
         }
     }
 
+    /// <summary>Two runs' gradients are the same to the bit.</summary>
+    public static void AssertSameBits(BackwardGradients actual, BackwardGradients expected, string context)
+    {
+        foreach (((string name, double[] got), (_, double[] want)) in actual.Named().Zip(expected.Named()))
+            Assert.That(got.Select(BitConverter.DoubleToInt64Bits), Is.EqualTo(want.Select(BitConverter.DoubleToInt64Bits)), $"{name}; {context}");
+        Assert.That(actual.Bias is null, Is.EqualTo(expected.Bias is null), context);
+    }
+
     /// <summary>Two device-pointer calls wrote the same bytes: every gradient and the tile counts.</summary>
     public static void AssertSameBytes(DeviceBackwardResults actual, DeviceBackwardResults expected, string context)
     {
@@ -180,14 +194,17 @@ internal static class BackwardCheck
     /// <summary>Computed + skipped must count every backward (query tile, key tile) pair of every batch and query head.</summary>
     public static void CheckTileCount(BackwardCase c, TileStats stats) =>
         Assert.That(stats.Computed + stats.Skipped,
-            Is.EqualTo(ForwardCheck.TileCount(c.Forward.Shape, DynamicMaskAttention.BackwardTileShape(c.Forward.Shape.HeadDim, c.Forward.DType))),
-            $"computed {stats.Computed} + skipped {stats.Skipped}; {c.Name}");
+            Is.EqualTo(ForwardCheck.TileCount(c.Forward.Shape, DynamicMaskAttention.BackwardTileShape(c.Forward.Shape.HeadDim, c.Forward.DType, c.Forward.Backend))),
+            $"computed {stats.Computed} + skipped {stats.Skipped}; {c.Label}");
 
-    /// <summary>A random mask with every fifth row and every third backward (query tile, key tile) block blank.</summary>
-    public static Func<AttentionShape, BroadcastShape, byte[]> BlankBackwardTiles(ScalarType dtype, TestRandom random, double density) => (s, m) =>
+    /// <summary>
+    /// A random mask of the case's density with every fifth row and every third backward (query tile, key tile) block of
+    /// the case's backend blank.
+    /// </summary>
+    public static Func<AttentionShape, BroadcastShape, byte[]> BlankBackwardTiles(ForwardCase c, TestRandom random) => (s, m) =>
     {
-        (int blockM, int blockN) = DynamicMaskAttention.BackwardTileShape(s.HeadDim, dtype);
-        byte[] mask = random.Mask(m.Elements(s.SeqLenK), density);
+        (int blockM, int blockN) = DynamicMaskAttention.BackwardTileShape(s.HeadDim, c.DType, c.Backend);
+        byte[] mask = random.Mask(m.Elements(s.SeqLenK), c.MaskDensity);
         for (int plane = 0; plane < m.Batch * m.Heads; plane++)
             for (int row = 0; row < m.Rows; row++)
                 for (int j = 0; j < s.SeqLenK; j++)

@@ -1,0 +1,42 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace FlashDmAttn.Tests.Gpu;
+
+/// <summary>
+/// fdma_bwd_params as the native library itself initialises it: the size it records is the managed mirror's, and the key
+/// strides it defaults are 1. Needs the native library, which loads on the GPU machine; InteropLayoutTests has a C
+/// compiler check the mirrors against the header everywhere.
+/// </summary>
+[Category("Gpu")]
+public class InteropLayoutGpuTests : GpuTest
+{
+    [Test]
+    public void ParameterStructs_HaveTheSizesTheNativeLibraryWrites()
+    {
+        FlashDmAttnLibrary.EnsureLoaded();
+        const int capacity = 4096; // far more than either struct: a larger native struct is written in full
+        nint native = Marshal.AllocHGlobal(capacity);
+        try
+        {
+            Marshal.Copy(Enumerable.Repeat((byte)0xCD, capacity).ToArray(), 0, native, capacity);
+            Interop.FlashDmAttn.fdma_bwd_params_init(native);
+
+            Assert.That(Marshal.ReadInt32(native, 0), Is.EqualTo(Unsafe.SizeOf<Interop.FlashDmAttn.BwdParams>()), "fdma_bwd_params.struct_size");
+            foreach (string field in new[] { "Mask", "Bias" })
+            {
+                int offset = (int)(Marshal.OffsetOf<Interop.FlashDmAttn.BwdParams>(nameof(Interop.FlashDmAttn.BwdParams.Problem)) +
+                    Marshal.OffsetOf<Interop.FlashDmAttn.Problem>(field) + Marshal.OffsetOf<Interop.FlashDmAttn.BroadcastTensor>("StrideKey"));
+                Assert.That(Marshal.ReadInt64(native, offset), Is.EqualTo(1), $"problem.{field}.stride_key");
+            }
+
+            int dBiasStrideKey = (int)(Marshal.OffsetOf<Interop.FlashDmAttn.BwdParams>(nameof(Interop.FlashDmAttn.BwdParams.DBias)) +
+                Marshal.OffsetOf<Interop.FlashDmAttn.BroadcastTensor>("StrideKey"));
+            Assert.That(Marshal.ReadInt64(native, dBiasStrideKey), Is.EqualTo(1), "d_bias.stride_key");
+        }
+        finally
+        {
+            Marshal.FreeHGlobal(native);
+        }
+    }
+}
