@@ -56,9 +56,10 @@ public class BackendSelectionGpuTests : GpuTest
 
     // ---- Auto's fallbacks, each in a process of its own (the native library loads once per process) ----
 
-    public enum Fault { Absent, OtherAbiVersion, NoCodeForThisGpu }
+    public enum Fault { Absent, AbiVersion1, OtherAbiVersion, NoCodeForThisGpu }
 
     [TestCase(Fault.Absent, "could not be loaded")]
+    [TestCase(Fault.AbiVersion1, "implements ABI version 1; this binding needs ABI version 2")]
     [TestCase(Fault.OtherAbiVersion, "implements ABI version 999")]
     [TestCase(Fault.NoCodeForThisGpu, "holds code for sm_75")]
     public void Auto_FallsBackToNvrtcWithTheReason_AndGivesTheNativeBits(Fault fault, string reason)
@@ -103,6 +104,14 @@ public class BackendSelectionGpuTests : GpuTest
         Assert.That(error[1], Does.Contain("could not be loaded"));
     }
 
+    // The stand-in library's ABI version: the binding's own, but where the fault is the version.
+    private static int AbiVersionOf(Fault fault) => fault switch
+    {
+        Fault.AbiVersion1 => 1,
+        Fault.OtherAbiVersion => 999,
+        _ => Interop.FlashDmAttn.AbiVersion,
+    };
+
     // A path for FLASHDMATTN_NATIVE_LIBRARY that fails as the fault says: none, or a stand-in library built here.
     private static string LibraryWith(Fault fault, ProbeFolder folder)
     {
@@ -115,7 +124,7 @@ public class BackendSelectionGpuTests : GpuTest
         string source = folder.At("fake.c"), library = folder.At("libflash_dmattn.so");
         File.WriteAllText(source, $$"""
             #include <stdint.h>
-            int32_t fdma_abi_version(void) { return {{(fault == Fault.OtherAbiVersion ? 999 : 1)}}; }
+            int32_t fdma_abi_version(void) { return {{AbiVersionOf(fault)}}; }
             const char* fdma_version_string(void) { return "0.0.0-stand-in"; }
             const char* fdma_status_string(int32_t status) { (void)status; return "stand-in"; }
             const char* fdma_last_error_message(void) { return ""; }

@@ -17,7 +17,7 @@ public class KernelBuildTimingGpuTests : GpuTest
         ForwardCase c = EightKCase.Forward;
         ForwardPlan plan = LaunchPlan.PlanFwd(ProblemShape.Of(c.Shape, c.Mask, null, default));
         (KernelVariant Variant, int SharedBytes)[] kernels =
-            [(KernelVariant.Forward(c.DType, c.Shape.HeadDim), plan.SmemLimit), (KernelVariant.Occupancy(plan.Tile), 0)];
+            [(KernelVariant.Forward(c.DType, c.Shape.HeadDim), plan.SmemLimit), (KernelVariant.Occupancy, 0)];
         CompileTarget target = KernelModules.TargetOf(0);
         using CudaPrimaryContext context = CudaPrimaryContext.Retain(0);
         using CudaContextScope current = context.Push();
@@ -38,7 +38,7 @@ public class KernelBuildTimingGpuTests : GpuTest
         BackwardKernels defaultMode = NvrtcBackend.BackwardKernels(c.DType, c.Shape.HeadDim, deterministic: false);
         (KernelVariant Variant, int SharedBytes)[] kernels =
         [
-            (KernelVariant.Occupancy(plan.Tile), 0), (deterministic.Delta, plan.DqSmemLimit), (deterministic.DkDv, plan.DkdvSmemBytes),
+            (KernelVariant.Occupancy, 0), (deterministic.Delta, plan.DqSmemLimit), (deterministic.DkDv, plan.DkdvSmemBytes),
             (deterministic.Dq, plan.DqSmemLimit), (defaultMode.Dq, 0),
         ];
         CompileTarget target = KernelModules.TargetOf(0);

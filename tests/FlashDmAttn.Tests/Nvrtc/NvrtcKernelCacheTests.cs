@@ -162,7 +162,7 @@ public class NvrtcKernelBuilderTests : NvrtcTest
         try
         {
             var cache = new KernelImageCache(directory);
-            KernelVariant variant = KernelVariant.Occupancy(LaunchPlan.FwdTile(128));
+            KernelVariant variant = KernelVariant.Occupancy;
             var target = new CompileTarget("compute_80");
             var builder = new NvrtcKernelBuilder(KernelSources.Embedded, cache);
 
