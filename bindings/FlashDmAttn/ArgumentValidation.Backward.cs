@@ -35,11 +35,14 @@ internal static partial class ArgumentValidation
         ThrowIfMisaligned(args.TileStats, sizeof(ulong), "args.TileStats");
         ValidateWorkspace(args.Workspace, args.WorkspaceBytes, "args");
 
+        // In the order the checks have always named a first overlap: the inputs, the forward's results, mask and bias.
+        MemoryRange[] problem = ProblemRanges(forward, "args.Forward");
         ThrowIfOutputOverlaps(
         [
-            .. ProblemRanges(forward, "args.Forward"),
+            .. problem[..3],
             TensorRange(forward.Output, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.Forward.Output", written: false),
             FlatRange("args.Forward.Lse", forward.Lse, (ulong)shape.LseElements * sizeof(float)) with { Written = false },
+            .. problem[3..],
             TensorRange(args.DOutput, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.DOutput", written: false),
             TensorRange(args.DQ, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.DQ", written: true),
             TensorRange(args.DK, shape.SeqLenK, shape.HeadsKv, shape, elementSize, "args.DK", written: true),

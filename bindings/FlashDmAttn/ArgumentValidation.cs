@@ -174,7 +174,7 @@ internal static partial class ArgumentValidation
         }
     }
 
-    // The inputs both directions read: Q, K, V, mask and bias.
+    // The inputs both directions read: Q, K, V, mask and bias, in that order.
     private static MemoryRange[] ProblemRanges(DeviceForwardArgs args, string name)
     {
         AttentionShape shape = args.Shape;
