@@ -154,9 +154,6 @@ def main():
     arguments = parser.parse_args()
 
     properties, files = package_props()
-    known_rids = properties["FlashDmAttnRuntimeIdentifiers"].split(";")
-    if arguments.rid not in known_rids:
-        sys.exit(f"pack_runtime.py: {arguments.rid} is not among FlashDmAttnRuntimeIdentifiers ({', '.join(known_rids)})")
     # "80;90-real" -> 80, 90, as native/CMakeLists.txt reads them for fdma_compiled_archs.
     archs = list(dict.fromkeys(re.sub(r"[^0-9].*$", "", arch) for arch in arguments.archs.split(";")))
     if not archs or not all(archs):
