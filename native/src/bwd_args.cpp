@@ -70,16 +70,16 @@ fdma_status make_bwd_call(const fdma_bwd_params* in, BwdParams& out, BwdPlan& pl
         return st;
 
     out.o = p.out.data;
-    out.o_strides = {p.out.stride_batch, p.out.stride_seq, p.out.stride_head};
+    out.o_strides = strides_of(p.out);
     out.lse = p.lse;
     out.d_o = p.d_out.data;
     out.d_q = p.d_q.data;
     out.d_k = p.d_k.data;
     out.d_v = p.d_v.data;
-    out.d_o_strides = {p.d_out.stride_batch, p.d_out.stride_seq, p.d_out.stride_head};
-    out.d_q_strides = {p.d_q.stride_batch, p.d_q.stride_seq, p.d_q.stride_head};
-    out.d_k_strides = {p.d_k.stride_batch, p.d_k.stride_seq, p.d_k.stride_head};
-    out.d_v_strides = {p.d_v.stride_batch, p.d_v.stride_seq, p.d_v.stride_head};
+    out.d_o_strides = strides_of(p.d_out);
+    out.d_q_strides = strides_of(p.d_q);
+    out.d_k_strides = strides_of(p.d_k);
+    out.d_v_strides = strides_of(p.d_v);
     out.tile_stats = reinterpret_cast<u64*>(p.tile_stats);
     out.owner_heads = plan.owner_heads;
     out.owner_batches = plan.owner_batches;

@@ -39,6 +39,9 @@ struct TensorCheck {
     bool is_output;
 };
 
+// The kernels' view of a tensor's strides.
+inline Strides strides_of(const fdma_tensor& t) { return {t.stride_batch, t.stride_seq, t.stride_head}; }
+
 // A (batch, seq, heads, head_dim) tensor: pointer, alignment, strides, extent, device memory.
 fdma_status check_tensor(const fdma_tensor& t, const TensorCheck& c, int head_dim, Extent& extent);
 

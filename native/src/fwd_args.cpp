@@ -58,7 +58,7 @@ fdma_status make_fwd_call(const fdma_fwd_params* in, FwdParams& out, FwdPlan& pl
         return st;
 
     out.o = p.out.data;
-    out.o_strides = {p.out.stride_batch, p.out.stride_seq, p.out.stride_head};
+    out.o_strides = strides_of(p.out);
     out.lse = p.lse;
     out.tile_stats = reinterpret_cast<u64*>(p.tile_stats);
     out.kv_splits = plan.kv_splits;

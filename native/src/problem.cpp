@@ -65,9 +65,9 @@ fdma_status check_problem(const fdma_problem& p, const std::string& prefix, Atte
     out.q = p.q.data;
     out.k = p.k.data;
     out.v = p.v.data;
-    out.q_strides = {p.q.stride_batch, p.q.stride_seq, p.q.stride_head};
-    out.k_strides = {p.k.stride_batch, p.k.stride_seq, p.k.stride_head};
-    out.v_strides = {p.v.stride_batch, p.v.stride_seq, p.v.stride_head};
+    out.q_strides = strides_of(p.q);
+    out.k_strides = strides_of(p.k);
+    out.v_strides = strides_of(p.v);
     out.batch = p.batch;
     out.seqlen_q = p.seqlen_q;
     out.seqlen_k = p.seqlen_k;

@@ -184,6 +184,9 @@ internal readonly record struct ProblemShape(
     public static ProblemShape Of(AttentionShape shape, BroadcastShape? mask, BroadcastShape? bias, ScalarType biasType) => new(
         shape.Batch, shape.SeqLenQ, shape.SeqLenK, shape.HeadsQ, shape.HeadsKv, shape.HeadDim,
         mask?.Batch ?? 0, mask?.Heads ?? 0, bias is null ? 0 : (int)biasType, bias?.Batch ?? 0, bias?.Heads ?? 0, bias?.Rows ?? 0);
+
+    // The shape of a call's problem.
+    public static ProblemShape Of(DeviceForwardArgs args) => Of(args.Shape, args.Mask?.Shape, args.Bias?.Shape, args.Bias?.DType ?? default);
 }
 
 // fdma::FwdPlan.

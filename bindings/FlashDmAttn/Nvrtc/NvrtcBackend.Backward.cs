@@ -23,8 +23,7 @@ internal sealed partial class NvrtcBackend
     {
         DeviceForwardArgs forward = args.Forward;
         AttentionShape shape = forward.Shape;
-        BackwardPlan plan = LaunchPlan.PlanBwd(
-            ProblemShape.Of(shape, forward.Mask?.Shape, forward.Bias?.Shape, forward.Bias?.DType ?? default), deterministic, args.DBias is not null);
+        BackwardPlan plan = LaunchPlan.PlanBwd(ProblemShape.Of(forward), deterministic, args.DBias is not null);
         CheckBackward(args, plan, device);
         var parameters = new KernelParams.Backward
         {

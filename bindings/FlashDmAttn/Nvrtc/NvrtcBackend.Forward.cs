@@ -8,7 +8,7 @@ internal sealed partial class NvrtcBackend
     public unsafe void Forward(DeviceForwardArgs args, AttentionOptions options, nint stream, int device)
     {
         AttentionShape shape = args.Shape;
-        ForwardPlan plan = LaunchPlan.PlanFwd(ProblemShape.Of(shape, args.Mask?.Shape, args.Bias?.Shape, args.Bias?.DType ?? default));
+        ForwardPlan plan = LaunchPlan.PlanFwd(ProblemShape.Of(args));
         CheckForward(args, plan, device);
         var parameters = new KernelParams.Forward
         {
