@@ -31,13 +31,15 @@ extern "C" {
 
 /* The library's version: the one place it is written (CMake, MSBuild and fdma_version_string() read it here). */
 #define FDMA_VERSION_MAJOR 0
-#define FDMA_VERSION_MINOR 2
+#define FDMA_VERSION_MINOR 3
 #define FDMA_VERSION_PATCH 0
 
 /* Bumped on every incompatible change of a struct, an enum or a signature below. Version 2: the problem both
  * directions share is one embedded struct (fdma_problem); the backward has its own outputs, statistics, scratch
- * and stream; masks, biases and the bias gradient take a key stride. */
-#define FDMA_ABI_VERSION 2
+ * and stream; masks, biases and the bias gradient take a key stride. Version 3: the problem takes key lifetimes
+ * (a mask form of two int32 per key); the forward's statistics count visible pairs; the top-k lifetime builder
+ * and the DMA decode cache. */
+#define FDMA_ABI_VERSION 3
 
 typedef enum fdma_status {
     FDMA_STATUS_SUCCESS = 0,
@@ -107,6 +109,14 @@ typedef struct fdma_problem {
     fdma_tensor v;          /* (B, Lk, Hkv, D), read */
 
     fdma_broadcast_tensor mask; /* optional, 8-bit, nonzero = visible */
+
+    /* Optional key lifetimes, a mask form of O(Lk) memory: logical shape (batch, heads, 1, Lk) with the mask's
+     * broadcast rules (rows must be 1; dtype ignored), each element a pair of int32 {first, end}, 8-byte aligned,
+     * strides counted in pairs. Key j is visible to query i iff first_j <= i < end_j (and the causal bound, when
+     * is_causal is set). Every pair has this meaning: first >= end is a key no query sees, and the interval is
+     * clipped to [0, Lq). Not combined with mask (one of the two, or neither). fdma_topk_lifetimes builds the
+     * lifetimes of DMA's top-k mask; sliding windows, prefix-LM and per-key expiry are also lifetimes (README). */
+    fdma_broadcast_tensor lifetimes;
     fdma_broadcast_tensor bias; /* optional, fp16, bf16 or fp32, added to the scaled score */
 
     float softmax_scale;    /* finite and > 0; the usual value is 1/sqrt(head_dim) */
@@ -122,9 +132,10 @@ typedef struct fdma_fwd_params {
     fdma_tensor out;        /* (B, Lq, Hq, D), written; must not overlap any other tensor */
     float* lse;             /* optional (B, Hq, Lq) contiguous fp32, written: natural log, -inf on empty rows */
 
-    /* Optional device pointer to two uint64 counters, overwritten with the number of
-     * (query tile, key tile) pairs computed and skipped by this call, over all batches and
-     * query heads. Tile shape: fdma_fwd_tile_shape(). computed + skipped = the tile count. */
+    /* Optional device pointer to three uint64 counters, overwritten with, over all batches and query heads:
+     * [0] the (query tile, key tile) pairs computed and [1] skipped by this call (tile shape:
+     * fdma_fwd_tile_shape(); computed + skipped = the tile count; with lifetimes, a computed tile is one of
+     * gathered keys), and [2] the visible (query, key) pairs. Work amplification: [0] * block_m * block_n / [2]. */
     uint64_t* tile_stats;
 
     /* Optional device scratch of at least fdma_fwd_workspace_size() bytes, 16-byte aligned, not
@@ -177,6 +188,122 @@ typedef struct fdma_bwd_params {
 
     uint64_t reserved[4];   /* must be zero */
 } fdma_bwd_params;
+
+/*
+ * DMA's top-k mask as key lifetimes (README, "Key lifetimes"). Per (batch, head): scores s_j, a window w and Lq
+ * queries, query i at position p_i = i + Lk - Lq. Order: higher score first, equal scores lower index first;
+ * -inf and NaN scores are never selected.
+ *   FDMA_SELECT_TOPK, is_causal = 1: query i selects the w highest-ranked keys among j <= p_i (all of them when
+ *     fewer are eligible): first_j = max(0, j - (Lk - Lq)), end_j = the first query at which w eligible keys
+ *     outrank j (Lq if none), end_j = first_j when j is never selected. Exactly the dense per-query top-k mask.
+ *   FDMA_SELECT_TOPK, is_causal = 0: one selection of the w highest-ranked keys of all Lk for every query:
+ *     {0, Lq} for the selected keys, {0, 0} for the others (attend with is_causal as the model does).
+ *   FDMA_SELECT_POSITIVE: the keys with s_j > 0 (window ignored): {first_j, Lq} as above with is_causal = 1,
+ *     {0, Lq} with is_causal = 0; {first_j, first_j} for the others.
+ * No Lq x Lk memory; asynchronous on stream.
+ */
+typedef enum fdma_selection {
+    FDMA_SELECT_TOPK = 0,
+    FDMA_SELECT_POSITIVE = 1
+} fdma_selection;
+
+typedef struct fdma_topk_params {
+    uint32_t struct_size;   /* sizeof(fdma_topk_params) */
+    int32_t selection;      /* fdma_selection */
+    int32_t batch;          /* B >= 1 */
+    int32_t heads;          /* H >= 1 (DMA: the key/value heads) */
+    int32_t seqlen_q;       /* Lq >= 1 */
+    int32_t seqlen_k;       /* Lk >= 1 */
+    int32_t window;         /* w >= 1 for FDMA_SELECT_TOPK */
+    int32_t is_causal;      /* 0 or 1 */
+
+    /* (B, H, 1, Lk) scores, fp16, bf16 or fp32 (the DMA bias itself; rows must be 1, batch and heads as given:
+     * no broadcast); key stride >= 1, so a (B, Lk, H) tensor needs no copy. */
+    fdma_broadcast_tensor scores;
+
+    /* (B, H, Lk) int32 pairs {first, end}, written, contiguous (the lifetimes operand of fdma_problem with
+     * stride_key 1, stride_head Lk, stride_batch H * Lk). */
+    int32_t* lifetimes;
+
+    /* Optional (B, H, w) int32, written: the keys alive after the last query (end_j = Lq and first_j < Lq), in
+     * increasing index order, then -1: a DMA decode cache's content after this prefill. NULL = not wanted. */
+    int32_t* survivors;
+
+    void* workspace;        /* optional scratch of fdma_topk_workspace_size() bytes; NULL: stream-ordered allocation */
+    uint64_t workspace_bytes;
+    void* stream;           /* cudaStream_t; NULL = the legacy default stream */
+    uint64_t reserved[4];   /* must be zero */
+} fdma_topk_params;
+
+/* Sets struct_size and scores.stride_key to 1, and zeroes everything else. */
+FDMA_API void fdma_topk_params_init(fdma_topk_params* params);
+
+/* Bytes of scratch fdma_topk_lifetimes needs for these parameters. */
+FDMA_API fdma_status fdma_topk_workspace_size(const fdma_topk_params* params, uint64_t* bytes);
+
+/* Builds the lifetimes (and survivors). Checks every argument first; on any failure nothing is launched. */
+FDMA_API fdma_status fdma_topk_lifetimes(const fdma_topk_params* params);
+
+/*
+ * DMA decode cache (README, "Decode cache"): per (batch, kv head) `slots` = window + max_step_tokens slots of K,
+ * V, score (fp32, the attention bias) and token position, and each slot's lifetime over the current step's
+ * queries. Exact: attending over the slots equals attending over the whole context with the per-query top-w
+ * mask, since a key evicted from the top w never returns. The caller allocates the device buffers (sizes in
+ * the field comments); fdma_dma_cache_reset empties a cache.
+ *
+ * A step appends S tokens at positions P .. P + S - 1 (P: the tokens appended before) with their K, V and
+ * scores, and then its S queries (query u at position P + u) attend over the slots with fdma_fwd on the problem
+ * fdma_dma_cache_problem fills. Token u takes a free slot while fewer than w keys are alive; else it replaces
+ * the lowest-ranked alive key if it outranks it (ties: the lower position wins, so an equal score does not
+ * outrank); else it is dropped: no query ever sees it. A key replaced by token u stays in its slot, visible to
+ * queries < u, until the next append frees it.
+ */
+typedef struct fdma_dma_cache {
+    uint32_t struct_size;   /* sizeof(fdma_dma_cache) */
+    int32_t dtype;          /* of k and v: FDMA_DTYPE_FLOAT16 or FDMA_DTYPE_BFLOAT16 */
+    int32_t batch;          /* B >= 1 */
+    int32_t heads_kv;       /* Hkv >= 1 */
+    int32_t head_dim;       /* D, as fdma_problem */
+    int32_t window;         /* w >= 1 */
+    int32_t max_step_tokens;/* S_max >= 1: the most tokens one append takes; slots = window + max_step_tokens */
+
+    fdma_tensor k;          /* (B, slots, Hkv, D), the cache's keys */
+    fdma_tensor v;          /* (B, slots, Hkv, D), the cache's values */
+    float* scores;          /* (B, Hkv, slots) fp32 contiguous: each slot's score (-inf in a free slot) */
+    int32_t* positions;     /* (B, Hkv, slots) int32 contiguous: each slot's token position, -1 when free */
+    int32_t* lifetimes;     /* (B, Hkv, slots) int32 pairs contiguous: each slot's {first, end} over the step's queries */
+    int32_t* state;         /* (B, Hkv, 4) int32 contiguous: the cache's own counters; only the library reads them */
+} fdma_dma_cache;
+
+typedef struct fdma_dma_append_params {
+    uint32_t struct_size;   /* sizeof(fdma_dma_append_params) */
+    int32_t tokens;         /* S, 1 <= S <= max_step_tokens */
+    fdma_tensor k;          /* (B, S, Hkv, D), read */
+    fdma_tensor v;          /* (B, S, Hkv, D), read */
+    fdma_broadcast_tensor scores; /* (B, Hkv, 1, S) fp16, bf16 or fp32, read; no broadcast */
+    int32_t* slots;         /* optional (B, Hkv, S) int32, written: the slot token u took, or -1 when dropped */
+    void* stream;           /* cudaStream_t; NULL = the legacy default stream */
+    uint64_t reserved[4];   /* must be zero */
+} fdma_dma_append_params;
+
+/* Sets struct_size; zeroes everything else. */
+FDMA_API void fdma_dma_cache_init(fdma_dma_cache* cache);
+
+/* Empties the cache (every slot free, no token appended) on stream. */
+FDMA_API fdma_status fdma_dma_cache_reset(const fdma_dma_cache* cache, void* stream);
+
+/* Sets struct_size; zeroes everything else. */
+FDMA_API void fdma_dma_append_params_init(fdma_dma_append_params* params);
+
+/* Appends one step's tokens; frees first the slots the previous step's tokens replaced. Asynchronous on stream,
+ * no host synchronisation. */
+FDMA_API fdma_status fdma_dma_cache_append(const fdma_dma_cache* cache, const fdma_dma_append_params* params);
+
+/* Fills the key-side half of an fdma_problem for the step just appended: dtype, batch, heads_kv, head_dim,
+ * seqlen_k = slots, k, v, lifetimes (the slots' lifetimes), bias = the slots' scores as a (B, Hkv, 1, slots) fp32
+ * bias, is_causal = 0 (the lifetimes hold causality), no mask. The caller sets seqlen_q = S, heads_q, q, the
+ * scale and softcap. */
+FDMA_API fdma_status fdma_dma_cache_problem(const fdma_dma_cache* cache, fdma_problem* problem);
 
 /* Returns FDMA_ABI_VERSION as compiled into the library. */
 FDMA_API int32_t fdma_abi_version(void);

@@ -41,6 +41,7 @@ struct AttentionParams {
     Strides q_strides, k_strides, v_strides;
 
     BroadcastOperand mask;   // [B|1, Hq|Hkv|1, Lq|1, Lk] u8, nonzero = visible
+    BroadcastOperand lifetimes;  // [B|1, Hq|Hkv|1, 1, Lk] int2 {first, end}: visible iff first <= query < end
     BroadcastOperand bias;   // [B|1, Hq|Hkv|1, Lq|1, Lk]
 
     // With a mask: bitmaps of one bit per (query tile, key tile), written by the pre-pass

@@ -105,7 +105,7 @@ void fdma_fwd_params_init(fdma_fwd_params* params) {
     if (params == nullptr) return;
     *params = fdma_fwd_params{};
     params->struct_size = sizeof(fdma_fwd_params);
-    params->problem.mask.stride_key = params->problem.bias.stride_key = 1;
+    params->problem.mask.stride_key = params->problem.lifetimes.stride_key = params->problem.bias.stride_key = 1;
 }
 
 fdma_status fdma_fwd(const fdma_fwd_params* params) {
@@ -129,7 +129,8 @@ void fdma_bwd_params_init(fdma_bwd_params* params) {
     if (params == nullptr) return;
     *params = fdma_bwd_params{};
     params->struct_size = sizeof(fdma_bwd_params);
-    params->problem.mask.stride_key = params->problem.bias.stride_key = params->d_bias.stride_key = 1;
+    params->problem.mask.stride_key = params->problem.lifetimes.stride_key = params->problem.bias.stride_key =
+        params->d_bias.stride_key = 1;
 }
 
 fdma_status fdma_bwd_workspace_size(const fdma_bwd_params* params, uint64_t* bytes) {

@@ -34,7 +34,7 @@ class Problem(ctypes.Structure):
                 ("batch", ctypes.c_int32), ("seqlen_q", ctypes.c_int32), ("seqlen_k", ctypes.c_int32),
                 ("heads_q", ctypes.c_int32), ("heads_kv", ctypes.c_int32), ("head_dim", ctypes.c_int32),
                 ("q", Tensor), ("k", Tensor), ("v", Tensor),
-                ("mask", BroadcastTensor), ("bias", BroadcastTensor),
+                ("mask", BroadcastTensor), ("lifetimes", BroadcastTensor), ("bias", BroadcastTensor),
                 ("softmax_scale", ctypes.c_float), ("softcap", ctypes.c_float), ("is_causal", ctypes.c_int32)]
 
 
@@ -51,6 +51,30 @@ class BwdParams(ctypes.Structure):
                 ("d_out", Tensor), ("d_q", Tensor), ("d_k", Tensor), ("d_v", Tensor), ("d_bias", BroadcastTensor),
                 ("tile_stats", ctypes.c_void_p), ("workspace", ctypes.c_void_p), ("workspace_bytes", ctypes.c_uint64),
                 ("stream", ctypes.c_void_p), ("reserved", ctypes.c_uint64 * 4)]
+
+
+class TopkParams(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("selection", ctypes.c_int32), ("batch", ctypes.c_int32),
+                ("heads", ctypes.c_int32), ("seqlen_q", ctypes.c_int32), ("seqlen_k", ctypes.c_int32),
+                ("window", ctypes.c_int32), ("is_causal", ctypes.c_int32), ("scores", BroadcastTensor),
+                ("lifetimes", ctypes.c_void_p), ("survivors", ctypes.c_void_p), ("workspace", ctypes.c_void_p),
+                ("workspace_bytes", ctypes.c_uint64), ("stream", ctypes.c_void_p), ("reserved", ctypes.c_uint64 * 4)]
+
+
+class DmaCache(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("dtype", ctypes.c_int32), ("batch", ctypes.c_int32),
+                ("heads_kv", ctypes.c_int32), ("head_dim", ctypes.c_int32), ("window", ctypes.c_int32),
+                ("max_step_tokens", ctypes.c_int32), ("k", Tensor), ("v", Tensor), ("scores", ctypes.c_void_p),
+                ("positions", ctypes.c_void_p), ("lifetimes", ctypes.c_void_p), ("state", ctypes.c_void_p)]
+
+
+class DmaAppendParams(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("tokens", ctypes.c_int32), ("k", Tensor), ("v", Tensor),
+                ("scores", BroadcastTensor), ("slots", ctypes.c_void_p), ("stream", ctypes.c_void_p),
+                ("reserved", ctypes.c_uint64 * 4)]
+
+
+SELECT_TOPK, SELECT_POSITIVE = 0, 1
 
 
 def load_library(path=None):
@@ -70,6 +94,18 @@ def load_library(path=None):
     lib.fdma_bwd.restype = ctypes.c_int32
     lib.fdma_bwd_params_init.argtypes = [ctypes.POINTER(BwdParams)]
     lib.fdma_bwd_tile_shape.argtypes = lib.fdma_fwd_tile_shape.argtypes
+    lib.fdma_topk_params_init.argtypes = [ctypes.POINTER(TopkParams)]
+    lib.fdma_topk_workspace_size.argtypes = [ctypes.POINTER(TopkParams), ctypes.POINTER(ctypes.c_uint64)]
+    lib.fdma_topk_lifetimes.argtypes = [ctypes.POINTER(TopkParams)]
+    lib.fdma_topk_lifetimes.restype = ctypes.c_int32
+    lib.fdma_dma_cache_init.argtypes = [ctypes.POINTER(DmaCache)]
+    lib.fdma_dma_cache_reset.argtypes = [ctypes.POINTER(DmaCache), ctypes.c_void_p]
+    lib.fdma_dma_cache_reset.restype = ctypes.c_int32
+    lib.fdma_dma_append_params_init.argtypes = [ctypes.POINTER(DmaAppendParams)]
+    lib.fdma_dma_cache_append.argtypes = [ctypes.POINTER(DmaCache), ctypes.POINTER(DmaAppendParams)]
+    lib.fdma_dma_cache_append.restype = ctypes.c_int32
+    lib.fdma_dma_cache_problem.argtypes = [ctypes.POINTER(DmaCache), ctypes.POINTER(Problem)]
+    lib.fdma_dma_cache_problem.restype = ctypes.c_int32
     return lib
 
 
