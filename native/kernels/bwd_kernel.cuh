@@ -423,7 +423,6 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     const int batch = blockIdx.z;
     const int kv_head = head / p.kv_group;
     const int Lq = p.seqlen_q;
-    const int Lk = p.seqlen_k;
     const TileBounds bounds(p);
     const int n_end = bounds.template key_tile_end<kBlockM, kBlockN>(m0);
     const char* q_g = head_slice(p.q, p.q_strides, batch, head);
@@ -432,7 +431,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     const char* v_g = head_slice(p.v, p.v_strides, batch, kv_head);
     const int bias_type = p.bias.data == nullptr ? 0 : p.bias.type;
     const BiasStage<Traits> bias{smem + 4 * Traits::kTileBytes, p.bias, batch, head};
-    const Visibility policy = Visibility::template by_query_tile<kBlockM, kBlockN>(p, batch, head, blockIdx.x, n_end);
+    const Visibility policy = Visibility::template by_query_tile<kBlockM, kBlockN>(p, batch, head, blockIdx.x, 0, n_end);
 
     load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * p.q_strides.seq, m0, Lq);
     load_tile_async<Traits, kBlockM>(sdO, do_g, 2 * bp.d_o_strides.seq, m0, Lq);
@@ -454,10 +453,9 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         for (int e = 0; e < 4; ++e) acc_dq[d][e] = 0.f;
 
     for (int n = policy.next(0); n < n_end; n = policy.next(n + 1)) {
-        const int n0 = n * kBlockN;
-        load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n0, Lk);
-        load_tile_async<Traits, kBlockN>(sV, v_g, 2 * p.v_strides.seq, n0, Lk);
-        if (bias_type != 0) bias.load(m0, n0, Lq, Lk);
+        policy.template load_keys<Traits>(sK, k_g, 2 * p.k_strides.seq, n);
+        policy.template load_keys<Traits>(sV, v_g, 2 * p.v_strides.seq, n);
+        if (bias_type != 0) policy.stage_bias(bias, m0, n);
         cp_async_commit();
         const bool elementwise = policy.elementwise(n);
         cp_async_wait<0>();
@@ -467,7 +465,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         two_products<Traits, Ops>(s, dp, sQ, sdO, sK, sV, warp, lane);
 
         auto coords = [&](int ni, int e) {
-            return ScoreCoords{m0 + warp * 16 + lane / 4 + (e / 2) * 8, n0 + ni * 8 + (lane % 4) * 2 + e % 2,
+            return ScoreCoords{m0 + warp * 16 + lane / 4 + (e / 2) * 8, policy.template key<kBlockN>(n, ni * 8 + (lane % 4) * 2 + e % 2),
                                lse_log2[e / 2], delta[e / 2]};
         };
         constexpr bool kWithGrad = !kDeltaPass;

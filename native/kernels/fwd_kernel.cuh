@@ -3,8 +3,9 @@
 //
 // One block computes block_m query rows of one (batch, query head). It visits only the key tiles
 // its visibility policy walks (visibility.cuh): below the causal bound and, with a mask, marked in
-// the occupancy bitmap a pre-pass built (tile_occupancy.cuh). A skipped tile costs no K, V, mask or
-// bias traffic and no math; the per-element data of the next visited tile loads during the current one.
+// the occupancy bitmap a pre-pass built (tile_occupancy.cuh); with key lifetimes, tiles of the keys
+// alive in the block's rows, gathered. A skipped tile costs no K, V, mask or bias traffic and no math;
+// the per-element data of the next visited tile loads during the current one.
 //
 // Device-only, no host headers: compiled by nvcc (native library) and NVRTC (fallback) alike.
 #pragma once
@@ -124,17 +125,19 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     // The policy walks the tiles of [n_begin, n_end) that hold a visible pair, and says which need
     // per-element tests.
     const TileVisibility<Traits, Visibility> visibility{
-        Visibility::template by_query_tile<kBlockM, kBlockN>(a, batch, head, blockIdx.x, n_end), bounds, m0, warp, lane};
+        Visibility::template by_query_tile<kBlockM, kBlockN>(a, batch, head, blockIdx.x, n_begin, n_end), bounds, m0, warp,
+        lane};
     const Visibility& policy = visibility.policy;
     u32 raw[TileVisibility<Traits, Visibility>::kRawRegs];
     int n = policy.next(n_begin);
     bool elementwise = n < n_end && policy.elementwise(n);
     if (n < n_end) {
-        load_tile_async<Traits, kBlockN>(sK, k_g, 2 * a.k_strides.seq, n * kBlockN, Lk);
-        if (bias_type != 0) bias.load(m0, n * kBlockN, Lq, Lk);
+        policy.template load_keys<Traits>(sK, k_g, 2 * a.k_strides.seq, n);
+        if (bias_type != 0) policy.stage_bias(bias, m0, n);
         cp_async_commit();
-        if (elementwise) visibility.load(n * kBlockN, raw);
+        if (elementwise) visibility.load(n, raw);
     }
+    u32 visible_pairs = 0;  // this thread's visible score registers, for the statistics
 
     float acc_o[kMTiles][kDTiles][4];
     float row_max[kMTiles][2];  // log2 domain; -inf until a visible key is seen
@@ -151,14 +154,15 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     __syncthreads();
 
     while (n < n_end) {
-        const int n0 = n * kBlockN;
-        load_tile_async<Traits, kBlockN>(sV, v_g, 2 * a.v_strides.seq, n0, Lk);
+        policy.template load_keys<Traits>(sV, v_g, 2 * a.v_strides.seq, n);
         cp_async_commit();
         u32 visible[kMTiles];
-        visibility.compute(n0, elementwise, raw, visible);
+        visibility.compute(n, elementwise, raw, visible);
+#pragma unroll
+        for (int mi = 0; mi < kMTiles; ++mi) visible_pairs += __popc(visible[mi]);
         const int n_next = policy.next(n + 1);
         elementwise = n_next < n_end && policy.elementwise(n_next);
-        if (elementwise) visibility.load(n_next * kBlockN, raw);
+        if (elementwise) visibility.load(n_next, raw);
 
         // S = Q K^T for this warp's rows.
         float s[kMTiles][kNTiles][4];
@@ -231,8 +235,8 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
         cp_async_wait<0>();
         __syncthreads();  // V landed; every warp is done reading K and the bias
         if (n_next < n_end) {
-            load_tile_async<Traits, kBlockN>(sK, k_g, 2 * a.k_strides.seq, n_next * kBlockN, Lk);
-            if (bias_type != 0) bias.load(m0, n_next * kBlockN, Lq, Lk);
+            policy.template load_keys<Traits>(sK, k_g, 2 * a.k_strides.seq, n_next);
+            if (bias_type != 0) policy.stage_bias(bias, m0, n_next);
             cp_async_commit();
         }
 
@@ -300,6 +304,11 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
         }
     }
 
+    if (p.tile_stats != nullptr) {
+        // Bits of rows past Lq are clear: the bounds hide them.
+        for (int offset = 16; offset > 0; offset /= 2) visible_pairs += __shfl_xor_sync(0xffffffffu, visible_pairs, offset);
+        if (lane == 0) atomicAdd(p.tile_stats + 2, static_cast<u64>(visible_pairs));
+    }
     if (p.tile_stats != nullptr && threadIdx.x == 0) {
         atomicAdd(p.tile_stats, static_cast<u64>(computed));
         // Split 0 also counts the causally hidden tiles, so that the splits add up to n_tiles.

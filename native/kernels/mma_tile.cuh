@@ -30,16 +30,30 @@ struct ElementOps<kBFloat16> {
 // Copies rows [row0, row0 + kRows) of a [seqlen, head dim] slice into padded shared memory
 // (Traits: kChunks 16-byte chunks per row, kRowElems elements per padded row, kThreads);
 // rows at or past seqlen are zero-filled so that no garbage (or NaN) reaches the MMAs.
-template <typename Traits, int kRows>
-__device__ __forceinline__ void load_tile_async(u32 smem_tile, const char* gmem, i64 row_stride_bytes,
-                                                int row0, int seqlen) {
+template <typename Traits, int kRows, typename RowOf>
+__device__ __forceinline__ void load_mapped_rows_async(u32 smem_tile, const char* gmem, i64 row_stride_bytes, RowOf row_of,
+                                                       int seqlen) {
     for (int c = threadIdx.x; c < kRows * Traits::kChunks; c += Traits::kThreads) {
         const int r = c / Traits::kChunks;
         const int chunk = c % Traits::kChunks;
-        const bool in_range = row0 + r < seqlen;
-        const char* src = gmem + (in_range ? (row0 + r) * row_stride_bytes + chunk * 16 : 0);
+        const int row = row_of(r);
+        const bool in_range = row < seqlen;
+        const char* src = gmem + (in_range ? row * row_stride_bytes + chunk * 16 : 0);
         cp_async_16(smem_tile + (r * Traits::kRowElems + chunk * 8) * 2, src, in_range ? 16 : 0);
     }
+}
+
+template <typename Traits, int kRows>
+__device__ __forceinline__ void load_tile_async(u32 smem_tile, const char* gmem, i64 row_stride_bytes,
+                                                int row0, int seqlen) {
+    load_mapped_rows_async<Traits, kRows>(smem_tile, gmem, row_stride_bytes, [row0](int r) { return row0 + r; }, seqlen);
+}
+
+// Copies rows rows[0, kRows) (gathered keys; seqlen or more: a zero row) the same way.
+template <typename Traits, int kRows>
+__device__ __forceinline__ void load_rows_async(u32 smem_tile, const char* gmem, i64 row_stride_bytes, const int* rows,
+                                                int seqlen) {
+    load_mapped_rows_async<Traits, kRows>(smem_tile, gmem, row_stride_bytes, [rows](int r) { return rows[r]; }, seqlen);
 }
 
 // Start of this (batch, head)'s [seq, head dim] slice of a 16-bit tensor.
@@ -135,6 +149,19 @@ struct BiasStage {
             }
             return;
         }
+        load_elements(m0, Lq, Lk, [n0](int c) { return n0 + c; });
+    }
+
+    // Stages the bias of gathered keys keys[0, kBlockN) (Lk or more: zeros) for the rows at m0, by element copies.
+    __device__ __forceinline__ void load_keys(int m0, const int* keys, int Lq, int Lk) const {
+        load_elements(m0, Lq, Lk, [keys](int c) { return keys[c]; });
+    }
+
+    // Element copies of the tile's bias; key_of(c): the key of column c.
+    template <typename KeyOf>
+    __device__ __forceinline__ void load_elements(int m0, int Lq, int Lk, KeyOf key_of) const {
+        const int size = element_size();
+        const i64 row_stride = this->row_stride();
         constexpr int kBatch = 8;  // loads in flight per thread before their stores
         const i64 key_stride = op.stride_key * size;
         const int total = rows() * Traits::kBlockN;
@@ -144,7 +171,7 @@ struct BiasStage {
             for (int u = 0; u < kBatch; ++u) {
                 const int i = first + u * Traits::kThreads;
                 const int r = i / Traits::kBlockN;
-                const int col = n0 + i % Traits::kBlockN;
+                const int col = i < total ? key_of(i % Traits::kBlockN) : Lk;
                 value[u] = i < total && m0 + r < Lq && col < Lk ? load_element(gmem + (m0 + r) * row_stride + col * key_stride) : 0u;
             }
 #pragma unroll

@@ -60,12 +60,16 @@ struct AttentionParams {
     ScoreModParams score;
 };
 
+// Counters behind tile_stats: computed and skipped tiles, and (the forward's) visible pairs.
+constexpr int kFwdStatCounters = 3;
+constexpr int kBwdStatCounters = 2;
+
 struct FwdParams {
     AttentionParams attn;
     void* o;                 // [B, Lq, Hq, D]
     Strides o_strides;
     float* lse;              // [B, Hq, Lq] or nullptr
-    u64* tile_stats;         // [2]: computed, skipped; or nullptr, zeroed before the launch
+    u64* tile_stats;         // [kFwdStatCounters]: computed, skipped, visible pairs; or nullptr, zeroed before the launch
 
     // Split-KV (FwdPlan::kv_splits): blockIdx.z = batch * kv_splits + split. Each split walks its
     // share of a query tile's key tiles and writes a normalised partial output and its LSE, which
@@ -94,7 +98,7 @@ struct BwdParams {
 
     float* delta;            // [B, Hq, Lq]: rowsum(dO * O)
     float* d_q_accum;        // fp32 [B, Lq, Hq, D], zeroed; atomics target when not deterministic, else nullptr
-    u64* tile_stats;         // [2]: computed, skipped; or nullptr
+    u64* tile_stats;         // [kBwdStatCounters]: computed, skipped; or nullptr
 
     // The dK/dV kernel's grid.y / grid.z enumerate dBias owners: one block owns the dBias entries
     // of its key tile for every (batch, kv head) it loops over, so no two blocks add to one entry.

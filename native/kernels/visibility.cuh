@@ -6,7 +6,12 @@
 //
 // Every policy keeps to TileBounds (both lengths, bottom-right causal alignment). DenseMask is the 8-bit
 // mask broadcast over batches, heads and rows, with the tile bitmaps its pre-pass builds
-// (tile_occupancy.cuh); with no mask it is every pair inside the bounds.
+// (tile_occupancy.cuh); with no mask it is every pair inside the bounds. KeyLifetimes is one interval of
+// queries per key: its query-major walk gathers the keys alive in a query tile into dense tiles, so that a
+// sparse mask costs work in proportion to the keys it keeps, not to the key tiles it touches.
+//
+// A policy also owns where the key-side data of a tile comes from: key(n, col) names the key in column col
+// of tile n, load_keys copies the tile's K or V rows and stage_bias its bias.
 // Device-only, no host headers.
 #pragma once
 
@@ -79,10 +84,10 @@ struct DenseMask {
     const u32* full;      // tiles whose in-bound pairs are all unmasked
     int end;              // the walk stops here
 
-    // The key tiles [.., n_end) of query tile m_tile, for (batch, head).
+    // The key tiles [n_begin, n_end) of query tile m_tile, for (batch, head).
     template <int kBlockM, int kBlockN>
     __device__ __forceinline__ static DenseMask by_query_tile(const AttentionParams& a, int batch, int head, int m_tile,
-                                                              int n_end) {
+                                                              int /*n_begin*/, int n_end) {
         const i64 row = (mask_slot(a.mask, batch, head) * tiles_of(a.seqlen_q, kBlockM) + m_tile) *
                         occupancy_words(tiles_of(a.seqlen_k, kBlockN));
         return DenseMask(a, batch, head, a.occupancy + row, a.full_tiles + row, n_end);
@@ -103,6 +108,21 @@ struct DenseMask {
     // The first tile >= t holding a visible pair, else end.
     __device__ __forceinline__ int next(int t) const { return mask == nullptr ? min(t, end) : next_set_tile(occupied, t, end); }
 
+    // Key tiles are contiguous: column col of tile n is key n * kBlockN + col.
+    template <int kBlockN>
+    __device__ __forceinline__ int key(int n, int col) const { return n * kBlockN + col; }
+
+    // Rows of key tile n of a [Lk, head dim] slice (K or V) into padded shared memory.
+    template <typename Traits>
+    __device__ __forceinline__ void load_keys(u32 smem_tile, const char* gmem, i64 row_stride_bytes, int n) const {
+        load_tile_async<Traits, Traits::kBlockN>(smem_tile, gmem, row_stride_bytes, n * Traits::kBlockN, a.seqlen_k);
+    }
+
+    template <typename Traits>
+    __device__ __forceinline__ void stage_bias(const BiasStage<Traits>& bias, int m0, int n) const {
+        bias.load(m0, n * Traits::kBlockN, a.seqlen_q, a.seqlen_k);
+    }
+
     // Whether tile t needs per-element tests beyond the bounds: some in-bound pair of it is masked.
     __device__ __forceinline__ bool elementwise(int t) const {
         return mask != nullptr && ((__ldg(full + t / 32) >> (t % 32)) & 1u) == 0;
@@ -114,11 +134,12 @@ struct DenseMask {
         return whole && a.mask.stride_key == 1 && ((reinterpret_cast<u64>(mask) | static_cast<u64>(a.mask.stride_row)) & 1) == 0;
     }
 
-    // The mask bytes of keys key and key + 1 of query row `query` in bytes 0 and 1 (0 outside both
-    // lengths); kPaired: in one load (paired_loads). Issued a tile ahead by the forward, which keeps
-    // the raw bytes in registers until pair_bit.
-    template <bool kPaired>
-    __device__ __forceinline__ u32 load_pair(int query, int key) const {
+    // The mask bytes of columns col and col + 1 of tile n for query row `query` in bytes 0 and 1 (0
+    // outside both lengths); kPaired: in one load (paired_loads). Issued a tile ahead by the forward,
+    // which keeps the raw bytes in registers until pair_bit.
+    template <bool kPaired, int kBlockN>
+    __device__ __forceinline__ u32 load_pair(int query, int n, int col) const {
+        const int key = this->key<kBlockN>(n, col);
         const u8* row = mask + query * a.mask.stride_row;
         if (kPaired) return query < a.seqlen_q ? __ldg(reinterpret_cast<const u16*>(row + key)) : 0u;
         return (query < a.seqlen_q && key < a.seqlen_k ? __ldg(row + key * a.mask.stride_key) : 0u) |
@@ -133,6 +154,170 @@ struct DenseMask {
     // spills where they were.)
     __device__ __forceinline__ bool admits(bool in_bounds, int query, int key) const {
         return in_bounds & ((in_bounds ? __ldg(mask + query * a.mask.stride_row + key * a.mask.stride_key) : 0) != 0);
+    }
+};
+
+// Key lifetimes: key j is visible to query i iff first_j <= i < end_j (within the bounds), one int2 per key
+// broadcast over batches and heads like the mask.
+//
+// Query-major (forward, dQ): the walk scans the keys the bounds leave to the query tile, keeps those whose
+// lifetime meets its rows, and hands them out kBlockN at a time as gathered tiles (tile n is simply the
+// n-th batch, in key order): K, V and the bias of these keys are copied row by row, the lifetimes tested
+// per element from shared memory. next() is a block-wide step (every thread calls it, as the kernels do),
+// so its shared state needs no other synchronisation. Key-major (dK/dV): the query tiles between the
+// earliest first and the latest end of the key tile's keys, each pair tested against its key's lifetime.
+struct KeyLifetimes {
+    static constexpr int kScanThreads = 128;  // the threads that scan (every kernel here has at least these)
+    static constexpr int kTileKeys = 64;      // keys per gathered tile: the kernels' kBlockN
+
+    // The query-major walk's shared memory (static: only the kernels instantiated with this policy hold it).
+    struct Gather {
+        int pending[kTileKeys + kScanThreads];  // keys found, not yet in a tile (a scan step adds at most kScanThreads)
+        int keys[kTileKeys];                    // the current tile's keys; seqlen_k in columns past the last key
+        int2 life[kTileKeys];                   // their lifetimes
+        int found[kScanThreads / 32];           // keys found by each warp in a scan step
+        int pending_count;
+        int cursor;                             // the next key to scan
+    };
+
+    const AttentionParams& a;
+    const char* lifetimes;  // this (batch, head)'s lifetimes; element j at j * stride_key pairs
+    Gather* gather;         // query-major walk only
+    int row_begin, row_end; // query-major: the tile's rows
+    int scan_begin, scan_end;
+    int begin, end;         // the walk's tiles: key-major [begin, end) of query tiles; query-major: end
+
+    __device__ __forceinline__ static Gather& shared_gather() {
+        __shared__ Gather g;
+        return g;
+    }
+
+    __device__ __forceinline__ int2 lifetime(int key) const {
+        return __ldg(reinterpret_cast<const int2*>(lifetimes + static_cast<i64>(key) * a.lifetimes.stride_key * 8));
+    }
+
+    // Whether a lifetime meets the queries [lo, hi).
+    __device__ __forceinline__ static bool meets(int2 life, int lo, int hi) { return max(life.x, lo) < min(life.y, hi); }
+
+    // The gathered tiles of query tile m_tile's keys in key tiles [n_begin, n_end), for (batch, head).
+    template <int kBlockM, int kBlockN>
+    __device__ __forceinline__ static KeyLifetimes by_query_tile(const AttentionParams& a, int batch, int head, int m_tile,
+                                                                 int n_begin, int n_end) {
+        static_assert(kBlockN == kTileKeys, "a gathered tile holds kTileKeys keys");
+        KeyLifetimes w(a, batch, head);
+        w.gather = &shared_gather();
+        w.row_begin = m_tile * kBlockM;
+        w.row_end = min(w.row_begin + kBlockM, a.seqlen_q);
+        w.scan_begin = n_begin * kBlockN;
+        // The keys the bounds leave to the tile's last row; with causal, none past it.
+        const TileBounds bounds(a);
+        w.scan_end = min(n_end * kBlockN, bounds.last_key(w.row_end - 1) + 1);
+        w.end = n_end;
+        return w;
+    }
+
+    // The query tiles of key tile n_tile whose rows meet some key's lifetime, for (batch, head).
+    template <int kBlockM, int kBlockN>
+    __device__ __forceinline__ static KeyLifetimes by_key_tile(const AttentionParams& a, int batch, int head, int n_tile) {
+        KeyLifetimes w(a, batch, head);
+        int lo = a.seqlen_q, hi = 0;
+        for (int key = n_tile * kBlockN; key < min((n_tile + 1) * kBlockN, a.seqlen_k); ++key) {
+            const int2 life = w.lifetime(key);
+            const int first = max(life.x, 0), stop = min(life.y, a.seqlen_q);
+            if (first < stop) lo = min(lo, first), hi = max(hi, stop);
+        }
+        w.begin = lo < hi ? lo / kBlockM : 0;
+        w.end = tiles_of(a.seqlen_q, kBlockM);
+        w.scan_end = lo < hi ? tiles_of(hi, kBlockM) : 0;  // key-major: the query tiles [begin, scan_end)
+        return w;
+    }
+
+    __device__ __forceinline__ KeyLifetimes(const AttentionParams& a_, int batch, int head)
+        : a(a_), lifetimes(broadcast_slice(a_.lifetimes, 8, batch, head)), gather(nullptr), row_begin(0), row_end(0),
+          scan_begin(0), scan_end(0), begin(0), end(0) {}
+
+    // Key-major: the first query tile >= t in the lifetimes' span, else end.
+    // Query-major: gathers tile t (the kernels call next(n_begin) first, then next(t + 1)), else end.
+    __device__ __forceinline__ int next(int t) const {
+        if (gather == nullptr) {
+            t = max(t, begin);
+            return t < scan_end ? t : end;
+        }
+        Gather& g = *gather;
+        const bool first_call = t * kTileKeys == scan_begin;
+        __syncthreads();  // every thread is done with the previous tile's keys and with the walk's state
+        int count = first_call ? 0 : g.pending_count;
+        int cursor = first_call ? scan_begin : g.cursor;
+        const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+        while (count < kTileKeys && cursor < scan_end) {
+            const int key = cursor + threadIdx.x;
+            const bool alive = threadIdx.x < kScanThreads && key < scan_end && meets(lifetime(key), row_begin, row_end);
+            const u32 ballot = __ballot_sync(0xffffffffu, alive);
+            if (lane == 0 && threadIdx.x < kScanThreads) g.found[warp] = __popc(ballot);
+            __syncthreads();
+            int offset = count, total = 0;
+#pragma unroll
+            for (int w = 0; w < kScanThreads / 32; ++w) {
+                offset += w < warp ? g.found[w] : 0;
+                total += g.found[w];
+            }
+            if (alive) g.pending[offset + __popc(ballot & ((1u << lane) - 1u))] = key;
+            count += total;
+            cursor += kScanThreads;
+            __syncthreads();  // pending written; found free for the next step
+        }
+        if (count == 0) return end;
+        if (threadIdx.x < kTileKeys) {
+            const int key = threadIdx.x < count ? g.pending[threadIdx.x] : a.seqlen_k;
+            g.keys[threadIdx.x] = key;
+            g.life[threadIdx.x] = key < a.seqlen_k ? lifetime(key) : int2{0, 0};
+        }
+        const int rest = count - kTileKeys;  // < kScanThreads
+        const int moved = threadIdx.x < rest ? g.pending[kTileKeys + threadIdx.x] : 0;
+        __syncthreads();
+        if (threadIdx.x < rest) g.pending[threadIdx.x] = moved;
+        if (threadIdx.x == 0) {
+            g.pending_count = max(rest, 0);
+            g.cursor = cursor;
+        }
+        __syncthreads();
+        return t;
+    }
+
+    // Every pair needs its key's lifetime tested.
+    __device__ __forceinline__ bool elementwise(int) const { return true; }
+
+    // The key in column col of gathered tile n (seqlen_k where the tile ran out of keys).
+    template <int kBlockN>
+    __device__ __forceinline__ int key(int, int col) const { return gather->keys[col]; }
+
+    template <typename Traits>
+    __device__ __forceinline__ void load_keys(u32 smem_tile, const char* gmem, i64 row_stride_bytes, int) const {
+        load_rows_async<Traits, Traits::kBlockN>(smem_tile, gmem, row_stride_bytes, gather->keys, a.seqlen_k);
+    }
+
+    template <typename Traits>
+    __device__ __forceinline__ void stage_bias(const BiasStage<Traits>& bias, int m0, int) const {
+        bias.load_keys(m0, gather->keys, a.seqlen_q, a.seqlen_k);
+    }
+
+    __device__ __forceinline__ bool paired_loads(bool) const { return false; }
+
+    // Whether query row `query` is inside the lifetimes of columns col and col + 1 of the current
+    // gathered tile, in bytes 0 and 1 (the layout pair_bit reads).
+    template <bool, int>
+    __device__ __forceinline__ u32 load_pair(int query, int, int col) const {
+        const int2 l0 = gather->life[col], l1 = gather->life[col + 1];
+        return static_cast<u32>(l0.x <= query && query < l0.y) | static_cast<u32>(l1.x <= query && query < l1.y) << 8;
+    }
+
+    __device__ __forceinline__ static bool pair_bit(u32 raw, int e) { return DenseMask::pair_bit(raw, e); }
+
+    // Whether pair (query, key), in_bounds when the bounds admit it, is inside the key's lifetime.
+    __device__ __forceinline__ bool admits(bool in_bounds, int query, int key) const {
+        if (!in_bounds) return false;
+        const int2 life = lifetime(key);
+        return life.x <= query && query < life.y;
     }
 };
 
@@ -159,13 +344,13 @@ struct TileVisibility {
     int warp;
     int lane;
 
-    __device__ __forceinline__ void load(int n0, u32 (&raw)[kRawRegs]) const {
-        if (policy.paired_loads(n0 + Traits::kBlockN <= bounds.seqlen_k())) load<true>(n0, raw);
-        else load<false>(n0, raw);
+    __device__ __forceinline__ void load(int n, u32 (&raw)[kRawRegs]) const {
+        if (policy.paired_loads((n + 1) * Traits::kBlockN <= bounds.seqlen_k())) load<true>(n, raw);
+        else load<false>(n, raw);
     }
 
     template <bool kPaired>
-    __device__ __forceinline__ void load(int n0, u32 (&raw)[kRawRegs]) const {
+    __device__ __forceinline__ void load(int n, u32 (&raw)[kRawRegs]) const {
 #pragma unroll
         for (int mi = 0; mi < Traits::kMTiles; ++mi) {
 #pragma unroll
@@ -173,16 +358,17 @@ struct TileVisibility {
                 const int row = m0 + ThreadRows<Traits>::of(warp, lane, mi, half);
 #pragma unroll
                 for (int ni = 0; ni < Traits::kNTiles; ++ni)
-                    raw[(mi * 2 + half) * Traits::kNTiles + ni] = policy.template load_pair<kPaired>(row, n0 + ni * 8 + (lane % 4) * 2);
+                    raw[(mi * 2 + half) * Traits::kNTiles + ni] =
+                        policy.template load_pair<kPaired, Traits::kBlockN>(row, n, ni * 8 + (lane % 4) * 2);
             }
         }
     }
 
     // Sets bit (ni * 4 + e) of visible[mi] when score register s[mi][ni][e] of this thread is
-    // visible in the tile at n0; with elementwise, given the raw data load fetched for it.
-    __device__ __forceinline__ void compute(int n0, bool elementwise, const u32 (&raw)[kRawRegs],
+    // visible in tile n; with elementwise, given the raw data load fetched for it.
+    __device__ __forceinline__ void compute(int n, bool elementwise, const u32 (&raw)[kRawRegs],
                                             u32 (&visible)[Traits::kMTiles]) const {
-        if (!elementwise && bounds.template interior<Traits::kBlockM, Traits::kBlockN>(m0, n0)) {
+        if (!elementwise && bounds.template interior<Traits::kBlockM, Traits::kBlockN>(m0, n * Traits::kBlockN)) {
 #pragma unroll
             for (int mi = 0; mi < Traits::kMTiles; ++mi) visible[mi] = 0xffffffffu;
             return;
@@ -195,9 +381,9 @@ struct TileVisibility {
                 const int row = m0 + ThreadRows<Traits>::of(warp, lane, mi, half);
 #pragma unroll
                 for (int ni = 0; ni < Traits::kNTiles; ++ni) {
-                    const int col = n0 + ni * 8 + (lane % 4) * 2;
-                    bool v0 = bounds.visible(row, col);
-                    bool v1 = bounds.visible(row, col + 1);
+                    const int col = ni * 8 + (lane % 4) * 2;
+                    bool v0 = bounds.visible(row, policy.template key<Traits::kBlockN>(n, col));
+                    bool v1 = bounds.visible(row, policy.template key<Traits::kBlockN>(n, col + 1));
                     if (elementwise) {
                         const u32 r = raw[(mi * 2 + half) * Traits::kNTiles + ni];
                         v0 &= Visibility::pair_bit(r, 0);

@@ -115,7 +115,7 @@ fdma_status fdma_fwd(const fdma_fwd_params* params) {
         if (const fdma_status st = fdma::make_fwd_call(params, kernel_params, plan)) return st;
         const auto stream = static_cast<cudaStream_t>(params->stream);
         if (params->tile_stats != nullptr) {
-            const cudaError_t err = cudaMemsetAsync(params->tile_stats, 0, 2 * sizeof(uint64_t), stream);
+            const cudaError_t err = cudaMemsetAsync(params->tile_stats, 0, fdma::kFwdStatCounters * sizeof(uint64_t), stream);
             if (err != cudaSuccess) return fdma::fail_cuda(err, "clearing tile_stats");
         }
         return with_scratch(params->workspace, plan.workspace_bytes, stream, [&](void* base) {

@@ -63,7 +63,7 @@ fdma_status make_bwd_call(const fdma_bwd_params* in, BwdParams& out, BwdPlan& pl
     if (p.tile_stats != nullptr) {
         if ((st = check_device_pointer(p.tile_stats, "params.tile_stats"))) return st;
         const char* stats = reinterpret_cast<const char*>(p.tile_stats);
-        own[7] = {stats, stats + 16, "params.tile_stats", true};
+        own[7] = {stats, stats + kBwdStatCounters * 8, "params.tile_stats", true};
     }
     if ((st = check_workspace(p.workspace, p.workspace_bytes, plan.workspace_bytes, own[8])) ||
         (st = check_no_overlaps(extents, kExtents)))

@@ -9,8 +9,8 @@
 
 namespace fdma {
 
-template <int kElementType, int kHeadDim>
-cudaError_t launch_bwd(const BwdParams& params, const BwdPlan& plan, cudaStream_t stream) {
+template <int kElementType, int kHeadDim, typename Visibility>
+cudaError_t launch_bwd_kernels(const BwdParams& params, const BwdPlan& plan, cudaStream_t stream) {
     const AttentionParams& attn = params.attn;
     cudaError_t err = cudaSuccess;
     auto zero = [&](void* ptr, u64 bytes) {
@@ -19,26 +19,26 @@ cudaError_t launch_bwd(const BwdParams& params, const BwdPlan& plan, cudaStream_
     zero(params.d_q_accum, plan.d_q_accum_bytes);
     zero(params.d_bias_accum, plan.d_bias_accum_bytes);
     zero(attn.occupancy_t, 2 * plan.bitmap_t_words * sizeof(u32));  // both key-major bitmaps
-    zero(params.tile_stats, 2 * sizeof(u64));
+    zero(params.tile_stats, kBwdStatCounters * sizeof(u64));
     if (err != cudaSuccess) return err;
 
     if (attn.mask.data != nullptr && (err = launch_tile_occupancy(attn, plan.tile, plan.occupancy_grid, stream))) return err;
     const dim3 threads(plan.threads);
     const dim3 query_tiles(plan.query_tile_grid.x, plan.query_tile_grid.y, plan.query_tile_grid.z);
     if constexpr (kElementType == kBFloat16) {  // Delta from P and dP: see dmattn_bwd_dq_kernel
-        const auto delta = dmattn_bwd_dq_kernel<kElementType, kHeadDim, DenseMask, true>;
+        const auto delta = dmattn_bwd_dq_kernel<kElementType, kHeadDim, Visibility, true>;
         if ((err = cudaFuncSetAttribute(delta, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.dq_smem_limit))) return err;
         delta<<<query_tiles, threads, plan.dq_smem_bytes, stream>>>(params);
     } else {
         if ((err = launch_bwd_delta_fp16(params, plan, kHeadDim, stream))) return err;
     }
 
-    const auto dkdv = dmattn_bwd_dkdv_kernel<kElementType, kHeadDim, DenseMask>;
+    const auto dkdv = dmattn_bwd_dkdv_kernel<kElementType, kHeadDim, Visibility>;
     if ((err = cudaFuncSetAttribute(dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.dkdv_smem_bytes))) return err;
     dkdv<<<dim3(plan.dkdv_grid.x, plan.dkdv_grid.y, plan.dkdv_grid.z), threads, plan.dkdv_smem_bytes, stream>>>(params);
 
     if (params.d_q_accum == nullptr) {
-        const auto dq = dmattn_bwd_dq_kernel<kElementType, kHeadDim, DenseMask, false>;
+        const auto dq = dmattn_bwd_dq_kernel<kElementType, kHeadDim, Visibility, false>;
         if ((err = cudaFuncSetAttribute(dq, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.dq_smem_limit))) return err;
         dq<<<query_tiles, threads, plan.dq_smem_bytes, stream>>>(params);
     } else if ((err = launch_bwd_convert_dq(params, plan, kElementType, kHeadDim, stream))) {
@@ -46,6 +46,13 @@ cudaError_t launch_bwd(const BwdParams& params, const BwdPlan& plan, cudaStream_
     }
     if (params.d_bias.data != nullptr && (err = launch_bwd_convert_dbias(params, plan, stream))) return err;
     return cudaGetLastError();
+}
+
+// The mask form picks the visibility policy (see launch_fwd).
+template <int kElementType, int kHeadDim>
+cudaError_t launch_bwd(const BwdParams& params, const BwdPlan& plan, cudaStream_t stream) {
+    return params.attn.lifetimes.data != nullptr ? launch_bwd_kernels<kElementType, kHeadDim, KeyLifetimes>(params, plan, stream)
+                                                 : launch_bwd_kernels<kElementType, kHeadDim, DenseMask>(params, plan, stream);
 }
 
 }  // namespace fdma

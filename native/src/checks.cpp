@@ -87,11 +87,10 @@ fdma_status check_tensor(const fdma_tensor& t, const TensorCheck& c, int head_di
     return check_device_pointer(t.data, (name + ".data").c_str());
 }
 
-fdma_status check_broadcast(const fdma_broadcast_tensor& t, const std::string& prefix, const char* field,
-                            const fdma_problem& p, bool is_bias, bool written, BroadcastOperand& out, Extent& extent) {
-    out = BroadcastOperand{};
-    if (t.data == nullptr) return FDMA_STATUS_SUCCESS;
-    const std::string name = prefix + field;
+// The sizes, strides and extent of a present broadcast operand of element_size-byte elements (its element
+// type already checked); fills the kernels' view of it.
+static fdma_status check_broadcast_layout(const fdma_broadcast_tensor& t, const std::string& name, const fdma_problem& p,
+                                          int element_size, bool written, BroadcastOperand& out, Extent& extent) {
     if (t.batch != 1 && t.batch != p.batch)
         return fail(FDMA_STATUS_INVALID_ARGUMENT,
                     name + ".batch must be 1 or batch (" + str(p.batch) + "); got " + str(t.batch));
@@ -101,16 +100,6 @@ fdma_status check_broadcast(const fdma_broadcast_tensor& t, const std::string& p
     if (t.rows != 1 && t.rows != p.seqlen_q)
         return fail(FDMA_STATUS_INVALID_ARGUMENT,
                     name + ".rows must be 1 or seqlen_q (" + str(p.seqlen_q) + "); got " + str(t.rows));
-    int element_size = 1;
-    if (is_bias) {
-        if (t.dtype != FDMA_DTYPE_FLOAT16 && t.dtype != FDMA_DTYPE_BFLOAT16 && t.dtype != FDMA_DTYPE_FLOAT32)
-            return fail(FDMA_STATUS_INVALID_ARGUMENT,
-                        name + ".dtype must be FLOAT16 (1), BFLOAT16 (2) or FLOAT32 (3); got " + str(t.dtype));
-        element_size = t.dtype == FDMA_DTYPE_FLOAT32 ? 4 : 2;
-        if (reinterpret_cast<std::uintptr_t>(t.data) % element_size != 0)
-            return fail(FDMA_STATUS_MISALIGNED, name + ".data must be aligned to its " + str(element_size) +
-                                                    "-byte element");
-    }
     // A dimension of size 1 is broadcast: its stride is never used.
     const long long sizes[4] = {t.batch, t.heads, t.rows, p.seqlen_k};
     const long long strides[4] = {t.batch == 1 ? 0 : t.stride_batch, t.heads == 1 ? 0 : t.stride_head,
@@ -137,9 +126,45 @@ fdma_status check_broadcast(const fdma_broadcast_tensor& t, const std::string& p
     out.batches = t.batch;
     out.heads = t.heads;
     out.rows = t.rows;
-    out.type = is_bias ? t.dtype : 0;
     extent = {static_cast<const char*>(t.data), static_cast<const char*>(t.data) + element_size * elements, name, written};
     return check_device_pointer(t.data, (name + ".data").c_str());
+}
+
+fdma_status check_broadcast(const fdma_broadcast_tensor& t, const std::string& prefix, const char* field,
+                            const fdma_problem& p, bool is_bias, bool written, BroadcastOperand& out, Extent& extent) {
+    out = BroadcastOperand{};
+    if (t.data == nullptr) return FDMA_STATUS_SUCCESS;
+    const std::string name = prefix + field;
+    int element_size = 1;
+    if (is_bias) {
+        if (t.dtype != FDMA_DTYPE_FLOAT16 && t.dtype != FDMA_DTYPE_BFLOAT16 && t.dtype != FDMA_DTYPE_FLOAT32)
+            return fail(FDMA_STATUS_INVALID_ARGUMENT,
+                        name + ".dtype must be FLOAT16 (1), BFLOAT16 (2) or FLOAT32 (3); got " + str(t.dtype));
+        element_size = t.dtype == FDMA_DTYPE_FLOAT32 ? 4 : 2;
+        if (reinterpret_cast<std::uintptr_t>(t.data) % element_size != 0)
+            return fail(FDMA_STATUS_MISALIGNED, name + ".data must be aligned to its " + str(element_size) +
+                                                    "-byte element");
+    }
+    if (const fdma_status st = check_broadcast_layout(t, name, p, element_size, written, out, extent)) return st;
+    out.type = is_bias ? t.dtype : 0;
+    return FDMA_STATUS_SUCCESS;
+}
+
+fdma_status check_lifetimes(const fdma_broadcast_tensor& t, const std::string& prefix, const fdma_problem& p,
+                            BroadcastOperand& out, Extent& extent) {
+    out = BroadcastOperand{};
+    if (t.data == nullptr) return FDMA_STATUS_SUCCESS;
+    const std::string name = prefix + "lifetimes";
+    if (p.mask.data != nullptr)
+        return fail(FDMA_STATUS_INVALID_ARGUMENT,
+                    name + " and " + prefix + "mask are both given; a problem takes one mask form (or neither)");
+    if (t.rows != 1)
+        return fail(FDMA_STATUS_INVALID_ARGUMENT,
+                    name + ".rows must be 1 (one lifetime per key serves every query); got " + str(t.rows));
+    if (reinterpret_cast<std::uintptr_t>(t.data) % 8 != 0)
+        return fail(FDMA_STATUS_MISALIGNED, name + ".data must be aligned to its 8-byte element (an int32 pair); got address " +
+                                                str(static_cast<long long>(reinterpret_cast<std::uintptr_t>(t.data))));
+    return check_broadcast_layout(t, name, p, 8, false, out, extent);
 }
 
 fdma_status check_no_overlaps(const Extent* extents, int count) {

@@ -50,4 +50,8 @@ fdma_status check_tensor(const fdma_tensor& t, const TensorCheck& c, int head_di
 fdma_status check_broadcast(const fdma_broadcast_tensor& t, const std::string& prefix, const char* field,
                             const fdma_problem& p, bool is_bias, bool written, BroadcastOperand& out, Extent& extent);
 
+// Optional key lifetimes: the mask's broadcast rules with rows 1, int32 pairs aligned to 8 bytes, not with a mask.
+fdma_status check_lifetimes(const fdma_broadcast_tensor& t, const std::string& prefix, const fdma_problem& p,
+                            BroadcastOperand& out, Extent& extent);
+
 }  // namespace fdma

@@ -51,7 +51,7 @@ fdma_status make_fwd_call(const fdma_fwd_params* in, FwdParams& out, FwdPlan& pl
     if (p.tile_stats != nullptr) {
         if ((st = check_device_pointer(p.tile_stats, "params.tile_stats"))) return st;
         const char* stats = reinterpret_cast<const char*>(p.tile_stats);
-        extents[kProblemExtents + 2] = {stats, stats + 16, "params.tile_stats", true};
+        extents[kProblemExtents + 2] = {stats, stats + kFwdStatCounters * 8, "params.tile_stats", true};
     }
     if ((st = check_workspace(p.workspace, p.workspace_bytes, plan.workspace_bytes, extents[kProblemExtents + 3])) ||
         (st = check_no_overlaps(extents, kExtents)))

@@ -9,17 +9,25 @@
 
 namespace fdma {
 
-template <int kElementType, int kHeadDim>
-cudaError_t launch_fwd(const FwdParams& params, const FwdPlan& plan, cudaStream_t stream) {
-    if (params.attn.mask.data != nullptr)
-        if (const cudaError_t err = launch_tile_occupancy(params.attn, plan.tile, plan.occupancy_grid, stream)) return err;
-    const auto kernel = dmattn_fwd_kernel<kElementType, kHeadDim, DenseMask>;
+template <int kElementType, int kHeadDim, typename Visibility>
+cudaError_t launch_fwd_kernels(const FwdParams& params, const FwdPlan& plan, cudaStream_t stream) {
+    const auto kernel = dmattn_fwd_kernel<kElementType, kHeadDim, Visibility>;
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_limit);
     if (err != cudaSuccess) return err;
     kernel<<<dim3(plan.grid.x, plan.grid.y, plan.grid.z), plan.threads, plan.smem_bytes, stream>>>(params);
     if (plan.kv_splits > 1)
         fwd_combine_kernel<kElementType, kHeadDim><<<plan.combine_blocks, kCombineThreads, 0, stream>>>(params);
     return cudaGetLastError();
+}
+
+// The mask form picks the visibility policy: key lifetimes, or the dense mask (none included), whose
+// pre-pass builds the tile bitmaps first.
+template <int kElementType, int kHeadDim>
+cudaError_t launch_fwd(const FwdParams& params, const FwdPlan& plan, cudaStream_t stream) {
+    if (params.attn.lifetimes.data != nullptr) return launch_fwd_kernels<kElementType, kHeadDim, KeyLifetimes>(params, plan, stream);
+    if (params.attn.mask.data != nullptr)
+        if (const cudaError_t err = launch_tile_occupancy(params.attn, plan.tile, plan.occupancy_grid, stream)) return err;
+    return launch_fwd_kernels<kElementType, kHeadDim, DenseMask>(params, plan, stream);
 }
 
 }  // namespace fdma

@@ -59,7 +59,8 @@ fdma_status check_problem(const fdma_problem& p, const std::string& prefix, Atte
         (st = check_tensor(p.k, {prefix, "k", {p.batch, p.seqlen_k, p.heads_kv}, false}, p.head_dim, extents[1])) ||
         (st = check_tensor(p.v, {prefix, "v", {p.batch, p.seqlen_k, p.heads_kv}, false}, p.head_dim, extents[2])) ||
         (st = check_broadcast(p.mask, prefix, "mask", p, false, false, out.mask, extents[3])) ||
-        (st = check_broadcast(p.bias, prefix, "bias", p, true, false, out.bias, extents[4])))
+        (st = check_lifetimes(p.lifetimes, prefix, p, out.lifetimes, extents[4])) ||
+        (st = check_broadcast(p.bias, prefix, "bias", p, true, false, out.bias, extents[5])))
         return st;
 
     out.q = p.q.data;

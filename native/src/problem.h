@@ -12,8 +12,8 @@
 
 namespace fdma {
 
-// The tensors of a problem, for the callers' overlap checks: q, k, v, mask, bias.
-constexpr int kProblemExtents = 5;
+// The tensors of a problem, for the callers' overlap checks: q, k, v, mask, lifetimes, bias.
+constexpr int kProblemExtents = 6;
 
 // Dtype and sizes, the fields a plan (and a workspace-size query) reads; prefix: "params.problem.".
 fdma_status check_problem_shape(const fdma_problem& p, const std::string& prefix);

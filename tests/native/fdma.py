@@ -133,23 +133,34 @@ def as_broadcast(t):
                            t.stride(3))
 
 
-def make_problem(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False):
+def as_lifetimes(t):
+    """A (b, h, Lk, 2) int32 tensor of {first, end} pairs as the lifetimes operand (b, h, 1, Lk); strides in pairs."""
+    if t is None:
+        return BroadcastTensor(stride_key=1)
+    assert t.dtype == torch.int32 and t.shape[3] == 2 and t.stride(3) == 1
+    return BroadcastTensor(t.data_ptr(), 0, t.shape[0], t.shape[1], 1, t.stride(0) // 2, t.stride(1) // 2, 0,
+                           t.stride(2) // 2)
+
+
+def make_problem(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False, lifetimes=None):
     b, lq, hq, d = q.shape
     p = Problem()
     p.dtype = DTYPE_CODES[q.dtype]
     p.batch, p.seqlen_q, p.seqlen_k, p.heads_q, p.heads_kv, p.head_dim = b, lq, k.shape[1], hq, k.shape[2], d
     p.q, p.k, p.v = as_tensor(q), as_tensor(k), as_tensor(v)
     p.mask, p.bias = as_broadcast(mask), as_broadcast(bias)
+    p.lifetimes = as_lifetimes(lifetimes)
     p.softmax_scale = 1.0 / math.sqrt(d) if scale is None else scale
     p.softcap = softcap
     p.is_causal = int(causal)
     return p
 
 
-def make_params(q, k, v, out, mask=None, bias=None, lse=None, scale=None, softcap=0.0, causal=False, stats=None):
+def make_params(q, k, v, out, mask=None, bias=None, lse=None, scale=None, softcap=0.0, causal=False, stats=None,
+                lifetimes=None):
     p = FwdParams()
     LIB.fdma_fwd_params_init(ctypes.byref(p))
-    p.problem = make_problem(q, k, v, mask, bias, scale, softcap, causal)
+    p.problem = make_problem(q, k, v, mask, bias, scale, softcap, causal, lifetimes)
     p.out = as_tensor(out)
     p.lse = lse.data_ptr() if lse is not None else None
     p.tile_stats = stats.data_ptr() if stats is not None else None
@@ -168,13 +179,13 @@ def workspace_size(params):
     return size.value
 
 
-def forward(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False, own_workspace=False):
-    """Runs the kernel on NaN-prefilled outputs; returns (out, lse, (computed, skipped))."""
+def forward(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False, own_workspace=False, lifetimes=None):
+    """Runs the kernel on NaN-prefilled outputs; returns (out, lse, (computed, skipped, visible pairs))."""
     b, lq, hq, d = q.shape
     out = torch.full_like(q, float("nan"))
     lse = torch.full((b, hq, lq), float("nan"), device=q.device, dtype=torch.float32)
-    stats = torch.full((2,), -1, device=q.device, dtype=torch.int64)
-    params = make_params(q, k, v, out, mask, bias, lse, scale, softcap, causal, stats)
+    stats = torch.full((3,), -1, device=q.device, dtype=torch.int64)
+    params = make_params(q, k, v, out, mask, bias, lse, scale, softcap, causal, stats, lifetimes)
     if own_workspace:
         workspace = torch.full((workspace_size(params) + 16,), 255, dtype=torch.uint8, device=q.device)
         params.workspace, params.workspace_bytes = workspace.data_ptr(), workspace.numel()
@@ -184,7 +195,38 @@ def forward(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False
     return out, lse, tuple(stats.tolist())
 
 
-def reference(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False):
+def lifetimes_mask(lifetimes, lq):
+    """The dense (b, h, Lq, Lk) bool mask of (b, h, Lk, 2) lifetimes: query i sees key j iff first_j <= i < end_j."""
+    i = torch.arange(lq, device=lifetimes.device)[:, None]
+    first, end = lifetimes[..., 0][:, :, None, :], lifetimes[..., 1][:, :, None, :]
+    return (first <= i) & (i < end)
+
+
+def expand_heads(t, b, hq, hkv, lq, lk):
+    """A (b|1, Hq|Hkv|1, Lq|1, Lk) operand broadcast to (B, Hq, Lq, Lk)."""
+    if t.shape[1] not in (1, hq):
+        t = t.repeat_interleave(hq // hkv, dim=1)
+    return t.expand(b, hq, lq, lk)
+
+
+def visibility(b, hq, hkv, lq, lk, mask=None, causal=False, lifetimes=None, device="cuda"):
+    """The (B, Hq, Lq, Lk) bool tensor of visible pairs."""
+    def expand(t):
+        return expand_heads(t, b, hq, hkv, lq, lk)
+
+    visible = torch.ones(b, hq, lq, lk, dtype=torch.bool, device=device)
+    if mask is not None:
+        visible &= expand(mask != 0)
+    if lifetimes is not None:
+        visible &= expand(lifetimes_mask(lifetimes, lq))
+    if causal:
+        i = torch.arange(lq, device=device)[:, None]
+        j = torch.arange(lk, device=device)[None, :]
+        visible &= j <= i + lk - lq
+    return visible
+
+
+def reference(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False, lifetimes=None):
     """DMA forward in the inputs' dtype (float64 for the oracle): returns (out, lse) with out
     (B, Lq, Hq, D), lse (B, Hq, Lq)."""
     b, lq, hq, d = q.shape
@@ -195,22 +237,11 @@ def reference(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=Fal
     vd = v.permute(0, 2, 1, 3).repeat_interleave(hq // hkv, dim=1)
     s = scale * qd @ kd.transpose(-1, -2)
 
-    def expand(t):
-        if t.shape[1] not in (1, hq):
-            t = t.repeat_interleave(hq // hkv, dim=1)
-        return t.expand(b, hq, lq, lk)
-
     if bias is not None:
-        s = s + expand(bias.to(s.dtype))
+        s = s + expand_heads(bias.to(s.dtype), b, hq, hkv, lq, lk)
     if softcap > 0:
         s = softcap * torch.tanh(s / softcap)
-    visible = torch.ones(b, hq, lq, lk, dtype=torch.bool, device=q.device)
-    if mask is not None:
-        visible &= expand(mask != 0)
-    if causal:
-        i = torch.arange(lq, device=q.device)[:, None]
-        j = torch.arange(lk, device=q.device)[None, :]
-        visible &= j <= i + lk - lq
+    visible = visibility(b, hq, hkv, lq, lk, mask, causal, lifetimes, q.device)
     # Empty rows: softmax over zeros, then zeroed, so that autograd sees no inf - inf anywhere.
     has_key = visible.any(dim=-1, keepdim=True)
     s = torch.where(visible, s, torch.tensor(float("-inf"), dtype=s.dtype, device=s.device))
@@ -228,10 +259,10 @@ def bwd_tile_shape(head_dim, dtype):
 
 
 def make_bwd_params(q, k, v, out, lse, d_out, d_q, d_k, d_v, mask=None, bias=None, d_bias=None, scale=None,
-                    softcap=0.0, causal=False, stats=None, deterministic=False):
+                    softcap=0.0, causal=False, stats=None, deterministic=False, lifetimes=None):
     p = BwdParams()
     LIB.fdma_bwd_params_init(ctypes.byref(p))
-    p.problem = make_problem(q, k, v, mask, bias, scale, softcap, causal)
+    p.problem = make_problem(q, k, v, mask, bias, scale, softcap, causal, lifetimes)
     p.deterministic = int(deterministic)
     p.out, p.lse = as_tensor(out), lse.data_ptr()
     p.d_out, p.d_q, p.d_k, p.d_v = as_tensor(d_out), as_tensor(d_q), as_tensor(d_k), as_tensor(d_v)
@@ -242,13 +273,13 @@ def make_bwd_params(q, k, v, out, lse, d_out, d_q, d_k, d_v, mask=None, bias=Non
 
 
 def backward(q, k, v, out, lse, d_out, mask=None, bias=None, scale=None, softcap=0.0, causal=False,
-             deterministic=False, d_bias_dtype=None):
+             deterministic=False, d_bias_dtype=None, lifetimes=None):
     """Runs the backward on NaN-prefilled gradients; returns (dq, dk, dv, dbias or None, (computed, skipped))."""
     d_q, d_k, d_v = (torch.full_like(t, float("nan")) for t in (q, k, v))
     d_bias = None if bias is None else torch.full_like(bias, float("nan"), dtype=d_bias_dtype or bias.dtype)
     stats = torch.full((2,), -1, device=q.device, dtype=torch.int64)
     params = make_bwd_params(q, k, v, out, lse, d_out, d_q, d_k, d_v, mask, bias, d_bias, scale, softcap, causal,
-                             stats, deterministic)
+                             stats, deterministic, lifetimes)
     status = LIB.fdma_bwd(ctypes.byref(params))
     assert status == STATUS_SUCCESS, LIB.fdma_last_error_message().decode()
     torch.cuda.synchronize()
@@ -256,11 +287,11 @@ def backward(q, k, v, out, lse, d_out, mask=None, bias=None, scale=None, softcap
 
 
 def reference_grads(q, k, v, d_out, mask=None, bias=None, scale=None, softcap=0.0, causal=False,
-                    dtype=torch.float64):
+                    dtype=torch.float64, lifetimes=None):
     """Gradients of sum(out * d_out) with respect to q, k, v and the bias (in its own shape),
     computed by autograd in `dtype` (float64: the oracle; the inputs' dtype: PyTorch's own error)."""
     leaves = [t.to(dtype).requires_grad_() for t in (q, k, v)]
     bias_leaf = None if bias is None else bias.to(dtype).requires_grad_()
-    out, _ = reference(*leaves, mask, bias_leaf, scale, softcap, causal)
+    out, _ = reference(*leaves, mask, bias_leaf, scale, softcap, causal, lifetimes)
     (out * d_out.to(dtype)).sum().backward()
     return [t.grad for t in leaves] + [None if bias_leaf is None else bias_leaf.grad]

@@ -55,6 +55,20 @@ static void* device_mask(size_t n, float density) {
     return dev;
 }
 
+/* n random {first, end} pairs drawn past both ends of [0, lq), first > end included. */
+static void* device_lifetimes(size_t n, int lq) {
+    int32_t* host = (int32_t*)malloc(n * 8);
+    for (size_t i = 0; i < n; ++i) {
+        host[2 * i] = (int32_t)uniform(-8.f, (float)lq + 8.f);
+        host[2 * i + 1] = host[2 * i] + (int32_t)uniform(-16.f, (float)lq);
+    }
+    void* dev = NULL;
+    cudaMalloc(&dev, n * 8);
+    cudaMemcpy(dev, host, n * 8, cudaMemcpyHostToDevice);
+    free(host);
+    return dev;
+}
+
 static void* device_zeros(size_t bytes) {
     void* dev = NULL;
     cudaMalloc(&dev, bytes);
@@ -73,6 +87,7 @@ typedef struct {
     float mask_density;        /* 1 makes every tile fully visible; 1e-4 leaves most tiles empty */
     int bias_heads, bias_rows; /* 0 = no bias */
     int key_major;             /* mask, bias and dBias stored (batch, heads, Lk, rows): key stride = rows */
+    int lifetime_heads;        /* 0 = no key lifetimes; else heads in {1, hkv, hq} (not with a mask) */
 } Case;
 
 /* A (batch, heads, rows, Lk) operand, contiguous or key-major. */
@@ -90,8 +105,8 @@ static int run_case(const Case* c, int dtype) {
     void *out = device_zeros(q_n * 2), *d_out = device_values(q_n, -1.f, 1.f, dtype);
     void *d_q = device_zeros(q_n * 2), *d_k = device_zeros(kv_n * 2), *d_v = device_zeros(kv_n * 2);
     float* lse = (float*)device_zeros((size_t)c->batch * c->hq * c->lq * 4);
-    uint64_t* stats = (uint64_t*)device_zeros(16);
-    void *mask = NULL, *bias = NULL, *d_bias = NULL;
+    uint64_t* stats = (uint64_t*)device_zeros(24);
+    void *mask = NULL, *bias = NULL, *d_bias = NULL, *lifetimes = NULL;
 
     fdma_problem problem;
     memset(&problem, 0, sizeof problem);
@@ -101,10 +116,16 @@ static int run_case(const Case* c, int dtype) {
     problem.q = seq_major(q, c->lq, c->hq, c->d);
     problem.k = seq_major(k, c->lk, c->hkv, c->d);
     problem.v = seq_major(v, c->lk, c->hkv, c->d);
-    problem.mask.stride_key = problem.bias.stride_key = 1;
+    problem.mask.stride_key = problem.lifetimes.stride_key = problem.bias.stride_key = 1;
     if (c->mask_heads) {
         mask = device_mask((size_t)c->batch * c->mask_heads * c->mask_rows * c->lk, c->mask_density);
         problem.mask = operand(mask, 0, c, c->mask_heads, c->mask_rows);
+    }
+    if (c->lifetime_heads) {
+        lifetimes = device_lifetimes((size_t)c->batch * c->lifetime_heads * c->lk, c->lq);
+        const fdma_broadcast_tensor t = {lifetimes, 0, c->batch, c->lifetime_heads, 1,
+                                         (int64_t)c->lifetime_heads * c->lk, c->lk, 0, 1};
+        problem.lifetimes = t;
     }
     if (c->bias_heads) {
         const size_t n = (size_t)c->batch * c->bias_heads * c->bias_rows * c->lk;
@@ -149,11 +170,11 @@ static int run_case(const Case* c, int dtype) {
         fprintf(stderr, "CUDA: %s\n", cudaGetErrorString(err));
         failed = 1;
     }
-    void* buffers[] = {q, k, v, out, d_out, d_q, d_k, d_v, lse, stats, mask, bias, d_bias};
+    void* buffers[] = {q, k, v, out, d_out, d_q, d_k, d_v, lse, stats, mask, bias, d_bias, lifetimes};
     for (size_t i = 0; i < sizeof(buffers) / sizeof(buffers[0]); ++i) cudaFree(buffers[i]);
-    printf("%s B%d Lq%d Lk%d Hq%d Hkv%d D%d causal%d det%d mask(%d,%d,%g) bias(%d,%d)%s: %s\n",
+    printf("%s B%d Lq%d Lk%d Hq%d Hkv%d D%d causal%d det%d mask(%d,%d,%g) lifetimes(%d) bias(%d,%d)%s: %s\n",
            dtype == FDMA_DTYPE_BFLOAT16 ? "bf16" : "fp16", c->batch, c->lq, c->lk, c->hq, c->hkv, c->d, c->causal,
-           c->deterministic, c->mask_heads, c->mask_rows, c->mask_density, c->bias_heads, c->bias_rows,
+           c->deterministic, c->mask_heads, c->mask_rows, c->mask_density, c->lifetime_heads, c->bias_heads, c->bias_rows,
            c->key_major ? " key-major" : "", failed ? "FAILED" : "ok");
     return failed;
 }
@@ -170,6 +191,10 @@ int main(void) {
         {1, 520, 600, 4, 2, 64, 0, 1, 2, 520, 1e-4f, 2, 1, 0},
         {2, 97, 130, 4, 2, 64, 1, 1, 2, 97, 0.4f, 2, 1, 1},
         {1, 200, 333, 4, 2, 128, 0, 0, 1, 200, 0.5f, 4, 200, 1},
+        {2, 97, 130, 4, 2, 64, 1, 0, 0, 0, 0.f, 2, 1, 0, 2},
+        {1, 3, 5000, 4, 2, 128, 1, 1, 0, 0, 0.f, 2, 1, 0, 1},
+        {1, 257, 300, 2, 1, 256, 0, 1, 0, 0, 0.f, 1, 257, 0, 2},
+        {2, 130, 70, 4, 1, 96, 1, 0, 0, 0, 0.f, 0, 0, 0, 4},
     };
     const int dtypes[] = {FDMA_DTYPE_BFLOAT16, FDMA_DTYPE_FLOAT16};
     int failed = 0;

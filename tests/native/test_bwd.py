@@ -25,12 +25,12 @@ def rel(got, ref):
 
 
 def check(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False, deterministic=False,
-          d_bias_dtype=None):
-    out, lse, _ = fdma.forward(q, k, v, mask, bias, scale, softcap, causal)
+          d_bias_dtype=None, lifetimes=None):
+    out, lse, _ = fdma.forward(q, k, v, mask, bias, scale, softcap, causal, lifetimes=lifetimes)
     d_out = rand(*q.shape, dtype=q.dtype, lo=-1, hi=1)
     dq, dk, dv, dbias, stats = fdma.backward(q, k, v, out, lse, d_out, mask, bias, scale, softcap, causal,
-                                             deterministic, d_bias_dtype)
-    refs = fdma.reference_grads(q, k, v, d_out, mask, bias, scale, softcap, causal)
+                                             deterministic, d_bias_dtype, lifetimes)
+    refs = fdma.reference_grads(q, k, v, d_out, mask, bias, scale, softcap, causal, lifetimes=lifetimes)
     torch_grads = None
     for i, (name, got, ref) in enumerate(zip(("dq", "dk", "dv", "dbias"), (dq, dk, dv, dbias), refs)):
         if ref is None:
@@ -43,7 +43,8 @@ def check(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False, 
             # Past the fixed bound, PyTorch's own error in this dtype is the yardstick (as in
             # FlashAttention's tests): a cancelling sum (one query row: dQ = sum_j dX_j k_j with
             # sum_j dX_j = 0) is ill-conditioned in 16-bit whoever computes it.
-            torch_grads = torch_grads or fdma.reference_grads(q, k, v, d_out, mask, bias, scale, softcap, causal, q.dtype)
+            torch_grads = torch_grads or fdma.reference_grads(q, k, v, d_out, mask, bias, scale, softcap, causal, q.dtype,
+                                                              lifetimes)
             torch_err = rel(torch_grads[i], ref)
             TORCH_FALLBACKS.append((name, str(q.dtype), tuple(q.shape), tuple(k.shape), f"{err:.2e}", f"{torch_err:.2e}"))
             assert err <= 2 * torch_err, f"{name}: relative error {err:.3e} (PyTorch's own in {q.dtype}: {torch_err:.3e})"

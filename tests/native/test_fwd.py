@@ -20,10 +20,15 @@ def rand(*shape, dtype, lo=-0.5, hi=1.5):
     return (torch.rand(*shape, device="cuda", dtype=torch.float32) * (hi - lo) + lo).to(dtype)
 
 
-def check(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False):
-    out, lse, stats = fdma.forward(q, k, v, mask, bias, scale, softcap, causal)
-    ref_out, ref_lse = fdma.reference(q.double(), k.double(), v.double(), mask, bias, scale, softcap, causal)
+def check(q, k, v, mask=None, bias=None, scale=None, softcap=0.0, causal=False, lifetimes=None):
+    """Checks out and LSE against the float64 reference and the visible-pair counter against the reference's
+    visibility; returns the statistics (computed, skipped, visible pairs)."""
+    out, lse, stats = fdma.forward(q, k, v, mask, bias, scale, softcap, causal, lifetimes=lifetimes)
+    ref_out, ref_lse = fdma.reference(q.double(), k.double(), v.double(), mask, bias, scale, softcap, causal, lifetimes)
     assert not out.isnan().any(), "unwritten (NaN) output elements"
+    b, lq, hq, _ = q.shape
+    visible = fdma.visibility(b, hq, k.shape[2], lq, k.shape[1], mask, causal, lifetimes)
+    assert stats[2] == visible.sum().item(), "visible pairs counted"
     err = ((out.double() - ref_out).norm() / ref_out.norm().clamp_min(1e-30)).item()
     WORST[q.dtype] = max(WORST.get(q.dtype, 0.0), err)
     assert err <= TOLERANCE[q.dtype], f"relative error {err:.3e}"
@@ -135,9 +140,9 @@ def test_tile_stats_count_skipped_tiles():
     for mt, nt in visible_tiles:
         mask[0, 0, mt * bm + 5, nt * bn + 1] = 1  # one visible element makes the tile computed
     stats = check(q, k, v, mask=mask)
-    assert stats == (heads * len(visible_tiles), heads * (m_tiles * n_tiles - len(visible_tiles)))
+    assert stats[:2] == (heads * len(visible_tiles), heads * (m_tiles * n_tiles - len(visible_tiles)))
     # Causal with no mask: tiles wholly above the (bottom-right) diagonal are skipped.
-    _, _, (computed, skipped) = fdma.forward(q, k, v, causal=True)
+    computed, skipped, _ = check(q, k, v, causal=True)
     shift = lk - lq
     expected = sum(1 for mt in range(m_tiles) for nt in range(n_tiles)
                    if nt * bn <= min(mt * bm + bm, lq) - 1 + shift)
@@ -154,7 +159,7 @@ def test_tile_stats_with_mask_and_causal():
     mask[0, 0, bm + 2, 1] = 1  # below it: tile (1, 0) is computed
     _, _, stats = fdma.forward(q, k, v, mask=mask, causal=True)
     m_tiles, n_tiles = L // bm, (L + bn - 1) // bn
-    assert stats == (1, m_tiles * n_tiles - 1)
+    assert stats == (1, m_tiles * n_tiles - 1, 1)
     check(q, k, v, mask=mask, causal=True)
 
 
@@ -206,7 +211,7 @@ def test_sparse_mask_long():
     i = torch.arange(L, device="cuda")
     mask = ((i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - 256)).to(torch.uint8)[None, None]
     bias = rand(1, 1, 1, L, dtype=torch.bfloat16, lo=-1, hi=1)
-    _, _, (computed, skipped) = fdma.forward(q, k, v, mask=mask, bias=bias, causal=True)
+    _, _, (computed, skipped, _) = fdma.forward(q, k, v, mask=mask, bias=bias, causal=True)
     assert skipped > computed
     check(q, k, v, mask=mask, bias=bias, causal=True)
 
@@ -224,7 +229,7 @@ def test_split_kv(dtype, lq, lk):
     mask[:, 0, 0, :] = 0  # an empty row
     bias = rand(1, hkv, 1, lk, dtype=torch.float32, lo=-2, hi=1)
     bm, bn = fdma.tile_shape(d, dtype)
-    computed, skipped = check(q, k, v, mask=mask, bias=bias, causal=True)
+    computed, skipped, _ = check(q, k, v, mask=mask, bias=bias, causal=True)
     assert computed + skipped == hq * -(-lq // bm) * -(-lk // bn)
     check(q, k, v)
 
@@ -272,6 +277,19 @@ BAD_CALLS = [
      fdma.STATUS_INVALID_ARGUMENT, "bias.heads"),
     ("key-strided bias over out", lambda p, t: setattr(p.problem, "bias", fdma.BroadcastTensor(p.out.data, 1, 1, 1, 1, 0, 0, 0, 64)),
      fdma.STATUS_INVALID_ARGUMENT, "params.out overlaps params.problem.bias"),
+    ("lifetimes rows 2", lambda p, t: setattr(p.problem, "lifetimes", fdma.BroadcastTensor(t["lifetimes"].data_ptr(), 0, 1, 1, 2, 0, 0, 40, 1)),
+     fdma.STATUS_INVALID_ARGUMENT, "params.problem.lifetimes.rows"),
+    ("lifetimes misaligned", lambda p, t: setattr(p.problem, "lifetimes", fdma.BroadcastTensor(t["lifetimes"].data_ptr() + 4, 0, 1, 1, 1, 0, 0, 0, 1)),
+     fdma.STATUS_MISALIGNED, "params.problem.lifetimes.data"),
+    ("lifetimes heads 3", lambda p, t: setattr(p.problem, "lifetimes", fdma.BroadcastTensor(t["lifetimes"].data_ptr(), 0, 1, 3, 1, 0, 40, 0, 1)),
+     fdma.STATUS_INVALID_ARGUMENT, "params.problem.lifetimes.heads"),
+    ("lifetimes stride_key 0", lambda p, t: setattr(p.problem, "lifetimes", fdma.BroadcastTensor(t["lifetimes"].data_ptr(), 0, 1, 1, 1, 0, 0, 0, 0)),
+     fdma.STATUS_INVALID_ARGUMENT, "params.problem.lifetimes.stride_key"),
+    ("lifetimes with a mask", lambda p, t: (setattr(p.problem, "mask", fdma.as_broadcast(t["mask"][None, None])),
+                                            setattr(p.problem, "lifetimes", fdma.as_lifetimes(t["lifetimes"]))),
+     fdma.STATUS_INVALID_ARGUMENT, "params.problem.lifetimes and params.problem.mask"),
+    ("lifetimes over out", lambda p, t: setattr(p.problem, "lifetimes", fdma.BroadcastTensor(p.out.data, 0, 1, 1, 1, 0, 0, 0, 1)),
+     fdma.STATUS_INVALID_ARGUMENT, "params.out overlaps params.problem.lifetimes"),
     ("lse misaligned", lambda p, t: setattr(p, "lse", p.lse + 2), fdma.STATUS_MISALIGNED, "lse"),
     ("stride overflow", lambda p, t: setattr(p.problem.k, "stride_batch", 2**62), fdma.STATUS_INVALID_ARGUMENT, "2^62"),
     ("workspace too small", lambda p, t: (setattr(p.problem, "mask", fdma.as_broadcast(t["mask"][None, None])),
@@ -291,7 +309,8 @@ def test_bad_call_is_refused_and_writes_nothing(name, corrupt, status, word):
     extras = {"host": torch.ones(1, 40, 2, 64, dtype=torch.float16).pin_memory() if name != "host pointer"
               else torch.ones(1, 40, 2, 64, dtype=torch.float16),
               "mask": torch.ones(40, 40, dtype=torch.uint8, device="cuda"),
-              "bias": torch.ones(1, 1, 1, 40, device="cuda")}
+              "bias": torch.ones(1, 1, 1, 40, device="cuda"),
+              "lifetimes": torch.zeros(1, 1, 40, 2, dtype=torch.int32, device="cuda")}
     params = fdma.make_params(q, k, v, out, lse=lse)
     corrupt(params, extras)
     got, message = fdma.call(params)
