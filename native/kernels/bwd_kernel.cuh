@@ -163,6 +163,115 @@ __device__ __forceinline__ void two_products(float (&s)[8][4], float (&dp)[8][4]
     }
 }
 
+// dBias of one (key tile, query tile) step of a dK/dV kernel, from dX^T (dp): with a row-broadcast bias into this
+// thread's per-key sums (dbias_sum), with a row per query into the accumulator rows (dbias_g, [Lq][Lk]) -- with
+// kAtomic, atomically, where blocks share keys. key_of(e): the key of score register e.
+template <bool kAtomic, typename KeyOf>
+__device__ __forceinline__ void dkdv_dbias(const AttentionParams& p, const float (&dp)[8][4], float* dbias_g, float (&dbias_sum)[2],
+                                           int m0, KeyOf key_of, int lane) {
+    if (p.bias.rows == 1) {
+#pragma unroll
+        for (int ni = 0; ni < 8; ++ni)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) dbias_sum[e / 2] += dp[ni][e];
+        return;
+    }
+#pragma unroll
+    for (int ni = 0; ni < 8; ++ni) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int query = m0 + ni * 8 + (lane % 4) * 2 + e % 2;
+            const int key = key_of(e);
+            if (query >= p.seqlen_q || key >= p.seqlen_k) continue;
+            float* at = dbias_g + static_cast<i64>(query) * p.seqlen_k + key;
+            if (kAtomic) {
+                if (dp[ni][e] != 0.f) atomicAdd(at, dp[ni][e]);
+            } else {
+                *at += dp[ni][e];
+            }
+        }
+    }
+}
+
+// dV += P^T dO and dK += dX^T Q over the head-dim slice at d0, for this warp's 16 keys; with_dq also leaves dX^T in
+// shared memory (sdS_words) for dkdv_dq.
+template <typename Traits, typename Ops>
+__device__ __forceinline__ void dkdv_accumulate(const float (&s)[8][4], const float (&dp)[8][4], u32 sQ, u32 sdO, u32* sdS_words,
+                                                int d0, bool with_dq, float (&acc_dk)[Traits::kSliceTiles][4],
+                                                float (&acc_dv)[Traits::kSliceTiles][4], int warp, int lane) {
+    constexpr int kRowElems = Traits::kRowElems;
+#pragma unroll
+    for (int kk = 0; kk < Traits::kBlockM / 16; ++kk) {
+        u32 a_p[4], a_dx[4];
+        a_p[0] = Ops::pack(s[2 * kk][0], s[2 * kk][1]);
+        a_p[1] = Ops::pack(s[2 * kk][2], s[2 * kk][3]);
+        a_p[2] = Ops::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        a_p[3] = Ops::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        a_dx[0] = Ops::pack(dp[2 * kk][0], dp[2 * kk][1]);
+        a_dx[1] = Ops::pack(dp[2 * kk][2], dp[2 * kk][3]);
+        a_dx[2] = Ops::pack(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+        a_dx[3] = Ops::pack(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+        if (with_dq) {  // dX^T for the dQ product
+            const int row = warp * 16 + lane / 4;
+            const int col = kk * 16 + (lane % 4) * 2;
+            sdS_words[(row * Traits::kSRowElems + col) / 2] = a_dx[0];
+            sdS_words[((row + 8) * Traits::kSRowElems + col) / 2] = a_dx[1];
+            sdS_words[(row * Traits::kSRowElems + col + 8) / 2] = a_dx[2];
+            sdS_words[((row + 8) * Traits::kSRowElems + col + 8) / 2] = a_dx[3];
+        }
+#pragma unroll
+        for (int dj = 0; dj < Traits::kSliceTiles / 2; ++dj) {
+            u32 b_do[4], b_q[4];
+            const u32 off = ((kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kRowElems + d0 + dj * 16 + (lane / 16) * 8) * 2;
+            ldmatrix_x4_trans(b_do, sdO + off);
+            ldmatrix_x4_trans(b_q, sQ + off);
+            Ops::mma(acc_dv[2 * dj], a_p, b_do[0], b_do[1]);
+            Ops::mma(acc_dv[2 * dj + 1], a_p, b_do[2], b_do[3]);
+            Ops::mma(acc_dk[2 * dj], a_dx, b_q[0], b_q[1]);
+            Ops::mma(acc_dk[2 * dj + 1], a_dx, b_q[2], b_q[3]);
+        }
+    }
+}
+
+// dQ += dX K for this warp's 16 queries of the tile at m0 (the slice at d0), added to the fp32 buffer; dX^T of every
+// warp is in shared memory (sdS) after the barrier.
+template <typename Traits, typename Ops>
+__device__ __forceinline__ void dkdv_dq(const BwdParams& bp, u32 sdS, u32 sK, int m0, int batch, int head, int d0, int warp,
+                                        int lane) {
+    constexpr int kRowElems = Traits::kRowElems;
+    constexpr int kSliceTiles = Traits::kSliceTiles;
+    const AttentionParams& p = bp.attn;
+    __syncthreads();
+    float acc_dq[kSliceTiles][4];
+#pragma unroll
+    for (int d = 0; d < kSliceTiles; ++d)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc_dq[d][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < Traits::kBlockN / 16; ++kk) {
+        u32 a[4];
+        ldmatrix_x4_trans(a, sdS + ((kk * 16 + lane % 8 + (lane / 16) * 8) * Traits::kSRowElems + warp * 16 + ((lane / 8) % 2) * 8) * 2);
+#pragma unroll
+        for (int dj = 0; dj < kSliceTiles / 2; ++dj) {
+            u32 b[4];
+            ldmatrix_x4_trans(b, sK + ((kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kRowElems + d0 + dj * 16 + (lane / 16) * 8) * 2);
+            Ops::mma(acc_dq[2 * dj], a, b[0], b[1]);
+            Ops::mma(acc_dq[2 * dj + 1], a, b[2], b[3]);
+        }
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int query = m0 + warp * 16 + lane / 4 + half * 8;
+        if (query >= p.seqlen_q) continue;
+        float* dq_row = bp.d_q_accum + ((static_cast<i64>(batch) * p.seqlen_q + query) * p.heads_q + head) * (Traits::kDTiles * 8) + d0;
+#pragma unroll
+        for (int d = 0; d < kSliceTiles; ++d) {
+            atomicAdd(dq_row + d * 8 + (lane % 4) * 2, acc_dq[d][half * 2] * p.softmax_scale);
+            atomicAdd(dq_row + d * 8 + (lane % 4) * 2 + 1, acc_dq[d][half * 2 + 1] * p.softmax_scale);
+        }
+    }
+}
+
 template <int kElementType, int kHeadDim, typename Visibility>
 __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     dmattn_bwd_dkdv_kernel(const BwdParams bp) {
@@ -170,7 +279,6 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     using Ops = ElementOps<kElementType>;
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
-    constexpr int kRowElems = Traits::kRowElems;
     constexpr int kSliceTiles = Traits::kSliceTiles;
     const AttentionParams& p = bp.attn;
 
@@ -268,90 +376,10 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
                     if (bias_g == nullptr) score_grads(p, s, dp, bounds, policy, elementwise, NoBias{}, coords);
                     else if (p.bias.stride_row == 0) score_grads(p, s, dp, bounds, policy, elementwise, key_bias, coords);
                     else score_grads(p, s, dp, bounds, policy, elementwise, GlobalBias{p.bias, bias_g}, coords);
-                    if (dbias_g != nullptr && first_slice) {
-                        if (p.bias.rows == 1) {
-#pragma unroll
-                            for (int ni = 0; ni < 8; ++ni)
-#pragma unroll
-                                for (int e = 0; e < 4; ++e) dbias_sum[e / 2] += dp[ni][e];
-                        } else {
-#pragma unroll
-                            for (int ni = 0; ni < 8; ++ni) {
-#pragma unroll
-                                for (int e = 0; e < 4; ++e) {
-                                    const int query = m0 + ni * 8 + (lane % 4) * 2 + e % 2;
-                                    const int key = n0 + key_row + (e / 2) * 8;
-                                    if (query < Lq && key < Lk) dbias_g[static_cast<i64>(query) * Lk + key] += dp[ni][e];
-                                }
-                            }
-                        }
-                    }
-
-                    // dV += P^T dO and dK += dX^T Q over this block's slice of the head dim.
-#pragma unroll
-                    for (int kk = 0; kk < kBlockM / 16; ++kk) {
-                        u32 a_p[4], a_dx[4];
-                        a_p[0] = Ops::pack(s[2 * kk][0], s[2 * kk][1]);
-                        a_p[1] = Ops::pack(s[2 * kk][2], s[2 * kk][3]);
-                        a_p[2] = Ops::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-                        a_p[3] = Ops::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-                        a_dx[0] = Ops::pack(dp[2 * kk][0], dp[2 * kk][1]);
-                        a_dx[1] = Ops::pack(dp[2 * kk][2], dp[2 * kk][3]);
-                        a_dx[2] = Ops::pack(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-                        a_dx[3] = Ops::pack(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
-                        if (bp.d_q_accum != nullptr) {  // dX^T for the dQ product below
-                            const int row = warp * 16 + lane / 4;
-                            const int col = kk * 16 + (lane % 4) * 2;
-                            sdS_words[(row * Traits::kSRowElems + col) / 2] = a_dx[0];
-                            sdS_words[((row + 8) * Traits::kSRowElems + col) / 2] = a_dx[1];
-                            sdS_words[(row * Traits::kSRowElems + col + 8) / 2] = a_dx[2];
-                            sdS_words[((row + 8) * Traits::kSRowElems + col + 8) / 2] = a_dx[3];
-                        }
-#pragma unroll
-                        for (int dj = 0; dj < kSliceTiles / 2; ++dj) {
-                            u32 b_do[4], b_q[4];
-                            const u32 off = ((kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kRowElems + d0 + dj * 16 + (lane / 16) * 8) * 2;
-                            ldmatrix_x4_trans(b_do, sdO + off);
-                            ldmatrix_x4_trans(b_q, sQ + off);
-                            Ops::mma(acc_dv[2 * dj], a_p, b_do[0], b_do[1]);
-                            Ops::mma(acc_dv[2 * dj + 1], a_p, b_do[2], b_do[3]);
-                            Ops::mma(acc_dk[2 * dj], a_dx, b_q[0], b_q[1]);
-                            Ops::mma(acc_dk[2 * dj + 1], a_dx, b_q[2], b_q[3]);
-                        }
-                    }
-
-                    if (bp.d_q_accum != nullptr) {
-                        // dQ += dX K for this warp's 16 queries, added to the fp32 buffer.
-                        __syncthreads();  // dX^T of every warp is in shared memory
-                        float acc_dq[kSliceTiles][4];
-#pragma unroll
-                        for (int d = 0; d < kSliceTiles; ++d)
-#pragma unroll
-                            for (int e = 0; e < 4; ++e) acc_dq[d][e] = 0.f;
-#pragma unroll
-                        for (int kk = 0; kk < kBlockN / 16; ++kk) {
-                            u32 a[4];
-                            ldmatrix_x4_trans(a, sdS + ((kk * 16 + lane % 8 + (lane / 16) * 8) * Traits::kSRowElems + warp * 16 + ((lane / 8) % 2) * 8) * 2);
-#pragma unroll
-                            for (int dj = 0; dj < kSliceTiles / 2; ++dj) {
-                                u32 b[4];
-                                ldmatrix_x4_trans(b, sK + ((kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kRowElems + d0 + dj * 16 + (lane / 16) * 8) * 2);
-                                Ops::mma(acc_dq[2 * dj], a, b[0], b[1]);
-                                Ops::mma(acc_dq[2 * dj + 1], a, b[2], b[3]);
-                            }
-                        }
-#pragma unroll
-                        for (int half = 0; half < 2; ++half) {
-                            const int query = m0 + warp * 16 + lane / 4 + half * 8;
-                            if (query >= Lq) continue;
-                            float* dq_row = bp.d_q_accum + ((static_cast<i64>(batch) * Lq + query) * p.heads_q + head) * kHeadDim + d0;
-#pragma unroll
-                            for (int d = 0; d < kSliceTiles; ++d) {
-                                atomicAdd(dq_row + d * 8 + (lane % 4) * 2, acc_dq[d][half * 2] * p.softmax_scale);
-                                atomicAdd(dq_row + d * 8 + (lane % 4) * 2 + 1, acc_dq[d][half * 2 + 1] * p.softmax_scale);
-                            }
-                        }
-                    }
+                    if (dbias_g != nullptr && first_slice)
+                        dkdv_dbias<false>(p, dp, dbias_g, dbias_sum, m0, [&](int e) { return n0 + key_row + (e / 2) * 8; }, lane);
+                    dkdv_accumulate<Traits, Ops>(s, dp, sQ, sdO, sdS_words, d0, bp.d_q_accum != nullptr, acc_dk, acc_dv, warp, lane);
+                    if (bp.d_q_accum != nullptr) dkdv_dq<Traits, Ops>(bp, sdS, sK, m0, batch, head, d0, warp, lane);
                     __syncthreads();  // every warp is done with sQ, sdO, sdS, sLse, sDelta
                 }
                 if (dbias_g != nullptr && first_slice && p.bias.rows == 1) {
@@ -391,6 +419,172 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     if (bp.tile_stats != nullptr && first_slice && threadIdx.x == 0) {
         atomicAdd(bp.tile_stats, static_cast<u64>(computed));
         atomicAdd(bp.tile_stats + 1, static_cast<u64>(skipped));
+    }
+}
+
+// The lifetimes of this thread's two keys in a gathered dK/dV tile (rows key_row and key_row + 8), in registers:
+// the elementwise test of score_grads without a load.
+struct ThreadKeyLifetimes {
+    int key0;     // the key of row key_row
+    int2 life[2];
+    __device__ __forceinline__ bool admits(bool in_bounds, int query, int key) const {
+        const int2 l = key == key0 ? life[0] : life[1];
+        return in_bounds & (l.x <= query) & (query < l.y);
+    }
+};
+
+// dK and dV with key lifetimes, outside the deterministic mode. A key that stays selected for a long run of queries
+// would serialise the key-major kernel's block, and a key tile of neighbouring keys would compute every query its
+// longest-lived key sees for all 64 keys. So the work goes query-major, as in the forward: one block per (range of
+// kGatherRangeTiles query tiles, key slot, head-dim slice) of a (batch, query head) gathers the keys alive in the
+// range's rows (KeyLifetimes), takes every kGatherKeySlots-th gathered tile, walks the range's query tiles that its
+// keys live in, and adds its dK, dV (fp32 atomics, once per tile and range) and dBias to the accumulators; dQ goes
+// to its buffer as in the key-major kernel.
+template <int kElementType, int kHeadDim>
+__global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
+    dmattn_bwd_dkdv_gathered_kernel(const BwdParams bp) {
+    using Traits = BwdTraits<kHeadDim>;
+    using Ops = ElementOps<kElementType>;
+    constexpr int kBlockM = Traits::kBlockM;
+    constexpr int kBlockN = Traits::kBlockN;
+    constexpr int kSliceTiles = Traits::kSliceTiles;
+    constexpr int kRangeRows = kGatherRangeTiles * kBlockM;
+    const AttentionParams& p = bp.attn;
+
+    extern __shared__ __align__(16) unsigned char smem[];
+    const u32 sK = smem_addr(smem);                  // the dK/dV kernel's layout
+    const u32 sV = sK + Traits::kTileBytes;
+    const u32 sQ = sV + Traits::kTileBytes;
+    const u32 sdO = sQ + Traits::kTileBytes;
+    const u32 sdS = sdO + Traits::kTileBytes;
+    u32* sdS_words = reinterpret_cast<u32*>(smem + 4 * Traits::kTileBytes);
+    float* sLse = reinterpret_cast<float*>(smem + 4 * Traits::kTileBytes + kBlockN * Traits::kSRowElems * 2);
+    float* sDelta = sLse + kBlockM;
+
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    const int d0 = (blockIdx.x % Traits::kSlices) * Traits::kDSlice;
+    const bool first_slice = d0 == 0;
+    const int slot = blockIdx.x / Traits::kSlices % kGatherKeySlots;
+    const int range = blockIdx.x / Traits::kSlices / kGatherKeySlots;
+    const int head = blockIdx.y;
+    const int batch = blockIdx.z;
+    const int kv_head = head / p.kv_group;
+    const int Lq = p.seqlen_q;
+    const int Lk = p.seqlen_k;
+    const int r0 = range * kRangeRows;
+    const int r1 = min(r0 + kRangeRows, Lq);
+    const int key_row = warp * 16 + lane / 4;  // + 8 * half: this thread's keys within the tile
+    const TileBounds bounds(p);
+    const int n_end = bounds.template key_tile_end<kRangeRows, kBlockN>(r0);
+    const KeyLifetimes walk = KeyLifetimes::by_query_tile<kRangeRows, kBlockN>(p, batch, head, range, 0, n_end);
+    const KeyLifetimes::Gather& g = *walk.gather;
+
+    const char* q_g = head_slice(p.q, p.q_strides, batch, head);
+    const char* do_g = head_slice(bp.d_o, bp.d_o_strides, batch, head);
+    const char* k_g = head_slice(p.k, p.k_strides, batch, kv_head);
+    const char* v_g = head_slice(p.v, p.v_strides, batch, kv_head);
+    const float* lse_g = bp.lse + (static_cast<i64>(batch) * p.heads_q + head) * Lq;
+    const float* delta_g = bp.delta + (static_cast<i64>(batch) * p.heads_q + head) * Lq;
+    const char* bias_g = broadcast_slice(p.bias, element_size(p.bias.type), batch, head);
+    float* dbias_g = bp.d_bias_accum == nullptr
+        ? nullptr
+        : bp.d_bias_accum + ((static_cast<i64>(p.bias.batches == 1 ? 0 : batch) * p.bias.heads +
+                              (p.bias.heads == 1 ? 0 : head / p.bias.head_group)) * p.bias.rows) * Lk;
+
+    long long computed = 0;
+    int index = 0;  // of the gathered tile, among the range's
+    for (int t = walk.next(0); t < n_end; t = walk.next(t + 1), ++index) {
+        if (index % kGatherKeySlots != slot) continue;
+        walk.load_keys<Traits>(sK, k_g, 2 * p.k_strides.seq, t);
+        walk.load_keys<Traits>(sV, v_g, 2 * p.v_strides.seq, t);
+        cp_async_commit();
+
+        // This thread's keys, their lifetimes and bias.
+        ThreadKeyLifetimes mine{g.keys[key_row], {g.life[key_row], g.life[key_row + 8]}};
+        int keys[2] = {g.keys[key_row], g.keys[key_row + 8]};
+        KeyBias key_bias{};
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+            key_bias.key[half] = bias_g != nullptr && p.bias.stride_row == 0 && keys[half] < Lk
+                ? load_bias(bias_g, keys[half] * p.bias.stride_key, p.bias.type) : 0.f;
+
+        // The range's query tiles some key of the tile lives in (and, with causal, sees its first key).
+        int lo = r1, hi = r0;
+        for (int c = 0; c < kBlockN; ++c) {
+            const int2 life = g.life[c];
+            const int first = max(life.x, r0), stop = min(life.y, r1);
+            if (first < stop) lo = min(lo, first), hi = max(hi, stop);
+        }
+        if (bounds.causal()) lo = max(lo, g.keys[0] - bounds.shift());
+        const int m_begin = lo / kBlockM;
+        const int m_stop = lo < hi ? tiles_of(hi, kBlockM) : m_begin;
+
+        float acc_dk[kSliceTiles][4], acc_dv[kSliceTiles][4];
+#pragma unroll
+        for (int d = 0; d < kSliceTiles; ++d)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc_dk[d][e] = acc_dv[d][e] = 0.f;
+        float dbias_sum[2] = {0.f, 0.f};
+        for (int m_tile = m_begin; m_tile < m_stop; ++m_tile) {
+            const int m0 = m_tile * kBlockM;
+            load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * p.q_strides.seq, m0, Lq);
+            load_tile_async<Traits, kBlockM>(sdO, do_g, 2 * bp.d_o_strides.seq, m0, Lq);
+            cp_async_commit();
+            if (threadIdx.x < kBlockM) {
+                const int row = m0 + threadIdx.x;
+                sLse[threadIdx.x] = row < Lq ? lse_g[row] * kLog2e : 0.f;
+                sDelta[threadIdx.x] = row < Lq ? delta_g[row] : 0.f;
+            }
+            cp_async_wait<0>();
+            __syncthreads();
+
+            float s[8][4], dp[8][4];
+            two_products<Traits, Ops>(s, dp, sK, sV, sQ, sdO, warp, lane);
+            auto coords = [&](int ni, int e) {
+                const int q_local = ni * 8 + (lane % 4) * 2 + e % 2;
+                return ScoreCoords{m0 + q_local, keys[e / 2], sLse[q_local], sDelta[q_local]};
+            };
+            if (bias_g == nullptr) score_grads(p, s, dp, bounds, mine, true, NoBias{}, coords);
+            else if (p.bias.stride_row == 0) score_grads(p, s, dp, bounds, mine, true, key_bias, coords);
+            else score_grads(p, s, dp, bounds, mine, true, GlobalBias{p.bias, bias_g}, coords);
+            if (dbias_g != nullptr && first_slice) dkdv_dbias<true>(p, dp, dbias_g, dbias_sum, m0, [&](int e) { return keys[e / 2]; }, lane);
+            dkdv_accumulate<Traits, Ops>(s, dp, sQ, sdO, sdS_words, d0, bp.d_q_accum != nullptr, acc_dk, acc_dv, warp, lane);
+            if (bp.d_q_accum != nullptr) dkdv_dq<Traits, Ops>(bp, sdS, sK, m0, batch, head, d0, warp, lane);
+            __syncthreads();  // every warp is done with sQ, sdO, sdS, sLse, sDelta
+        }
+        computed += m_stop - m_begin;
+
+        // This tile's share of dK (with the softmax scale of q.k), dV and the row-broadcast dBias.
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int key = keys[half];
+            if (dbias_g != nullptr && first_slice && p.bias.rows == 1) {
+                float sum = dbias_sum[half];
+                sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+                sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+                if (lane % 4 == 0 && key < Lk && sum != 0.f) atomicAdd(dbias_g + key, sum);
+            }
+            if (key >= Lk || m_stop == m_begin) continue;
+            const i64 row = ((static_cast<i64>(batch) * Lk + key) * p.heads_kv + kv_head) * kHeadDim + d0;
+#pragma unroll
+            for (int d = 0; d < kSliceTiles; ++d) {
+                const int col = d * 8 + (lane % 4) * 2;
+                atomicAdd(bp.d_k_accum + row + col, acc_dk[d][half * 2] * p.softmax_scale);
+                atomicAdd(bp.d_k_accum + row + col + 1, acc_dk[d][half * 2 + 1] * p.softmax_scale);
+                atomicAdd(bp.d_v_accum + row + col, acc_dv[d][half * 2]);
+                atomicAdd(bp.d_v_accum + row + col + 1, acc_dv[d][half * 2 + 1]);
+            }
+        }
+        cp_async_wait<0>();  // a tile with no query tile never waited for its K and V
+    }
+
+    // Computed and skipped add up to the tile count over every block of a (batch, head): slot 0 of the first slice
+    // adds the range's tiles, every first-slice block takes its computed ones off (modulo 2^64).
+    if (bp.tile_stats != nullptr && first_slice && threadIdx.x == 0) {
+        atomicAdd(bp.tile_stats, static_cast<u64>(computed));
+        const u64 range_tiles = slot == 0 ? static_cast<u64>(tiles_of(r1 - r0, kBlockM)) * tiles_of(Lk, kBlockN) : 0;
+        atomicAdd(bp.tile_stats + 1, range_tiles - static_cast<u64>(computed));
     }
 }
 

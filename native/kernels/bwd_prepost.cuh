@@ -1,5 +1,5 @@
 // The backward's small passes around the main kernels: Delta = rowsum(dO * O) before them, and
-// the fp32 accumulators of dQ and dBias converted to their output types after them.
+// the fp32 accumulators of dQ, dBias (and the gathered dK and dV) converted to their output types after them.
 // Device-only, no host headers.
 #pragma once
 
@@ -41,19 +41,19 @@ __global__ void __launch_bounds__(kRowPassThreads) bwd_delta_kernel(const BwdPar
     if (lane == 0) bp.delta[row] = sum;
 }
 
-// Rows are (batch, query, query head) of the [B, Lq, Hq, D] accumulator, one warp each.
+// An fp32 [B, L, H, D] accumulator (dQ; dK and dV when gathered) to a 16-bit (B, L, H, D) tensor: one warp per
+// (batch, position, head) row.
 template <int kElementType>
-__global__ void __launch_bounds__(kRowPassThreads) bwd_convert_dq_kernel(const BwdParams bp, int head_dim) {
-    const AttentionParams& p = bp.attn;
+__global__ void __launch_bounds__(kRowPassThreads) bwd_convert_rows_kernel(const float* accum, void* out, Strides strides,
+                                                                           int batch, int seqlen, int heads, int head_dim) {
     const i64 row = static_cast<i64>(blockIdx.x) * (kRowPassThreads / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
-    if (row >= static_cast<i64>(p.batch) * p.seqlen_q * p.heads_q) return;
-    const int head = static_cast<int>(row % p.heads_q);
-    const int query = static_cast<int>(row / p.heads_q % p.seqlen_q);
-    const int batch = static_cast<int>(row / p.heads_q / p.seqlen_q);
-    const float2* src = reinterpret_cast<const float2*>(bp.d_q_accum + row * head_dim);
-    u32* dst = reinterpret_cast<u32*>(static_cast<char*>(bp.d_q) +
-        2 * (batch * bp.d_q_strides.batch + query * bp.d_q_strides.seq + head * bp.d_q_strides.head));
+    if (row >= static_cast<i64>(batch) * seqlen * heads) return;
+    const int head = static_cast<int>(row % heads);
+    const int position = static_cast<int>(row / heads % seqlen);
+    const int b = static_cast<int>(row / heads / seqlen);
+    const float2* src = reinterpret_cast<const float2*>(accum + row * head_dim);
+    u32* dst = reinterpret_cast<u32*>(static_cast<char*>(out) + 2 * (b * strides.batch + position * strides.seq + head * strides.head));
     for (int i = lane; i < head_dim / 2; i += 32) {
         const float2 v = src[i];
         dst[i] = ElementOps<kElementType>::pack(v.x, v.y);

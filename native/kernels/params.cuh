@@ -98,6 +98,8 @@ struct BwdParams {
 
     float* delta;            // [B, Hq, Lq]: rowsum(dO * O)
     float* d_q_accum;        // fp32 [B, Lq, Hq, D], zeroed; atomics target when not deterministic, else nullptr
+    float* d_k_accum;        // fp32 [B, Lk, Hkv, D], zeroed; the gathered dK/dV's atomics target, else nullptr
+    float* d_v_accum;
     u64* tile_stats;         // [kBwdStatCounters]: computed, skipped; or nullptr
 
     // The dK/dV kernel's grid.y / grid.z enumerate dBias owners: one block owns the dBias entries

@@ -120,6 +120,7 @@ struct ProblemShape {
     int mask_batch, mask_heads;             // 0 and 0 without a mask
     int bias_type;                          // DType; 0 without a bias
     int bias_batch, bias_heads, bias_rows;  // 0, 0 and 0 without a bias
+    int lifetimes;                          // 1 with key lifetimes, else 0
 };
 
 struct FwdPlan {
@@ -172,6 +173,14 @@ FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s) {
     return p;
 }
 
+// ---- the backward's gathered dK/dV (key lifetimes, not deterministic) ----
+
+// A block of dmattn_bwd_dkdv_gathered_kernel takes the keys alive in a range of kGatherRangeTiles query tiles,
+// and every kGatherKeySlots-th of their gathered tiles: a long range adds each key's dK and dV to the fp32
+// accumulators fewer times, the slots keep enough blocks in flight at moderate lengths.
+constexpr int kGatherRangeTiles = 8;
+constexpr int kGatherKeySlots = 4;
+
 struct BwdPlan {
     Tile tile;
     int m_tiles, n_tiles;
@@ -180,8 +189,11 @@ struct BwdPlan {
     int threads;
     Dim3 occupancy_grid;             // tile_occupancy_kernel; z = 0 without a mask
     Dim3 query_tile_grid;            // dmattn_bwd_dq_kernel (dQ, bf16's Delta): (query tiles, Hq, B)
-    Dim3 dkdv_grid;                  // dmattn_bwd_dkdv_kernel: (key tiles x slices, owner heads, owner batches)
-    unsigned row_blocks;             // bwd_delta_kernel, bwd_convert_dq_kernel
+    bool gathered_dkdv;              // dK/dV by dmattn_bwd_dkdv_gathered_kernel (key lifetimes, not deterministic)
+    Dim3 dkdv_grid;                  // dmattn_bwd_dkdv_kernel: (key tiles x slices, owner heads, owner batches);
+                                     // gathered: (query ranges x key slots x slices, Hq, B)
+    unsigned row_blocks;             // bwd_delta_kernel, bwd_convert_rows_kernel of dQ
+    unsigned kv_row_blocks;          // bwd_convert_rows_kernel of dK and dV, when gathered
     unsigned convert_d_bias_blocks;  // bwd_convert_dbias_kernel; 0 without dBias
     int dkdv_smem_bytes;
     int dq_smem_bytes;               // this call's, for the query-major kernels
@@ -190,6 +202,7 @@ struct BwdPlan {
     u64 delta;                       // fp32 [B][Hq][Lq]
     u64 d_q_accum, d_q_accum_bytes;  // fp32 [B][Lq][Hq][D], zeroed; only when not deterministic
     u64 d_bias_accum, d_bias_accum_bytes;  // fp32 [bias batch][heads][rows][Lk], zeroed; only with dBias
+    u64 d_k_accum, d_v_accum, d_kv_accum_bytes;  // fp32 [B][Lk][Hkv][D] each, zeroed; only when gathered
     u64 bitmaps;                     // with a mask: occupied and full by query tile, then both by key tile
     u64 bitmap_words;                // of each query-major bitmap: [mask planes][query tiles][key-tile words]
     u64 bitmap_t_words;              // of each key-major bitmap: [mask planes][key tiles][query-tile words]
@@ -209,10 +222,16 @@ FDMA_HOST_DEVICE constexpr BwdPlan plan_bwd(const ProblemShape& s, bool determin
     p.occupancy_grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(occupancy_words(p.n_tiles)),
                             static_cast<unsigned>(mask_planes)};
     p.query_tile_grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(s.heads_q), static_cast<unsigned>(s.batch)};
-    p.dkdv_grid = Dim3{static_cast<unsigned>(p.n_tiles * p.slices), static_cast<unsigned>(p.owner_heads),
-                       static_cast<unsigned>(p.owner_batches)};
+    p.gathered_dkdv = s.lifetimes != 0 && !deterministic;
+    p.dkdv_grid = p.gathered_dkdv
+        ? Dim3{static_cast<unsigned>(tiles_of(p.m_tiles, kGatherRangeTiles) * kGatherKeySlots * p.slices),
+               static_cast<unsigned>(s.heads_q), static_cast<unsigned>(s.batch)}
+        : Dim3{static_cast<unsigned>(p.n_tiles * p.slices), static_cast<unsigned>(p.owner_heads),
+               static_cast<unsigned>(p.owner_batches)};
     const u64 rows = static_cast<u64>(s.batch) * s.heads_q * s.seqlen_q;
     p.row_blocks = warp_row_blocks(static_cast<long long>(rows), kRowPassThreads);
+    const u64 kv_rows = static_cast<u64>(s.batch) * s.seqlen_k * s.heads_kv;
+    p.kv_row_blocks = p.gathered_dkdv ? warp_row_blocks(static_cast<long long>(kv_rows), kRowPassThreads) : 0;
     const u64 d_bias_elements = with_d_bias ? static_cast<u64>(s.bias_batch) * s.bias_heads * s.bias_rows * s.seqlen_k : 0;
     p.convert_d_bias_blocks = static_cast<unsigned>((d_bias_elements + kConvertDBiasThreads - 1) / kConvertDBiasThreads);
     p.dkdv_smem_bytes = bwd_dkdv_smem_bytes(s.head_dim);
@@ -230,6 +249,13 @@ FDMA_HOST_DEVICE constexpr BwdPlan plan_bwd(const ProblemShape& s, bool determin
         p.d_bias_accum = end;
         p.d_bias_accum_bytes = d_bias_elements * 4;
         end += align256(p.d_bias_accum_bytes);
+    }
+    if (p.gathered_dkdv) {
+        p.d_kv_accum_bytes = kv_rows * s.head_dim * 4;
+        p.d_k_accum = end;
+        end += align256(p.d_kv_accum_bytes);
+        p.d_v_accum = end;
+        end += align256(p.d_kv_accum_bytes);
     }
     if (mask_planes > 0) {
         p.bitmaps = end;

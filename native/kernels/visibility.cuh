@@ -78,6 +78,8 @@ __device__ __forceinline__ int next_set_tile(const u32* row, int n, int end) {
 // The 8-bit mask (nonzero = visible), bound to one (batch, query head) and to the row of tiles one
 // block walks: the key tiles of a query tile, or the query tiles of a key tile.
 struct DenseMask {
+    static constexpr bool kGathers = false;  // key tiles are contiguous
+
     const AttentionParams& a;
     const u8* mask;       // this (batch, head)'s [rows, Lk] slice; nullptr without a mask
     const u32* occupied;  // the walk's bitmap row: tiles holding a visible pair
@@ -167,6 +169,7 @@ struct DenseMask {
 // so its shared state needs no other synchronisation. Key-major (dK/dV): the query tiles between the
 // earliest first and the latest end of the key tile's keys, each pair tested against its key's lifetime.
 struct KeyLifetimes {
+    static constexpr bool kGathers = true;    // query-major walks gather their keys
     static constexpr int kScanThreads = 128;  // the threads that scan (every kernel here has at least these)
     static constexpr int kTileKeys = 64;      // keys per gathered tile: the kernels' kBlockN
 

@@ -91,6 +91,8 @@ void place_bwd_scratch(BwdParams& bp, const BwdPlan& plan, void* base) {
     bp.delta = reinterpret_cast<float*>(b + plan.delta);
     bp.d_q_accum = plan.d_q_accum_bytes > 0 ? reinterpret_cast<float*>(b + plan.d_q_accum) : nullptr;
     bp.d_bias_accum = plan.d_bias_accum_bytes > 0 ? reinterpret_cast<float*>(b + plan.d_bias_accum) : nullptr;
+    bp.d_k_accum = plan.gathered_dkdv ? reinterpret_cast<float*>(b + plan.d_k_accum) : nullptr;
+    bp.d_v_accum = plan.gathered_dkdv ? reinterpret_cast<float*>(b + plan.d_v_accum) : nullptr;
     if (plan.bitmap_words > 0) {
         u32* words = reinterpret_cast<u32*>(b + plan.bitmaps);
         bp.attn.occupancy = words;

@@ -18,6 +18,8 @@ cudaError_t launch_bwd_kernels(const BwdParams& params, const BwdPlan& plan, cud
     };
     zero(params.d_q_accum, plan.d_q_accum_bytes);
     zero(params.d_bias_accum, plan.d_bias_accum_bytes);
+    zero(params.d_k_accum, plan.d_kv_accum_bytes);
+    zero(params.d_v_accum, plan.d_kv_accum_bytes);
     zero(attn.occupancy_t, 2 * plan.bitmap_t_words * sizeof(u32));  // both key-major bitmaps
     zero(params.tile_stats, kBwdStatCounters * sizeof(u64));
     if (err != cudaSuccess) return err;
@@ -33,17 +35,33 @@ cudaError_t launch_bwd_kernels(const BwdParams& params, const BwdPlan& plan, cud
         if ((err = launch_bwd_delta_fp16(params, plan, kHeadDim, stream))) return err;
     }
 
-    const auto dkdv = dmattn_bwd_dkdv_kernel<kElementType, kHeadDim, Visibility>;
-    if ((err = cudaFuncSetAttribute(dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.dkdv_smem_bytes))) return err;
-    dkdv<<<dim3(plan.dkdv_grid.x, plan.dkdv_grid.y, plan.dkdv_grid.z), threads, plan.dkdv_smem_bytes, stream>>>(params);
+    const dim3 dkdv_grid(plan.dkdv_grid.x, plan.dkdv_grid.y, plan.dkdv_grid.z);
+    if (plan.gathered_dkdv) {
+        if constexpr (Visibility::kGathers) {
+            const auto dkdv = dmattn_bwd_dkdv_gathered_kernel<kElementType, kHeadDim>;
+            if ((err = cudaFuncSetAttribute(dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.dkdv_smem_bytes))) return err;
+            dkdv<<<dkdv_grid, threads, plan.dkdv_smem_bytes, stream>>>(params);
+        }
+    } else {
+        const auto dkdv = dmattn_bwd_dkdv_kernel<kElementType, kHeadDim, Visibility>;
+        if ((err = cudaFuncSetAttribute(dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.dkdv_smem_bytes))) return err;
+        dkdv<<<dkdv_grid, threads, plan.dkdv_smem_bytes, stream>>>(params);
+    }
 
     if (params.d_q_accum == nullptr) {
         const auto dq = dmattn_bwd_dq_kernel<kElementType, kHeadDim, Visibility, false>;
         if ((err = cudaFuncSetAttribute(dq, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.dq_smem_limit))) return err;
         dq<<<query_tiles, threads, plan.dq_smem_bytes, stream>>>(params);
-    } else if ((err = launch_bwd_convert_dq(params, plan, kElementType, kHeadDim, stream))) {
+    } else if ((err = launch_bwd_convert_rows(params.d_q_accum, params.d_q, params.d_q_strides, attn.batch, attn.seqlen_q,
+                                              attn.heads_q, kHeadDim, plan.row_blocks, kElementType, stream))) {
         return err;
     }
+    if (plan.gathered_dkdv &&
+        ((err = launch_bwd_convert_rows(params.d_k_accum, params.d_k, params.d_k_strides, attn.batch, attn.seqlen_k,
+                                        attn.heads_kv, kHeadDim, plan.kv_row_blocks, kElementType, stream)) ||
+         (err = launch_bwd_convert_rows(params.d_v_accum, params.d_v, params.d_v_strides, attn.batch, attn.seqlen_k,
+                                        attn.heads_kv, kHeadDim, plan.kv_row_blocks, kElementType, stream))))
+        return err;
     if (params.d_bias.data != nullptr && (err = launch_bwd_convert_dbias(params, plan, stream))) return err;
     return cudaGetLastError();
 }

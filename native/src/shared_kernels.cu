@@ -15,9 +15,12 @@ cudaError_t launch_bwd_delta_fp16(const BwdParams& params, const BwdPlan& plan, 
     return cudaGetLastError();
 }
 
-cudaError_t launch_bwd_convert_dq(const BwdParams& params, const BwdPlan& plan, int dtype, int head_dim, cudaStream_t stream) {
-    if (dtype == kFloat16) bwd_convert_dq_kernel<kFloat16><<<plan.row_blocks, kRowPassThreads, 0, stream>>>(params, head_dim);
-    else bwd_convert_dq_kernel<kBFloat16><<<plan.row_blocks, kRowPassThreads, 0, stream>>>(params, head_dim);
+cudaError_t launch_bwd_convert_rows(const float* accum, void* out, Strides strides, int batch, int seqlen, int heads,
+                                    int head_dim, unsigned blocks, int dtype, cudaStream_t stream) {
+    if (dtype == kFloat16)
+        bwd_convert_rows_kernel<kFloat16><<<blocks, kRowPassThreads, 0, stream>>>(accum, out, strides, batch, seqlen, heads, head_dim);
+    else
+        bwd_convert_rows_kernel<kBFloat16><<<blocks, kRowPassThreads, 0, stream>>>(accum, out, strides, batch, seqlen, heads, head_dim);
     return cudaGetLastError();
 }
 

@@ -129,8 +129,9 @@ def test_dma_topk_mask(lq, lk, window):
 
 def test_gathered_tiles_hold_only_live_keys():
     """A query tile's keys are gathered 64 at a time: the computed tiles are ceil(live keys / 64) per query tile and
-    head, whatever the key tiles the live keys are spread over."""
-    B, H, L, D, window = 1, 2, 1024, 128, 100
+    head, whatever the key tiles the live keys are spread over (16 heads: enough blocks that no split shares a
+    query tile's keys)."""
+    B, H, L, D, window = 1, 16, 1024, 128, 100
     dtype = torch.bfloat16
     bm, bn = fdma.tile_shape(D, dtype)
     scores = torch.randn(B, 1, L, device="cuda")
@@ -181,3 +182,20 @@ def test_deterministic_backward_repeats_bits():
     runs = [fdma.backward(q, k, v, out, lse, d_out, causal=True, deterministic=True, lifetimes=lifetimes)[:3]
             for _ in range(3)]
     assert all(torch.equal(a, b) for run in runs[1:] for a, b in zip(runs[0], run))
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_backward_tile_stats_add_up(deterministic):
+    """The gathered dK/dV (default mode) and the key-major walk (deterministic) both count every tile of every
+    (batch, query head) once, computed or skipped; the gathered one computes fewer."""
+    B, L, Hq, Hkv, D = 2, 1500, 4, 2, 64
+    bm, bn = fdma.bwd_tile_shape(D, torch.float16)
+    q = rand(B, L, Hq, D, dtype=torch.float16)
+    k, v = rand(B, L, Hkv, D, dtype=torch.float16), rand(B, L, Hkv, D, dtype=torch.float16)
+    lifetimes = dense_to_lifetimes(topk_dense(torch.randn(B, Hkv, L, device="cuda"), L, 128))
+    out, lse, _ = fdma.forward(q, k, v, causal=True, lifetimes=lifetimes)
+    d_out = rand(B, L, Hq, D, dtype=torch.float16, lo=-1, hi=1)
+    *_, (computed, skipped) = fdma.backward(q, k, v, out, lse, d_out, causal=True, deterministic=deterministic,
+                                            lifetimes=lifetimes)
+    assert computed + skipped == B * Hq * -(-L // bm) * -(-L // bn)
+    assert computed < (computed + skipped) // 2
