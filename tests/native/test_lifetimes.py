@@ -198,4 +198,5 @@ def test_backward_tile_stats_add_up(deterministic):
     *_, (computed, skipped) = fdma.backward(q, k, v, out, lse, d_out, causal=True, deterministic=deterministic,
                                             lifetimes=lifetimes)
     assert computed + skipped == B * Hq * -(-L // bm) * -(-L // bn)
-    assert computed < (computed + skipped) // 2
+    if not deterministic:
+        assert computed < (computed + skipped) // 3
