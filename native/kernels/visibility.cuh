@@ -171,16 +171,19 @@ struct DenseMask {
 struct KeyLifetimes {
     static constexpr bool kGathers = true;    // query-major walks gather their keys
     static constexpr int kScanThreads = 128;  // the threads that scan (every kernel here has at least these)
+    static constexpr int kKeysPerThread = 4;  // keys each of them tests per scan step: independent loads in flight
+    static constexpr int kScanKeys = kScanThreads * kKeysPerThread;
     static constexpr int kTileKeys = 64;      // keys per gathered tile: the kernels' kBlockN
 
     // The query-major walk's shared memory (static: only the kernels instantiated with this policy hold it).
     struct Gather {
-        int pending[kTileKeys + kScanThreads];  // keys found, not yet in a tile (a scan step adds at most kScanThreads)
-        int keys[kTileKeys];                    // the current tile's keys; seqlen_k in columns past the last key
-        int2 life[kTileKeys];                   // their lifetimes
-        int found[kScanThreads / 32];           // keys found by each warp in a scan step
+        int pending[kTileKeys + kScanKeys];       // keys found, not yet in a tile (a scan step adds at most kScanKeys)
+        int2 pending_life[kTileKeys + kScanKeys]; // and their lifetimes
+        int keys[kTileKeys];                      // the current tile's keys; seqlen_k in columns past the last key
+        int2 life[kTileKeys];                     // their lifetimes
+        int found[kScanThreads / 32];             // keys found by each warp in a scan step
         int pending_count;
-        int cursor;                             // the next key to scan
+        int cursor;                               // the next key to scan
     };
 
     const AttentionParams& a;
@@ -252,33 +255,71 @@ struct KeyLifetimes {
         int count = first_call ? 0 : g.pending_count;
         int cursor = first_call ? scan_begin : g.cursor;
         const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+        const bool scans = threadIdx.x < kScanThreads;
         while (count < kTileKeys && cursor < scan_end) {
-            const int key = cursor + threadIdx.x;
-            const bool alive = threadIdx.x < kScanThreads && key < scan_end && meets(lifetime(key), row_begin, row_end);
-            const u32 ballot = __ballot_sync(0xffffffffu, alive);
-            if (lane == 0 && threadIdx.x < kScanThreads) g.found[warp] = __popc(ballot);
+            // This thread's kKeysPerThread neighbouring keys: ascending key order within and across threads.
+            const int key0 = cursor + threadIdx.x * kKeysPerThread;
+            int2 life[kKeysPerThread];
+            u32 alive = 0;  // bit k: key0 + k
+#pragma unroll
+            for (int k = 0; k < kKeysPerThread; ++k) {
+                const bool exists = scans && key0 + k < scan_end;
+                life[k] = exists ? lifetime(key0 + k) : int2{0, 0};
+                alive |= static_cast<u32>(exists && meets(life[k], row_begin, row_end)) << k;
+            }
+            const int mine = __popc(alive);
+            int before = mine;  // inclusive prefix of the warp's counts
+#pragma unroll
+            for (int offset = 1; offset < 32; offset *= 2) {
+                const int other = __shfl_up_sync(0xffffffffu, before, offset);
+                if (lane >= offset) before += other;
+            }
+            if (lane == 31 && scans) g.found[warp] = before;
             __syncthreads();
-            int offset = count, total = 0;
+            int offset = count + before - mine, total = 0;
 #pragma unroll
             for (int w = 0; w < kScanThreads / 32; ++w) {
                 offset += w < warp ? g.found[w] : 0;
                 total += g.found[w];
             }
-            if (alive) g.pending[offset + __popc(ballot & ((1u << lane) - 1u))] = key;
+#pragma unroll
+            for (int k = 0; k < kKeysPerThread; ++k) {
+                if ((alive >> k) & 1u) {
+                    g.pending[offset] = key0 + k;
+                    g.pending_life[offset] = life[k];
+                    ++offset;
+                }
+            }
             count += total;
-            cursor += kScanThreads;
+            cursor += kScanKeys;
             __syncthreads();  // pending written; found free for the next step
         }
         if (count == 0) return end;
         if (threadIdx.x < kTileKeys) {
-            const int key = threadIdx.x < count ? g.pending[threadIdx.x] : a.seqlen_k;
-            g.keys[threadIdx.x] = key;
-            g.life[threadIdx.x] = key < a.seqlen_k ? lifetime(key) : int2{0, 0};
+            const bool filled = threadIdx.x < count;
+            g.keys[threadIdx.x] = filled ? g.pending[threadIdx.x] : a.seqlen_k;
+            g.life[threadIdx.x] = filled ? g.pending_life[threadIdx.x] : int2{0, 0};
         }
-        const int rest = count - kTileKeys;  // < kScanThreads
-        const int moved = threadIdx.x < rest ? g.pending[kTileKeys + threadIdx.x] : 0;
+        // The rest moves to the front: at most kScanKeys - 1 entries, a few per thread.
+        const int rest = count - kTileKeys;
+        constexpr int kMoves = (kScanKeys + kScanThreads - 1) / kScanThreads;
+        int moved_key[kMoves];
+        int2 moved_life[kMoves];
+#pragma unroll
+        for (int i = 0; i < kMoves; ++i) {
+            const int from = kTileKeys + threadIdx.x + i * kScanThreads;
+            const bool moves = scans && threadIdx.x + i * kScanThreads < rest;
+            moved_key[i] = moves ? g.pending[from] : 0;
+            moved_life[i] = moves ? g.pending_life[from] : int2{0, 0};
+        }
         __syncthreads();
-        if (threadIdx.x < rest) g.pending[threadIdx.x] = moved;
+#pragma unroll
+        for (int i = 0; i < kMoves; ++i) {
+            if (scans && threadIdx.x + i * kScanThreads < rest) {
+                g.pending[threadIdx.x + i * kScanThreads] = moved_key[i];
+                g.pending_life[threadIdx.x + i * kScanThreads] = moved_life[i];
+            }
+        }
         if (threadIdx.x == 0) {
             g.pending_count = max(rest, 0);
             g.cursor = cursor;
