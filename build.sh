@@ -17,6 +17,9 @@
 #                             both into bench/results/<gpu>-<date>.{md,png,json}; args go to it (--quick: a subset;
 #                             --out DIR; --filter TEXT; --help). Without a GPU it runs the CPU reference on a small
 #                             case. FDMA_CUDA_ARCHITECTURES (e.g. 90) narrows the native build to those GPUs.
+#                             With python3 with torch and triton it also runs bench/dma_topk.py (DMA's top-k mask as key
+#                             lifetimes against the dense mask and the PyTorch peers; --quick: fewer rows), which writes
+#                             <gpu>-<date>[-quick]-dma-topk.{md,json} beside the report (bench/results, or --out DIR).
 #   test and bench use the library FLASHDMATTN_NATIVE_LIBRARY names, when it is set, instead of building one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -191,13 +194,18 @@ run_bench() {
   fi
 
   # The suite is defined once, in the benchmark executable; the baselines receive its list of rows.
-  local list_args=() args=("$@") i
+  local list_args=() dma_args=() out_dir=bench/results args=("$@") i
   for ((i = 0; i < ${#args[@]}; i++)); do
     case "${args[i]}" in
-      --quick) list_args+=(--quick) ;;
+      --quick) list_args+=(--quick); dma_args+=(--quick) ;;
       --filter) list_args+=(--filter "${args[i + 1]:-}") ;;
+      --out) out_dir=${args[i + 1]:-$out_dir} ;;
     esac
   done
+  local commit=${FDMA_BENCH_COMMIT:-}
+  if [ -z "$commit" ] && commit=$(git rev-parse --short HEAD 2>/dev/null); then
+    [ -z "$(git status --porcelain 2>/dev/null)" ] || commit="$commit+changes"
+  fi
   mkdir -p "$bench_work"
   rm -rf "$bench_work/exchange" "$bench_work/baselines.json"
   local baseline_args=()
@@ -208,14 +216,13 @@ run_bench() {
     if [ -f "$bench_work/baselines.json" ]; then
       baseline_args=(--baselines "$bench_work/baselines.json" --exchange "$bench_work/exchange")
     fi
+    # DMA's mask in O(L): a section of its own, through the C ABI (tests/native/fdma.py) and PyTorch.
+    FDMA_BENCH_COMMIT="${commit:-unknown}" PYTHONUNBUFFERED=1 python3 bench/dma_topk.py --out "$out_dir" "${dma_args[@]}" \
+      || echo "build.sh: bench/dma_topk.py failed; its JSON keeps the rows it finished" >&2
   else
-    echo "build.sh: no python3 with torch and triton: the report will hold our kernel only"
+    echo "build.sh: no python3 with torch and triton: the report will hold our kernel only (and no DMA top-k section)"
   fi
 
-  local commit=${FDMA_BENCH_COMMIT:-}
-  if [ -z "$commit" ] && commit=$(git rev-parse --short HEAD 2>/dev/null); then
-    [ -z "$(git status --porcelain 2>/dev/null)" ] || commit="$commit+changes"
-  fi
   dotnet "$bench_dll" "${baseline_args[@]}" --work "$bench_work" --commit "${commit:-unknown}" "$@"
 }
 
