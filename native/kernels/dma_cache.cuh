@@ -9,7 +9,8 @@
 
 namespace fdma {
 
-constexpr int kDmaThreads = 256;
+// One block per cache runs a decode step alone on its SM: the most threads shorten the passes over the slots.
+constexpr int kDmaThreads = 1024;
 constexpr int kDmaWarps = kDmaThreads / 32;
 
 // A non-NaN score as an unsigned integer of the same order; -0 and +0 compare equal as floats, so they map to
@@ -131,12 +132,13 @@ __global__ void __launch_bounds__(kDmaThreads) dma_cache_append_kernel(const Dma
     SlotSweep sweep{kNoKey, kNoSlot, kNoSlot, 0};
     for (int slot = threadIdx.x; slot < c.slots; slot += kDmaThreads) {
         const int position = positions[slot];
-        if (position >= 0 && lifetimes[slot].y < previous_tokens) {
+        const int2 lifetime = lifetimes[slot];
+        if (position >= 0 && lifetime.y < previous_tokens) {
             positions[slot] = -1;
             scores[slot] = neg_inf();
             lifetimes[slot] = make_int2(0, 0);
         } else if (position >= 0) {
-            lifetimes[slot] = make_int2(0, S);
+            if (lifetime.x != 0 || lifetime.y != S) lifetimes[slot] = make_int2(0, S);  // decode: already {0, 1}
             const u64 key = rank_key(scores[slot], position);
             if (key < sweep.key) sweep.key = key, sweep.slot = slot;
             ++sweep.alive;

@@ -185,7 +185,9 @@ fdma_status fdma_dma_cache_problem(const fdma_dma_cache* cache, fdma_problem* pr
     return fdma::guarded([&] {
         fdma::DmaCacheView view{};
         fdma::Extent extents[fdma::kCacheExtents];
-        if (const fdma_status st = fdma::check_cache(cache, view, extents)) return st;
+        fdma_status st;
+        if ((st = fdma::check_cache(cache, view, extents)) || (st = fdma::check_no_overlaps(extents, fdma::kCacheExtents)))
+            return st;
         if (problem == nullptr) return fdma::fail(FDMA_STATUS_INVALID_ARGUMENT, "problem is null");
         const fdma_dma_cache& c = *cache;
         const int32_t slots = view.slots;
