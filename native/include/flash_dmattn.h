@@ -256,7 +256,7 @@ FDMA_API fdma_status fdma_topk_lifetimes(const fdma_topk_params* params);
  * fdma_dma_cache_problem fills. Token u takes a free slot while fewer than w keys are alive; else it replaces
  * the lowest-ranked alive key if it outranks it (ties: the lower position wins, so an equal score does not
  * outrank); else it is dropped: no query ever sees it. A key replaced by token u stays in its slot, visible to
- * queries < u, until the next append frees it.
+ * queries < u, until the next append frees it. A token takes the lowest-numbered free slot.
  */
 typedef struct fdma_dma_cache {
     uint32_t struct_size;   /* sizeof(fdma_dma_cache) */
@@ -289,7 +289,9 @@ typedef struct fdma_dma_append_params {
 /* Sets struct_size; zeroes everything else. */
 FDMA_API void fdma_dma_cache_init(fdma_dma_cache* cache);
 
-/* Empties the cache (every slot free, no token appended) on stream. */
+/* Empties the cache (every slot free, with K and V zeroed: the forward reads free slots with zero weight, and NaN
+ * garbage there would poison its sums; no token appended) on stream; required before a cache's first append, since
+ * freshly allocated buffers are not an empty cache. */
 FDMA_API fdma_status fdma_dma_cache_reset(const fdma_dma_cache* cache, void* stream);
 
 /* Sets struct_size; zeroes everything else. */

@@ -208,17 +208,29 @@ __global__ void __launch_bounds__(kDmaThreads) dma_cache_append_kernel(const Dma
     }
 }
 
-// Empties `caches` caches of `slots` slots each: every slot free, every counter zero. A grid-stride loop.
+// Empties `caches` caches of `slots` slots each: every slot free, every counter zero, and K and V zeroed, since the
+// forward reads a free slot's rows with zero weight and garbage NaN there would still poison its sums. A
+// grid-stride loop over the slots, the counters and the 16-byte vectors of the K and V rows.
 __global__ void dma_cache_reset_kernel(const DmaCacheView c, i64 caches) {
-    const i64 slots = caches * c.slots, counters = 4 * caches;
+    const int vectors = c.head_dim / 8;  // per row
+    const i64 slots = caches * c.slots, counters = 4 * caches, row_vectors = slots * vectors;
     const i64 stride = static_cast<i64>(gridDim.x) * blockDim.x;
-    for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < slots || i < counters; i += stride) {
+    for (i64 i = blockIdx.x * static_cast<i64>(blockDim.x) + threadIdx.x; i < row_vectors; i += stride) {
         if (i < slots) {
             c.positions[i] = -1;
             c.scores[i] = neg_inf();
             reinterpret_cast<int2*>(c.lifetimes)[i] = make_int2(0, 0);
         }
         if (i < counters) c.state[i] = 0;
+        // Row (batch, slot, head) of the [B, slots, Hkv, D] tensors; slots enumerate (batch, head, slot).
+        const i64 row = i / vectors;
+        const int part = static_cast<int>(i - row * vectors);
+        const i64 batch = row / (static_cast<i64>(c.heads_kv) * c.slots);
+        const int head = static_cast<int>(row / c.slots % c.heads_kv), slot = static_cast<int>(row % c.slots);
+        const i64 k_offset = batch * c.k_strides.batch + slot * c.k_strides.seq + head * c.k_strides.head;
+        const i64 v_offset = batch * c.v_strides.batch + slot * c.v_strides.seq + head * c.v_strides.head;
+        reinterpret_cast<uint4*>(static_cast<u16*>(c.k) + k_offset)[part] = make_uint4(0, 0, 0, 0);
+        reinterpret_cast<uint4*>(static_cast<u16*>(c.v) + v_offset)[part] = make_uint4(0, 0, 0, 0);
     }
 }
 

@@ -21,7 +21,8 @@ NEG_INF = float("-inf")
 
 
 class Cache:
-    """Device buffers of a cache and its fdma_dma_cache view; head_major / padded: non-default k, v layouts."""
+    """Device buffers of a cache and its fdma_dma_cache view: v head-major, k with a padded head stride if asked;
+    every buffer starts as garbage (7, NaN) that reset() must clear."""
 
     def __init__(self, batch, heads_kv, head_dim, window, max_step, dtype=torch.float16, padded=False):
         self.batch, self.heads_kv, self.head_dim, self.window, self.max_step = batch, heads_kv, head_dim, window, max_step
@@ -229,6 +230,7 @@ def test_reset_empties_a_used_cache():
     torch.cuda.synchronize()
     assert cache.positions.eq(-1).all() and cache.scores.eq(NEG_INF).all()
     assert cache.lifetimes.eq(0).all() and cache.state.eq(0).all()
+    assert cache.k.eq(0).all() and cache.v.eq(0).all(), "free slots hold zeros, never NaN the forward could read"
     k, v = tokens(gen, 2, 2, 2, 64, cache.dtype)
     slots = append(cache, k, v, torch.ones(2, 2, 2).cuda())
     assert slots.tolist() == [[[0, 1]] * 2] * 2, "a reset cache fills from slot 0 at position 0"
@@ -280,7 +282,7 @@ def lifetimes_supported():
     return True
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("kind,max_step", [("mixed", 6), ("decode", 1), ("prefill", 200)])
 def test_attention_over_the_cache(dtype, kind, max_step):
     """Each step's queries over the cache's slots equal the float64 forward over the whole context with the dense
@@ -341,7 +343,7 @@ def test_problem_fields():
     assert problem.bias.dtype == fdma.FLOAT32
 
 
-def invalid_cases(cache, k, v, scores, slots):
+def invalid_cases(cache, k, v, scores, slots, host):
     """(name, mutation of (cache struct, params) or None for a null, expected status)."""
     def c(field, value):
         return lambda cs, p: setattr(cs, field, value)
@@ -352,7 +354,6 @@ def invalid_cases(cache, k, v, scores, slots):
     def nested(obj, field, value):
         return lambda cs, p: setattr(getattr(p if obj.startswith("p.") else cs, obj[2:]), field, value)
 
-    host = torch.ones(scores.shape)
     return [
         ("cache.struct_size", c("struct_size", 8), fdma.STATUS_STRUCT_SIZE),
         ("params.struct_size", a("struct_size", 8), fdma.STATUS_STRUCT_SIZE),
@@ -397,8 +398,9 @@ def test_invalid_calls_change_nothing():
     k, v = tokens(gen, B, S, H, D, cache.dtype)
     scores = torch.randn(B, H, S, generator=gen).cuda()
     slots = torch.full((B, H, S), -7, dtype=torch.int32, device="cuda")
+    host = torch.ones(scores.shape)  # host memory where device memory is required
     before = cache.buffers()
-    for name, mutate, expected in invalid_cases(cache, k, v, scores, slots):
+    for name, mutate, expected in invalid_cases(cache, k, v, scores, slots, host):
         cs = fdma.DmaCache.from_buffer_copy(cache.struct)
         p = append_params(k, v, scores, slots)
         mutate(cs, p)
