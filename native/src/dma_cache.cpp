@@ -57,6 +57,8 @@ fdma_status check_cache(const fdma_dma_cache* cache, DmaCacheView& view, Extent*
     const long long caches = static_cast<long long>(c.batch) * c.heads_kv;
     if (caches > std::numeric_limits<int32_t>::max())
         return fail(FDMA_STATUS_UNSUPPORTED, "cache.batch * cache.heads_kv must be <= 2^31 - 1; got " + str(caches));
+    if (caches * slots > (1LL << 62) / 8)  // the lifetimes' bytes, the largest per-slot array
+        return fail(FDMA_STATUS_INVALID_ARGUMENT, "cache: batch * heads_kv * slots pairs address more than 2^62 bytes");
 
     fdma_status st;
     if ((st = check_tensor(c.k, {"cache.", "k", {c.batch, slots, c.heads_kv}, true}, c.head_dim, extents[0])) ||
