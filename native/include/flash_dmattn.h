@@ -294,7 +294,7 @@ FDMA_API void fdma_dma_cache_init(fdma_dma_cache* cache);
  * freshly allocated buffers are not an empty cache. */
 FDMA_API fdma_status fdma_dma_cache_reset(const fdma_dma_cache* cache, void* stream);
 
-/* Sets struct_size; zeroes everything else. */
+/* Sets struct_size and scores.stride_key to 1 (contiguous tokens); zeroes everything else. */
 FDMA_API void fdma_dma_append_params_init(fdma_dma_append_params* params);
 
 /* Appends one step's tokens; frees first the slots the previous step's tokens replaced. Asynchronous on stream,

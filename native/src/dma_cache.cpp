@@ -152,6 +152,7 @@ void fdma_dma_append_params_init(fdma_dma_append_params* params) {
     if (params == nullptr) return;
     *params = fdma_dma_append_params{};
     params->struct_size = sizeof(fdma_dma_append_params);
+    params->scores.stride_key = 1;
 }
 
 fdma_status fdma_dma_cache_reset(const fdma_dma_cache* cache, void* stream) {
