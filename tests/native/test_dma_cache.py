@@ -8,7 +8,6 @@ import ctypes
 import math
 import os
 
-import numpy as np
 import pytest
 import torch
 
@@ -146,8 +145,9 @@ def dense_visible(history, appended, S, window):
     for u in range(S):
         p = appended + u
         s = history[: p + 1]
-        eligible = np.flatnonzero(~np.isnan(s) & (s != NEG_INF))
-        order = eligible[np.lexsort((eligible, -s[eligible]))]  # score descending, then position ascending
+        eligible = torch.nonzero(~s.isnan() & (s != NEG_INF)).flatten()
+        # Score descending, then position ascending: a stable sort keeps equal scores in position order.
+        order = eligible[torch.sort(-s[eligible], stable=True).indices]
         sets.append(set(order[:window].tolist()))
     return sets
 
@@ -209,11 +209,11 @@ def test_replay_and_dense_selection(config):
         s = slots[b, h, u].long()
         assert torch.equal(cache.k.cpu()[b, s, h], k.cpu()[b, u, h]), "K rows"
         assert torch.equal(cache.v.cpu()[b, s, h], v.cpu()[b, u, h]), "V rows"
-        positions, lifetimes = cache.positions.cpu().numpy(), cache.lifetimes.cpu().numpy()
+        positions, lifetimes = cache.positions.cpu(), cache.lifetimes.cpu()
         for bi in range(B):
             for hi in range(H):
                 history[bi][hi].extend(fp32[bi, hi].tolist())
-                dense = dense_visible(np.array(history[bi][hi]), appended, S, w)
+                dense = dense_visible(torch.tensor(history[bi][hi]), appended, S, w)
                 assert cache_visible(positions[bi, hi], lifetimes[bi, hi], S) == dense, \
                     f"visible keys at step {appended}, batch {bi}, head {hi}"
         appended += S
@@ -312,7 +312,7 @@ def test_attention_over_the_cache(dtype, kind, max_step):
         mask = torch.zeros(B, Hkv, S, L, dtype=torch.uint8)
         for b in range(B):
             for h in range(Hkv):
-                for u, visible in enumerate(dense_visible(history[b, h].numpy(), appended, S, w)):
+                for u, visible in enumerate(dense_visible(history[b, h], appended, S, w)):
                     mask[b, h, u, list(visible)] = 1
         bias = torch.nan_to_num(history, nan=0.0, neginf=0.0).unsqueeze(2).double().cuda()
         ref_out, ref_lse = fdma.reference(q.double(), K.double(), V.double(), mask.cuda(), bias, scale)
