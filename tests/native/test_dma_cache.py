@@ -204,7 +204,9 @@ def test_replay_and_dense_selection(config):
         assert torch.equal(cache.positions.cpu(), pos), f"positions after position {appended}"
         assert torch.equal(cache.lifetimes.cpu(), life), f"lifetimes after position {appended}"
         assert torch.equal(cache.scores.cpu(), score), f"scores after position {appended}"
-        assert cache.state[..., 2].eq(appended + S).all()
+        alive = cache.lifetimes[..., 1].eq(S).sum(-1)
+        assert cache.state[..., 0].eq(alive).all() and alive.le(w).all(), "alive keys"
+        assert cache.state[..., 1].eq(S).all() and cache.state[..., 2].eq(appended + S).all()
         b, h, u = torch.nonzero(slots >= 0, as_tuple=True)
         s = slots[b, h, u].long()
         assert torch.equal(cache.k.cpu()[b, s, h], k.cpu()[b, u, h]), "K rows"
