@@ -270,7 +270,8 @@ typedef struct fdma_dma_cache {
     fdma_tensor k;          /* (B, slots, Hkv, D), the cache's keys */
     fdma_tensor v;          /* (B, slots, Hkv, D), the cache's values */
     float* scores;          /* (B, Hkv, slots) fp32 contiguous: each slot's score (-inf in a free slot) */
-    int32_t* positions;     /* (B, Hkv, slots) int32 contiguous: each slot's token position, -1 when free */
+    int32_t* positions;     /* (B, Hkv, slots) int32 contiguous: each slot's token position, -1 when free (so at most
+                             * 2^31 - 1 tokens between resets) */
     int32_t* lifetimes;     /* (B, Hkv, slots) int32 pairs contiguous: each slot's {first, end} over the step's queries */
     int32_t* state;         /* (B, Hkv, 4) int32 contiguous: the cache's own counters; only the library reads them */
 } fdma_dma_cache;

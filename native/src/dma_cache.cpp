@@ -50,9 +50,10 @@ fdma_status check_cache(const fdma_dma_cache* cache, DmaCacheView& view, Extent*
     if (!is_supported_head_dim(c.head_dim))
         return fail(FDMA_STATUS_UNSUPPORTED, "cache.head_dim must be one of 32, 64, 96, 128, 192, 256; got " + str(c.head_dim));
     const long long slots = static_cast<long long>(c.window) + c.max_step_tokens;
-    if (slots > std::numeric_limits<int32_t>::max())
-        return fail(FDMA_STATUS_INVALID_ARGUMENT, "cache.window + cache.max_step_tokens (the slots) must be <= 2^31 - 1; got " +
-                                                      str(slots));
+    // int slot indices, with a block's stride past the last one, never overflow.
+    if (slots > (1LL << 30))
+        return fail(FDMA_STATUS_UNSUPPORTED, "cache.window + cache.max_step_tokens (the slots) must be <= 2^30; got " +
+                                                 str(slots));
     // One block per (batch, kv head): grid.x's limit.
     const long long caches = static_cast<long long>(c.batch) * c.heads_kv;
     if (caches > std::numeric_limits<int32_t>::max())
