@@ -150,7 +150,8 @@ __global__ void __launch_bounds__(kDmaThreads) dma_cache_append_kernel(const Dma
     // Uniform over the block from here on: every thread takes the same decisions.
     u64 lowest_key = sweep.key;
     int lowest_slot = sweep.slot, alive = sweep.alive;
-    int scan_from = sweep.first_free, listed = 0, next_listed = 0;
+    // The sweep found the first free slot (all a decode step needs); collect_free_slots lists the following ones.
+    int first_free = sweep.first_free, scan_from = sweep.first_free + 1, listed = 0, next_listed = 0;
 
     const unsigned char* token_scores = static_cast<const unsigned char*>(p.scores.data) +
         element_size(p.scores.type) * (batch * p.scores.stride_batch + head * p.scores.stride_head);
@@ -166,13 +167,18 @@ __global__ void __launch_bounds__(kDmaThreads) dma_cache_append_kernel(const Dma
             if (slot_of_token != nullptr && threadIdx.x == 0) slot_of_token[u] = -1;
             continue;
         }
-        if (next_listed == listed) {
-            // At most w + S keys are stored during a step, so S - u free slots remain.
-            listed = collect_free_slots(positions, c.slots, scan_from, min(S - u, kDmaThreads), free_list, warp_counts);
-            next_listed = 0;
-            scan_from = free_list[listed - 1] + 1;
+        int slot = first_free;
+        if (first_free != kNoSlot) {
+            first_free = kNoSlot;
+        } else {
+            if (next_listed == listed) {
+                // At most w + S keys are stored during a step, so S - u free slots remain.
+                listed = collect_free_slots(positions, c.slots, scan_from, min(S - u, kDmaThreads), free_list, warp_counts);
+                next_listed = 0;
+                scan_from = free_list[listed - 1] + 1;
+            }
+            slot = free_list[next_listed++];
         }
-        const int slot = free_list[next_listed++];
         const int position = appended + u;
         if (threadIdx.x == 0) {
             positions[slot] = position;
