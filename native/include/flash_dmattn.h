@@ -256,7 +256,7 @@ FDMA_API fdma_status fdma_topk_lifetimes(const fdma_topk_params* params);
  * fdma_dma_cache_problem fills. Token u takes a free slot while fewer than w keys are alive; else it replaces
  * the lowest-ranked alive key if it outranks it (ties: the lower position wins, so an equal score does not
  * outrank); else it is dropped: no query ever sees it. A key replaced by token u stays in its slot, visible to
- * queries < u, until the next append frees it.
+ * queries < u, until the next append frees it. A token takes the lowest-numbered free slot.
  */
 typedef struct fdma_dma_cache {
     uint32_t struct_size;   /* sizeof(fdma_dma_cache) */
@@ -270,7 +270,8 @@ typedef struct fdma_dma_cache {
     fdma_tensor k;          /* (B, slots, Hkv, D), the cache's keys */
     fdma_tensor v;          /* (B, slots, Hkv, D), the cache's values */
     float* scores;          /* (B, Hkv, slots) fp32 contiguous: each slot's score (-inf in a free slot) */
-    int32_t* positions;     /* (B, Hkv, slots) int32 contiguous: each slot's token position, -1 when free */
+    int32_t* positions;     /* (B, Hkv, slots) int32 contiguous: each slot's token position, -1 when free (so at most
+                             * 2^31 - 1 tokens between resets) */
     int32_t* lifetimes;     /* (B, Hkv, slots) int32 pairs contiguous: each slot's {first, end} over the step's queries */
     int32_t* state;         /* (B, Hkv, 4) int32 contiguous: the cache's own counters; only the library reads them */
 } fdma_dma_cache;
@@ -289,10 +290,12 @@ typedef struct fdma_dma_append_params {
 /* Sets struct_size; zeroes everything else. */
 FDMA_API void fdma_dma_cache_init(fdma_dma_cache* cache);
 
-/* Empties the cache (every slot free, no token appended) on stream. */
+/* Empties the cache (every slot free, with K and V zeroed: the forward reads free slots with zero weight, and NaN
+ * garbage there would poison its sums; no token appended) on stream; required before a cache's first append, since
+ * freshly allocated buffers are not an empty cache. */
 FDMA_API fdma_status fdma_dma_cache_reset(const fdma_dma_cache* cache, void* stream);
 
-/* Sets struct_size; zeroes everything else. */
+/* Sets struct_size and scores.stride_key to 1 (contiguous tokens); zeroes everything else. */
 FDMA_API void fdma_dma_append_params_init(fdma_dma_append_params* params);
 
 /* Appends one step's tokens; frees first the slots the previous step's tokens replaced. Asynchronous on stream,

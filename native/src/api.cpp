@@ -1,31 +1,20 @@
 // The exported C ABI (flash_dmattn.h). No exception crosses it and nothing is printed.
 #include <cuda_runtime.h>
 
-#include <new>
-
 #include "../kernels/plan.cuh"
 #include "bwd_args.h"
 #include "bwd_launch.h"
 #include "flash_dmattn.h"
 #include "fwd_args.h"
 #include "fwd_launch.h"
+#include "guarded.h"
 #include "status.h"
 
 namespace {
 
-constexpr int32_t kCompiledArchs[] = {FDMA_CUDA_ARCHS};
+using fdma::guarded;
 
-template <typename F>
-fdma_status guarded(F&& body) {
-    try {
-        fdma::clear_last_error();
-        return body();
-    } catch (const std::bad_alloc&) {
-        return fdma::fail(FDMA_STATUS_INTERNAL, "out of host memory");
-    } catch (...) {
-        return fdma::fail(FDMA_STATUS_INTERNAL, "unexpected C++ exception");
-    }
-}
+constexpr int32_t kCompiledArchs[] = {FDMA_CUDA_ARCHS};
 
 fdma_status tile_shape(fdma::Tile (*tile_of)(int), int32_t head_dim, int32_t dtype, int32_t* block_m,
                        int32_t* block_n) {
