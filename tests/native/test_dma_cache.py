@@ -6,7 +6,6 @@ forward over the whole context with that dense mask.
 """
 import ctypes
 import math
-import os
 
 import pytest
 import torch
@@ -264,33 +263,12 @@ def cache_forward(cache, q, scale):
     return out, lse
 
 
-_LIFETIMES = {}
-
-
-def lifetimes_supported():
-    """Whether fdma_fwd honours problem.lifetimes: keys no query sees must give empty rows (zeros, -inf LSE).
-    FDMA_REQUIRE_LIFETIMES=1 fails instead of skipping."""
-    if "ok" not in _LIFETIMES:
-        q = torch.ones(1, 2, 1, 32, dtype=torch.float16, device="cuda")
-        k = v = torch.ones(1, 3, 1, 32, dtype=torch.float16, device="cuda")
-        life = torch.zeros(1, 1, 1, 3, 2, dtype=torch.int32, device="cuda")
-        problem = fdma.make_problem(q, k, v)
-        problem.lifetimes = fdma.BroadcastTensor(life.data_ptr(), 0, 1, 1, 1, 6, 6, 0, 1)
-        out, lse = torch.full_like(q, float("nan")), torch.full((1, 1, 2), float("nan"), device="cuda")
-        status, _ = fwd_status(problem, q, out, lse)
-        _LIFETIMES["ok"] = status == 0 and out.eq(0).all().item() and lse.eq(NEG_INF).all().item()
-    if not _LIFETIMES["ok"] and os.environ.get("FDMA_REQUIRE_LIFETIMES") != "1":
-        pytest.skip("fdma_fwd does not honour key lifetimes yet")
-    return True
-
-
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("kind,max_step", [("mixed", 6), ("decode", 1), ("prefill", 200)])
 def test_attention_over_the_cache(dtype, kind, max_step):
     """Each step's queries over the cache's slots equal the float64 forward over the whole context with the dense
     per-query top-w mask and the tokens' scores as the bias. 1,000 tokens per case, B = 2, GQA 2 query heads per
     kv head."""
-    lifetimes_supported()
     B, Hkv, group, D, w = 2, 2, 2, 64, 48
     gen = torch.Generator().manual_seed(11 + max_step)
     cache = Cache(B, Hkv, D, w, max_step, dtype=dtype)
