@@ -221,15 +221,19 @@ typedef struct fdma_topk_params {
      * no broadcast); key stride >= 1, so a (B, Lk, H) tensor needs no copy. */
     fdma_broadcast_tensor scores;
 
-    /* (B, H, Lk) int32 pairs {first, end}, written, contiguous (the lifetimes operand of fdma_problem with
-     * stride_key 1, stride_head Lk, stride_batch H * Lk). */
+    /* (B, H, Lk) int32 pairs {first, end}, written, contiguous, 8-byte aligned (the lifetimes operand of
+     * fdma_problem with stride_key 1, stride_head Lk, stride_batch H * Lk). */
     int32_t* lifetimes;
 
-    /* Optional (B, H, w) int32, written: the keys alive after the last query (end_j = Lq and first_j < Lq), in
-     * increasing index order, then -1: a DMA decode cache's content after this prefill. NULL = not wanted. */
+    /* Optional (B, H, w) int32, 4-byte aligned, written: the keys alive after the last query (end_j = Lq and
+     * first_j < Lq), in increasing index order, then -1: a DMA decode cache's content after this prefill. With
+     * FDMA_SELECT_POSITIVE more than w keys can be alive: the first w of them (window >= 1 sizes the array then).
+     * NULL = not wanted. */
     int32_t* survivors;
 
-    void* workspace;        /* optional scratch of fdma_topk_workspace_size() bytes; NULL: stream-ordered allocation */
+    /* Optional scratch of fdma_topk_workspace_size() bytes, 16-byte aligned, not overlapping any tensor (0 for
+     * FDMA_SELECT_POSITIVE); NULL: stream-ordered allocation (cudaMallocAsync) for the call. */
+    void* workspace;
     uint64_t workspace_bytes;
     void* stream;           /* cudaStream_t; NULL = the legacy default stream */
     uint64_t reserved[4];   /* must be zero */

@@ -9,6 +9,7 @@
 #include "fwd_launch.h"
 #include "guarded.h"
 #include "status.h"
+#include "topk.h"
 
 namespace {
 
@@ -145,6 +146,36 @@ fdma_status fdma_bwd(const fdma_bwd_params* params) {
         return with_scratch(params->workspace, plan.workspace_bytes, stream, [&](void* base) {
             fdma::place_bwd_scratch(kernel_params, plan, base);
             return fdma::dispatch_bwd(kernel_params, plan, params->problem.dtype, params->problem.head_dim, stream);
+        });
+    });
+}
+
+void fdma_topk_params_init(fdma_topk_params* params) {
+    if (params == nullptr) return;
+    *params = fdma_topk_params{};
+    params->struct_size = sizeof(fdma_topk_params);
+    params->scores.stride_key = 1;
+}
+
+fdma_status fdma_topk_workspace_size(const fdma_topk_params* params, uint64_t* bytes) {
+    return guarded([&] {
+        if (bytes == nullptr) return fdma::fail(FDMA_STATUS_INVALID_ARGUMENT, "bytes is null");
+        uint64_t workspace_bytes = 0;
+        if (const fdma_status st = fdma::plan_topk_call(params, workspace_bytes)) return st;
+        *bytes = workspace_bytes;
+        return FDMA_STATUS_SUCCESS;
+    });
+}
+
+fdma_status fdma_topk_lifetimes(const fdma_topk_params* params) {
+    return guarded([&] {
+        fdma::TopkArgs args;
+        uint64_t workspace_bytes = 0;
+        if (const fdma_status st = fdma::make_topk_call(params, args, workspace_bytes)) return st;
+        const auto stream = static_cast<cudaStream_t>(params->stream);
+        return with_scratch(params->workspace, workspace_bytes, stream, [&](void* base) {
+            args.scratch = static_cast<fdma::u32*>(base);
+            return fdma::launch_topk_lifetimes(args, stream);
         });
     });
 }

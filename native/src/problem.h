@@ -25,16 +25,24 @@ ProblemShape problem_shape(const fdma_problem& p);
 // scratch); fills extents[0, kProblemExtents).
 fdma_status check_problem(const fdma_problem& p, const std::string& prefix, AttentionParams& out, Extent* extents);
 
-// Checks the struct_size and reserved fields of a direction's parameters (Params: fdma_fwd_params or
-// fdma_bwd_params), then the problem's shape.
+// Checks that params is not null and its struct_size and reserved fields (Params: any of the ABI's parameter
+// structs with both).
 template <typename Params>
-fdma_status check_params_header(const Params* params) {
+fdma_status check_struct_header(const Params* params) {
     if (params == nullptr) return fail(FDMA_STATUS_INVALID_ARGUMENT, "params is null");
     if (params->struct_size != sizeof(Params))
         return fail(FDMA_STATUS_STRUCT_SIZE, "params.struct_size is " + str(params->struct_size) + "; this library (ABI " +
                                                  str(FDMA_ABI_VERSION) + ") expects " + str(sizeof(Params)));
     for (uint64_t r : params->reserved)
         if (r != 0) return fail(FDMA_STATUS_INVALID_ARGUMENT, "params.reserved must be zero");
+    return FDMA_STATUS_SUCCESS;
+}
+
+// Checks the struct header of a direction's parameters (fdma_fwd_params or fdma_bwd_params), then the
+// problem's shape.
+template <typename Params>
+fdma_status check_params_header(const Params* params) {
+    if (const fdma_status st = check_struct_header(params)) return st;
     return check_problem_shape(params->problem, "params.problem.");
 }
 

@@ -295,3 +295,33 @@ def reference_grads(q, k, v, d_out, mask=None, bias=None, scale=None, softcap=0.
     out, _ = reference(*leaves, mask, bias_leaf, scale, softcap, causal, lifetimes)
     (out * d_out.to(dtype)).sum().backward()
     return [t.grad for t in leaves] + [None if bias_leaf is None else bias_leaf.grad]
+
+
+def make_topk_params(scores, lifetimes, seqlen_q, window, causal, selection=SELECT_TOPK, survivors=None):
+    """Parameters over a (B, H, 1, Lk) score view (any strides) and a (B, H, Lk, 2) int32 lifetimes tensor."""
+    p = TopkParams()
+    LIB.fdma_topk_params_init(ctypes.byref(p))
+    p.selection, p.batch, p.heads = selection, scores.shape[0], scores.shape[1]
+    p.seqlen_q, p.seqlen_k, p.window, p.is_causal = seqlen_q, scores.shape[3], window, int(causal)
+    p.scores = as_broadcast(scores)
+    p.lifetimes = lifetimes.data_ptr()
+    p.survivors = survivors.data_ptr() if survivors is not None else None
+    p.stream = torch.cuda.current_stream().cuda_stream
+    return p
+
+
+def topk_lifetimes(scores, seqlen_q, window, causal, selection=SELECT_TOPK, own_workspace=False):
+    """Runs fdma_topk_lifetimes on sentinel-filled outputs; returns (lifetimes (B, H, Lk, 2), survivors (B, H, w))."""
+    b, h, _, lk = scores.shape
+    lifetimes = torch.full((b, h, lk, 2), -7, dtype=torch.int32, device=scores.device)
+    survivors = torch.full((b, h, max(window, 1)), -7, dtype=torch.int32, device=scores.device)
+    params = make_topk_params(scores, lifetimes, seqlen_q, window, causal, selection, survivors)
+    if own_workspace:
+        size = ctypes.c_uint64()
+        assert LIB.fdma_topk_workspace_size(ctypes.byref(params), ctypes.byref(size)) == 0
+        workspace = torch.full((size.value + 16,), 255, dtype=torch.uint8, device=scores.device)
+        params.workspace, params.workspace_bytes = workspace.data_ptr(), workspace.numel()
+    status = LIB.fdma_topk_lifetimes(ctypes.byref(params))
+    assert status == STATUS_SUCCESS, LIB.fdma_last_error_message().decode()
+    torch.cuda.synchronize()
+    return lifetimes, survivors

@@ -1,7 +1,7 @@
 /*
  * Drives fdma_fwd and fdma_bwd through the C ABI over ragged lengths, GQA, broadcast masks and
  * biases (contiguous, or key-major with a key stride), both 16-bit dtypes and masks that leave tiles
- * empty, partly visible or fully visible, for
+ * empty, partly visible or fully visible, and fdma_topk_lifetimes over both selections, for
  * compute-sanitizer (memcheck, racecheck, synccheck, initcheck). Exits non-zero on any
  * failed call. Build and run on a GPU machine (the command README.md gives):
  *   nvcc -o build/sanitize tests/native/sanitize.c -Inative/include -Lbuild/native -lflash_dmattn
@@ -74,6 +74,14 @@ static void* device_zeros(size_t bytes) {
     cudaMalloc(&dev, bytes);
     cudaMemset(dev, 0, bytes);
     return dev;
+}
+
+/* Waits for the device; 1 (after printing the error) if a kernel failed. */
+static int synchronize(void) {
+    const cudaError_t err = cudaDeviceSynchronize();
+    if (err == cudaSuccess) return 0;
+    fprintf(stderr, "CUDA: %s\n", cudaGetErrorString(err));
+    return 1;
 }
 
 static fdma_tensor seq_major(void* data, int seqlen, int heads, int head_dim) {
@@ -165,17 +173,37 @@ static int run_case(const Case* c, int dtype) {
         fprintf(stderr, "fdma_bwd: %s\n", fdma_last_error_message());
         failed = 1;
     }
-    const cudaError_t err = cudaDeviceSynchronize();
-    if (err != cudaSuccess) {
-        fprintf(stderr, "CUDA: %s\n", cudaGetErrorString(err));
-        failed = 1;
-    }
+    failed |= synchronize();
     void* buffers[] = {q, k, v, out, d_out, d_q, d_k, d_v, lse, stats, mask, bias, d_bias, lifetimes};
     for (size_t i = 0; i < sizeof(buffers) / sizeof(buffers[0]); ++i) cudaFree(buffers[i]);
     printf("%s B%d Lq%d Lk%d Hq%d Hkv%d D%d causal%d det%d mask(%d,%d,%g) lifetimes(%d) bias(%d,%d)%s: %s\n",
            dtype == FDMA_DTYPE_BFLOAT16 ? "bf16" : "fp16", c->batch, c->lq, c->lk, c->hq, c->hkv, c->d, c->causal,
            c->deterministic, c->mask_heads, c->mask_rows, c->mask_density, c->lifetime_heads, c->bias_heads, c->bias_rows,
            c->key_major ? " key-major" : "", failed ? "FAILED" : "ok");
+    return failed;
+}
+
+/* fdma_topk_lifetimes over key-major (B, Lk, H) scores, with survivors, for one selection. */
+static int run_topk(int batch, int heads, int lq, int lk, int window, int causal, int selection, int dtype) {
+    void* scores = device_values((size_t)batch * lk * heads, -1.f, 1.f, dtype);
+    int32_t* lifetimes = (int32_t*)device_zeros((size_t)batch * heads * lk * 8);
+    int32_t* survivors = (int32_t*)device_zeros((size_t)batch * heads * window * 4);
+    fdma_topk_params p;
+    fdma_topk_params_init(&p);
+    p.selection = selection, p.batch = batch, p.heads = heads, p.seqlen_q = lq, p.seqlen_k = lk;
+    p.window = window, p.is_causal = causal;
+    fdma_broadcast_tensor t = {scores, dtype, batch, heads, 1, (int64_t)lk * heads, 1, 0, heads};
+    p.scores = t;
+    p.lifetimes = lifetimes, p.survivors = survivors;
+    int failed = 0;
+    if (fdma_topk_lifetimes(&p) != FDMA_STATUS_SUCCESS) {
+        fprintf(stderr, "fdma_topk_lifetimes: %s\n", fdma_last_error_message());
+        failed = 1;
+    }
+    failed |= synchronize();
+    cudaFree(scores), cudaFree(lifetimes), cudaFree(survivors);
+    printf("topk %s B%d H%d Lq%d Lk%d w%d causal%d: %s\n", selection == FDMA_SELECT_TOPK ? "top-k" : "positive", batch,
+           heads, lq, lk, window, causal, failed ? "FAILED" : "ok");
     return failed;
 }
 
@@ -200,6 +228,10 @@ int main(void) {
     int failed = 0;
     for (size_t t = 0; t < 2; ++t)
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) failed |= run_case(&cases[i], dtypes[t]);
+    failed |= run_topk(2, 3, 1000, 4097, 64, 1, FDMA_SELECT_TOPK, FDMA_DTYPE_BFLOAT16);
+    failed |= run_topk(1, 2, 300, 100, 7, 1, FDMA_SELECT_TOPK, FDMA_DTYPE_FLOAT16);
+    failed |= run_topk(2, 2, 513, 513, 16, 0, FDMA_SELECT_TOPK, FDMA_DTYPE_FLOAT16);
+    failed |= run_topk(1, 3, 200, 777, 5, 1, FDMA_SELECT_POSITIVE, FDMA_DTYPE_BFLOAT16);
     printf("%s\n", failed ? "FAILED" : "all cases ok");
     return failed;
 }
