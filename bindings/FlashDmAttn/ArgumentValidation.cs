@@ -147,7 +147,7 @@ internal static partial class ArgumentValidation
             .. ProblemRanges(args, "args"),
             TensorRange(args.Output, shape.SeqLenQ, shape.HeadsQ, shape, args.DType.ElementSize(), "args.Output", written: true),
             FlatRange("args.Lse", args.Lse, (ulong)shape.LseElements * sizeof(float)),
-            FlatRange("args.TileStats", args.TileStats, 2 * sizeof(ulong)),
+            FlatRange("args.TileStats", args.TileStats, 3 * sizeof(ulong)),
             FlatRange("args.Workspace", args.Workspace, (ulong)args.WorkspaceBytes),
         ]);
     }

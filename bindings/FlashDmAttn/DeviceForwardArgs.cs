@@ -37,8 +37,8 @@ public sealed record DeviceForwardArgs
     public nint Lse { get; init; }
 
     /// <summary>
-    /// Optional device pointer to two 8-byte-aligned unsigned 64-bit counters, overwritten with the computed and
-    /// skipped tile counts (see <see cref="TileStats"/>); 0 for none.
+    /// Optional device pointer to three 8-byte-aligned unsigned 64-bit counters, overwritten with the computed and
+    /// skipped tile counts and the visible pairs (see <see cref="ForwardStats"/>); 0 for none.
     /// </summary>
     public nint TileStats { get; init; }
 

@@ -49,7 +49,7 @@ public static partial class DynamicMaskAttention
     /// <param name="bias">Optional bias; <c>default</c> for none.</param>
     /// <param name="lse">Empty, or receives the log-sum-exp per (B, Hq, Lq): exactly B * Hq * Lq elements.</param>
     /// <param name="device">CUDA device ordinal.</param>
-    /// <returns>The numbers of tiles computed and skipped.</returns>
+    /// <returns>The numbers of tiles computed and skipped, and of visible pairs.</returns>
     /// <exception cref="ArgumentException">An argument is invalid (the message names it), or <typeparamref name="T"/> is not supported.</exception>
     /// <exception cref="NativeLibraryException">
     /// The CUDA driver is missing, or no backend is usable: the native library is missing, incompatible or has no code
@@ -59,7 +59,7 @@ public static partial class DynamicMaskAttention
     /// <exception cref="FlashDmAttnException">The backend refused the call, or the native library's kernel failed.</exception>
     /// <exception cref="KernelCompilationException">NVRTC failed to compile a kernel.</exception>
     /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
-    public static TileStats Forward<T>(
+    public static ForwardStats Forward<T>(
         AttentionShape shape,
         ReadOnlySpan<T> q,
         ReadOnlySpan<T> k,
@@ -95,10 +95,10 @@ public static partial class DynamicMaskAttention
         };
         backend.Forward(args, options ?? AttentionOptions.Default, stream: 0, device);
 
-        TileStats tileStats = staging.SynchronizeAndReadTileStats();
+        ForwardStats stats = staging.SynchronizeAndReadForwardStats();
         outputBuffer.CopyTo(output);
         lseBuffer?.CopyTo(lse);
-        return tileStats;
+        return stats;
     }
 
     /// <summary>

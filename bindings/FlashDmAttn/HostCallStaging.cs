@@ -13,15 +13,18 @@ internal readonly ref struct HostCallStaging
     private readonly List<DeviceBuffer> buffers = [];
     private readonly DeviceBuffer tileStats;
 
+    // The forward writes three counters, the backward the first two.
+    private const int ForwardCounters = 3;
+
     private HostCallStaging(AttentionShape shape, CudaPrimaryContext context, CudaContextScope current)
     {
         this.shape = shape;
         this.context = context;
         this.current = current;
-        tileStats = Allocate(2 * sizeof(ulong));
+        tileStats = Allocate(ForwardCounters * sizeof(ulong));
     }
 
-    // Where the call writes its computed and skipped tile counts.
+    // Where the call writes its counters: computed and skipped tiles, and (the forward) visible pairs.
     public nint TileStats => tileStats.Pointer;
 
     public static HostCallStaging Begin(int device, AttentionShape shape)
@@ -70,14 +73,17 @@ internal readonly ref struct HostCallStaging
             mask.IsPresent ? Broadcast(Track(DeviceBuffer.FromHost(context, mask.Operand)), default, mask.Shape) : null,
             bias.IsPresent ? Broadcast(Track(DeviceBuffer.FromHost(context, bias.Operand)), bias.DType, bias.Shape) : null);
 
-    // Waits for the call, then reads the tile counts it wrote.
-    public TileStats SynchronizeAndReadTileStats()
+    // Waits for the forward call, then reads the counters it wrote.
+    public ForwardStats SynchronizeAndReadForwardStats()
     {
         CudaDriver.Synchronize();
-        Span<ulong> counts = stackalloc ulong[2];
+        Span<ulong> counts = stackalloc ulong[ForwardCounters];
         tileStats.CopyTo(counts);
-        return new TileStats(checked((long)counts[0]), checked((long)counts[1]));
+        return new ForwardStats(checked((long)counts[0]), checked((long)counts[1]), checked((long)counts[2]));
     }
+
+    // Waits for the backward call, then reads the tile counts it wrote.
+    public TileStats SynchronizeAndReadTileStats() => SynchronizeAndReadForwardStats().Tiles;
 
     public void Dispose()
     {

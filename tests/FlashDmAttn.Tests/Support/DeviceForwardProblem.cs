@@ -12,7 +12,7 @@ internal sealed record DeviceResults(byte[] OutputBytes, byte[] LseBytes, byte[]
 
     public TileStats Stats => StatsOf(TileStatsBytes);
 
-    /// <summary>The two counters a call writes at its TileStats pointer, read back as bytes.</summary>
+    /// <summary>The tile counters (the first two) a call writes at its TileStats pointer, read back as bytes.</summary>
     public static TileStats StatsOf(byte[] tileStatsBytes)
     {
         ReadOnlySpan<ulong> counts = MemoryMarshal.Cast<byte, ulong>(tileStatsBytes);
@@ -49,7 +49,7 @@ internal sealed class DeviceForwardProblem : IDisposable
             DeviceBuffer v = Upload(ToLayout(inputs.V, s.SeqLenK, s.HeadsKv, s.HeadDim, kvLayout, c.DType));
             output = Allocate(s.QElements * c.DType.ElementSize());
             lse = Allocate(s.LseElements * sizeof(float));
-            tileStats = Allocate(2 * sizeof(ulong));
+            tileStats = Allocate(3 * sizeof(ulong)); // the forward's three counters
             ClearResults();
             Args = new DeviceForwardArgs
             {

@@ -158,7 +158,7 @@ internal sealed class ForwardInputs
             T[] q = Tensors.Narrow<T>(Q), k = Tensors.Narrow<T>(K), v = Tensors.Narrow<T>(V);
             MaskInput mask = Mask is null ? default : new MaskInput(Mask, Case.Mask!.Value);
             BroadcastShape biasShape = Case.Bias ?? default;
-            TileStats stats = Bias is null
+            ForwardStats stats = Bias is null
                 ? DynamicMaskAttention.Forward<T>(s, q, k, v, output, Case.Options, mask, default, lse)
                 : Case.BiasType switch
                 {
@@ -169,7 +169,7 @@ internal sealed class ForwardInputs
                     _ => DynamicMaskAttention.Forward<T>(s, q, k, v, output, Case.Options, mask,
                         new BiasInput(Tensors.Narrow<float>(Bias), biasShape), lse),
                 };
-            return (Tensors.Widen<T>(output), lse.Select(x => (double)x).ToArray(), stats);
+            return (Tensors.Widen<T>(output), lse.Select(x => (double)x).ToArray(), stats.Tiles);
         }
     }
 
