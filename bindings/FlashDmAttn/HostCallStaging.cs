@@ -65,12 +65,16 @@ internal readonly ref struct HostCallStaging
 
     // Q, K and V first, in that order: a call too large for the device fails on these copies, before any output is
     // allocated (FaultGpuTests counts on it).
-    public StagedInputs UploadInputs<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, MaskInput mask, BiasInput bias)
+    public StagedInputs UploadInputs<T>(
+        ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, MaskInput mask, LifetimesInput lifetimes, BiasInput bias)
         where T : unmanaged => new(
             QueryShaped(Upload(q)),
             KeyShaped(Upload(k)),
             KeyShaped(Upload(v)),
             mask.IsPresent ? Broadcast(Track(DeviceBuffer.FromHost(context, mask.Operand)), default, mask.Shape) : null,
+            lifetimes.IsPresent
+                ? DeviceLifetimes.Contiguous(Upload(lifetimes.Data).Pointer, lifetimes.Shape.Batch, lifetimes.Shape.Heads, shape.SeqLenK)
+                : null,
             bias.IsPresent ? Broadcast(Track(DeviceBuffer.FromHost(context, bias.Operand)), bias.DType, bias.Shape) : null);
 
     // Waits for the forward call, then reads the counters it wrote.
@@ -112,6 +116,6 @@ internal readonly ref struct HostCallStaging
     }
 }
 
-// Q, K, V, the mask and the bias of a host-span call, on the GPU: the inputs both directions take.
+// Q, K, V, the mask or lifetimes and the bias of a host-span call, on the GPU: the inputs both directions take.
 internal readonly record struct StagedInputs(
-    DeviceTensor Q, DeviceTensor K, DeviceTensor V, DeviceBroadcastTensor? Mask, DeviceBroadcastTensor? Bias);
+    DeviceTensor Q, DeviceTensor K, DeviceTensor V, DeviceBroadcastTensor? Mask, DeviceLifetimes? Lifetimes, DeviceBroadcastTensor? Bias);

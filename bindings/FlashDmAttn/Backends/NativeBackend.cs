@@ -93,7 +93,7 @@ internal sealed class NativeBackend : IAttentionBackend
         return checked((long)bytes);
     }
 
-    // The problem both directions share: sizes, inputs, mask, bias and score options.
+    // The problem both directions share: sizes, inputs, mask or lifetimes, bias and score options.
     private static Interop.FlashDmAttn.Problem Problem(DeviceForwardArgs args, AttentionOptions options) =>
         Sizes(args.Shape, args.DType) with
         {
@@ -101,6 +101,7 @@ internal sealed class NativeBackend : IAttentionBackend
             K = ToNative(args.K),
             V = ToNative(args.V),
             Mask = ToNative(args.Mask),
+            Lifetimes = ToNative(args.Lifetimes?.AsBroadcast()),
             Bias = ToNative(args.Bias),
             SoftmaxScale = options.ResolveSoftmaxScale(args.Shape.HeadDim),
             Softcap = options.Softcap,

@@ -75,8 +75,8 @@ public class LaunchPlanTests
     [Test]
     public void BackwardKernels_Bf16TakesDqsDeltaPass_Fp16TheRowPass_AndTheModeTheDqKernel()
     {
-        BackwardKernels bf16 = NvrtcBackend.BackwardKernels(ScalarType.BFloat16, 256, deterministic: false);
-        BackwardKernels fp16 = NvrtcBackend.BackwardKernels(ScalarType.Float16, 128, deterministic: true);
+        BackwardKernels bf16 = NvrtcBackend.BackwardKernels(ScalarType.BFloat16, 256, deterministic: false, lifetimes: false);
+        BackwardKernels fp16 = NvrtcBackend.BackwardKernels(ScalarType.Float16, 128, deterministic: true, lifetimes: false);
 
         Assert.That(bf16.Delta.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dq_kernel<fdma::kBFloat16, 256, fdma::DenseMask, true>"));
         Assert.That(bf16.DeltaIsRowPass, Is.False);
