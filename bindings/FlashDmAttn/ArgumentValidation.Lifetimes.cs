@@ -98,4 +98,46 @@ internal static partial class ArgumentValidation
         if (seqLenK > 1 && scores.StrideKey < 1)
             throw new ArgumentException($"{name}.StrideKey must be >= 1 (1: contiguous keys); got {scores.StrideKey}.", $"{name}.StrideKey");
     }
+
+    public static void ValidateDecodeCache(ScalarType dtype, int batch, int headsKv, int headDim, int window, int maxStepTokens)
+    {
+        ValidateTensorDType(dtype, nameof(dtype));
+        ThrowIfLessThanOne(batch, nameof(batch));
+        ThrowIfLessThanOne(headsKv, nameof(headsKv));
+        ValidateHeadDim(headDim, nameof(headDim));
+        ThrowIfLessThanOne(window, nameof(window));
+        ThrowIfLessThanOne(maxStepTokens, nameof(maxStepTokens));
+        if ((long)window + maxStepTokens > int.MaxValue)
+        {
+            throw new ArgumentOutOfRangeException(nameof(maxStepTokens),
+                $"window + maxStepTokens must be at most {int.MaxValue} slots; got {window} + {maxStepTokens}.");
+        }
+    }
+
+    // cacheRanges: the memory the cache writes, which no input may overlap.
+    public static void ValidateDecodeAppend(
+        DmaDecodeCache cache, DeviceTensor k, DeviceTensor v, DeviceBroadcastTensor scores, int tokens, nint slots,
+        ReadOnlySpan<(string Name, nint Pointer, long Bytes)> cacheRanges)
+    {
+        if (tokens < 1 || tokens > cache.MaxStepTokens)
+            throw new ArgumentOutOfRangeException(nameof(tokens), $"tokens must be >= 1 and <= MaxStepTokens ({cache.MaxStepTokens}); got {tokens}.");
+        ValidateDeviceTensor(k, nameof(k));
+        ValidateDeviceTensor(v, nameof(v));
+        ValidateDeviceScores(scores, cache.Batch, cache.HeadsKv, tokens, nameof(scores), "the cache's");
+        ThrowIfMisaligned(slots, sizeof(int), nameof(slots));
+
+        var shape = new AttentionShape(cache.Batch, tokens, tokens, cache.HeadsKv, cache.HeadsKv, cache.HeadDim);
+        int elementSize = cache.DType.ElementSize();
+        var ranges = new List<MemoryRange>
+        {
+            TensorRange(k, tokens, cache.HeadsKv, shape, elementSize, nameof(k), written: false),
+            TensorRange(v, tokens, cache.HeadsKv, shape, elementSize, nameof(v), written: false),
+            DeviceRange(nameof(scores), scores.Pointer, scores.DType.ElementSize(), written: false,
+                (cache.Batch, scores.StrideBatch), (cache.HeadsKv, scores.StrideHead), (tokens, scores.StrideKey)),
+            FlatRange(nameof(slots), slots, slots == 0 ? 0 : (ulong)((long)cache.Batch * cache.HeadsKv * tokens * sizeof(int))),
+        };
+        foreach ((string name, nint pointer, long bytes) in cacheRanges)
+            ranges.Add(FlatRange(name, pointer, (ulong)bytes));
+        ThrowIfOutputOverlaps([.. ranges]);
+    }
 }
