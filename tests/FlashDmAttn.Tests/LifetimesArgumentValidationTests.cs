@@ -10,10 +10,8 @@ namespace FlashDmAttn.Tests;
 /// </summary>
 public class LifetimesArgumentValidationTests
 {
-    public enum Backend { ReferenceDouble, ReferenceHalf, SpanApi }
-
     private const double Sentinel = 42;
-    private static readonly AttentionShape Valid = new(2, 5, 7, 4, 2, 32);
+    private static readonly AttentionShape Valid = ArgumentValidationTests.Valid;
     private static readonly Type OutOfRange = typeof(ArgumentOutOfRangeException), Invalid = typeof(ArgumentException);
 
     /// <summary>Invalid host lifetimes: their shape, a change to valid pairs, and the refusal expected.</summary>
@@ -40,12 +38,12 @@ public class LifetimesArgumentValidationTests
     ];
 
     private static IEnumerable<TestCaseData> HostCasesPerBackend() =>
-        from backend in Enum.GetValues<Backend>()
+        from backend in Enum.GetValues<ArgumentValidationTests.Backend>()
         from c in HostCases()
         select new TestCaseData(backend, c).SetArgDisplayNames(backend.ToString(), c.Name);
 
     [TestCaseSource(nameof(HostCasesPerBackend))]
-    public void InvalidHostLifetimes_AreRefusedAndNothingIsWritten(Backend backend, HostCase c)
+    public void InvalidHostLifetimes_AreRefusedAndNothingIsWritten(ArgumentValidationTests.Backend backend, HostCase c)
     {
         KeyLifetime[] pairs = Enumerable.Repeat(new KeyLifetime(0, Valid.SeqLenQ), c.Length ?? (int)c.Shape.Elements(Valid.SeqLenK)).ToArray();
         if (c.Change is { } change)
@@ -60,11 +58,11 @@ public class LifetimesArgumentValidationTests
             MaskInput maskInput = mask is null ? default : new MaskInput(mask, new(1, 1, 1));
             switch (backend)
             {
-                case Backend.ReferenceDouble:
+                case ArgumentValidationTests.Backend.ReferenceDouble:
                     ReferenceAttention.Forward(Valid, new double[Valid.QElements], new double[Valid.KvElements], new double[Valid.KvElements], output,
                         mask: maskInput, lifetimes: lifetimes);
                     break;
-                case Backend.ReferenceHalf:
+                case ArgumentValidationTests.Backend.ReferenceHalf:
                     ReferenceAttention.Forward<Half>(Valid, new Half[Valid.QElements], new Half[Valid.KvElements], new Half[Valid.KvElements], halfOutput,
                         mask: maskInput, lifetimes: lifetimes);
                     break;
@@ -133,24 +131,11 @@ public class LifetimesArgumentValidationTests
 
     // ---- device lifetimes: fake addresses, refused before any native call ----
 
-    private static readonly nint Base = unchecked((nint)0x7f00_0000_0000);
+    private static readonly nint Base = ArgumentValidationTests.Base;
     private static readonly nint LifetimesAt = Base + 0x100000;
 
-    private static DeviceForwardArgs ValidDeviceArgs()
-    {
-        AttentionShape s = Valid;
-        long qBytes = s.QElements * 2, kvBytes = s.KvElements * 2;
-        return new DeviceForwardArgs
-        {
-            Shape = s,
-            DType = ScalarType.Float16,
-            Q = DeviceTensor.SequenceMajor(Base, s.SeqLenQ, s.HeadsQ, s.HeadDim),
-            K = DeviceTensor.SequenceMajor(Base + (nint)qBytes, s.SeqLenK, s.HeadsKv, s.HeadDim),
-            V = DeviceTensor.SequenceMajor(Base + (nint)(qBytes + kvBytes), s.SeqLenK, s.HeadsKv, s.HeadDim),
-            Output = DeviceTensor.SequenceMajor(Base + (nint)(qBytes + 2 * kvBytes), s.SeqLenQ, s.HeadsQ, s.HeadDim),
-            Lifetimes = DeviceLifetimes.Contiguous(LifetimesAt, 2, 2, s.SeqLenK),
-        };
-    }
+    private static DeviceForwardArgs ValidDeviceArgs() =>
+        ArgumentValidationTests.ValidDeviceArgs() with { Lifetimes = DeviceLifetimes.Contiguous(LifetimesAt, 2, 2, Valid.SeqLenK) };
 
     public sealed record DeviceCase(string Name, Func<DeviceForwardArgs, DeviceForwardArgs> Change, Type Exception, string ParamName, params string[] MessageParts)
     {
