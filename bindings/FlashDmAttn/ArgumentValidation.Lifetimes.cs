@@ -107,11 +107,16 @@ internal static partial class ArgumentValidation
         ValidateHeadDim(headDim, nameof(headDim));
         ThrowIfLessThanOne(window, nameof(window));
         ThrowIfLessThanOne(maxStepTokens, nameof(maxStepTokens));
-        if ((long)window + maxStepTokens > int.MaxValue)
+        // The native library's limits (native/src/dma_cache.cpp).
+        const long MaxSlots = 1L << 30;
+        if ((long)window + maxStepTokens > MaxSlots)
         {
             throw new ArgumentOutOfRangeException(nameof(maxStepTokens),
-                $"window + maxStepTokens must be at most {int.MaxValue} slots; got {window} + {maxStepTokens}.");
+                $"window + maxStepTokens (the slots) must be <= {MaxSlots} (2^30); got {window} + {maxStepTokens}.");
         }
+
+        if ((long)batch * headsKv > int.MaxValue)
+            throw new ArgumentOutOfRangeException(nameof(headsKv), $"batch * headsKv must be <= {int.MaxValue}; got {batch} * {headsKv}.");
     }
 
     // cacheRanges: the memory the cache writes, which no input may overlap.

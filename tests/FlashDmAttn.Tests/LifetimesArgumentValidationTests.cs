@@ -318,10 +318,12 @@ public class LifetimesArgumentValidationTests
     [TestCase(ScalarType.BFloat16, 1, 2, 48, 16, 4, "headDim", "32, 64, 96, 128, 192, 256")]
     [TestCase(ScalarType.BFloat16, 1, 2, 64, 0, 4, "window", "got 0")]
     [TestCase(ScalarType.BFloat16, 1, 2, 64, 16, 0, "maxStepTokens", "got 0")]
-    [TestCase(ScalarType.BFloat16, 1, 2, 64, int.MaxValue, 1, "maxStepTokens", "window + maxStepTokens")]
-    public void DecodeCache_RefusesInvalidSizes(ScalarType dtype, int batch, int headsKv, int headDim, int window, int maxStepTokens, string paramName, string part)
+    [TestCase(ScalarType.BFloat16, 1, 2, 64, 1 << 30, 1, "maxStepTokens", "window + maxStepTokens (the slots) must be <= 1073741824", "got 1073741824 + 1")]
+    [TestCase(ScalarType.BFloat16, 65536, 65536, 64, 16, 4, "headsKv", "batch * headsKv must be <= 2147483647", "got 65536 * 65536")]
+    public void DecodeCache_RefusesInvalidSizes(
+        ScalarType dtype, int batch, int headsKv, int headDim, int window, int maxStepTokens, string paramName, params string[] parts)
     {
-        Refusal.ExpectExactly(OutOfRange, paramName, [part], () => new DmaDecodeCache(dtype, batch, headsKv, headDim, window, maxStepTokens).Dispose());
+        Refusal.ExpectExactly(OutOfRange, paramName, parts, () => new DmaDecodeCache(dtype, batch, headsKv, headDim, window, maxStepTokens).Dispose());
     }
 
     // ---- the forward's counters ----
