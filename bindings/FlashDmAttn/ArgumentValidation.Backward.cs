@@ -35,7 +35,8 @@ internal static partial class ArgumentValidation
         ThrowIfMisaligned(args.TileStats, sizeof(ulong), "args.TileStats");
         ValidateWorkspace(args.Workspace, args.WorkspaceBytes, "args");
 
-        // In the order the checks have always named a first overlap: the inputs, the forward's results, mask and bias.
+        // In the order the checks have always named a first overlap: the inputs, the forward's results, mask, lifetimes
+        // and bias.
         MemoryRange[] problem = ProblemRanges(forward, "args.Forward");
         ThrowIfOutputOverlaps(
         [
@@ -68,14 +69,15 @@ internal static partial class ArgumentValidation
         ReadOnlySpan<T> dv,
         AttentionOptions? options,
         MaskInput mask,
+        LifetimesInput lifetimes,
         BiasInput bias,
         BiasGradientOutput dBias)
         where T : unmanaged
     {
         ValidateShape(shape, nameof(shape));
         ThrowIfLengthIsNot(lse.Length, shape.LseElements, "B * Hq * Lq, the forward's log-sum-exp", nameof(lse));
-        ValidateHostForward<T, float>(shape, q, k, v, output, options, mask.Operand, bias.Operand, lse);
-        ValidateHostGradients<T, float>(shape, q, k, v, output, lse, dOutput, dq, dk, dv, mask.Operand, bias.Operand,
+        ValidateHostForward<T, float>(shape, q, k, v, output, options, mask.Operand, lifetimes.Operand, bias.Operand, lse);
+        ValidateHostGradients<T, float>(shape, q, k, v, output, lse, dOutput, dq, dk, dv, mask.Operand, lifetimes.Operand, bias.Operand,
             dBias.IsPresent ? dBias.AsOperand(bias.Shape) : default);
         if (dBias.IsPresent)
             ValidateBiasGradientType(bias.DType, dBias.DType, nameof(dBias));
@@ -93,6 +95,7 @@ internal static partial class ArgumentValidation
         ReadOnlySpan<double> dv,
         AttentionOptions? options,
         BroadcastOperand mask,
+        BroadcastOperand lifetimes,
         BroadcastOperand bias,
         BroadcastOperand dBias)
     {
@@ -102,8 +105,9 @@ internal static partial class ArgumentValidation
         ThrowIfLengthIsNot(k.Length, shape.KvElements, "B * Lk * Hkv * D", nameof(k));
         ThrowIfLengthIsNot(v.Length, shape.KvElements, "B * Lk * Hkv * D", nameof(v));
         ValidateHostOperand(mask, shape, nameof(mask));
+        ValidateHostLifetimes(lifetimes, mask, shape);
         ValidateHostOperand(bias, shape, nameof(bias));
-        ValidateHostGradients<double, double>(shape, q, k, v, default, default, dOutput, dq, dk, dv, mask, bias, dBias);
+        ValidateHostGradients<double, double>(shape, q, k, v, default, default, dOutput, dq, dk, dv, mask, lifetimes, bias, dBias);
     }
 
     public static void ValidateBackwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient)
@@ -125,6 +129,7 @@ internal static partial class ArgumentValidation
         ReadOnlySpan<T> dk,
         ReadOnlySpan<T> dv,
         BroadcastOperand mask,
+        BroadcastOperand lifetimes,
         BroadcastOperand bias,
         BroadcastOperand dBias)
         where T : unmanaged
@@ -145,7 +150,7 @@ internal static partial class ArgumentValidation
         fixed (T* qStart = q, kStart = k, vStart = v, outputStart = output, dOutputStart = dOutput)
         fixed (T* dqStart = dq, dkStart = dk, dvStart = dv)
         fixed (TLse* lseStart = lse)
-        fixed (byte* maskStart = &mask.Start, biasStart = &bias.Start, dBiasStart = &dBias.Start)
+        fixed (byte* maskStart = &mask.Start, lifetimesStart = &lifetimes.Start, biasStart = &bias.Start, dBiasStart = &dBias.Start)
         {
             ThrowIfOutputOverlaps(
             [
@@ -155,6 +160,7 @@ internal static partial class ArgumentValidation
                 MemoryRange.Of(nameof(output), outputStart, output.Length, written: false),
                 MemoryRange.Of(nameof(lse), lseStart, lse.Length, written: false),
                 MemoryRange.Of(nameof(mask), maskStart, (ulong)mask.ByteLength, written: false),
+                MemoryRange.Of(nameof(lifetimes), lifetimesStart, (ulong)lifetimes.ByteLength, written: false),
                 MemoryRange.Of(nameof(bias), biasStart, (ulong)bias.ByteLength, written: false),
                 MemoryRange.Of(nameof(dOutput), dOutputStart, dOutput.Length, written: false),
                 MemoryRange.Of(nameof(dq), dqStart, dq.Length, written: true),

@@ -99,6 +99,7 @@ internal static partial class ArgumentValidation
         ReadOnlySpan<T> output,
         AttentionOptions? options,
         BroadcastOperand mask,
+        BroadcastOperand lifetimes,
         BroadcastOperand bias,
         ReadOnlySpan<TLse> lse)
         where T : unmanaged
@@ -111,13 +112,14 @@ internal static partial class ArgumentValidation
         ThrowIfLengthIsNot(v.Length, shape.KvElements, "B * Lk * Hkv * D", nameof(v));
         ThrowIfLengthIsNot(output.Length, shape.QElements, "B * Lq * Hq * D", nameof(output));
         ValidateHostOperand(mask, shape, nameof(mask));
+        ValidateHostLifetimes(lifetimes, mask, shape);
         ValidateHostOperand(bias, shape, nameof(bias));
         if (!lse.IsEmpty)
             ThrowIfLengthIsNot(lse.Length, shape.LseElements, "B * Hq * Lq, or empty for none", nameof(lse));
 
         // Pinned so that the addresses compared cannot move between two reads.
         fixed (T* qStart = q, kStart = k, vStart = v, outputStart = output)
-        fixed (byte* maskStart = &mask.Start, biasStart = &bias.Start)
+        fixed (byte* maskStart = &mask.Start, lifetimesStart = &lifetimes.Start, biasStart = &bias.Start)
         fixed (TLse* lseStart = lse)
         {
             ThrowIfOutputOverlaps(
@@ -126,6 +128,7 @@ internal static partial class ArgumentValidation
                 MemoryRange.Of(nameof(k), kStart, k.Length, written: false),
                 MemoryRange.Of(nameof(v), vStart, v.Length, written: false),
                 MemoryRange.Of(nameof(mask), maskStart, (ulong)mask.ByteLength, written: false),
+                MemoryRange.Of(nameof(lifetimes), lifetimesStart, (ulong)lifetimes.ByteLength, written: false),
                 MemoryRange.Of(nameof(bias), biasStart, (ulong)bias.ByteLength, written: false),
                 MemoryRange.Of(nameof(output), outputStart, output.Length, written: true),
                 MemoryRange.Of(nameof(lse), lseStart, lse.Length, written: true),
@@ -147,7 +150,7 @@ internal static partial class ArgumentValidation
             .. ProblemRanges(args, "args"),
             TensorRange(args.Output, shape.SeqLenQ, shape.HeadsQ, shape, args.DType.ElementSize(), "args.Output", written: true),
             FlatRange("args.Lse", args.Lse, (ulong)shape.LseElements * sizeof(float)),
-            FlatRange("args.TileStats", args.TileStats, 2 * sizeof(ulong)),
+            FlatRange("args.TileStats", args.TileStats, 3 * sizeof(ulong)),
             FlatRange("args.Workspace", args.Workspace, (ulong)args.WorkspaceBytes),
         ]);
     }
@@ -166,6 +169,8 @@ internal static partial class ArgumentValidation
         ValidateDeviceTensor(args.Output, $"{name}.Output");
         if (args.Mask is { } mask)
             ValidateDeviceBroadcast(mask, 1, shape, $"{name}.Mask");
+        if (args.Lifetimes is { } lifetimes)
+            ValidateDeviceLifetimes(lifetimes, args.Mask, shape, name);
         if (args.Bias is { } bias)
         {
             if (bias.DType is not (ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float32))
@@ -174,7 +179,7 @@ internal static partial class ArgumentValidation
         }
     }
 
-    // The inputs both directions read: Q, K, V, mask and bias, in that order.
+    // The inputs both directions read: Q, K, V, mask, lifetimes and bias, in that order.
     private static MemoryRange[] ProblemRanges(DeviceForwardArgs args, string name)
     {
         AttentionShape shape = args.Shape;
@@ -185,6 +190,7 @@ internal static partial class ArgumentValidation
             TensorRange(args.K, shape.SeqLenK, shape.HeadsKv, shape, elementSize, $"{name}.K", written: false),
             TensorRange(args.V, shape.SeqLenK, shape.HeadsKv, shape, elementSize, $"{name}.V", written: false),
             BroadcastRange(args.Mask, 1, shape, $"{name}.Mask", written: false),
+            BroadcastRange(args.Lifetimes?.AsBroadcast(), DeviceLifetimes.PairBytes, shape, $"{name}.Lifetimes", written: false),
             BroadcastRange(args.Bias, args.Bias?.DType.ElementSize() ?? 0, shape, $"{name}.Bias", written: false),
         ];
     }
@@ -210,12 +216,67 @@ internal static partial class ArgumentValidation
     }
 
     // A host mask or bias; an absent one (default) passes.
-    private static void ValidateHostOperand(BroadcastOperand operand, AttentionShape shape, string name)
+    private static void ValidateHostOperand(BroadcastOperand operand, AttentionShape shape, string name,
+        string formula = "Shape.Batch * Shape.Heads * Shape.Rows * Lk")
     {
         if (!operand.IsPresent)
             return;
         ValidateBroadcastShape(operand.Shape, shape, $"{name}.Shape");
-        ThrowIfLengthIsNot(operand.Length, operand.Shape.Elements(shape.SeqLenK), "Shape.Batch * Shape.Heads * Shape.Rows * Lk", name);
+        ThrowIfLengthIsNot(operand.Length, operand.Shape.Elements(shape.SeqLenK), formula, name);
+    }
+
+    // Host lifetimes: one mask form or the other, a mask's broadcast of one row, and, since the values are visible here,
+    // every pair within 0 <= First <= End <= SeqLenQ (the device API gives every pair a meaning instead).
+    private static void ValidateHostLifetimes(BroadcastOperand lifetimes, BroadcastOperand mask, AttentionShape shape)
+    {
+        const string name = "lifetimes";
+        if (!lifetimes.IsPresent)
+            return;
+        if (mask.IsPresent)
+        {
+            throw new ArgumentException(
+                $"{name} must be default (none) when mask is present (one mask form or neither); got {lifetimes.Length} pairs.", name);
+        }
+
+        ValidateHostOperand(lifetimes, shape, name, "Shape.Batch * Shape.Heads * Lk");
+        ReadOnlySpan<KeyLifetime> pairs = lifetimes.As<KeyLifetime>();
+        int lk = shape.SeqLenK;
+        for (int e = 0; e < pairs.Length; e++)
+        {
+            KeyLifetime pair = pairs[e];
+            if (pair.First < 0 || pair.End < pair.First || pair.End > shape.SeqLenQ)
+            {
+                int plane = e / lk;
+                throw new ArgumentOutOfRangeException(name,
+                    $"{name}[{e}] (batch {plane / lifetimes.Shape.Heads}, head {plane % lifetimes.Shape.Heads}, key {e % lk}) must satisfy " +
+                    $"0 <= First <= End <= SeqLenQ ({shape.SeqLenQ}); got First = {pair.First}, End = {pair.End}.");
+            }
+        }
+    }
+
+    // Device lifetimes: not with a mask; a mask's broadcast of one row; strides in pairs; 8-byte pairs. name: "args" or
+    // "args.Forward".
+    private static void ValidateDeviceLifetimes(DeviceLifetimes lifetimes, DeviceBroadcastTensor? mask, AttentionShape shape, string name)
+    {
+        string field = $"{name}.Lifetimes";
+        if (mask is { } m)
+        {
+            throw new ArgumentException(
+                $"{field} must be null when {name}.Mask is set (one mask form or neither); got lifetimes at 0x{lifetimes.Pointer:x} " +
+                $"and a mask at 0x{m.Pointer:x}.", field);
+        }
+
+        if (lifetimes.Pointer == 0)
+            throw new ArgumentNullException(field, $"{field}.Pointer must be a device address (use null for none); got 0.");
+        ThrowIfMisaligned(lifetimes.Pointer, DeviceLifetimes.PairBytes, field);
+        ValidateBroadcastShape(lifetimes.Shape, shape, field);
+        ThrowIfNegativeStride(lifetimes.Batch, lifetimes.StrideBatch, $"{field}.StrideBatch");
+        ThrowIfNegativeStride(lifetimes.Heads, lifetimes.StrideHead, $"{field}.StrideHead");
+        if (shape.SeqLenK > 1 && lifetimes.StrideKey < 1)
+        {
+            throw new ArgumentException(
+                $"{field}.StrideKey must be >= 1 pair (1: contiguous keys); got {lifetimes.StrideKey}.", $"{field}.StrideKey");
+        }
     }
 
     private static void ValidateDeviceTensor(DeviceTensor tensor, string name)

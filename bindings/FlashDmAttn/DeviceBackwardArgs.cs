@@ -9,7 +9,7 @@ namespace FlashDmAttn;
 public sealed record DeviceBackwardArgs
 {
     /// <summary>
-    /// The forward call's arguments, unchanged: its shape, element type, Q, K, V, mask and bias, and its
+    /// The forward call's arguments, unchanged: its shape, element type, Q, K, V, mask or lifetimes and bias, and its
     /// <see cref="DeviceForwardArgs.Output"/> and <see cref="DeviceForwardArgs.Lse"/>, which the backward reads (the
     /// log-sum-exp is required here). Its <see cref="DeviceForwardArgs.TileStats"/>, <see cref="DeviceForwardArgs.Workspace"/>
     /// and <see cref="DeviceForwardArgs.WorkspaceBytes"/> belong to the forward call: the backward neither reads nor

@@ -24,8 +24,14 @@ public sealed record DeviceForwardArgs
     /// <summary>Receives the output, (B, Lq, Hq, D); must not overlap any other tensor.</summary>
     public required DeviceTensor Output { get; init; }
 
-    /// <summary>Optional byte mask, nonzero = visible; <c>null</c> for none.</summary>
+    /// <summary>Optional byte mask, nonzero = visible; <c>null</c> for none. Not combined with <see cref="Lifetimes"/>.</summary>
     public DeviceBroadcastTensor? Mask { get; init; }
+
+    /// <summary>
+    /// Optional key lifetimes, the mask form of O(Lk) memory: key j is visible to query i iff first_j &lt;= i &lt; end_j
+    /// (and the causal bound); <c>null</c> for none. Not combined with <see cref="Mask"/>.
+    /// </summary>
+    public DeviceLifetimes? Lifetimes { get; init; }
 
     /// <summary>Optional bias added to the scaled score; <c>null</c> for none.</summary>
     public DeviceBroadcastTensor? Bias { get; init; }
@@ -37,8 +43,8 @@ public sealed record DeviceForwardArgs
     public nint Lse { get; init; }
 
     /// <summary>
-    /// Optional device pointer to two 8-byte-aligned unsigned 64-bit counters, overwritten with the computed and
-    /// skipped tile counts (see <see cref="TileStats"/>); 0 for none.
+    /// Optional device pointer to three 8-byte-aligned unsigned 64-bit counters, overwritten with the computed and
+    /// skipped tile counts and the visible pairs (see <see cref="ForwardStats"/>); 0 for none.
     /// </summary>
     public nint TileStats { get; init; }
 

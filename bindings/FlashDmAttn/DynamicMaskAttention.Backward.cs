@@ -64,6 +64,7 @@ public static partial class DynamicMaskAttention
     /// </param>
     /// <param name="deterministic">True: identical bits on every run. False (the default) may be faster.</param>
     /// <param name="device">CUDA device ordinal.</param>
+    /// <param name="lifetimes">The forward call's key lifetimes; <c>default</c> for none.</param>
     /// <returns>The numbers of backward tiles (<see cref="BackwardTileShape"/>) computed and skipped.</returns>
     /// <exception cref="ArgumentException">An argument is invalid (the message names it), or <typeparamref name="T"/> is not supported.</exception>
     /// <exception cref="NativeLibraryException">
@@ -90,15 +91,16 @@ public static partial class DynamicMaskAttention
         BiasInput bias = default,
         BiasGradientOutput dBias = default,
         bool deterministic = false,
-        int device = 0)
+        int device = 0,
+        LifetimesInput lifetimes = default)
         where T : unmanaged
     {
         ScalarType dtype = ArgumentValidation.ScalarTypeOf<T>();
-        ArgumentValidation.ValidateHostBackward<T>(shape, q, k, v, output, lse, dOutput, dq, dk, dv, options, mask, bias, dBias);
+        ArgumentValidation.ValidateHostBackward<T>(shape, q, k, v, output, lse, dOutput, dq, dk, dv, options, mask, lifetimes, bias, dBias);
         IAttentionBackend backend = SelectOnDevice(device, options?.Backend, nameof(options));
 
         using HostCallStaging staging = HostCallStaging.Begin(device, shape);
-        StagedInputs inputs = staging.UploadInputs(q, k, v, mask, bias);
+        StagedInputs inputs = staging.UploadInputs(q, k, v, mask, lifetimes, bias);
         DeviceBuffer dqBuffer = staging.Allocate<T>(dq.Length);
         DeviceBuffer dkBuffer = staging.Allocate<T>(dk.Length);
         DeviceBuffer dvBuffer = staging.Allocate<T>(dv.Length);
@@ -115,6 +117,7 @@ public static partial class DynamicMaskAttention
                 Output = staging.QueryShaped(staging.Upload(output)),
                 Lse = staging.Upload(lse).Pointer,
                 Mask = inputs.Mask,
+                Lifetimes = inputs.Lifetimes,
                 Bias = inputs.Bias,
             },
             DOutput = staging.QueryShaped(staging.Upload(dOutput)),

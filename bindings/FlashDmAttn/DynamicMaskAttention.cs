@@ -49,7 +49,11 @@ public static partial class DynamicMaskAttention
     /// <param name="bias">Optional bias; <c>default</c> for none.</param>
     /// <param name="lse">Empty, or receives the log-sum-exp per (B, Hq, Lq): exactly B * Hq * Lq elements.</param>
     /// <param name="device">CUDA device ordinal.</param>
-    /// <returns>The numbers of tiles computed and skipped.</returns>
+    /// <param name="lifetimes">
+    /// Optional key lifetimes instead of a mask; <c>default</c> for none. Every pair must satisfy
+    /// 0 &lt;= First &lt;= End &lt;= SeqLenQ.
+    /// </param>
+    /// <returns>The numbers of tiles computed and skipped, and of visible pairs.</returns>
     /// <exception cref="ArgumentException">An argument is invalid (the message names it), or <typeparamref name="T"/> is not supported.</exception>
     /// <exception cref="NativeLibraryException">
     /// The CUDA driver is missing, or no backend is usable: the native library is missing, incompatible or has no code
@@ -59,7 +63,7 @@ public static partial class DynamicMaskAttention
     /// <exception cref="FlashDmAttnException">The backend refused the call, or the native library's kernel failed.</exception>
     /// <exception cref="KernelCompilationException">NVRTC failed to compile a kernel.</exception>
     /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
-    public static TileStats Forward<T>(
+    public static ForwardStats Forward<T>(
         AttentionShape shape,
         ReadOnlySpan<T> q,
         ReadOnlySpan<T> k,
@@ -69,15 +73,16 @@ public static partial class DynamicMaskAttention
         MaskInput mask = default,
         BiasInput bias = default,
         Span<float> lse = default,
-        int device = 0)
+        int device = 0,
+        LifetimesInput lifetimes = default)
         where T : unmanaged
     {
         ScalarType dtype = ArgumentValidation.ScalarTypeOf<T>();
-        ArgumentValidation.ValidateHostForward<T, float>(shape, q, k, v, output, options, mask.Operand, bias.Operand, lse);
+        ArgumentValidation.ValidateHostForward<T, float>(shape, q, k, v, output, options, mask.Operand, lifetimes.Operand, bias.Operand, lse);
         IAttentionBackend backend = SelectOnDevice(device, options?.Backend, nameof(options));
 
         using HostCallStaging staging = HostCallStaging.Begin(device, shape);
-        StagedInputs inputs = staging.UploadInputs(q, k, v, mask, bias);
+        StagedInputs inputs = staging.UploadInputs(q, k, v, mask, lifetimes, bias);
         DeviceBuffer outputBuffer = staging.Allocate<T>(output.Length);
         DeviceBuffer? lseBuffer = lse.IsEmpty ? null : staging.Allocate<float>(lse.Length);
         var args = new DeviceForwardArgs
@@ -89,16 +94,17 @@ public static partial class DynamicMaskAttention
             V = inputs.V,
             Output = staging.QueryShaped(outputBuffer),
             Mask = inputs.Mask,
+            Lifetimes = inputs.Lifetimes,
             Bias = inputs.Bias,
             Lse = lseBuffer?.Pointer ?? 0,
             TileStats = staging.TileStats,
         };
         backend.Forward(args, options ?? AttentionOptions.Default, stream: 0, device);
 
-        TileStats tileStats = staging.SynchronizeAndReadTileStats();
+        ForwardStats stats = staging.SynchronizeAndReadForwardStats();
         outputBuffer.CopyTo(output);
         lseBuffer?.CopyTo(lse);
-        return tileStats;
+        return stats;
     }
 
     /// <summary>

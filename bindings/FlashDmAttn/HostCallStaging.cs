@@ -13,15 +13,18 @@ internal readonly ref struct HostCallStaging
     private readonly List<DeviceBuffer> buffers = [];
     private readonly DeviceBuffer tileStats;
 
+    // The forward writes three counters, the backward the first two.
+    private const int ForwardCounters = 3;
+
     private HostCallStaging(AttentionShape shape, CudaPrimaryContext context, CudaContextScope current)
     {
         this.shape = shape;
         this.context = context;
         this.current = current;
-        tileStats = Allocate(2 * sizeof(ulong));
+        tileStats = Allocate(ForwardCounters * sizeof(ulong));
     }
 
-    // Where the call writes its computed and skipped tile counts.
+    // Where the call writes its counters: computed and skipped tiles, and (the forward) visible pairs.
     public nint TileStats => tileStats.Pointer;
 
     public static HostCallStaging Begin(int device, AttentionShape shape)
@@ -62,22 +65,29 @@ internal readonly ref struct HostCallStaging
 
     // Q, K and V first, in that order: a call too large for the device fails on these copies, before any output is
     // allocated (FaultGpuTests counts on it).
-    public StagedInputs UploadInputs<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, MaskInput mask, BiasInput bias)
+    public StagedInputs UploadInputs<T>(
+        ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, MaskInput mask, LifetimesInput lifetimes, BiasInput bias)
         where T : unmanaged => new(
             QueryShaped(Upload(q)),
             KeyShaped(Upload(k)),
             KeyShaped(Upload(v)),
             mask.IsPresent ? Broadcast(Track(DeviceBuffer.FromHost(context, mask.Operand)), default, mask.Shape) : null,
+            lifetimes.IsPresent
+                ? DeviceLifetimes.Contiguous(Upload(lifetimes.Data).Pointer, lifetimes.Shape.Batch, lifetimes.Shape.Heads, shape.SeqLenK)
+                : null,
             bias.IsPresent ? Broadcast(Track(DeviceBuffer.FromHost(context, bias.Operand)), bias.DType, bias.Shape) : null);
 
-    // Waits for the call, then reads the tile counts it wrote.
-    public TileStats SynchronizeAndReadTileStats()
+    // Waits for the forward call, then reads the counters it wrote.
+    public ForwardStats SynchronizeAndReadForwardStats()
     {
         CudaDriver.Synchronize();
-        Span<ulong> counts = stackalloc ulong[2];
+        Span<ulong> counts = stackalloc ulong[ForwardCounters];
         tileStats.CopyTo(counts);
-        return new TileStats(checked((long)counts[0]), checked((long)counts[1]));
+        return new ForwardStats(checked((long)counts[0]), checked((long)counts[1]), checked((long)counts[2]));
     }
+
+    // Waits for the backward call, then reads the tile counts it wrote.
+    public TileStats SynchronizeAndReadTileStats() => SynchronizeAndReadForwardStats().Tiles;
 
     public void Dispose()
     {
@@ -106,6 +116,6 @@ internal readonly ref struct HostCallStaging
     }
 }
 
-// Q, K, V, the mask and the bias of a host-span call, on the GPU: the inputs both directions take.
+// Q, K, V, the mask or lifetimes and the bias of a host-span call, on the GPU: the inputs both directions take.
 internal readonly record struct StagedInputs(
-    DeviceTensor Q, DeviceTensor K, DeviceTensor V, DeviceBroadcastTensor? Mask, DeviceBroadcastTensor? Bias);
+    DeviceTensor Q, DeviceTensor K, DeviceTensor V, DeviceBroadcastTensor? Mask, DeviceLifetimes? Lifetimes, DeviceBroadcastTensor? Bias);

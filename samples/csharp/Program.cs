@@ -38,14 +38,14 @@ if (!DynamicMaskAttention.IsCudaAvailable(out string reason))
 
 BackendSelection backend = DynamicMaskAttention.SelectBackend();
 var output = new Half[shape.QElements];
-TileStats tiles = DynamicMaskAttention.Forward<Half>(shape, q, k, v, output, options,
+ForwardStats tiles = DynamicMaskAttention.Forward<Half>(shape, q, k, v, output, options,
     new MaskInput(mask, maskShape), new BiasInput(bias, biasShape));
 double maxDifference = 0;
 for (int e = 0; e < output.Length; e++)
     maxDifference = Math.Max(maxDifference, Math.Abs((double)output[e] - reference[e])); // NaN stays NaN
 bool ok = maxDifference <= MaxAbsDifference;
 Console.WriteLine($"GPU, {backend.Backend} backend{(backend.FallbackReason is { } why ? $" ({why})" : "")}: tiles computed " +
-    $"{tiles.Computed}, skipped {tiles.Skipped}; max |GPU - CPU| = {maxDifference:G3} (bound {MaxAbsDifference}): {(ok ? "OK" : "MISMATCH")}");
+    $"{tiles.Computed}, skipped {tiles.Skipped}, visible pairs {tiles.VisiblePairs}; max |GPU - CPU| = {maxDifference:G3} (bound {MaxAbsDifference}): {(ok ? "OK" : "MISMATCH")}");
 return ok ? 0 : 1;
 
 // Multiples of 1/64 in [-0.75, 1.25] (not centred on zero) from an integer hash: the same on every machine.

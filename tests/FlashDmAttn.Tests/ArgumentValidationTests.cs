@@ -13,7 +13,7 @@ public class ArgumentValidationTests
     public enum Backend { ReferenceDouble, ReferenceHalf, SpanApi }
 
     private const double Sentinel = 42;
-    private static readonly AttentionShape Valid = new(2, 5, 7, 4, 2, 32);
+    internal static readonly AttentionShape Valid = new(2, 5, 7, 4, 2, 32);
 
     /// <summary>One invalid call: what to change from a valid one, and the refusal expected.</summary>
     public sealed record HostCase(string Name, Type Exception, string ParamName, params string[] MessageParts)
@@ -155,9 +155,9 @@ public class ArgumentValidationTests
 
     // ---- the device-pointer API: validated before any native call, so fake addresses are safe ----
 
-    private static readonly nint Base = unchecked((nint)0x7f00_0000_0000);
+    internal static readonly nint Base = unchecked((nint)0x7f00_0000_0000);
 
-    private static DeviceForwardArgs ValidDeviceArgs()
+    internal static DeviceForwardArgs ValidDeviceArgs()
     {
         AttentionShape s = Valid;
         long qBytes = s.QElements * 2, kvBytes = s.KvElements * 2;

@@ -169,7 +169,7 @@ internal sealed unsafe class ForwardProblem : IDisposable
     public ForwardCheck Check(string? sdpaOutput)
     {
         gpu.MakeCurrent();
-        DeviceBuffer stats = Allocate(2 * sizeof(ulong));
+        DeviceBuffer stats = Allocate(3 * sizeof(ulong)); // the forward's three counters (the backward writes two)
         DynamicMaskAttention.Forward(copies[0] with { TileStats = stats.Pointer }, options, gpu.Stream);
         (int tileM, int tileN) = DynamicMaskAttention.ForwardTileShape(Case.HeadDim, ScalarType.BFloat16);
         if (backward is not null)

@@ -2,7 +2,7 @@ namespace FlashDmAttn;
 
 // The prebuilt native library, called through its C ABI: the arguments marshalled into its parameter structs, its
 // status turned into a FlashDmAttnException.
-internal sealed class NativeBackend : IAttentionBackend
+internal sealed partial class NativeBackend : IAttentionBackend
 {
     public static readonly NativeBackend Instance = new();
 
@@ -93,7 +93,7 @@ internal sealed class NativeBackend : IAttentionBackend
         return checked((long)bytes);
     }
 
-    // The problem both directions share: sizes, inputs, mask, bias and score options.
+    // The problem both directions share: sizes, inputs, mask or lifetimes, bias and score options.
     private static Interop.FlashDmAttn.Problem Problem(DeviceForwardArgs args, AttentionOptions options) =>
         Sizes(args.Shape, args.DType) with
         {
@@ -101,6 +101,7 @@ internal sealed class NativeBackend : IAttentionBackend
             K = ToNative(args.K),
             V = ToNative(args.V),
             Mask = ToNative(args.Mask),
+            Lifetimes = ToNative(args.Lifetimes?.AsBroadcast()),
             Bias = ToNative(args.Bias),
             SoftmaxScale = options.ResolveSoftmaxScale(args.Shape.HeadDim),
             Softcap = options.Softcap,
@@ -123,17 +124,18 @@ internal sealed class NativeBackend : IAttentionBackend
     private static Interop.FlashDmAttn.Problem SizeQueryProblem(AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? bias) =>
         Sizes(shape, dtype) with { Mask = SizeQueryOperand(mask), Bias = SizeQueryOperand(bias) };
 
-    private static Interop.FlashDmAttn.BroadcastTensor SizeQueryOperand(BroadcastShape? shape) => shape is not { } s ? default : new()
-    {
-        Data = 1,
-        DType = (int)ScalarType.Float32,
-        Batch = s.Batch,
-        Heads = s.Heads,
-        Rows = s.Rows,
-        StrideKey = 1,
-    };
+    private static Interop.FlashDmAttn.BroadcastTensor SizeQueryOperand(BroadcastShape? shape, ScalarType dtype = ScalarType.Float32) =>
+        shape is not { } s ? default : new()
+        {
+            Data = 1,
+            DType = (int)dtype,
+            Batch = s.Batch,
+            Heads = s.Heads,
+            Rows = s.Rows,
+            StrideKey = 1,
+        };
 
-    private static Interop.FlashDmAttn.Tensor ToNative(DeviceTensor tensor) => new()
+    internal static Interop.FlashDmAttn.Tensor ToNative(DeviceTensor tensor) => new()
     {
         Data = tensor.Pointer,
         StrideBatch = tensor.StrideBatch,
@@ -141,7 +143,7 @@ internal sealed class NativeBackend : IAttentionBackend
         StrideHead = tensor.StrideHead,
     };
 
-    private static Interop.FlashDmAttn.BroadcastTensor ToNative(DeviceBroadcastTensor? tensor) => tensor is not { } t ? default : new()
+    internal static Interop.FlashDmAttn.BroadcastTensor ToNative(DeviceBroadcastTensor? tensor) => tensor is not { } t ? default : new()
     {
         Data = t.Pointer,
         DType = (int)t.DType,

@@ -33,6 +33,21 @@ internal static class FlashDmAttnLibrary
         SupportedDevices.TryAdd(device, true);
     }
 
+    // What only the native library implements (the top-k builder, the decode cache): loaded, with code for the device,
+    // else a refusal that says so.
+    public static void RequireFor(string feature, int device)
+    {
+        try
+        {
+            EnsureLoaded();
+            EnsureSupportsDevice(device);
+        }
+        catch (NativeLibraryException e)
+        {
+            throw new NativeLibraryException($"{feature} runs in the native library only (the NVRTC backend has none): {e.Message}", e);
+        }
+    }
+
     public static void ThrowIfFailed(int status, string function)
     {
         if (status == 0)

@@ -7,8 +7,8 @@ internal static partial class Interop
     // The backward half of the C ABI (native/include/flash_dmattn.h), mirrored field for field like the forward.
     internal static unsafe partial class FlashDmAttn
     {
-        // fdma_bwd_params: 552 bytes; offsets problem 8, out 264, lse 296, d_out 304, d_bias 432, tile_stats 488,
-        // reserved 520.
+        // fdma_bwd_params: 608 bytes; offsets problem 8, out 320, lse 352, d_out 360, d_bias 488, tile_stats 544,
+        // reserved 576.
         [StructLayout(LayoutKind.Sequential)]
         public struct BwdParams
         {

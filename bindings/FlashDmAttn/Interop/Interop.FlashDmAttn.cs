@@ -10,7 +10,7 @@ internal static partial class Interop
     {
         static FlashDmAttn() => NativeLibraryResolver.Register();
 
-        public const int AbiVersion = 2;
+        public const int AbiVersion = 3;
 
         // fdma_tensor: 32 bytes.
         [StructLayout(LayoutKind.Sequential)]
@@ -37,7 +37,7 @@ internal static partial class Interop
             public long StrideKey;
         }
 
-        // fdma_problem: 256 bytes; offsets q 32, mask 128, bias 184, softmax_scale 240 (InteropLayoutTests has a C
+        // fdma_problem: 312 bytes; offsets q 32, mask 128, lifetimes 184, bias 240, softmax_scale 296 (InteropLayoutTests has a C
         // compiler check every offset of these mirrors against the header).
         [StructLayout(LayoutKind.Sequential)]
         public struct Problem
@@ -53,13 +53,14 @@ internal static partial class Interop
             public Tensor K;
             public Tensor V;
             public BroadcastTensor Mask;
+            public BroadcastTensor Lifetimes;
             public BroadcastTensor Bias;
             public float SoftmaxScale;
             public float Softcap;
             public int IsCausal;
         }
 
-        // fdma_fwd_params: 368 bytes; offsets problem 8, out 264, lse 296, reserved 336.
+        // fdma_fwd_params: 424 bytes; offsets problem 8, out 320, lse 352, reserved 392.
         [StructLayout(LayoutKind.Sequential)]
         public struct FwdParams
         {

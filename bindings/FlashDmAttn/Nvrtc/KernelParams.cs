@@ -52,6 +52,7 @@ internal static class KernelParams
         public Strides KStrides;
         public Strides VStrides;
         public BroadcastOperand Mask;
+        public BroadcastOperand Lifetimes; // int2 pairs {first, end}, strides in pairs
         public BroadcastOperand Bias;
         public nint Occupancy;
         public nint FullTiles;

@@ -2,16 +2,16 @@ namespace FlashDmAttn;
 
 // One kernel instantiation the NVRTC backend compiles on its own, when a call first needs it: the header that
 // defines it, and the name expression NVRTC instantiates and reports the mangled name of. The tile kernels take the
-// mask form's visibility policy (visibility.cuh) as a template argument, as the native library instantiates them.
+// mask form's visibility policy (visibility.cuh) as a template argument, as the native library instantiates them:
+// fdma::DenseMask for the 8-bit mask (or none), fdma::KeyLifetimes for key lifetimes; a lifetimes variant's slug ends
+// in "_lifetimes".
 internal readonly record struct KernelVariant(string Header, string NameExpression, string Slug)
 {
-    // The visibility policy of the dense 8-bit mask (or none), the one mask form the kernels take today.
-    private const string Visibility = "fdma::DenseMask";
-
-    public static KernelVariant Forward(ScalarType dtype, int headDim)
+    public static KernelVariant Forward(ScalarType dtype, int headDim, bool lifetimes)
     {
         (string element, string slug) = Element(dtype, "The forward kernel takes");
-        return new("fwd_kernel.cuh", $"fdma::dmattn_fwd_kernel<{element}, {headDim}, {Visibility}>", $"fwd_{slug}_d{headDim}");
+        return new("fwd_kernel.cuh", $"fdma::dmattn_fwd_kernel<{element}, {headDim}, {Visibility(lifetimes)}>",
+            $"fwd_{slug}_d{headDim}{FormSuffix(lifetimes)}");
     }
 
     // fwd_combine_kernel<E, D>: the split-KV forward's merge of the partial outputs.
@@ -25,18 +25,19 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
     public static KernelVariant Occupancy { get; } = new("tile_occupancy.cuh", "&fdma::tile_occupancy_kernel", "occupancy");
 
     // dmattn_bwd_dkdv_kernel<E, D, V>: dK, dV and dBias (and, in the default mode, dQ by atomics).
-    public static KernelVariant BackwardDkDv(ScalarType dtype, int headDim)
+    public static KernelVariant BackwardDkDv(ScalarType dtype, int headDim, bool lifetimes)
     {
         (string element, string slug) = Element(dtype, "The backward kernels take");
-        return new("bwd_kernel.cuh", $"fdma::dmattn_bwd_dkdv_kernel<{element}, {headDim}, {Visibility}>", $"bwd_dkdv_{slug}_d{headDim}");
+        return new("bwd_kernel.cuh", $"fdma::dmattn_bwd_dkdv_kernel<{element}, {headDim}, {Visibility(lifetimes)}>",
+            $"bwd_dkdv_{slug}_d{headDim}{FormSuffix(lifetimes)}");
     }
 
     // dmattn_bwd_dq_kernel<E, D, V, kDeltaPass>: the deterministic dQ, or (deltaPass) bf16's exact Delta.
-    public static KernelVariant BackwardDq(ScalarType dtype, int headDim, bool deltaPass)
+    public static KernelVariant BackwardDq(ScalarType dtype, int headDim, bool lifetimes, bool deltaPass)
     {
         (string element, string slug) = Element(dtype, "The backward kernels take");
-        return new("bwd_kernel.cuh", $"fdma::dmattn_bwd_dq_kernel<{element}, {headDim}, {Visibility}, {(deltaPass ? "true" : "false")}>",
-            $"bwd_dq{(deltaPass ? "_delta" : "")}_{slug}_d{headDim}");
+        return new("bwd_kernel.cuh", $"fdma::dmattn_bwd_dq_kernel<{element}, {headDim}, {Visibility(lifetimes)}, {(deltaPass ? "true" : "false")}>",
+            $"bwd_dq{(deltaPass ? "_delta" : "")}_{slug}_d{headDim}{FormSuffix(lifetimes)}");
     }
 
     // bwd_delta_kernel<E>: Delta = rowsum(dO * O), fp16's Delta pass.
@@ -60,23 +61,26 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
         return new("bwd_prepost.cuh", $"fdma::bwd_convert_dbias_kernel<{element}>", $"bwd_convert_dbias_{slug}");
     }
 
-    // Every variant a call can need: the forward and its split-KV combine pass for each element type and head dim, the pre-pass for each tile
-    // (the backward's 64 x 64 is one of the forward's), and the backward's kernels as native/src/bwd_launch.cuh
-    // instantiates them: dK/dV and deterministic dQ for each element type and head dim, the Delta pass (dQ's for bf16,
-    // dO . O for fp16), the dQ conversion for each element type and the dBias conversion for each dBias type.
+    // Every variant a call can need: the forward (for each mask form) and its split-KV combine pass for each element
+    // type and head dim, the pre-pass for each tile (the backward's 64 x 64 is one of the forward's), and the backward's
+    // kernels as native/src/bwd_launch.cuh instantiates them: dK/dV and deterministic dQ for each element type, head dim
+    // and mask form, the Delta pass (dQ's for bf16, dO . O for fp16), the dQ conversion for each element type and the
+    // dBias conversion for each dBias type.
     public static IEnumerable<KernelVariant> All()
     {
         ScalarType[] dtypes = [ScalarType.Float16, ScalarType.BFloat16];
+        bool[] forms = [false, true];
         IEnumerable<KernelVariant> forward =
             from dtype in dtypes
             from headDim in LaunchPlan.HeadDims
-            from variant in new[] { Forward(dtype, headDim), ForwardCombine(dtype, headDim) }
+            from variant in forms.Select(lifetimes => Forward(dtype, headDim, lifetimes)).Append(ForwardCombine(dtype, headDim))
             select variant;
         IEnumerable<KernelVariant> backward =
             from dtype in dtypes
             from headDim in LaunchPlan.HeadDims
             from deterministic in new[] { false, true }
-            from variant in NvrtcBackend.BackwardKernels(dtype, headDim, deterministic).All
+            from lifetimes in forms
+            from variant in NvrtcBackend.BackwardKernels(dtype, headDim, deterministic, lifetimes).All
             select variant;
         IEnumerable<KernelVariant> conversions =
             dtypes.Select(BackwardConvertDq)
@@ -88,6 +92,11 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
     public string Source => $"#include \"{Header}\"\n";
 
     public override string ToString() => NameExpression;
+
+    // The visibility policy of the mask form (visibility.cuh).
+    private static string Visibility(bool lifetimes) => lifetimes ? "fdma::KeyLifetimes" : "fdma::DenseMask";
+
+    private static string FormSuffix(bool lifetimes) => lifetimes ? "_lifetimes" : "";
 
     // kernelTakes: the start of the refusal, "The forward kernel takes".
     private static (string Element, string Slug) Element(ScalarType dtype, string kernelTakes) => dtype switch

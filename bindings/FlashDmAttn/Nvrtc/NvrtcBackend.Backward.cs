@@ -14,10 +14,11 @@ internal sealed partial class NvrtcBackend
     // The kernels a backward call runs, as launch_bwd picks them (native/src/bwd_launch.cuh): Delta from P and dP by the
     // query-major kernel for bf16, dO . O by a row pass for fp16; dK/dV; dQ by the query-major kernel when
     // deterministic, else the conversion of the atomics' fp32 sum by a row pass.
-    public static BackwardKernels BackwardKernels(ScalarType dtype, int headDim, bool deterministic) => new(
-        dtype == ScalarType.BFloat16 ? KernelVariant.BackwardDq(dtype, headDim, deltaPass: true) : KernelVariant.BackwardDelta(dtype),
-        KernelVariant.BackwardDkDv(dtype, headDim),
-        deterministic ? KernelVariant.BackwardDq(dtype, headDim, deltaPass: false) : KernelVariant.BackwardConvertDq(dtype));
+    // lifetimes: the tile kernels take the key-lifetimes visibility policy rather than the dense mask's.
+    public static BackwardKernels BackwardKernels(ScalarType dtype, int headDim, bool deterministic, bool lifetimes) => new(
+        dtype == ScalarType.BFloat16 ? KernelVariant.BackwardDq(dtype, headDim, lifetimes, deltaPass: true) : KernelVariant.BackwardDelta(dtype),
+        KernelVariant.BackwardDkDv(dtype, headDim, lifetimes),
+        deterministic ? KernelVariant.BackwardDq(dtype, headDim, lifetimes, deltaPass: false) : KernelVariant.BackwardConvertDq(dtype));
 
     public unsafe void Backward(DeviceBackwardArgs args, AttentionOptions options, bool deterministic, nint stream, int device)
     {
@@ -49,7 +50,7 @@ internal sealed partial class NvrtcBackend
 
         // Every kernel of the call, compiled or loaded before anything is queued: a compilation failure leaves the
         // outputs untouched. Those not yet built are compiled at once, in parallel (seconds each).
-        BackwardKernels kernels = BackwardKernels(forward.DType, shape.HeadDim, deterministic);
+        BackwardKernels kernels = BackwardKernels(forward.DType, shape.HeadDim, deterministic, forward.Lifetimes is not null);
         KernelVariant? occupancyKernel = forward.Mask is null ? null : KernelVariant.Occupancy;
         KernelVariant? convertDBiasKernel = args.DBias is { } dBias ? KernelVariant.BackwardConvertDBias(dBias.DType) : null;
         BuildImages([occupancyKernel, kernels.Delta, kernels.DkDv, kernels.Dq, convertDBiasKernel], KernelModules.TargetOf(device));
@@ -133,7 +134,8 @@ internal sealed partial class NvrtcBackend
         NvrtcLaunch.CheckSameDevice(
         [
             (forward.K.Pointer, "args.Forward.K"), (forward.V.Pointer, "args.Forward.V"), (forward.Output.Pointer, "args.Forward.Output"),
-            (forward.Mask?.Pointer ?? 0, "args.Forward.Mask"), (forward.Bias?.Pointer ?? 0, "args.Forward.Bias"),
+            (forward.Mask?.Pointer ?? 0, "args.Forward.Mask"), (forward.Lifetimes?.Pointer ?? 0, "args.Forward.Lifetimes"),
+            (forward.Bias?.Pointer ?? 0, "args.Forward.Bias"),
             (forward.Lse, "args.Forward.Lse"), (args.DOutput.Pointer, "args.DOutput"), (args.DQ.Pointer, "args.DQ"),
             (args.DK.Pointer, "args.DK"), (args.DV.Pointer, "args.DV"), (args.DBias?.Pointer ?? 0, "args.DBias"),
             (args.TileStats, "args.TileStats"), (args.Workspace, "args.Workspace"),

@@ -21,12 +21,12 @@ internal sealed partial class NvrtcBackend
         };
 
         using CudaContextScope scope = NvrtcLaunch.EnterContext(device, ForwardFunction);
-        nint forward = KernelModules.GetFunction(KernelVariant.Forward(args.DType, shape.HeadDim), device, plan.SmemLimit);
+        nint forward = KernelModules.GetFunction(KernelVariant.Forward(args.DType, shape.HeadDim, args.Lifetimes is not null), device, plan.SmemLimit);
         nint occupancy = args.Mask is null ? 0 : KernelModules.GetFunction(KernelVariant.Occupancy, device, 0);
         nint combine = plan.KvSplits > 1 ? KernelModules.GetFunction(KernelVariant.ForwardCombine(args.DType, shape.HeadDim), device, 0) : 0;
 
         if (args.TileStats != 0)
-            CudaDriver.ThrowIfFailed(Interop.Cuda.cuMemsetD8Async(NvrtcLaunch.Address(args.TileStats), 0, 2 * sizeof(ulong), stream));
+            CudaDriver.ThrowIfFailed(Interop.Cuda.cuMemsetD8Async(NvrtcLaunch.Address(args.TileStats), 0, 3 * sizeof(ulong), stream));
         CallScratch scratch = NvrtcLaunch.TakeScratch(args.Workspace, plan.WorkspaceBytes, stream);
         try
         {
@@ -71,7 +71,8 @@ internal sealed partial class NvrtcBackend
         NvrtcLaunch.CheckSameDevice(
         [
             (args.K.Pointer, "args.K"), (args.V.Pointer, "args.V"), (args.Output.Pointer, "args.Output"),
-            (args.Mask?.Pointer ?? 0, "args.Mask"), (args.Bias?.Pointer ?? 0, "args.Bias"), (args.Lse, "args.Lse"),
+            (args.Mask?.Pointer ?? 0, "args.Mask"), (args.Lifetimes?.Pointer ?? 0, "args.Lifetimes"), (args.Bias?.Pointer ?? 0, "args.Bias"),
+            (args.Lse, "args.Lse"),
             (args.TileStats, "args.TileStats"), (args.Workspace, "args.Workspace"),
         ], device, ForwardFunction);
     }

@@ -49,6 +49,7 @@ internal sealed partial class NvrtcBackend : IAttentionBackend
             KStrides = Strides(args.K),
             VStrides = Strides(args.V),
             Mask = Broadcast(args.Mask, shape) with { Type = 0 }, // a mask has no element type (8-bit)
+            Lifetimes = Broadcast(args.Lifetimes?.AsBroadcast(), shape) with { Type = 0 }, // pairs of int32, strides in pairs
             Bias = Broadcast(args.Bias, shape),
             Batch = shape.Batch,
             SeqLenQ = shape.SeqLenQ,

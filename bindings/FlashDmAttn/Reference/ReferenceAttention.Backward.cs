@@ -22,6 +22,7 @@ public static partial class ReferenceAttention
     /// <param name="mask">Optional mask; nonzero = visible.</param>
     /// <param name="bias">Optional bias added to the scaled score.</param>
     /// <param name="dBias">Empty, or receives dL/dBias, as many values as the bias, in its layout.</param>
+    /// <param name="lifetimes">Optional key lifetimes, instead of a mask.</param>
     public static void Backward(
         AttentionShape shape,
         ReadOnlySpan<double> q,
@@ -34,10 +35,13 @@ public static partial class ReferenceAttention
         AttentionOptions? options = null,
         MaskInput mask = default,
         ReferenceBias bias = default,
-        Span<double> dBias = default)
+        Span<double> dBias = default,
+        LifetimesInput lifetimes = default)
     {
-        ArgumentValidation.ValidateReferenceBackward(shape, q, k, v, dOutput, dq, dk, dv, options, mask.Operand, bias.Operand,
-            dBias.IsEmpty ? default : BroadcastOperand.Of<double>(dBias, bias.Shape));
+        ArgumentValidation.ValidateReferenceBackward(shape, q, k, v, dOutput, dq, dk, dv, options, mask.Operand, lifetimes.Operand,
+            bias.Operand, dBias.IsEmpty ? default : BroadcastOperand.Of<double>(dBias, bias.Shape));
+        if (lifetimes.IsPresent)
+            mask = lifetimes.AsDenseMask(shape); // the visibility they define, as a dense mask
         options ??= AttentionOptions.Default;
         int lq = shape.SeqLenQ, lk = shape.SeqLenK, hq = shape.HeadsQ, hkv = shape.HeadsKv, d = shape.HeadDim;
         var output = new double[shape.QElements];

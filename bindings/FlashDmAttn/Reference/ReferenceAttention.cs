@@ -24,6 +24,7 @@ public static partial class ReferenceAttention
     /// <param name="mask">Optional mask; nonzero = visible.</param>
     /// <param name="bias">Optional bias added to the scaled score.</param>
     /// <param name="lse">Optional, receives the natural-log log-sum-exp per (B, Hq, Lq); -inf on empty rows.</param>
+    /// <param name="lifetimes">Optional key lifetimes, instead of a mask.</param>
     public static void Forward(
         AttentionShape shape,
         ReadOnlySpan<double> q,
@@ -33,9 +34,12 @@ public static partial class ReferenceAttention
         AttentionOptions? options = null,
         MaskInput mask = default,
         ReferenceBias bias = default,
-        Span<double> lse = default)
+        Span<double> lse = default,
+        LifetimesInput lifetimes = default)
     {
-        ArgumentValidation.ValidateHostForward<double, double>(shape, q, k, v, output, options, mask.Operand, bias.Operand, lse);
+        ArgumentValidation.ValidateHostForward<double, double>(shape, q, k, v, output, options, mask.Operand, lifetimes.Operand, bias.Operand, lse);
+        if (lifetimes.IsPresent)
+            mask = lifetimes.AsDenseMask(shape); // the visibility they define, as a dense mask
         options ??= AttentionOptions.Default;
         int lq = shape.SeqLenQ, lk = shape.SeqLenK, hq = shape.HeadsQ, hkv = shape.HeadsKv, d = shape.HeadDim;
         int groupSize = hq / hkv;
@@ -91,6 +95,7 @@ public static partial class ReferenceAttention
     /// <param name="mask">Optional mask; nonzero = visible.</param>
     /// <param name="bias">Optional bias (float, half or bfloat16) added to the scaled score.</param>
     /// <param name="lse">Optional, receives the natural-log log-sum-exp per (B, Hq, Lq); -inf on empty rows.</param>
+    /// <param name="lifetimes">Optional key lifetimes, instead of a mask.</param>
     public static void Forward<T>(
         AttentionShape shape,
         ReadOnlySpan<T> q,
@@ -100,15 +105,16 @@ public static partial class ReferenceAttention
         AttentionOptions? options = null,
         MaskInput mask = default,
         BiasInput bias = default,
-        Span<float> lse = default)
+        Span<float> lse = default,
+        LifetimesInput lifetimes = default)
         where T : unmanaged
     {
         _ = ArgumentValidation.ScalarTypeOf<T>(); // refuses a T other than Half or BFloat16
-        ArgumentValidation.ValidateHostForward<T, float>(shape, q, k, v, output, options, mask.Operand, bias.Operand, lse);
+        ArgumentValidation.ValidateHostForward<T, float>(shape, q, k, v, output, options, mask.Operand, lifetimes.Operand, bias.Operand, lse);
         var result = new double[output.Length];
         double[] lseValues = lse.IsEmpty ? [] : new double[lse.Length];
         Forward(shape, Widen(q), Widen(k), Widen(v), result, options, mask,
-            bias.IsPresent ? new ReferenceBias(Widen(bias), bias.Shape) : default, lseValues);
+            bias.IsPresent ? new ReferenceBias(Widen(bias), bias.Shape) : default, lseValues, lifetimes);
         Narrow(result, output);
         for (int i = 0; i < lseValues.Length; i++)
             lse[i] = (float)lseValues[i];
@@ -179,7 +185,7 @@ public static partial class ReferenceAttention
 
     /// <summary>
     /// The scores of query i of head h in batch b against every key: <paramref name="visible"/>[j] says whether key j
-    /// is visible (mask and causality), <paramref name="scores"/>[j] holds its score, scaled, biased and softcapped,
+    /// is visible (mask, as dense bytes, and causality), <paramref name="scores"/>[j] holds its score, scaled, biased and softcapped,
     /// where it is. Returns the largest visible score, -inf when there is none.
     /// </summary>
     private static double ScoreRow(

@@ -56,10 +56,10 @@ public class BackendSelectionGpuTests : GpuTest
 
     // ---- Auto's fallbacks, each in a process of its own (the native library loads once per process) ----
 
-    public enum Fault { Absent, AbiVersion1, OtherAbiVersion, NoCodeForThisGpu }
+    public enum Fault { Absent, AbiVersion2, OtherAbiVersion, NoCodeForThisGpu }
 
     [TestCase(Fault.Absent, "could not be loaded")]
-    [TestCase(Fault.AbiVersion1, "implements ABI version 1; this binding needs ABI version 2")]
+    [TestCase(Fault.AbiVersion2, "implements ABI version 2; this binding needs ABI version 3")]
     [TestCase(Fault.OtherAbiVersion, "implements ABI version 999")]
     [TestCase(Fault.NoCodeForThisGpu, "holds code for sm_75")]
     public void Auto_FallsBackToNvrtcWithTheReason_AndGivesTheNativeBits(Fault fault, string reason)
@@ -107,7 +107,7 @@ public class BackendSelectionGpuTests : GpuTest
     // The stand-in library's ABI version: the binding's own, but where the fault is the version.
     private static int AbiVersionOf(Fault fault) => fault switch
     {
-        Fault.AbiVersion1 => 1,
+        Fault.AbiVersion2 => 2,
         Fault.OtherAbiVersion => 999,
         _ => Interop.FlashDmAttn.AbiVersion,
     };

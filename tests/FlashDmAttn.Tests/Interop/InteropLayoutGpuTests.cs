@@ -39,4 +39,43 @@ public class InteropLayoutGpuTests : GpuTest
             Marshal.FreeHGlobal(native);
         }
     }
+
+    // The ABI 3 structs: each initialiser records the size of the managed mirror (and the builder's scores default to
+    // contiguous keys).
+    [Test]
+    public void LifetimeStructs_HaveTheSizesTheNativeLibraryWrites()
+    {
+        FlashDmAttnLibrary.EnsureLoaded();
+        Assert.Multiple(() =>
+        {
+            byte[] topK = Initialised(p => Interop.FlashDmAttn.fdma_topk_params_init(p));
+            Assert.That(BitConverter.ToInt32(topK, 0), Is.EqualTo(Unsafe.SizeOf<Interop.FlashDmAttn.TopKParams>()), "fdma_topk_params.struct_size");
+            int scoresStrideKey = (int)(Marshal.OffsetOf<Interop.FlashDmAttn.TopKParams>(nameof(Interop.FlashDmAttn.TopKParams.Scores)) +
+                Marshal.OffsetOf<Interop.FlashDmAttn.BroadcastTensor>("StrideKey"));
+            Assert.That(BitConverter.ToInt64(topK, scoresStrideKey), Is.EqualTo(1), "fdma_topk_params.scores.stride_key");
+            Assert.That(BitConverter.ToInt32(Initialised(p => Interop.FlashDmAttn.fdma_dma_cache_init(p)), 0),
+                Is.EqualTo(Unsafe.SizeOf<Interop.FlashDmAttn.DmaCache>()), "fdma_dma_cache.struct_size");
+            Assert.That(BitConverter.ToInt32(Initialised(p => Interop.FlashDmAttn.fdma_dma_append_params_init(p)), 0),
+                Is.EqualTo(Unsafe.SizeOf<Interop.FlashDmAttn.DmaAppendParams>()), "fdma_dma_append_params.struct_size");
+        });
+    }
+
+    // What an initialiser writes into 4 KiB of 0xCD (far more than any struct: a larger native struct is written in full).
+    private static byte[] Initialised(Action<nint> initialise)
+    {
+        const int capacity = 4096;
+        byte[] bytes = Enumerable.Repeat((byte)0xCD, capacity).ToArray();
+        nint native = Marshal.AllocHGlobal(capacity);
+        try
+        {
+            Marshal.Copy(bytes, 0, native, capacity);
+            initialise(native);
+            Marshal.Copy(native, bytes, 0, capacity);
+            return bytes;
+        }
+        finally
+        {
+            Marshal.FreeHGlobal(native);
+        }
+    }
 }

@@ -20,6 +20,9 @@ public class InteropLayoutTests
         (typeof(Interop.FlashDmAttn.Problem), "fdma_problem"),
         (typeof(Interop.FlashDmAttn.FwdParams), "fdma_fwd_params"),
         (typeof(Interop.FlashDmAttn.BwdParams), "fdma_bwd_params"),
+        (typeof(Interop.FlashDmAttn.TopKParams), "fdma_topk_params"),
+        (typeof(Interop.FlashDmAttn.DmaCache), "fdma_dma_cache"),
+        (typeof(Interop.FlashDmAttn.DmaAppendParams), "fdma_dma_append_params"),
     ];
 
     [Test]

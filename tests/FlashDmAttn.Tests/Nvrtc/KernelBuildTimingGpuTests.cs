@@ -17,7 +17,7 @@ public class KernelBuildTimingGpuTests : GpuTest
         ForwardCase c = EightKCase.Forward;
         ForwardPlan plan = LaunchPlan.PlanFwd(ProblemShape.Of(c.Shape, c.Mask, null, default));
         (KernelVariant Variant, int SharedBytes)[] kernels =
-            [(KernelVariant.Forward(c.DType, c.Shape.HeadDim), plan.SmemLimit), (KernelVariant.Occupancy, 0)];
+            [(KernelVariant.Forward(c.DType, c.Shape.HeadDim, lifetimes: false), plan.SmemLimit), (KernelVariant.Occupancy, 0)];
         CompileTarget target = KernelModules.TargetOf(0);
         using CudaPrimaryContext context = CudaPrimaryContext.Retain(0);
         using CudaContextScope current = context.Push();
@@ -34,8 +34,8 @@ public class KernelBuildTimingGpuTests : GpuTest
     {
         ForwardCase c = EightKCase.Forward;
         BackwardPlan plan = LaunchPlan.PlanBwd(ProblemShape.Of(c.Shape, c.Mask, null, default), deterministic: true, withDBias: false);
-        BackwardKernels deterministic = NvrtcBackend.BackwardKernels(c.DType, c.Shape.HeadDim, deterministic: true);
-        BackwardKernels defaultMode = NvrtcBackend.BackwardKernels(c.DType, c.Shape.HeadDim, deterministic: false);
+        BackwardKernels deterministic = NvrtcBackend.BackwardKernels(c.DType, c.Shape.HeadDim, deterministic: true, lifetimes: false);
+        BackwardKernels defaultMode = NvrtcBackend.BackwardKernels(c.DType, c.Shape.HeadDim, deterministic: false, lifetimes: false);
         (KernelVariant Variant, int SharedBytes)[] kernels =
         [
             (KernelVariant.Occupancy, 0), (deterministic.Delta, plan.DqSmemLimit), (deterministic.DkDv, plan.DkdvSmemBytes),

@@ -73,10 +73,25 @@ public class LaunchPlanTests
     }
 
     [Test]
+    public void Kernels_WithLifetimes_TakeTheKeyLifetimesPolicy_UnderTheirOwnSlug()
+    {
+        BackwardKernels bf16 = NvrtcBackend.BackwardKernels(ScalarType.BFloat16, 64, deterministic: true, lifetimes: true);
+        KernelVariant forward = KernelVariant.Forward(ScalarType.Float16, 128, lifetimes: true);
+
+        Assert.That(forward.NameExpression, Is.EqualTo("fdma::dmattn_fwd_kernel<fdma::kFloat16, 128, fdma::KeyLifetimes>"));
+        Assert.That(forward.Slug, Is.EqualTo("fwd_fp16_d128_lifetimes"));
+        Assert.That(KernelVariant.Forward(ScalarType.Float16, 128, lifetimes: false).NameExpression, Is.EqualTo("fdma::dmattn_fwd_kernel<fdma::kFloat16, 128, fdma::DenseMask>"));
+        Assert.That(bf16.Delta.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dq_kernel<fdma::kBFloat16, 64, fdma::KeyLifetimes, true>"));
+        Assert.That(bf16.DkDv.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dkdv_kernel<fdma::kBFloat16, 64, fdma::KeyLifetimes>"));
+        Assert.That(bf16.Dq.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dq_kernel<fdma::kBFloat16, 64, fdma::KeyLifetimes, false>"));
+        Assert.That(bf16.All.Select(v => v.Slug), Is.EqualTo(new[] { "bwd_dq_delta_bf16_d64_lifetimes", "bwd_dkdv_bf16_d64_lifetimes", "bwd_dq_bf16_d64_lifetimes" }));
+    }
+
+    [Test]
     public void BackwardKernels_Bf16TakesDqsDeltaPass_Fp16TheRowPass_AndTheModeTheDqKernel()
     {
-        BackwardKernels bf16 = NvrtcBackend.BackwardKernels(ScalarType.BFloat16, 256, deterministic: false);
-        BackwardKernels fp16 = NvrtcBackend.BackwardKernels(ScalarType.Float16, 128, deterministic: true);
+        BackwardKernels bf16 = NvrtcBackend.BackwardKernels(ScalarType.BFloat16, 256, deterministic: false, lifetimes: false);
+        BackwardKernels fp16 = NvrtcBackend.BackwardKernels(ScalarType.Float16, 128, deterministic: true, lifetimes: false);
 
         Assert.That(bf16.Delta.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dq_kernel<fdma::kBFloat16, 256, fdma::DenseMask, true>"));
         Assert.That(bf16.DeltaIsRowPass, Is.False);

@@ -42,20 +42,24 @@ public class NvrtcCompileTests : NvrtcTest
         // native/src/bwd_launch.cuh, for each (type, head dim): the dK/dV kernel, dQ's deterministic kernel, and the
         // Delta pass (dQ's kernel for bf16, the row pass for fp16); the conversions of dQ per type and of dBias per
         // dBias type; the pre-pass of its 64 x 64 tile.
+        // Each tile kernel for both mask forms: the dense mask's and (suffix _lifetimes) the key lifetimes'.
+        string[] forms = ["", "_lifetimes"];
         string[] backward =
         [
-            .. from t in types from d in headDims select $"bwd_dkdv_{t}_d{d}",
-            .. from t in types from d in headDims select $"bwd_dq_{t}_d{d}",
-            .. from d in headDims select $"bwd_dq_delta_bf16_d{d}",
+            .. from t in types from d in headDims from f in forms select $"bwd_dkdv_{t}_d{d}{f}",
+            .. from t in types from d in headDims from f in forms select $"bwd_dq_{t}_d{d}{f}",
+            .. from d in headDims from f in forms select $"bwd_dq_delta_bf16_d{d}{f}",
             "bwd_delta_fp16", "bwd_convert_dq_fp16", "bwd_convert_dq_bf16",
             "bwd_convert_dbias_fp32", "bwd_convert_dbias_fp16", "bwd_convert_dbias_bf16",
         ];
 
         Assert.That(slugs, Is.Unique);
         Assert.That(slugs.Where(s => s.StartsWith("bwd_", StringComparison.Ordinal)), Is.EquivalentTo(backward));
-        // native/src/fwd_launch.cuh, for each (type, head dim): the forward kernel and the split-KV combine pass.
+        // native/src/fwd_launch.cuh, for each (type, head dim): the forward kernel of each mask form and the split-KV
+        // combine pass.
         Assert.That(slugs.Where(s => s.StartsWith("fwd_", StringComparison.Ordinal)), Is.EquivalentTo(
-            from t in types from d in headDims from kernel in new[] { "fwd", "fwd_combine" } select $"{kernel}_{t}_d{d}"));
+            (from t in types from d in headDims from f in forms select $"fwd_{t}_d{d}{f}")
+            .Concat(from t in types from d in headDims select $"fwd_combine_{t}_d{d}")));
         Assert.That(slugs.Where(s => s.StartsWith("occupancy", StringComparison.Ordinal)), Is.EquivalentTo(new[] { "occupancy" }), "one pre-pass for both directions' tiles");
     }
 

@@ -59,7 +59,7 @@ internal sealed class BackwardInputs
             Forward.Bias is null ? null : new double[Forward.Bias.Length]);
         ReferenceAttention.Backward(s, Forward.Q, Forward.K, Forward.V, DOutput, g.Q, g.K, g.V, f.Options,
             Forward.Mask is null ? default : new MaskInput(Forward.Mask, f.Mask!.Value),
-            Forward.Bias is null ? default : new ReferenceBias(Forward.Bias, f.Bias!.Value), g.Bias);
+            Forward.Bias is null ? default : new ReferenceBias(Forward.Bias, f.Bias!.Value), g.Bias, Forward.LifetimesInput);
         return g;
     }
 
@@ -78,13 +78,13 @@ internal sealed class BackwardInputs
             BiasInput bias = biasValues is null ? default : HostArrays.Bias(biasValues, f.Bias!.Value);
             T[] output = Tensors.Filled<T>(s.QElements, double.NaN);
             float[] lse = Tensors.Filled<float>(s.LseElements, double.NaN);
-            DynamicMaskAttention.Forward<T>(s, q, k, v, output, f.Options, mask, bias, lse);
+            DynamicMaskAttention.Forward<T>(s, q, k, v, output, f.Options, mask, bias, lse, lifetimes: Forward.LifetimesInput);
 
             T[] dq = Tensors.Filled<T>(s.QElements, double.NaN);
             T[] dk = Tensors.Filled<T>(s.KvElements, double.NaN), dv = Tensors.Filled<T>(s.KvElements, double.NaN);
             Array? dBias = Case.BiasGradientType is { } type ? HostArrays.Narrow(type, Enumerable.Repeat(double.NaN, biasValues!.Length).ToArray()) : null;
             TileStats stats = DynamicMaskAttention.Backward<T>(s, q, k, v, output, lse, Tensors.Narrow<T>(DOutput), dq, dk, dv, f.Options,
-                mask, bias, dBias is null ? default : HostArrays.Gradient(dBias), Case.Deterministic);
+                mask, bias, dBias is null ? default : HostArrays.Gradient(dBias), Case.Deterministic, lifetimes: Forward.LifetimesInput);
             return (new BackwardGradients(Tensors.Widen<T>(dq), Tensors.Widen<T>(dk), Tensors.Widen<T>(dv),
                 dBias is null ? null : HostArrays.Widen(dBias)), stats);
         }

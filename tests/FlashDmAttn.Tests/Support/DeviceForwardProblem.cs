@@ -12,7 +12,7 @@ internal sealed record DeviceResults(byte[] OutputBytes, byte[] LseBytes, byte[]
 
     public TileStats Stats => StatsOf(TileStatsBytes);
 
-    /// <summary>The two counters a call writes at its TileStats pointer, read back as bytes.</summary>
+    /// <summary>The tile counters (the first two) a call writes at its TileStats pointer, read back as bytes.</summary>
     public static TileStats StatsOf(byte[] tileStatsBytes)
     {
         ReadOnlySpan<ulong> counts = MemoryMarshal.Cast<byte, ulong>(tileStatsBytes);
@@ -49,7 +49,7 @@ internal sealed class DeviceForwardProblem : IDisposable
             DeviceBuffer v = Upload(ToLayout(inputs.V, s.SeqLenK, s.HeadsKv, s.HeadDim, kvLayout, c.DType));
             output = Allocate(s.QElements * c.DType.ElementSize());
             lse = Allocate(s.LseElements * sizeof(float));
-            tileStats = Allocate(2 * sizeof(ulong));
+            tileStats = Allocate(3 * sizeof(ulong)); // the forward's three counters
             ClearResults();
             Args = new DeviceForwardArgs
             {
@@ -66,6 +66,7 @@ internal sealed class DeviceForwardProblem : IDisposable
                     : keyMajorOperands ? KeyMajorOperand.Of(Upload(Bytes(KeyMajorOperand.Arrange(inputs.Bias, c.Bias!.Value, s.SeqLenK), c.BiasType)).Pointer,
                         c.BiasType, c.Bias!.Value, s.SeqLenK)
                     : Bias(inputs.Bias, c.Bias!.Value, s.SeqLenK, biasHeadPadding, c.BiasType),
+                Lifetimes = inputs.Lifetimes is null ? null : Lifetimes(inputs.Lifetimes, c.Lifetimes!.Value, s.SeqLenK, keyMajorOperands),
                 Lse = lse.Pointer,
                 TileStats = tileStats.Pointer,
             };
@@ -78,6 +79,15 @@ internal sealed class DeviceForwardProblem : IDisposable
     }
 
     public ForwardInputs Inputs { get; }
+
+    // Uploaded lifetimes: contiguous (batch, heads, Lk), or key-major (batch, Lk, heads) with key stride heads.
+    private DeviceLifetimes Lifetimes(KeyLifetime[] pairs, BroadcastShape shape, int lk, bool keyMajor)
+    {
+        if (!keyMajor)
+            return DeviceLifetimes.Contiguous(Upload(pairs).Pointer, shape.Batch, shape.Heads, lk);
+        DeviceBroadcastTensor strided = KeyMajorOperand.Of(Upload(KeyMajorOperand.Arrange(pairs, shape, lk)).Pointer, default, shape, lk);
+        return new DeviceLifetimes(strided.Pointer, shape.Batch, shape.Heads, strided.StrideBatch, strided.StrideHead, strided.StrideKey);
+    }
 
     /// <summary>The call on the uploaded tensors, writing the problem's output, LSE and tile statistics.</summary>
     public DeviceForwardArgs Args { get; }
@@ -130,9 +140,9 @@ internal sealed class DeviceForwardProblem : IDisposable
         return bytes;
     }
 
-    private DeviceBuffer Upload(byte[] bytes)
+    private DeviceBuffer Upload<T>(T[] values) where T : unmanaged
     {
-        DeviceBuffer buffer = DeviceBuffer.FromHost<byte>(context, bytes);
+        DeviceBuffer buffer = DeviceBuffer.FromHost<T>(context, values);
         buffers.Add(buffer);
         return buffer;
     }

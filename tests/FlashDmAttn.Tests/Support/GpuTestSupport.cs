@@ -88,6 +88,9 @@ public sealed record ForwardCase(string Name, ScalarType DType, AttentionShape S
     public BroadcastShape? Mask { get; init; }
     public double MaskDensity { get; init; } = 0.5;
 
+    /// <summary>Key lifetimes of this (batch, heads, 1) shape instead of a mask (<see cref="TestRandom.Lifetimes"/>).</summary>
+    public BroadcastShape? Lifetimes { get; init; }
+
     /// <summary>Also blanks every fifth stored mask row and every third (query tile, key tile) block.</summary>
     public bool BlankRowsAndTiles { get; init; }
 
@@ -122,6 +125,8 @@ internal sealed class ForwardInputs
                 BlankRowsAndTiles(Mask, maskShape, s, DynamicMaskAttention.ForwardTileShape(s.HeadDim, c.DType, c.Backend));
         }
 
+        if (c.Lifetimes is { } lifetimesShape)
+            Lifetimes = random.Lifetimes(lifetimesShape, s.SeqLenQ, s.SeqLenK);
         if (c.Bias is { } biasShape)
             Bias = Tensors.RoundTo(c.BiasType, random.Uniform(biasShape.Elements(s.SeqLenK), -2, 1));
     }
@@ -132,7 +137,11 @@ internal sealed class ForwardInputs
     public double[] K { get; }
     public double[] V { get; }
     public byte[]? Mask { get; }
+    public KeyLifetime[]? Lifetimes { get; }
     public double[]? Bias { get; }
+
+    /// <summary>The lifetimes as the Span API and the reference take them; default for none.</summary>
+    public LifetimesInput LifetimesInput => Lifetimes is null ? default : new LifetimesInput(Lifetimes, Case.Lifetimes!.Value.Batch, Case.Lifetimes!.Value.Heads);
 
     public (double[] Output, double[] Lse) Reference()
     {
@@ -141,9 +150,42 @@ internal sealed class ForwardInputs
         var lse = new double[s.LseElements];
         ReferenceAttention.Forward(s, Q, K, V, output, Case.Options,
             Mask is null ? default : new MaskInput(Mask, Case.Mask!.Value),
-            Bias is null ? default : new ReferenceBias(Bias, Case.Bias!.Value), lse);
+            Bias is null ? default : new ReferenceBias(Bias, Case.Bias!.Value), lse, LifetimesInput);
         return (output, lse);
     }
+
+    /// <summary>The counters of the last <see cref="RunSpanApi"/>, visible pairs included.</summary>
+    public ForwardStats LastStats { get; private set; }
+
+    /// <summary>
+    /// The (query, key) pairs visible under the mask or lifetimes and causality, over every batch and query head: what
+    /// the forward's third counter must count.
+    /// </summary>
+    public long VisiblePairs()
+    {
+        AttentionShape s = Case.Shape;
+        int lq = s.SeqLenQ, lk = s.SeqLenK, group = s.HeadsQ / s.HeadsKv;
+        long count = 0;
+        for (int b = 0; b < s.Batch; b++)
+        for (int h = 0; h < s.HeadsQ; h++)
+        for (int i = 0; i < lq; i++)
+        for (int j = 0; j < lk; j++)
+        {
+            if (Case.Causal && j > (long)i + lk - lq)
+                continue;
+            if (Case.Mask is { } m && Mask![((long)Plane(m, b, h, group) * m.Rows + (m.Rows == 1 ? 0 : i)) * lk + j] == 0)
+                continue;
+            if (Case.Lifetimes is { } l && Lifetimes![(long)Plane(l, b, h, group) * lk + j] is var pair && !(pair.First <= i && i < pair.End))
+                continue;
+            count++;
+        }
+
+        return count;
+    }
+
+    // The (batch, head) plane of a broadcast operand that query head h of batch b reads.
+    private int Plane(BroadcastShape operand, int b, int h, int group) =>
+        (operand.Batch == 1 ? 0 : b) * operand.Heads + (operand.Heads == Case.Shape.HeadsQ ? h : operand.Heads == 1 ? 0 : h / group);
 
     /// <summary>Runs the Span API on these inputs, output and LSE pre-filled with NaN.</summary>
     public (double[] Output, double[] Lse, TileStats Stats) RunSpanApi()
@@ -158,18 +200,11 @@ internal sealed class ForwardInputs
             T[] q = Tensors.Narrow<T>(Q), k = Tensors.Narrow<T>(K), v = Tensors.Narrow<T>(V);
             MaskInput mask = Mask is null ? default : new MaskInput(Mask, Case.Mask!.Value);
             BroadcastShape biasShape = Case.Bias ?? default;
-            TileStats stats = Bias is null
-                ? DynamicMaskAttention.Forward<T>(s, q, k, v, output, Case.Options, mask, default, lse)
-                : Case.BiasType switch
-                {
-                    ScalarType.Float16 => DynamicMaskAttention.Forward<T>(s, q, k, v, output, Case.Options, mask,
-                        new BiasInput(Tensors.Narrow<Half>(Bias), biasShape), lse),
-                    ScalarType.BFloat16 => DynamicMaskAttention.Forward<T>(s, q, k, v, output, Case.Options, mask,
-                        new BiasInput(Tensors.Narrow<BFloat16>(Bias), biasShape), lse),
-                    _ => DynamicMaskAttention.Forward<T>(s, q, k, v, output, Case.Options, mask,
-                        new BiasInput(Tensors.Narrow<float>(Bias), biasShape), lse),
-                };
-            return (Tensors.Widen<T>(output), lse.Select(x => (double)x).ToArray(), stats);
+            Array? biasValues = Bias is null ? null : HostArrays.Narrow(Case.BiasType, Bias);
+            ForwardStats stats = DynamicMaskAttention.Forward<T>(s, q, k, v, output, Case.Options, mask,
+                biasValues is null ? default : HostArrays.Bias(biasValues, biasShape), lse, lifetimes: LifetimesInput);
+            LastStats = stats;
+            return (Tensors.Widen<T>(output), lse.Select(x => (double)x).ToArray(), stats.Tiles);
         }
     }
 

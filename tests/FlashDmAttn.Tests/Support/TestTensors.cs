@@ -42,6 +42,32 @@ internal sealed class TestRandom
 
     public double NextDouble() => random.NextDouble();
 
+    public int Next(int low, int high) => random.Next(low, high);
+
+    /// <summary>
+    /// (batch, heads, Lk) key lifetimes, every pair valid for the Span API (0 &lt;= First &lt;= End &lt;= Lq), mixing the
+    /// forms of real use: sliding windows, open-ended keys, keys no query sees, every query, and random intervals.
+    /// </summary>
+    public KeyLifetime[] Lifetimes(BroadcastShape shape, int seqLenQ, int seqLenK)
+    {
+        var pairs = new KeyLifetime[shape.Elements(seqLenK)];
+        for (int e = 0; e < pairs.Length; e++)
+        {
+            int j = e % seqLenK, first = random.Next(0, seqLenQ + 1), end = random.Next(first, seqLenQ + 1);
+            int diagonal = Math.Clamp(j - (seqLenK - seqLenQ), 0, seqLenQ); // the first query whose causal bound reaches j
+            pairs[e] = random.Next(5) switch
+            {
+                0 => new KeyLifetime(diagonal, Math.Min(seqLenQ, diagonal + random.Next(1, 64))), // a sliding window
+                1 => new KeyLifetime(first, seqLenQ),                                             // never expires
+                2 => new KeyLifetime(first, first),                                               // never visible
+                3 => new KeyLifetime(0, seqLenQ),                                                 // always visible
+                _ => new KeyLifetime(first, end),
+            };
+        }
+
+        return pairs;
+    }
+
     public void NextBytes(Span<byte> buffer) => random.NextBytes(buffer);
 
     public override string ToString() => $"seed {Seed}";
