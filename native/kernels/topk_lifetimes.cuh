@@ -1,20 +1,18 @@
-// DMA's top-k mask as key lifetimes (flash_dmattn.h, fdma_topk_lifetimes; shared/DMA-TOPK.md): one block per
-// (batch, head), exact by construction, O(Lk) memory.
+// DMA's top-k mask as key lifetimes (flash_dmattn.h, fdma_topk_lifetimes; shared/DMA-TOPK.md), exact, O(Lk)
+// memory, over every SM: a (batch, head) is a segment of Lk keys.
 //
 // With d = Lk - Lq, key j becomes eligible at query first_j = max(0, j - d). Let O_j be the selectable keys that
 // outrank j, and t the w-th smallest index in O_j: w eligible keys outrank j from the query at which t becomes
-// eligible, so end_j = max(first_j, t - d), or Lq when |O_j| < w. Sorted best first, O_j is the prefix before
-// j's rank position r, so t is the w-th smallest value of sorted_index[0, r): a quantile query on a wavelet
-// matrix over sorted_index, O(log Lk) per key.
+// eligible, so end_j = max(first_j, t - d), or Lq when |O_j| < w. Sorted best first, O_j is the set of keys ranked
+// before j.
 //
-// Both the sort (least significant bit first) and the wavelet matrix (most significant bit first) are stable
-// partitions by one bit, so one block-wide partition does all the work: each thread owns a run of whole rank
-// words, counts its ones, and a block scan gives every thread where its zeros and ones go. Only __syncthreads
-// and shared memory, no warp intrinsics: the block's logic can be replayed one thread at a time on a CPU.
-//
-// Cost per (batch, head): (16 or 32 sort bits, uniform bits skipped) + log2(Lk) passes of O(Lk) on one SM, then
-// O(log Lk) per key. Written without a GPU and not timed yet: one block per head bounds a single long head by
-// one SM's bandwidth to L2 (the 512K target needs the passes split over blocks); many heads fill the GPU.
+// 1. Ranks: a stable least-significant-digit radix sort of the scores' sort keys (ties keep index order), each
+//    pass a digit histogram per tile, a scan per segment and an in-order scatter per tile by one warp.
+// 2. Ends (causal): the ranks fall in chunks; each chunk gets the bitmap of the keys ranked before it (a bit per
+//    key: the chunks' own keys, then a prefix OR over chunks), and one warp walks the chunk in rank order. The
+//    w-th smallest index of the set only moves down as keys join it, so the walk keeps its word and the count
+//    below that word, and each key costs a bit select plus the moves it causes.
+// Device-only, no host headers.
 #pragma once
 
 #include "topk_plan.cuh"
@@ -76,85 +74,6 @@ __device__ inline u32 block_exclusive_scan(u32 value, u32* smem, u32& total) {
     return inclusive - value;
 }
 
-// The rank words [word_begin, word_end) a thread owns in a pass over n elements: whole words, so that a
-// wavelet level's words and counts have a single writer.
-struct WordRun {
-    long long word_begin, word_end;
-};
-
-__device__ inline WordRun word_run(int n) {
-    const long long words = rank_words(n), per_thread = (words + kTopkThreads - 1) / kTopkThreads;
-    const long long begin = threadIdx.x * per_thread;
-    return {begin < words ? begin : words, begin + per_thread < words ? begin + per_thread : words};
-}
-
-__device__ inline long long min_ll(long long a, long long b) { return a < b ? a : b; }
-
-// Stably partitions values[0, n) (and payload alongside, if given) by bit `bit` of the values: zeros first,
-// into out and payload_out. With `words`, also records the level's bits and, in ones_before, the ones before
-// each word. Returns whether the order changed (the sort skips uniform bits; a wavelet level never does).
-__device__ inline bool partition_by_bit(const u32* values, u32* out, const u32* payload, u32* payload_out, int n,
-                                        int bit, u32* words, u32* ones_before, u32* smem) {
-    const WordRun run = word_run(n);
-    const long long begin = min_ll(run.word_begin * 32, n), end = min_ll(run.word_end * 32, n);
-    u32 ones = 0;
-    for (long long i = begin; i < end; ++i) ones += (values[i] >> bit) & 1u;
-    u32 total_ones;
-    const u32 ones_ahead = block_exclusive_scan(ones, smem, total_ones);
-    if (words == nullptr && (total_ones == 0 || total_ones == static_cast<u32>(n))) return false;
-    u32 next_zero = static_cast<u32>(begin) - ones_ahead, next_one = static_cast<u32>(n) - total_ones + ones_ahead;
-    u32 ones_so_far = ones_ahead;
-    for (long long w = run.word_begin; w < run.word_end; ++w) {
-        u32 word = 0;
-        const long long word_end = min_ll(w * 32 + 32, n);
-        for (long long i = w * 32; i < word_end; ++i) {
-            const u32 v = values[i], b = (v >> bit) & 1u;
-            const u32 dst = b ? next_one++ : next_zero++;
-            out[dst] = v;
-            if (payload != nullptr) payload_out[dst] = payload[i];
-            word |= b << (i & 31);
-        }
-        if (words != nullptr) {
-            words[w] = word;
-            ones_before[w] = ones_so_far;
-        }
-        ones_so_far += __popc(word);
-    }
-    __syncthreads();  // the next pass reads what the others wrote
-    return true;
-}
-
-// Ones among a level's bits [0, i).
-__device__ inline u32 rank_ones(const u32* words, const u32* ones_before, u32 i) {
-    const u32 below = (1u << (i & 31)) - 1u;
-    return ones_before[i >> 5] + __popc(words[i >> 5] & below);
-}
-
-// The (k+1)-th smallest value of sorted_index[0, r) (k < r), from the wavelet matrix built over it.
-__device__ inline u32 wavelet_quantile(const u32* words, const u32* ones_before, long long level_words, int levels,
-                                       int n, u32 r, u32 k) {
-    u32 lo = 0, hi = r, value = 0;
-    for (int level = 0; level < levels; ++level) {
-        const u32* w = words + level * level_words;
-        const u32* c = ones_before + level * level_words;
-        const u32 ones_lo = rank_ones(w, c, lo), ones_hi = rank_ones(w, c, hi);
-        const u32 zeros_in_range = (hi - ones_hi) - (lo - ones_lo);
-        if (k < zeros_in_range) {
-            lo -= ones_lo;
-            hi -= ones_hi;
-        } else {
-            const u32 zeros = static_cast<u32>(n) - rank_ones(w, c, static_cast<u32>(n));
-            k -= zeros_in_range;
-            lo = zeros + ones_lo;
-            hi = zeros + ones_hi;
-            value |= 1u << (levels - 1 - level);
-        }
-    }
-    return value;
-}
-
-// ---- the kernel ----
-
 // The first query that may see key j: query i sits at position i + d (d = Lk - Lq).
 __device__ inline int first_query(int j, int d, int is_causal) { return is_causal && j > d ? j - d : 0; }
 
@@ -162,94 +81,256 @@ __device__ inline int first_query(int j, int d, int is_causal) { return is_causa
 // the first w of them (only FDMA_SELECT_POSITIVE can have more), then -1.
 __device__ inline void write_survivors(const int* lifetimes, int n, int seqlen_q, int window, int* survivors,
                                        u32* smem) {
-    const WordRun run = word_run(n);
-    const long long begin = min_ll(run.word_begin * 32, n), end = min_ll(run.word_end * 32, n);
+    const int per_thread = (n + kTopkThreads - 1) / kTopkThreads;
+    const int begin = min(n, static_cast<int>(threadIdx.x) * per_thread), end = min(n, begin + per_thread);
     auto alive = [&](long long j) { return lifetimes[2 * j + 1] == seqlen_q && lifetimes[2 * j] < seqlen_q; };
     u32 count = 0;
-    for (long long j = begin; j < end; ++j) count += alive(j);
+    for (int j = begin; j < end; ++j) count += alive(j);
     u32 total;
     u32 slot = block_exclusive_scan(count, smem, total);
-    for (long long j = begin; j < end && slot < static_cast<u32>(window); ++j)
+    for (int j = begin; j < end && slot < static_cast<u32>(window); ++j)
         if (alive(j)) survivors[slot++] = static_cast<int>(j);
     for (long long s = total + threadIdx.x; s < window; s += kTopkThreads) survivors[s] = -1;
 }
 
-__global__ void __launch_bounds__(kTopkThreads) topk_lifetimes_kernel(const TopkArgs a) {
-    __shared__ u32 smem[2 * kTopkThreads];
-    const int n = a.seqlen_k, d = a.seqlen_k - a.seqlen_q;
-    const int levels = index_bits(n);
-    const long long level_words = rank_words(n);
-    for (long long bh = blockIdx.x; bh < static_cast<long long>(a.batch) * a.heads; bh += gridDim.x) {
-        const char* head_scores = static_cast<const char*>(a.scores) +
-                                  element_size(a.score_type) * ((bh / a.heads) * a.stride_batch +
-                                                                (bh % a.heads) * a.stride_head);
-        int2* const lifetimes = reinterpret_cast<int2*>(a.lifetimes) + bh * n;
+// ---- the rank sort ----
 
-        if (a.selection == kSelectPositive) {
-            for (int j = threadIdx.x; j < n; j += kTopkThreads) {
-                const int first = first_query(j, d, a.is_causal);
-                lifetimes[j] = make_int2(first, is_positive(load_score(a, head_scores, j), a.score_type) ? a.seqlen_q : first);
-            }
-        } else {
-            u32* const scratch = a.scratch + blockIdx.x * topk_scratch_words(n);
-            u32 *keys = scratch, *keys_alt = scratch + n, *order = scratch + 2LL * n, *order_alt = scratch + 3LL * n;
-            u32* const words = scratch + 4LL * n;
-            u32* const ones_before = words + levels * level_words;
-            for (int j = threadIdx.x; j < n; j += kTopkThreads) {
-                keys[j] = descending_key(load_score(a, head_scores, j), a.score_type);
-                order[j] = j;
-            }
-            __syncthreads();
-            const int width = score_width(a.score_type);
-            for (int bit = 0; bit < width; ++bit) {  // least significant first, stable: ties stay in index order
-                if (partition_by_bit(keys, keys_alt, order, order_alt, n, bit, nullptr, nullptr, smem)) {
-                    u32* swap = keys;
-                    keys = keys_alt;
-                    keys_alt = swap;
-                    swap = order;
-                    order = order_alt;
-                    order_alt = swap;
+// One segment's view of the scratch sections.
+__device__ inline u32* segment_column(const TopkArgs& a, u64 offset, long long segment) {
+    return reinterpret_cast<u32*>(static_cast<char*>(a.scratch) + offset) + segment * a.seqlen_k;
+}
+
+// Sort keys and indices of every (segment, key); grid (key blocks, segments).
+__global__ void __launch_bounds__(kTopkRowThreads) topk_keys_kernel(const TopkArgs a, const TopkPlan plan) {
+    const long long segment = blockIdx.y;
+    const int j = blockIdx.x * kTopkRowThreads + threadIdx.x;
+    if (j >= a.seqlen_k) return;
+    const char* head_scores = static_cast<const char*>(a.scores) +
+                              element_size(a.score_type) * ((segment / a.heads) * a.stride_batch + (segment % a.heads) * a.stride_head);
+    segment_column(a, plan.keys, segment)[j] = descending_key(load_score(a, head_scores, j), a.score_type);
+    segment_column(a, plan.order, segment)[j] = j;
+}
+
+// Digit counts of one tile, written [segment][digit][tile]; grid (tiles, segments).
+__global__ void __launch_bounds__(kTopkRowThreads) topk_histogram_kernel(const TopkArgs a, const TopkPlan plan, u64 keys_offset,
+                                                                        int shift) {
+    __shared__ u32 bins[kRadixBins];
+    const long long segment = blockIdx.y;
+    const u32* keys = segment_column(a, keys_offset, segment);
+    for (int b = threadIdx.x; b < kRadixBins; b += kTopkRowThreads) bins[b] = 0;
+    __syncthreads();
+    const int begin = blockIdx.x * kSortTileKeys, end = min(begin + kSortTileKeys, a.seqlen_k);
+    for (int i = begin + threadIdx.x; i < end; i += kTopkRowThreads) atomicAdd(&bins[(keys[i] >> shift) & (kRadixBins - 1)], 1u);
+    __syncthreads();
+    u32* counts = reinterpret_cast<u32*>(static_cast<char*>(a.scratch) + plan.counts) + segment * kRadixBins * plan.sort_tiles;
+    for (int b = threadIdx.x; b < kRadixBins; b += kTopkRowThreads) counts[b * plan.sort_tiles + blockIdx.x] = bins[b];
+}
+
+// The counts of a segment, digit-major, to exclusive offsets: where each (digit, tile) run starts; grid (segments).
+__global__ void __launch_bounds__(kScanThreads) topk_offsets_kernel(const TopkArgs a, const TopkPlan plan) {
+    __shared__ u32 smem[2 * kScanThreads];
+    u32* counts = reinterpret_cast<u32*>(static_cast<char*>(a.scratch) + plan.counts) + blockIdx.x * kRadixBins * plan.sort_tiles;
+    const int n = kRadixBins * plan.sort_tiles;
+    const int per_thread = (n + kScanThreads - 1) / kScanThreads;
+    const int begin = min(n, static_cast<int>(threadIdx.x) * per_thread), end = min(n, begin + per_thread);
+    u32 sum = 0;
+    for (int i = begin; i < end; ++i) sum += counts[i];
+    u32 total;
+    u32 running = block_exclusive_scan(sum, smem, total);
+    for (int i = begin; i < end; ++i) {
+        const u32 count = counts[i];
+        counts[i] = running;
+        running += count;
+    }
+}
+
+// Scatters one tile's keys and indices to their places, in order (stable); grid (tiles, segments), one warp.
+__global__ void __launch_bounds__(32) topk_scatter_kernel(const TopkArgs a, const TopkPlan plan, u64 keys_in, u64 order_in,
+                                                         u64 keys_out, u64 order_out, int shift) {
+    __shared__ u32 next[kRadixBins];  // where the tile's next key of each digit goes
+    const long long segment = blockIdx.y;
+    const int lane = threadIdx.x;
+    const u32* offsets = reinterpret_cast<const u32*>(static_cast<const char*>(a.scratch) + plan.counts) +
+                         segment * kRadixBins * plan.sort_tiles;
+    for (int b = lane; b < kRadixBins; b += 32) next[b] = offsets[b * plan.sort_tiles + blockIdx.x];
+    __syncwarp();
+    const u32* k_in = segment_column(a, keys_in, segment);
+    const u32* o_in = segment_column(a, order_in, segment);
+    u32* k_out = segment_column(a, keys_out, segment);
+    u32* o_out = segment_column(a, order_out, segment);
+    const int begin = blockIdx.x * kSortTileKeys, end = min(begin + kSortTileKeys, a.seqlen_k);
+    for (int base = begin; base < end; base += 32) {
+        const int i = base + lane;
+        const bool valid = i < end;
+        const u32 key = valid ? k_in[i] : 0u;
+        const u32 digit = valid ? (key >> shift) & (kRadixBins - 1) : kRadixBins + lane;  // a lane past the end is alone
+        const u32 peers = __match_any_sync(0xffffffffu, digit);
+        const u32 place = valid ? next[digit] + __popc(peers & ((1u << lane) - 1u)) : 0u;
+        __syncwarp();
+        if (valid && __ffs(peers) - 1 == lane) next[digit] += __popc(peers);  // one lane per digit
+        if (valid) {
+            k_out[place] = key;
+            o_out[place] = o_in[i];
+        }
+        __syncwarp();
+    }
+}
+
+// ---- the ends ----
+
+// Marks, in the bitmap of the chunk holding each selectable key's rank, that key; grid (rank blocks, segments).
+__global__ void __launch_bounds__(kTopkRowThreads) topk_chunk_bits_kernel(const TopkArgs a, const TopkPlan plan, u64 keys_offset,
+                                                                         u64 order_offset) {
+    const long long segment = blockIdx.y;
+    const int r = blockIdx.x * kTopkRowThreads + threadIdx.x;
+    if (r >= a.seqlen_k) return;
+    if (segment_column(a, keys_offset, segment)[r] == all_ones(score_width(a.score_type))) return;  // never selected
+    const u32 j = segment_column(a, order_offset, segment)[r];
+    u32* bitmaps = reinterpret_cast<u32*>(static_cast<char*>(a.scratch) + plan.bitmaps);
+    atomicOr(bitmaps + (segment * plan.chunks + r / plan.chunk_ranks) * plan.bitmap_words + j / 32, 1u << (j % 32));
+}
+
+// Each chunk's bitmap becomes that of the keys ranked before it: an exclusive prefix OR over the chunks; grid
+// (word blocks, segments).
+__global__ void __launch_bounds__(kTopkRowThreads) topk_chunk_prefix_kernel(const TopkArgs a, const TopkPlan plan) {
+    const int word = blockIdx.x * kTopkRowThreads + threadIdx.x;
+    if (word >= plan.bitmap_words) return;
+    u32* column = reinterpret_cast<u32*>(static_cast<char*>(a.scratch) + plan.bitmaps) +
+                  static_cast<long long>(blockIdx.y) * plan.chunks * plan.bitmap_words + word;
+    u32 before = 0;
+    for (int c = 0; c < plan.chunks; ++c) {
+        const u32 own = column[static_cast<long long>(c) * plan.bitmap_words];
+        column[static_cast<long long>(c) * plan.bitmap_words] = before;
+        before |= own;
+    }
+}
+
+// Position of the (k+1)-th set bit of word (k < popc(word)).
+__device__ inline int select_bit(u32 word, int k) {
+    int position = 0;
+#pragma unroll
+    for (int width = 16; width > 0; width /= 2) {
+        const int low = __popc(word & ((1u << width) - 1u));
+        if (k >= low) {
+            k -= low;
+            word >>= width;
+            position += width;
+        }
+    }
+    return position;
+}
+
+// Walks one chunk of ranks in order: each selectable key's end from the w-th smallest index among the keys ranked
+// before it, then the key joins that set. Grid (chunks, segments), one warp; dynamic shared memory: the chunk's
+// bitmap when it has at most kWalkSmemWords words (else the walk works on it in place).
+__global__ void __launch_bounds__(32) topk_chunk_walk_kernel(const TopkArgs a, const TopkPlan plan, u64 keys_offset,
+                                                            u64 order_offset) {
+    extern __shared__ u32 walk_smem[];
+    __shared__ u32 batch_key[32], batch_index[32];
+    const long long segment = blockIdx.y;
+    const int lane = threadIdx.x;
+    const int W = plan.bitmap_words, w = a.window, d = a.seqlen_k - a.seqlen_q;
+    u32* own = reinterpret_cast<u32*>(static_cast<char*>(a.scratch) + plan.bitmaps) +
+               (segment * plan.chunks + blockIdx.x) * static_cast<long long>(W);
+    u32* words = own;
+    if (W <= kWalkSmemWords) {
+        for (int i = lane; i < W; i += 32) walk_smem[i] = own[i];
+        words = walk_smem;
+        __syncwarp();
+    }
+
+    // Where the w-th smallest index of the set sits: word `at` (W while the set has fewer than w keys), and
+    // `below`, the set's keys in the words before it.
+    const int per_lane = (W + 31) / 32;
+    const int lo = min(W, lane * per_lane), hi = min(W, lo + per_lane);
+    u32 mine = 0;
+    for (int i = lo; i < hi; ++i) mine += __popc(words[i]);
+    u32 inclusive = mine;
+#pragma unroll
+    for (int offset = 1; offset < 32; offset *= 2) {
+        const u32 other = __shfl_up_sync(0xffffffffu, inclusive, offset);
+        if (lane >= offset) inclusive += other;
+    }
+    const u32 total = __shfl_sync(0xffffffffu, inclusive, 31);
+    int at = W;
+    u32 below = total;
+    const bool holds = inclusive >= static_cast<u32>(w) && inclusive - mine < static_cast<u32>(w);
+    if (holds) {
+        below = inclusive - mine;
+        for (at = lo; below + __popc(words[at]) < static_cast<u32>(w); ++at) below += __popc(words[at]);
+    }
+    const u32 holder = __ballot_sync(0xffffffffu, holds);
+    if (holder != 0) {
+        at = __shfl_sync(0xffffffffu, at, __ffs(holder) - 1);
+        below = __shfl_sync(0xffffffffu, below, __ffs(holder) - 1);
+    }
+
+    const u32* keys = segment_column(a, keys_offset, segment);
+    const u32* order = segment_column(a, order_offset, segment);
+    int2* lifetimes = reinterpret_cast<int2*>(a.lifetimes) + segment * a.seqlen_k;
+    const u32 unselectable = all_ones(score_width(a.score_type));
+    const int r_begin = blockIdx.x * plan.chunk_ranks, r_end = min(r_begin + plan.chunk_ranks, a.seqlen_k);
+    for (int base = r_begin; base < r_end; base += 32) {
+        if (base + lane < r_end) {
+            batch_key[lane] = keys[base + lane];
+            batch_index[lane] = order[base + lane];
+        }
+        __syncwarp();
+        if (lane == 0) {
+            for (int i = 0; i < 32 && base + i < r_end; ++i) {
+                const int j = static_cast<int>(batch_index[i]);
+                const int first = first_query(j, d, 1);
+                if (batch_key[i] == unselectable) {
+                    lifetimes[j] = make_int2(first, first);
+                    continue;
                 }
-            }
-            // order[r]: the key at rank position r; rank_of inverts it. The unselectable keys rank last.
-            u32* const rank_of = keys_alt;
-            u32 selectable_here = 0;
-            for (int r = threadIdx.x; r < n; r += kTopkThreads) {
-                rank_of[order[r]] = r;
-                selectable_here += keys[r] != all_ones(width);
-            }
-            u32 selectable;
-            block_exclusive_scan(selectable_here, smem, selectable);  // its barriers also publish rank_of
-            if (a.is_causal) {  // the wavelet matrix over order; its levels overwrite order and order_alt
-                for (int level = 0; level < levels; ++level) {
-                    partition_by_bit(order, order_alt, nullptr, nullptr, n, levels - 1 - level,
-                                     words + level * level_words, ones_before + level * level_words, smem);
-                    u32* swap = order;
-                    order = order_alt;
-                    order_alt = swap;
-                }
-            }
-            for (int j = threadIdx.x; j < n; j += kTopkThreads) {
-                const u32 r = rank_of[j];
-                const int first = first_query(j, d, a.is_causal);
-                int end = first;
-                if (r < selectable && r < static_cast<u32>(a.window)) {
-                    end = a.seqlen_q;  // fewer than w keys outrank j, ever
-                } else if (r < selectable && a.is_causal) {
-                    const int t = static_cast<int>(
-                        wavelet_quantile(words, ones_before, level_words, levels, n, r, static_cast<u32>(a.window - 1)));
+                int end = a.seqlen_q;  // fewer than w keys outrank j
+                if (at < W) {
+                    const int t = at * 32 + select_bit(words[at], w - 1 - static_cast<int>(below));
                     end = t - d > first ? t - d : first;
                 }
                 lifetimes[j] = make_int2(first, end);
+                words[j / 32] |= 1u << (j % 32);
+                if (j / 32 < at) {
+                    ++below;
+                    while (below >= static_cast<u32>(w)) below -= __popc(words[--at]);
+                }
             }
         }
-        if (a.survivors != nullptr) {
-            __syncthreads();  // the lifetimes other threads wrote
-            write_survivors(reinterpret_cast<const int*>(lifetimes), n, a.seqlen_q, a.window,
-                            a.survivors + bh * a.window, smem);
-        }
-        __syncthreads();  // the next (batch, head) reuses scratch and smem
+        __syncwarp();
     }
+}
+
+// Without causality every query has the same eligible keys: the w best-ranked selectable ones are visible to all;
+// grid (rank blocks, segments).
+__global__ void __launch_bounds__(kTopkRowThreads) topk_global_kernel(const TopkArgs a, const TopkPlan plan, u64 keys_offset,
+                                                                     u64 order_offset) {
+    const long long segment = blockIdx.y;
+    const int r = blockIdx.x * kTopkRowThreads + threadIdx.x;
+    if (r >= a.seqlen_k) return;
+    const bool selected = r < a.window && segment_column(a, keys_offset, segment)[r] != all_ones(score_width(a.score_type));
+    const u32 j = segment_column(a, order_offset, segment)[r];
+    reinterpret_cast<int2*>(a.lifetimes)[segment * a.seqlen_k + j] = make_int2(0, selected ? a.seqlen_q : 0);
+}
+
+// FDMA_SELECT_POSITIVE: element by element; grid (key blocks, segments).
+__global__ void __launch_bounds__(kTopkRowThreads) topk_positive_kernel(const TopkArgs a) {
+    const long long segment = blockIdx.y;
+    const int j = blockIdx.x * kTopkRowThreads + threadIdx.x;
+    if (j >= a.seqlen_k) return;
+    const char* head_scores = static_cast<const char*>(a.scores) +
+                              element_size(a.score_type) * ((segment / a.heads) * a.stride_batch + (segment % a.heads) * a.stride_head);
+    const int first = first_query(j, a.seqlen_k - a.seqlen_q, a.is_causal);
+    reinterpret_cast<int2*>(a.lifetimes)[segment * a.seqlen_k + j] =
+        make_int2(first, is_positive(load_score(a, head_scores, j), a.score_type) ? a.seqlen_q : first);
+}
+
+// Survivors of every segment; grid (segments), kTopkThreads.
+__global__ void __launch_bounds__(kTopkThreads) topk_survivors_kernel(const TopkArgs a) {
+    __shared__ u32 smem[2 * kTopkThreads];
+    const long long segment = blockIdx.x;
+    write_survivors(a.lifetimes + 2 * segment * a.seqlen_k, a.seqlen_k, a.seqlen_q, a.window, a.survivors + segment * a.window,
+                    smem);
 }
 
 }  // namespace fdma

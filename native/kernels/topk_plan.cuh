@@ -7,9 +7,22 @@
 
 namespace fdma {
 
+// Threads of the builder's row kernels (keys, chunk bits, global selection, positive selection).
+constexpr int kTopkRowThreads = 256;
+// The survivors pass: one block per (batch, head), a block-wide scan.
 constexpr int kTopkThreads = 1024;
-// At most this many blocks, each over (batch, head) pairs in turn: bounds the scratch of large batches.
-constexpr int kTopkMaxBlocks = 512;
+
+// The rank sort: least significant digit first, stable, kRadixBits a pass; a (batch, head)'s keys in tiles of
+// kSortTileKeys, each histogrammed by a block and scattered in order by one warp.
+constexpr int kRadixBits = 8;
+constexpr int kRadixBins = 1 << kRadixBits;
+constexpr int kSortTileKeys = 2048;
+constexpr int kScanThreads = 1024;  // the per-(batch, head) scan of the (digit, tile) counts
+
+// The causal end search: ranks in kRankChunks chunks, each walked in rank order by one warp from the bitmap of
+// the keys ranked before it; the bitmap sits in shared memory up to kWalkSmemWords words.
+constexpr int kRankChunks = 256;
+constexpr int kWalkSmemWords = 16384;
 
 // The ABI's fdma_selection.
 enum Selection { kSelectTopk = 0, kSelectPositive = 1 };
@@ -24,27 +37,55 @@ struct TopkArgs {
     int selection;            // Selection
     int* lifetimes;           // [B, H, Lk] int2 {first, end}
     int* survivors;           // [B, H, w] or nullptr
-    u32* scratch;             // topk_scratch_words(Lk) per block; only kSelectTopk reads it
+    void* scratch;            // TopkPlan::workspace_bytes; only kSelectTopk reads it
 };
 
-// Bits of a key index in [0, n): the wavelet matrix's levels.
-FDMA_HOST_DEVICE constexpr int index_bits(int n) {
-    int bits = 1;
-    while (bits < 31 && (1 << bits) < n) ++bits;
-    return bits;
-}
+// The builder's launches and scratch for (batch x heads) segments of seqlen_k keys. Every section is per
+// segment, [segments][...], 256-byte aligned.
+struct TopkPlan {
+    long long segments;
+    int sort_tiles;           // tiles of kSortTileKeys per segment
+    int chunk_ranks;          // ranks per chunk of the end search
+    int chunks;               // chunks per segment
+    int bitmap_words;         // 32-bit words of one chunk's bitmap: a bit per key
+    u64 keys, keys_alt;       // u32 sort keys, [segments][Lk], double-buffered
+    u64 order, order_alt;     // u32 key indices alongside
+    u64 counts;               // u32 [segments][kRadixBins][sort_tiles]: digit counts, then scatter offsets
+    u64 bitmaps;              // u32 [segments][chunks][bitmap_words]: the keys ranked before each chunk
+    u64 bitmap_bytes;
+    u64 workspace_bytes;
+};
 
-// Rank words of one level: bit i of the level sits in word i / 32, and position n (the end) needs a word too.
-FDMA_HOST_DEVICE constexpr long long rank_words(int n) { return n / 32 + 1; }
+FDMA_HOST_DEVICE constexpr u64 topk_align256(u64 bytes) { return (bytes + 255) / 256 * 256; }
 
-// One block's scratch: four arrays of Lk (sort keys and indices, double-buffered), then per wavelet level its
-// bit words and the count of ones before each word.
-FDMA_HOST_DEVICE constexpr long long topk_scratch_words(int seqlen_k) {
-    return 4LL * seqlen_k + 2LL * index_bits(seqlen_k) * rank_words(seqlen_k);
-}
-
-FDMA_HOST_DEVICE constexpr int topk_blocks(long long batch_heads) {
-    return static_cast<int>(batch_heads < kTopkMaxBlocks ? batch_heads : kTopkMaxBlocks);
+// Scratch for the top-k selection only (the positive one needs none); the same for every score type and
+// either causality, so that the size query reads only the shape.
+FDMA_HOST_DEVICE constexpr TopkPlan plan_topk(long long segments, int seqlen_k, bool topk) {
+    TopkPlan p{};
+    p.segments = segments;
+    p.sort_tiles = (seqlen_k + kSortTileKeys - 1) / kSortTileKeys;
+    const int chunks = seqlen_k < kRankChunks ? seqlen_k : kRankChunks;
+    p.chunk_ranks = (seqlen_k + chunks - 1) / chunks;
+    p.chunks = (seqlen_k + p.chunk_ranks - 1) / p.chunk_ranks;
+    p.bitmap_words = (seqlen_k + 31) / 32;
+    if (!topk) return p;
+    const u64 column = static_cast<u64>(segments) * seqlen_k * 4;
+    u64 end = 0;
+    p.keys = end;
+    end += topk_align256(column);
+    p.keys_alt = end;
+    end += topk_align256(column);
+    p.order = end;
+    end += topk_align256(column);
+    p.order_alt = end;
+    end += topk_align256(column);
+    p.counts = end;
+    end += topk_align256(static_cast<u64>(segments) * kRadixBins * p.sort_tiles * 4);
+    p.bitmaps = end;
+    p.bitmap_bytes = static_cast<u64>(segments) * p.chunks * p.bitmap_words * 4;
+    end += topk_align256(p.bitmap_bytes);
+    p.workspace_bytes = end;
+    return p;
 }
 
 }  // namespace fdma

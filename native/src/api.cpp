@@ -174,7 +174,7 @@ fdma_status fdma_topk_lifetimes(const fdma_topk_params* params) {
         if (const fdma_status st = fdma::make_topk_call(params, args, workspace_bytes)) return st;
         const auto stream = static_cast<cudaStream_t>(params->stream);
         return with_scratch(params->workspace, workspace_bytes, stream, [&](void* base) {
-            args.scratch = static_cast<fdma::u32*>(base);
+            args.scratch = base;
             return fdma::launch_topk_lifetimes(args, stream);
         });
     });

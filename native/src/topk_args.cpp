@@ -20,9 +20,11 @@ fdma_status plan_topk_call(const fdma_topk_params* in, uint64_t& workspace_bytes
         {"batch", in->batch}, {"heads", in->heads}, {"seqlen_q", in->seqlen_q}, {"seqlen_k", in->seqlen_k}};
     for (const auto& s : sizes)
         if (s.value < 1) return fail(FDMA_STATUS_INVALID_ARGUMENT, std::string("params.") + s.name + " must be >= 1; got " + str(s.value));
-    // Only the top-k selection sorts; its blocks each own one (batch, head)'s scratch at a time.
-    const long long blocks = topk_blocks(static_cast<long long>(in->batch) * in->heads);
-    workspace_bytes = in->selection == FDMA_SELECT_TOPK ? 4ULL * blocks * topk_scratch_words(in->seqlen_k) : 0;
+    // Grid y enumerates the (batch, head) segments.
+    const long long segments = static_cast<long long>(in->batch) * in->heads;
+    if (segments > 65535)
+        return fail(FDMA_STATUS_UNSUPPORTED, "params.batch * params.heads must be <= 65535; got " + str(segments));
+    workspace_bytes = plan_topk(segments, in->seqlen_k, in->selection == FDMA_SELECT_TOPK).workspace_bytes;
     return FDMA_STATUS_SUCCESS;
 }
 
