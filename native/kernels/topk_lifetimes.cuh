@@ -144,25 +144,33 @@ __global__ void __launch_bounds__(kScanThreads) topk_offsets_kernel(const TopkAr
     }
 }
 
-// Scatters one tile's keys and indices to their places, in order (stable); grid (tiles, segments), one warp.
+// Scatters one tile's keys and indices to their places, in order (stable); grid (tiles, segments), one warp. The
+// tile is staged in shared memory first (independent loads in flight), so that the in-order rounds wait on no
+// global load.
 __global__ void __launch_bounds__(32) topk_scatter_kernel(const TopkArgs a, const TopkPlan plan, u64 keys_in, u64 order_in,
                                                          u64 keys_out, u64 order_out, int shift) {
     __shared__ u32 next[kRadixBins];  // where the tile's next key of each digit goes
+    __shared__ u32 tile_keys[kSortTileKeys], tile_order[kSortTileKeys];
     const long long segment = blockIdx.y;
     const int lane = threadIdx.x;
     const u32* offsets = reinterpret_cast<const u32*>(static_cast<const char*>(a.scratch) + plan.counts) +
                          segment * kRadixBins * plan.sort_tiles;
     for (int b = lane; b < kRadixBins; b += 32) next[b] = offsets[b * plan.sort_tiles + blockIdx.x];
-    __syncwarp();
     const u32* k_in = segment_column(a, keys_in, segment);
     const u32* o_in = segment_column(a, order_in, segment);
     u32* k_out = segment_column(a, keys_out, segment);
     u32* o_out = segment_column(a, order_out, segment);
-    const int begin = blockIdx.x * kSortTileKeys, end = min(begin + kSortTileKeys, a.seqlen_k);
-    for (int base = begin; base < end; base += 32) {
+    const int begin = blockIdx.x * kSortTileKeys, count = min(kSortTileKeys, a.seqlen_k - begin);
+#pragma unroll 8
+    for (int i = lane; i < count; i += 32) {
+        tile_keys[i] = k_in[begin + i];
+        tile_order[i] = o_in[begin + i];
+    }
+    __syncwarp();
+    for (int base = 0; base < count; base += 32) {
         const int i = base + lane;
-        const bool valid = i < end;
-        const u32 key = valid ? k_in[i] : 0u;
+        const bool valid = i < count;
+        const u32 key = valid ? tile_keys[i] : 0u;
         const u32 digit = valid ? (key >> shift) & (kRadixBins - 1) : kRadixBins + lane;  // a lane past the end is alone
         const u32 peers = __match_any_sync(0xffffffffu, digit);
         const u32 place = valid ? next[digit] + __popc(peers & ((1u << lane) - 1u)) : 0u;
@@ -170,7 +178,7 @@ __global__ void __launch_bounds__(32) topk_scatter_kernel(const TopkArgs a, cons
         if (valid && __ffs(peers) - 1 == lane) next[digit] += __popc(peers);  // one lane per digit
         if (valid) {
             k_out[place] = key;
-            o_out[place] = o_in[i];
+            o_out[place] = tile_order[i];
         }
         __syncwarp();
     }
@@ -197,11 +205,18 @@ __global__ void __launch_bounds__(kTopkRowThreads) topk_chunk_prefix_kernel(cons
     if (word >= plan.bitmap_words) return;
     u32* column = reinterpret_cast<u32*>(static_cast<char*>(a.scratch) + plan.bitmaps) +
                   static_cast<long long>(blockIdx.y) * plan.chunks * plan.bitmap_words + word;
+    // Batches of loads in flight: the chunks' words are independent until they are ORed.
+    constexpr int kBatch = 16;
     u32 before = 0;
-    for (int c = 0; c < plan.chunks; ++c) {
-        const u32 own = column[static_cast<long long>(c) * plan.bitmap_words];
-        column[static_cast<long long>(c) * plan.bitmap_words] = before;
-        before |= own;
+    for (int c0 = 0; c0 < plan.chunks; c0 += kBatch) {
+        u32 own[kBatch];
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i) own[i] = c0 + i < plan.chunks ? column[static_cast<long long>(c0 + i) * plan.bitmap_words] : 0u;
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i) {
+            if (c0 + i < plan.chunks) column[static_cast<long long>(c0 + i) * plan.bitmap_words] = before;
+            before |= own[i];
+        }
     }
 }
 
@@ -226,7 +241,8 @@ __device__ inline int select_bit(u32 word, int k) {
 __global__ void __launch_bounds__(32) topk_chunk_walk_kernel(const TopkArgs a, const TopkPlan plan, u64 keys_offset,
                                                             u64 order_offset) {
     extern __shared__ u32 walk_smem[];
-    __shared__ u32 batch_key[32], batch_index[32];
+    constexpr int kStage = 256;  // ranks staged in shared memory at a time: their loads in flight together
+    __shared__ u32 batch_key[kStage], batch_index[kStage];
     const long long segment = blockIdx.y;
     const int lane = threadIdx.x;
     const int W = plan.bitmap_words, w = a.window, d = a.seqlen_k - a.seqlen_q;
@@ -270,14 +286,17 @@ __global__ void __launch_bounds__(32) topk_chunk_walk_kernel(const TopkArgs a, c
     int2* lifetimes = reinterpret_cast<int2*>(a.lifetimes) + segment * a.seqlen_k;
     const u32 unselectable = all_ones(score_width(a.score_type));
     const int r_begin = blockIdx.x * plan.chunk_ranks, r_end = min(r_begin + plan.chunk_ranks, a.seqlen_k);
-    for (int base = r_begin; base < r_end; base += 32) {
-        if (base + lane < r_end) {
-            batch_key[lane] = keys[base + lane];
-            batch_index[lane] = order[base + lane];
+    for (int base = r_begin; base < r_end; base += kStage) {
+#pragma unroll
+        for (int i = lane; i < kStage; i += 32) {
+            if (base + i < r_end) {
+                batch_key[i] = keys[base + i];
+                batch_index[i] = order[base + i];
+            }
         }
         __syncwarp();
         if (lane == 0) {
-            for (int i = 0; i < 32 && base + i < r_end; ++i) {
+            for (int i = 0; i < kStage && base + i < r_end; ++i) {
                 const int j = static_cast<int>(batch_index[i]);
                 const int first = first_query(j, d, 1);
                 if (batch_key[i] == unselectable) {
