@@ -141,6 +141,13 @@ fdma_status check_append(const fdma_dma_cache& c, const fdma_dma_append_params* 
 }  // namespace
 }  // namespace fdma
 
+// The cache's own checks, the overlaps of its buffers included (the calls that take no other tensor).
+static fdma_status check_cache_alone(const fdma_dma_cache* cache, fdma::DmaCacheView& view) {
+    fdma::Extent extents[fdma::kCacheExtents];
+    if (const fdma_status st = fdma::check_cache(cache, view, extents)) return st;
+    return fdma::check_no_overlaps(extents, fdma::kCacheExtents);
+}
+
 extern "C" {
 
 void fdma_dma_cache_init(fdma_dma_cache* cache) {
@@ -159,10 +166,7 @@ void fdma_dma_append_params_init(fdma_dma_append_params* params) {
 fdma_status fdma_dma_cache_reset(const fdma_dma_cache* cache, void* stream) {
     return fdma::guarded([&] {
         fdma::DmaCacheView view{};
-        fdma::Extent extents[fdma::kCacheExtents];
-        fdma_status st;
-        if ((st = fdma::check_cache(cache, view, extents)) || (st = fdma::check_no_overlaps(extents, fdma::kCacheExtents)))
-            return st;
+        if (const fdma_status st = check_cache_alone(cache, view)) return st;
         const cudaError_t err = fdma::launch_dma_cache_reset(view, static_cast<long long>(cache->batch) * cache->heads_kv,
                                                              static_cast<cudaStream_t>(stream));
         return err == cudaSuccess ? FDMA_STATUS_SUCCESS : fdma::fail_cuda(err, "launching the cache reset");
@@ -188,10 +192,7 @@ fdma_status fdma_dma_cache_append(const fdma_dma_cache* cache, const fdma_dma_ap
 fdma_status fdma_dma_cache_problem(const fdma_dma_cache* cache, fdma_problem* problem) {
     return fdma::guarded([&] {
         fdma::DmaCacheView view{};
-        fdma::Extent extents[fdma::kCacheExtents];
-        fdma_status st;
-        if ((st = fdma::check_cache(cache, view, extents)) || (st = fdma::check_no_overlaps(extents, fdma::kCacheExtents)))
-            return st;
+        if (const fdma_status st = check_cache_alone(cache, view)) return st;
         if (problem == nullptr) return fdma::fail(FDMA_STATUS_INVALID_ARGUMENT, "problem is null");
         const fdma_dma_cache& c = *cache;
         const int32_t slots = view.slots;
