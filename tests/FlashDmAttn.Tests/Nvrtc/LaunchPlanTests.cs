@@ -188,6 +188,32 @@ public class LaunchPlanTests
     }
 
     [Test]
+    public void BackwardWorkspaceSize_WithLifetimes_IsThePlansWithTheGatheredAccumulatorsInTheDefaultModeOnly()
+    {
+        foreach (bool deterministic in new[] { false, true })
+        {
+            BackwardPlan plan = LaunchPlan.PlanBwd(ProblemShape.Of(Shape, null, new(1, 4, 1), ScalarType.Float32, lifetimes: true), deterministic, withDBias: true);
+
+            Assert.That(DynamicMaskAttention.BackwardWorkspaceSize(Shape, ScalarType.Float16, null, new(1, 4, 1), deterministic, FlashDmAttnBackend.Nvrtc, lifetimes: true),
+                Is.EqualTo((long)plan.WorkspaceBytes), $"deterministic {deterministic}");
+        }
+
+        long withoutLifetimes = DynamicMaskAttention.BackwardWorkspaceSize(Shape, ScalarType.Float16, null, new(1, 4, 1), deterministic: false, FlashDmAttnBackend.Nvrtc);
+        Assert.That(DynamicMaskAttention.BackwardWorkspaceSize(Shape, ScalarType.Float16, null, new(1, 4, 1), deterministic: false, FlashDmAttnBackend.Nvrtc, lifetimes: true),
+            Is.EqualTo(withoutLifetimes + 2 * 681984), "dK and dV: 1332 rows of 128 fp32 each");
+        Assert.That(DynamicMaskAttention.BackwardWorkspaceSize(Shape, ScalarType.Float16, null, null, deterministic: true, FlashDmAttnBackend.Nvrtc, lifetimes: true),
+            Is.EqualTo(DynamicMaskAttention.BackwardWorkspaceSize(Shape, ScalarType.Float16, null, null, deterministic: true, FlashDmAttnBackend.Nvrtc)),
+            "deterministic: dK/dV key-major, no accumulators");
+    }
+
+    [Test]
+    public void BackwardWorkspaceSize_RefusesAMaskWithLifetimes()
+    {
+        Assert.That(() => DynamicMaskAttention.BackwardWorkspaceSize(Shape, ScalarType.Float16, new(2, 2, 300), null, backend: FlashDmAttnBackend.Nvrtc, lifetimes: true),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("lifetimes").And.Message.Contains("one mask form or neither"));
+    }
+
+    [Test]
     public void UndefinedBackend_IsRefusedByTheHostQueries()
     {
         Assert.That(() => DynamicMaskAttention.BackwardTileShape(64, ScalarType.Float16, (FlashDmAttnBackend)7),
