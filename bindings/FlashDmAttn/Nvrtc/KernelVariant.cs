@@ -32,8 +32,9 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
             $"bwd_dkdv_{slug}_d{headDim}{FormSuffix(lifetimes)}");
     }
 
-    // dmattn_bwd_dkdv_gathered_kernel<E, D>: key lifetimes outside the deterministic mode, dK and dV (and dQ, dBias) by
-    // atomics into fp32 accumulators over the keys gathered by query tile; no visibility parameter (key lifetimes' own).
+    // dmattn_bwd_dkdv_gathered_kernel<E, D>: key lifetimes outside the deterministic mode, query-major over the keys
+    // gathered by range of query tiles; dK and dV by fp32 atomics into their accumulators, dQ and dBias as the key-major
+    // kernel; no visibility parameter (key lifetimes' own).
     public static KernelVariant BackwardDkDvGathered(ScalarType dtype, int headDim)
     {
         (string element, string slug) = Element(dtype, "The backward kernels take");
