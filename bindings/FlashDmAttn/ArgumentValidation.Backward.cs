@@ -110,9 +110,11 @@ internal static partial class ArgumentValidation
         ValidateHostGradients<double, double>(shape, q, k, v, default, default, dOutput, dq, dk, dv, mask, lifetimes, bias, dBias);
     }
 
-    public static void ValidateBackwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient)
+    public static void ValidateBackwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient, bool lifetimes)
     {
         ValidateForwardWorkspaceSize(shape, dtype, mask);
+        if (lifetimes && mask is { } m)
+            throw new ArgumentException($"{nameof(lifetimes)} must be false when {nameof(mask)} is set (one mask form or neither); got a mask of {m}.", nameof(lifetimes));
         if (biasGradient is { } biasShape)
             ValidateBroadcastShape(biasShape, shape, nameof(biasGradient));
     }

@@ -186,16 +186,20 @@ public static partial class DynamicMaskAttention
     /// The backend to ask; <c>null</c> takes <c>FLASHDMATTN_BACKEND</c>, else Auto: the native library where it
     /// loads, else the NVRTC backend's plan (which needs no library). Every backend answers the same.
     /// </param>
+    /// <param name="lifetimes">
+    /// Whether the call has key lifetimes (<see cref="DeviceForwardArgs.Lifetimes"/> set; then <paramref name="mask"/> is
+    /// <c>null</c>): in the default mode their dK and dV are summed in fp32 scratch, (B, Lk, Hkv, D) each.
+    /// </param>
     /// <returns>The scratch size in bytes.</returns>
-    /// <exception cref="ArgumentException">The shape, the type, the mask shape, the bias shape or the backend is invalid (the message names it).</exception>
+    /// <exception cref="ArgumentException">The shape, the type, the mask shape, the bias shape or the backend is invalid, or a mask is given with lifetimes (the message names it).</exception>
     /// <exception cref="NativeLibraryException">The native library, forced, is missing or incompatible.</exception>
     /// <exception cref="FlashDmAttnException">The native library refused the query.</exception>
     /// <exception cref="InvalidOperationException"><c>FLASHDMATTN_BACKEND</c> holds an unknown value.</exception>
     public static long BackwardWorkspaceSize(
         AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient, bool deterministic = false,
-        FlashDmAttnBackend? backend = null)
+        FlashDmAttnBackend? backend = null, bool lifetimes = false)
     {
-        ArgumentValidation.ValidateBackwardWorkspaceSize(shape, dtype, mask, biasGradient);
-        return BackendSelector.SelectForHostQuery(backend).BackwardWorkspaceSize(shape, dtype, mask, biasGradient, deterministic);
+        ArgumentValidation.ValidateBackwardWorkspaceSize(shape, dtype, mask, biasGradient, lifetimes);
+        return BackendSelector.SelectForHostQuery(backend).BackwardWorkspaceSize(shape, dtype, mask, biasGradient, deterministic, lifetimes);
     }
 }

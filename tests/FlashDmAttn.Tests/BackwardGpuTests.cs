@@ -288,7 +288,8 @@ public class BackwardGpuTests(FlashDmAttnBackend backend) : BackendGpuTest(backe
         DeviceBackwardResults libraryScratch = problem.Read();
 
         ForwardCase f = c.Forward;
-        long bytes = DynamicMaskAttention.BackwardWorkspaceSize(f.Shape, f.DType, f.Mask, c.BiasGradientType is null ? null : f.Bias, c.Deterministic, Backend) + extraBytes;
+        long bytes = DynamicMaskAttention.BackwardWorkspaceSize(f.Shape, f.DType, f.Mask, c.BiasGradientType is null ? null : f.Bias, c.Deterministic, Backend,
+            lifetimes: f.Lifetimes is not null) + extraBytes;
         DeviceBuffer workspace = problem.Allocate(bytes);
         workspace.Fill(0xA5); // fresh stream-ordered memory holds garbage too
         problem.ClearResults();
@@ -298,6 +299,26 @@ public class BackwardGpuTests(FlashDmAttnBackend backend) : BackendGpuTest(backe
         string context = $"{c.Label}; {inputs.Forward.Random}";
         BackwardCheck.AssertSameBytes(callerScratch, libraryScratch, context);
         BackwardCheck.Check(inputs, problem.Values(callerScratch), inputs.Reference());
+    }
+
+    // Key lifetimes in the default mode: the gathered dK/dV sums into fp32 accumulators in the caller's scratch, of
+    // exactly the size asked (atomics: checked against the reference, not bit for bit against library scratch).
+    [Test]
+    public void DeviceApi_WithLifetimes_DefaultMode_RunsInTheCallersWorkspaceOfTheSizeAsked()
+    {
+        var c = new BackwardCase("bf16 D64 lifetimes 2x2 bias 1x4x97", new ForwardCase("", ScalarType.BFloat16, new(2, 97, 130, 4, 2, 64))
+            { Lifetimes = new(2, 2, 1), Bias = new(1, 4, 97), BiasType = ScalarType.BFloat16 }).On(Backend);
+        var inputs = new BackwardInputs(c, new TestRandom());
+        using var problem = new DeviceBackwardProblem(inputs, Layout.SequenceMajor, Layout.SequenceMajor);
+        ForwardCase f = c.Forward;
+        long bytes = DynamicMaskAttention.BackwardWorkspaceSize(f.Shape, f.DType, null, f.Bias, deterministic: false, Backend, lifetimes: true);
+        Assert.That(bytes, Is.GreaterThan(DynamicMaskAttention.BackwardWorkspaceSize(f.Shape, f.DType, null, f.Bias, deterministic: false, Backend)));
+        DeviceBuffer workspace = problem.Allocate(bytes);
+        workspace.Fill(0xA5);
+
+        problem.Run(problem.Args with { Workspace = workspace.Pointer, WorkspaceBytes = bytes });
+
+        BackwardCheck.Check(inputs, problem.Values(problem.Read()), inputs.Reference());
     }
 
     [TestCase(ScalarType.Float16, false, 1)]

@@ -324,7 +324,8 @@ public sealed class Elsewhere : IDisposable
 
     public long WorkspaceBytes(DeviceBackwardArgs args) =>
         DynamicMaskAttention.BackwardWorkspaceSize(
-            args.Forward.Shape, args.Forward.DType, args.Forward.Mask?.Shape, args.DBias is null ? null : args.Forward.Bias?.Shape, deterministic: true);
+            args.Forward.Shape, args.Forward.DType, args.Forward.Mask?.Shape, args.DBias is null ? null : args.Forward.Bias?.Shape, deterministic: true,
+            lifetimes: args.Forward.Lifetimes is not null);
 
     public void Dispose()
     {

@@ -18,5 +18,6 @@ internal interface IAttentionBackend
 
     long ForwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask);
 
-    long BackwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient, bool deterministic);
+    // lifetimes: whether the call has key lifetimes (the default mode's gathered dK/dV needs fp32 accumulators).
+    long BackwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient, bool deterministic, bool lifetimes);
 }

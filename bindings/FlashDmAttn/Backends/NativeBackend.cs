@@ -79,14 +79,15 @@ internal sealed partial class NativeBackend : IAttentionBackend
     }
 
     public unsafe long BackwardWorkspaceSize(
-        AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient, bool deterministic)
+        AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient, bool deterministic, bool lifetimes)
     {
         FlashDmAttnLibrary.EnsureLoaded();
         var parameters = new Interop.FlashDmAttn.BwdParams
         {
             StructSize = (uint)sizeof(Interop.FlashDmAttn.BwdParams),
             Deterministic = deterministic ? 1 : 0,
-            Problem = SizeQueryProblem(shape, dtype, mask, biasGradient),
+            // problem_shape reads only whether the lifetimes are present.
+            Problem = SizeQueryProblem(shape, dtype, mask, biasGradient) with { Lifetimes = lifetimes ? SizeQueryOperand(new BroadcastShape(1, 1, 1)) : default },
             DBias = SizeQueryOperand(biasGradient),
         };
         FlashDmAttnLibrary.ThrowIfFailed(Interop.FlashDmAttn.fdma_bwd_workspace_size(&parameters, out ulong bytes), "fdma_bwd_workspace_size");

@@ -7,6 +7,10 @@ namespace FlashDmAttn;
 // check every size and offset.
 internal static class KernelParams
 {
+    // fdma::kFwdStatCounters, kBwdStatCounters: the counters behind a call's tile_stats, zeroed before its launches.
+    public const int ForwardStatCounters = 3;
+    public const int BackwardStatCounters = 2;
+
     // fdma::Strides.
     [StructLayout(LayoutKind.Sequential)]
     public struct Strides
@@ -103,6 +107,8 @@ internal static class KernelParams
         public nint DBiasAccum;
         public nint Delta;
         public nint DQAccum;    // 0 when deterministic
+        public nint DKAccum;    // the gathered dK/dV's fp32 accumulators (BackwardPlan.GatheredDkdv), else 0
+        public nint DVAccum;
         public nint TileStats;
         public int OwnerHeads;
         public int OwnerBatches;

@@ -32,6 +32,15 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
             $"bwd_dkdv_{slug}_d{headDim}{FormSuffix(lifetimes)}");
     }
 
+    // dmattn_bwd_dkdv_gathered_kernel<E, D>: key lifetimes outside the deterministic mode, query-major over the keys
+    // gathered by range of query tiles; dK and dV by fp32 atomics into their accumulators, dQ and dBias as the key-major
+    // kernel; no visibility parameter (key lifetimes' own).
+    public static KernelVariant BackwardDkDvGathered(ScalarType dtype, int headDim)
+    {
+        (string element, string slug) = Element(dtype, "The backward kernels take");
+        return new("bwd_kernel.cuh", $"fdma::dmattn_bwd_dkdv_gathered_kernel<{element}, {headDim}>", $"bwd_dkdv_gathered_{slug}_d{headDim}");
+    }
+
     // dmattn_bwd_dq_kernel<E, D, V, kDeltaPass>: the deterministic dQ, or (deltaPass) bf16's exact Delta.
     public static KernelVariant BackwardDq(ScalarType dtype, int headDim, bool lifetimes, bool deltaPass)
     {
@@ -47,11 +56,12 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
         return new("bwd_prepost.cuh", $"fdma::bwd_delta_kernel<{element}>", $"bwd_delta_{slug}");
     }
 
-    // bwd_convert_dq_kernel<E>: the default mode's fp32 dQ accumulator to dQ.
-    public static KernelVariant BackwardConvertDq(ScalarType dtype)
+    // bwd_convert_rows_kernel<E>: an fp32 [B, L, H, D] accumulator to its 16-bit tensor: the default mode's dQ, the
+    // gathered dK and dV.
+    public static KernelVariant BackwardConvertRows(ScalarType dtype)
     {
         (string element, string slug) = Element(dtype, "The backward kernels take");
-        return new("bwd_prepost.cuh", $"fdma::bwd_convert_dq_kernel<{element}>", $"bwd_convert_dq_{slug}");
+        return new("bwd_prepost.cuh", $"fdma::bwd_convert_rows_kernel<{element}>", $"bwd_convert_rows_{slug}");
     }
 
     // bwd_convert_dbias_kernel<T>: the fp32 dBias accumulator to dBias of type T (the bias's, or fp32).
@@ -64,8 +74,8 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
     // Every variant a call can need: the forward (for each mask form) and its split-KV combine pass for each element
     // type and head dim, the pre-pass for each tile (the backward's 64 x 64 is one of the forward's), and the backward's
     // kernels as native/src/bwd_launch.cuh instantiates them: dK/dV and deterministic dQ for each element type, head dim
-    // and mask form, the Delta pass (dQ's for bf16, dO . O for fp16), the dQ conversion for each element type and the
-    // dBias conversion for each dBias type.
+    // and mask form, the gathered dK/dV for each element type and head dim, the Delta pass (dQ's for bf16, dO . O for
+    // fp16), the rows' conversion (dQ; gathered dK, dV) for each element type and the dBias conversion for each dBias type.
     public static IEnumerable<KernelVariant> All()
     {
         ScalarType[] dtypes = [ScalarType.Float16, ScalarType.BFloat16];
@@ -83,7 +93,7 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
             from variant in NvrtcBackend.BackwardKernels(dtype, headDim, deterministic, lifetimes).All
             select variant;
         IEnumerable<KernelVariant> conversions =
-            dtypes.Select(BackwardConvertDq)
+            dtypes.Select(BackwardConvertRows)
             .Concat(new[] { ScalarType.Float32, ScalarType.Float16, ScalarType.BFloat16 }.Select(BackwardConvertDBias));
         return forward.Append(Occupancy).Concat(backward).Concat(conversions).Distinct();
     }

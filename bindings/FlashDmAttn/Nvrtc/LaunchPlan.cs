@@ -18,6 +18,11 @@ internal static class LaunchPlan
     public const int KvSplitMinTiles = 2;
     public const int KvSplitMax = 256;
 
+    // The backward's gathered dK/dV (key lifetimes, not deterministic): a block of dmattn_bwd_dkdv_gathered_kernel takes
+    // the keys alive in a range of GatherRangeTiles query tiles, and every GatherKeySlots-th of their gathered tiles.
+    public const int GatherRangeTiles = 8;
+    public const int GatherKeySlots = 4;
+
     public static bool IsSupportedHeadDim(int headDim) => Array.IndexOf(HeadDims, headDim) >= 0;
 
     public static Tile FwdTile(int headDim) => headDim <= 64 ? new(128, 64, 4) : new(64, 64, 4);
@@ -114,7 +119,10 @@ internal static class LaunchPlan
         int maskPlanes = s.MaskBatch * s.MaskHeads;
         ulong rows = (ulong)s.Batch * (ulong)s.HeadsQ * (ulong)s.SeqLenQ;
         ulong dBiasElements = withDBias ? (ulong)s.BiasBatch * (ulong)s.BiasHeads * (ulong)s.BiasRows * (ulong)s.SeqLenK : 0;
+        bool gatheredDkdv = s.Lifetimes != 0 && !deterministic;
+        ulong kvRows = (ulong)s.Batch * (ulong)s.SeqLenK * (ulong)s.HeadsKv;
         ulong end = 0, dqAccum = 0, dqAccumBytes = 0, dBiasAccum = 0, dBiasAccumBytes = 0, bitmaps = 0, bitmapWords = 0, bitmapTWords = 0;
+        ulong dkAccum = 0, dvAccum = 0, dkvAccumBytes = 0;
         ulong delta = end;
         end += Align256(rows * 4);
         if (!deterministic)
@@ -129,6 +137,15 @@ internal static class LaunchPlan
             dBiasAccum = end;
             dBiasAccumBytes = dBiasElements * 4;
             end += Align256(dBiasAccumBytes);
+        }
+
+        if (gatheredDkdv)
+        {
+            dkvAccumBytes = kvRows * (ulong)s.HeadDim * 4;
+            dkAccum = end;
+            end += Align256(dkvAccumBytes);
+            dvAccum = end;
+            end += Align256(dkvAccumBytes);
         }
 
         if (maskPlanes > 0)
@@ -150,8 +167,12 @@ internal static class LaunchPlan
             Threads = tile.Warps * 32,
             OccupancyGrid = new((uint)mTiles, (uint)OccupancyWords(nTiles), (uint)maskPlanes),
             QueryTileGrid = new((uint)mTiles, (uint)s.HeadsQ, (uint)s.Batch),
-            DkdvGrid = new((uint)(nTiles * slices), (uint)ownerHeads, (uint)ownerBatches),
+            GatheredDkdv = gatheredDkdv,
+            DkdvGrid = gatheredDkdv
+                ? new((uint)(TilesOf(mTiles, GatherRangeTiles) * GatherKeySlots * slices), (uint)s.HeadsQ, (uint)s.Batch)
+                : new((uint)(nTiles * slices), (uint)ownerHeads, (uint)ownerBatches),
             RowBlocks = WarpRowBlocks((long)rows, RowPassThreads),
+            KvRowBlocks = gatheredDkdv ? WarpRowBlocks((long)kvRows, RowPassThreads) : 0,
             ConvertDBiasBlocks = (uint)((dBiasElements + ConvertDBiasThreads - 1) / ConvertDBiasThreads),
             DkdvSmemBytes = BwdDkdvSmemBytes(s.HeadDim),
             DqSmemBytes = BwdDqSmemBytes(s.HeadDim) + BiasStageBytes(tile, s.BiasType, s.BiasRows > 1),
@@ -161,6 +182,9 @@ internal static class LaunchPlan
             DQAccumBytes = dqAccumBytes,
             DBiasAccum = dBiasAccum,
             DBiasAccumBytes = dBiasAccumBytes,
+            DKAccum = dkAccum,
+            DVAccum = dvAccum,
+            DKvAccumBytes = dkvAccumBytes,
             Bitmaps = bitmaps,
             BitmapWords = bitmapWords,
             BitmapTWords = bitmapTWords,
@@ -178,15 +202,18 @@ internal readonly record struct Dim3(uint X, uint Y, uint Z);
 // fdma::ProblemShape: what a plan depends on.
 internal readonly record struct ProblemShape(
     int Batch, int SeqLenQ, int SeqLenK, int HeadsQ, int HeadsKv, int HeadDim,
-    int MaskBatch, int MaskHeads, int BiasType, int BiasBatch, int BiasHeads, int BiasRows)
+    int MaskBatch, int MaskHeads, int BiasType, int BiasBatch, int BiasHeads, int BiasRows, int Lifetimes)
 {
-    // mask, bias: the logical shapes, null when absent; biasType: the bias's element type.
-    public static ProblemShape Of(AttentionShape shape, BroadcastShape? mask, BroadcastShape? bias, ScalarType biasType) => new(
+    // mask, bias: the logical shapes, null when absent; biasType: the bias's element type; lifetimes: whether the call
+    // has key lifetimes (problem_shape: 1 when problem.lifetimes.data is set).
+    public static ProblemShape Of(AttentionShape shape, BroadcastShape? mask, BroadcastShape? bias, ScalarType biasType, bool lifetimes = false) => new(
         shape.Batch, shape.SeqLenQ, shape.SeqLenK, shape.HeadsQ, shape.HeadsKv, shape.HeadDim,
-        mask?.Batch ?? 0, mask?.Heads ?? 0, bias is null ? 0 : (int)biasType, bias?.Batch ?? 0, bias?.Heads ?? 0, bias?.Rows ?? 0);
+        mask?.Batch ?? 0, mask?.Heads ?? 0, bias is null ? 0 : (int)biasType, bias?.Batch ?? 0, bias?.Heads ?? 0, bias?.Rows ?? 0,
+        lifetimes ? 1 : 0);
 
     // The shape of a call's problem.
-    public static ProblemShape Of(DeviceForwardArgs args) => Of(args.Shape, args.Mask?.Shape, args.Bias?.Shape, args.Bias?.DType ?? default);
+    public static ProblemShape Of(DeviceForwardArgs args) =>
+        Of(args.Shape, args.Mask?.Shape, args.Bias?.Shape, args.Bias?.DType ?? default, args.Lifetimes is not null);
 }
 
 // fdma::FwdPlan.
@@ -221,8 +248,10 @@ internal readonly record struct BackwardPlan
     public int Threads { get; init; }
     public Dim3 OccupancyGrid { get; init; }
     public Dim3 QueryTileGrid { get; init; }
+    public bool GatheredDkdv { get; init; }
     public Dim3 DkdvGrid { get; init; }
     public uint RowBlocks { get; init; }
+    public uint KvRowBlocks { get; init; }
     public uint ConvertDBiasBlocks { get; init; }
     public int DkdvSmemBytes { get; init; }
     public int DqSmemBytes { get; init; }
@@ -232,6 +261,9 @@ internal readonly record struct BackwardPlan
     public ulong DQAccumBytes { get; init; }
     public ulong DBiasAccum { get; init; }
     public ulong DBiasAccumBytes { get; init; }
+    public ulong DKAccum { get; init; }
+    public ulong DVAccum { get; init; }
+    public ulong DKvAccumBytes { get; init; }
     public ulong Bitmaps { get; init; }
     public ulong BitmapWords { get; init; }
     public ulong BitmapTWords { get; init; }

@@ -12,13 +12,19 @@ internal sealed partial class NvrtcBackend
     private static readonly ConcurrentDictionary<(KernelVariant, CompileTarget), byte> Built = new();
 
     // The kernels a backward call runs, as launch_bwd picks them (native/src/bwd_launch.cuh): Delta from P and dP by the
-    // query-major kernel for bf16, dO . O by a row pass for fp16; dK/dV; dQ by the query-major kernel when
-    // deterministic, else the conversion of the atomics' fp32 sum by a row pass.
+    // query-major kernel for bf16, dO . O by a row pass for fp16; dK/dV, gathered with key lifetimes outside the
+    // deterministic mode (plan_bwd's gathered_dkdv); dQ by the query-major kernel when deterministic, else the
+    // conversion of the atomics' fp32 sum by a row pass, which also converts the gathered dK and dV.
     // lifetimes: the tile kernels take the key-lifetimes visibility policy rather than the dense mask's.
-    public static BackwardKernels BackwardKernels(ScalarType dtype, int headDim, bool deterministic, bool lifetimes) => new(
-        dtype == ScalarType.BFloat16 ? KernelVariant.BackwardDq(dtype, headDim, lifetimes, deltaPass: true) : KernelVariant.BackwardDelta(dtype),
-        KernelVariant.BackwardDkDv(dtype, headDim, lifetimes),
-        deterministic ? KernelVariant.BackwardDq(dtype, headDim, lifetimes, deltaPass: false) : KernelVariant.BackwardConvertDq(dtype));
+    public static BackwardKernels BackwardKernels(ScalarType dtype, int headDim, bool deterministic, bool lifetimes)
+    {
+        bool gathered = lifetimes && !deterministic;
+        return new(
+            dtype == ScalarType.BFloat16 ? KernelVariant.BackwardDq(dtype, headDim, lifetimes, deltaPass: true) : KernelVariant.BackwardDelta(dtype),
+            gathered ? KernelVariant.BackwardDkDvGathered(dtype, headDim) : KernelVariant.BackwardDkDv(dtype, headDim, lifetimes),
+            deterministic ? KernelVariant.BackwardDq(dtype, headDim, lifetimes, deltaPass: false) : KernelVariant.BackwardConvertRows(dtype),
+            gathered);
+    }
 
     public unsafe void Backward(DeviceBackwardArgs args, AttentionOptions options, bool deterministic, nint stream, int device)
     {
@@ -51,6 +57,8 @@ internal sealed partial class NvrtcBackend
         // Every kernel of the call, compiled or loaded before anything is queued: a compilation failure leaves the
         // outputs untouched. Those not yet built are compiled at once, in parallel (seconds each).
         BackwardKernels kernels = BackwardKernels(forward.DType, shape.HeadDim, deterministic, forward.Lifetimes is not null);
+        if (kernels.GatheredDkDv != plan.GatheredDkdv)
+            throw new InvalidOperationException($"{BackwardFunction}: the kernels ({kernels.DkDv}) and the plan disagree on the gathered dK/dV.");
         KernelVariant? occupancyKernel = forward.Mask is null ? null : KernelVariant.Occupancy;
         KernelVariant? convertDBiasKernel = args.DBias is { } dBias ? KernelVariant.BackwardConvertDBias(dBias.DType) : null;
         BuildImages([occupancyKernel, kernels.Delta, kernels.DkDv, kernels.Dq, convertDBiasKernel], KernelModules.TargetOf(device));
@@ -66,26 +74,34 @@ internal sealed partial class NvrtcBackend
             PlaceScratch(ref parameters, plan, scratch.Address);
             int headDim = shape.HeadDim;
             KernelParams.Backward* bp = &parameters;
-            void** rowArguments = stackalloc void*[] { bp, &headDim };
-            var rowGrid = new Dim3(plan.RowBlocks, 1, 1);
+            void** deltaArguments = stackalloc void*[] { bp, &headDim };
 
             // launch_bwd: the accumulators, the key-major bitmaps (both: adjacent) and the statistics start at zero.
             Zero(parameters.DQAccum, plan.DQAccumBytes, stream);
             Zero(parameters.DBiasAccum, plan.DBiasAccumBytes, stream);
+            Zero(parameters.DKAccum, plan.DKvAccumBytes, stream);
+            Zero(parameters.DVAccum, plan.DKvAccumBytes, stream);
             Zero(parameters.Attn.OccupancyT, 2 * plan.BitmapTWords * sizeof(uint), stream);
-            Zero(parameters.TileStats, 2 * sizeof(ulong), stream);
+            Zero(parameters.TileStats, KernelParams.BackwardStatCounters * sizeof(ulong), stream);
 
             if (occupancy != 0)
                 LaunchOccupancy(occupancy, plan.OccupancyGrid, plan.Tile, stream, &bp->Attn);
             if (kernels.DeltaIsRowPass)
-                NvrtcLaunch.Kernel(delta, (rowGrid.X, 1, 1), LaunchPlan.RowPassThreads, 0, stream, rowArguments);
+                NvrtcLaunch.Kernel(delta, (plan.RowBlocks, 1, 1), LaunchPlan.RowPassThreads, 0, stream, deltaArguments);
             else
                 Launch(delta, plan.QueryTileGrid, plan.Threads, plan.DqSmemBytes, stream, bp);
             Launch(dkdv, plan.DkdvGrid, plan.Threads, plan.DkdvSmemBytes, stream, bp);
             if (kernels.DqIsRowPass)
-                NvrtcLaunch.Kernel(dq, (rowGrid.X, 1, 1), LaunchPlan.RowPassThreads, 0, stream, rowArguments);
+                LaunchConvertRows(dq, parameters.DQAccum, parameters.DQ, parameters.DQStrides, shape.Batch, shape.SeqLenQ, shape.HeadsQ, headDim, plan.RowBlocks, stream);
             else
                 Launch(dq, plan.QueryTileGrid, plan.Threads, plan.DqSmemBytes, stream, bp);
+            if (plan.GatheredDkdv)
+            {
+                // dq is the rows' conversion here: gathered only outside the deterministic mode.
+                LaunchConvertRows(dq, parameters.DKAccum, parameters.DK, parameters.DKStrides, shape.Batch, shape.SeqLenK, shape.HeadsKv, headDim, plan.KvRowBlocks, stream);
+                LaunchConvertRows(dq, parameters.DVAccum, parameters.DV, parameters.DVStrides, shape.Batch, shape.SeqLenK, shape.HeadsKv, headDim, plan.KvRowBlocks, stream);
+            }
+
             if (convertDBias != 0)
                 Launch(convertDBias, new Dim3(plan.ConvertDBiasBlocks, 1, 1), LaunchPlan.ConvertDBiasThreads, 0, stream, bp);
         }
@@ -104,6 +120,8 @@ internal sealed partial class NvrtcBackend
         parameters.Delta = Pointer(scratch + plan.Delta);
         parameters.DQAccum = plan.DQAccumBytes > 0 ? Pointer(scratch + plan.DQAccum) : 0;
         parameters.DBiasAccum = plan.DBiasAccumBytes > 0 ? Pointer(scratch + plan.DBiasAccum) : 0;
+        parameters.DKAccum = plan.GatheredDkdv ? Pointer(scratch + plan.DKAccum) : 0;
+        parameters.DVAccum = plan.GatheredDkdv ? Pointer(scratch + plan.DVAccum) : 0;
         if (plan.BitmapWords > 0)
         {
             ulong words = scratch + plan.Bitmaps;
@@ -112,6 +130,15 @@ internal sealed partial class NvrtcBackend
             parameters.Attn.OccupancyT = Pointer(words + 2 * plan.BitmapWords * sizeof(uint)); // the two key-major bitmaps are adjacent
             parameters.Attn.FullTilesT = Pointer(words + (2 * plan.BitmapWords + plan.BitmapTWords) * sizeof(uint));
         }
+    }
+
+    // bwd_convert_rows_kernel(accum, out, strides, batch, seqlen, heads, head_dim): an fp32 [B, L, H, D] accumulator
+    // to its 16-bit tensor (launch_bwd_convert_rows).
+    private static unsafe void LaunchConvertRows(
+        nint function, nint accum, nint output, KernelParams.Strides strides, int batch, int seqLen, int heads, int headDim, uint blocks, nint stream)
+    {
+        void** arguments = stackalloc void*[] { &accum, &output, &strides, &batch, &seqLen, &heads, &headDim };
+        NvrtcLaunch.Kernel(function, (blocks, 1, 1), LaunchPlan.RowPassThreads, 0, stream, arguments);
     }
 
     private static void CheckBackward(DeviceBackwardArgs args, BackwardPlan plan, int device)
@@ -171,10 +198,12 @@ internal sealed partial class NvrtcBackend
     }
 }
 
-// The three tile-or-row kernels of a backward call (NvrtcBackend.BackwardKernels).
-internal readonly record struct BackwardKernels(KernelVariant Delta, KernelVariant DkDv, KernelVariant Dq)
+// The three tile-or-row kernels of a backward call (NvrtcBackend.BackwardKernels); GatheredDkDv: DkDv is the gathered
+// kernel, whose fp32 dK and dV the row pass Dq converts too.
+internal readonly record struct BackwardKernels(KernelVariant Delta, KernelVariant DkDv, KernelVariant Dq, bool GatheredDkDv)
 {
-    // Whether Delta and dQ are row passes (bwd_prepost.cuh, taking (params, head_dim)) rather than tile kernels.
+    // Whether Delta and dQ are row passes (bwd_prepost.cuh: Delta's taking (params, head_dim), dQ's the rows'
+    // conversion) rather than tile kernels.
     public bool DeltaIsRowPass => Delta.Header == "bwd_prepost.cuh";
 
     public bool DqIsRowPass => Dq.Header == "bwd_prepost.cuh";

@@ -26,7 +26,7 @@ internal sealed partial class NvrtcBackend
         nint combine = plan.KvSplits > 1 ? KernelModules.GetFunction(KernelVariant.ForwardCombine(args.DType, shape.HeadDim), device, 0) : 0;
 
         if (args.TileStats != 0)
-            CudaDriver.ThrowIfFailed(Interop.Cuda.cuMemsetD8Async(NvrtcLaunch.Address(args.TileStats), 0, 3 * sizeof(ulong), stream));
+            CudaDriver.ThrowIfFailed(Interop.Cuda.cuMemsetD8Async(NvrtcLaunch.Address(args.TileStats), 0, KernelParams.ForwardStatCounters * sizeof(ulong), stream));
         CallScratch scratch = NvrtcLaunch.TakeScratch(args.Workspace, plan.WorkspaceBytes, stream);
         try
         {

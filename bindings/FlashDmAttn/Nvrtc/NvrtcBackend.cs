@@ -28,8 +28,8 @@ internal sealed partial class NvrtcBackend : IAttentionBackend
     public long ForwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask) =>
         checked((long)LaunchPlan.PlanFwd(ProblemShape.Of(shape, mask, bias: null, default)).WorkspaceBytes);
 
-    public long BackwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient, bool deterministic) =>
-        checked((long)LaunchPlan.PlanBwd(ProblemShape.Of(shape, mask, biasGradient, ScalarType.Float32), deterministic, withDBias: biasGradient is not null)
+    public long BackwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask, BroadcastShape? biasGradient, bool deterministic, bool lifetimes) =>
+        checked((long)LaunchPlan.PlanBwd(ProblemShape.Of(shape, mask, biasGradient, ScalarType.Float32, lifetimes), deterministic, withDBias: biasGradient is not null)
             .WorkspaceBytes);
 
     // The problem both directions share, in the kernels' form (check_problem in native/src/problem.cpp): broadcasts as

@@ -73,6 +73,62 @@ public class LaunchPlanTests
     }
 
     [Test]
+    public void BackwardPlan_WithLifetimes_DefaultMode_GathersDkDvIntoAccumulatorsAfterTheBiasGradients()
+    {
+        BackwardPlan s = LaunchPlan.PlanBwd(ProblemShape.Of(Shape, null, new(1, 4, 1), ScalarType.BFloat16, lifetimes: true), deterministic: false, withDBias: true);
+
+        Assert.That(s.GatheredDkdv, Is.True);
+        Assert.That(s.DQAccum, Is.EqualTo(9728));
+        Assert.That(s.DBiasAccum, Is.EqualTo(9728 + 1228800));
+        Assert.That(s.DKAccum, Is.EqualTo(9728 + 1228800 + 5376), "after dBias: 5328 bytes, rounded up to 256");
+        Assert.That(s.DKvAccumBytes, Is.EqualTo(1332UL * 128 * 4), "B 2 x Lk 333 x Hkv 2 rows of 128 fp32");
+        Assert.That(s.DVAccum, Is.EqualTo(9728 + 1228800 + 5376 + 681984));
+        Assert.That(s.WorkspaceBytes, Is.EqualTo(9728 + 1228800 + 5376 + 2 * 681984), "no mask: no bitmaps");
+        Assert.That(s.DkdvGrid, Is.EqualTo(new Dim3(4, 4, 2)), "1 range of 8 query tiles (5) x 4 key slots x 1 slice; Hq; B");
+        Assert.That(s.KvRowBlocks, Is.EqualTo(333u), "1332 rows, 4 a block");
+        Assert.That(s.RowBlocks, Is.EqualTo(600u));
+    }
+
+    [Test]
+    public void BackwardPlan_WithLifetimes_Deterministic_IsTheKeyMajorPlan()
+    {
+        BackwardPlan lifetimes = LaunchPlan.PlanBwd(ProblemShape.Of(Shape, null, new(1, 4, 1), ScalarType.BFloat16, lifetimes: true), deterministic: true, withDBias: true);
+        BackwardPlan plain = LaunchPlan.PlanBwd(ProblemShape.Of(Shape, null, new(1, 4, 1), ScalarType.BFloat16), deterministic: true, withDBias: true);
+
+        Assert.That(lifetimes.GatheredDkdv, Is.False);
+        Assert.That((lifetimes.DKAccum, lifetimes.DVAccum, lifetimes.DKvAccumBytes, lifetimes.KvRowBlocks), Is.EqualTo((0UL, 0UL, 0UL, 0u)));
+        Assert.That(lifetimes, Is.EqualTo(plain));
+        Assert.That(lifetimes.DkdvGrid, Is.EqualTo(new Dim3(6, 2, 1)));
+    }
+
+    [Test]
+    public void BackwardGrids_Gathered_SplitTheHeadDimAbove128AndCountRangesOfEightQueryTiles()
+    {
+        // Lq 1000: 16 query tiles, 2 ranges; D 256: 2 slices.
+        BackwardPlan plan = LaunchPlan.PlanBwd(ProblemShape.Of(new(3, 1000, 333, 8, 2, 256), null, null, default, lifetimes: true), deterministic: false, withDBias: false);
+        BackwardPlan cut = LaunchPlan.PlanBwd(ProblemShape.Of(new(3, 1025, 333, 8, 2, 256), null, null, default, lifetimes: true), deterministic: false, withDBias: false);
+
+        Assert.That(plan.DkdvGrid, Is.EqualTo(new Dim3(2 * 4 * 2, 8, 3)));
+        Assert.That(cut.DkdvGrid, Is.EqualTo(new Dim3(3 * 4 * 2, 8, 3)), "17 query tiles: a third range, cut short");
+    }
+
+    [TestCase(false, false)]
+    [TestCase(false, true)]
+    [TestCase(true, false)]
+    [TestCase(true, true)]
+    public void BackwardKernels_GatherDkDvWhereThePlanDoes(bool deterministic, bool lifetimes)
+    {
+        BackwardPlan plan = LaunchPlan.PlanBwd(ProblemShape.Of(Shape, null, null, default, lifetimes), deterministic, withDBias: false);
+        BackwardKernels kernels = NvrtcBackend.BackwardKernels(ScalarType.Float16, 128, deterministic, lifetimes);
+
+        Assert.That(kernels.GatheredDkDv, Is.EqualTo(plan.GatheredDkdv));
+        Assert.That(kernels.DkDv.NameExpression, Is.EqualTo(plan.GatheredDkdv
+            ? "fdma::dmattn_bwd_dkdv_gathered_kernel<fdma::kFloat16, 128>"
+            : $"fdma::dmattn_bwd_dkdv_kernel<fdma::kFloat16, 128, fdma::{(lifetimes ? "KeyLifetimes" : "DenseMask")}>"));
+        Assert.That(kernels.DqIsRowPass, Is.EqualTo(!deterministic), "the rows' conversion converts the gathered dK and dV too");
+    }
+
+    [Test]
     public void Kernels_WithLifetimes_TakeTheKeyLifetimesPolicy_UnderTheirOwnSlug()
     {
         BackwardKernels bf16 = NvrtcBackend.BackwardKernels(ScalarType.BFloat16, 64, deterministic: true, lifetimes: true);
@@ -96,7 +152,7 @@ public class LaunchPlanTests
         Assert.That(bf16.Delta.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dq_kernel<fdma::kBFloat16, 256, fdma::DenseMask, true>"));
         Assert.That(bf16.DeltaIsRowPass, Is.False);
         Assert.That(bf16.DkDv.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dkdv_kernel<fdma::kBFloat16, 256, fdma::DenseMask>"));
-        Assert.That(bf16.Dq.NameExpression, Is.EqualTo("fdma::bwd_convert_dq_kernel<fdma::kBFloat16>"));
+        Assert.That(bf16.Dq.NameExpression, Is.EqualTo("fdma::bwd_convert_rows_kernel<fdma::kBFloat16>"));
         Assert.That(bf16.DqIsRowPass, Is.True);
         Assert.That(fp16.Delta.NameExpression, Is.EqualTo("fdma::bwd_delta_kernel<fdma::kFloat16>"));
         Assert.That(fp16.DeltaIsRowPass, Is.True);
@@ -129,6 +185,32 @@ public class LaunchPlanTests
         Assert.That(DynamicMaskAttention.ForwardTileShape(64, ScalarType.Float16, FlashDmAttnBackend.Nvrtc), Is.EqualTo((128, 64)));
         Assert.That(DynamicMaskAttention.BackwardWorkspaceSize(Shape, ScalarType.BFloat16, new(2, 2, 300), new(1, 4, 1), deterministic: false,
             FlashDmAttnBackend.Nvrtc), Is.EqualTo(9728 + 1228800 + 5376 + 512));
+    }
+
+    [Test]
+    public void BackwardWorkspaceSize_WithLifetimes_IsThePlansWithTheGatheredAccumulatorsInTheDefaultModeOnly()
+    {
+        foreach (bool deterministic in new[] { false, true })
+        {
+            BackwardPlan plan = LaunchPlan.PlanBwd(ProblemShape.Of(Shape, null, new(1, 4, 1), ScalarType.Float32, lifetimes: true), deterministic, withDBias: true);
+
+            Assert.That(DynamicMaskAttention.BackwardWorkspaceSize(Shape, ScalarType.Float16, null, new(1, 4, 1), deterministic, FlashDmAttnBackend.Nvrtc, lifetimes: true),
+                Is.EqualTo((long)plan.WorkspaceBytes), $"deterministic {deterministic}");
+        }
+
+        long withoutLifetimes = DynamicMaskAttention.BackwardWorkspaceSize(Shape, ScalarType.Float16, null, new(1, 4, 1), deterministic: false, FlashDmAttnBackend.Nvrtc);
+        Assert.That(DynamicMaskAttention.BackwardWorkspaceSize(Shape, ScalarType.Float16, null, new(1, 4, 1), deterministic: false, FlashDmAttnBackend.Nvrtc, lifetimes: true),
+            Is.EqualTo(withoutLifetimes + 2 * 681984), "dK and dV: 1332 rows of 128 fp32 each");
+        Assert.That(DynamicMaskAttention.BackwardWorkspaceSize(Shape, ScalarType.Float16, null, null, deterministic: true, FlashDmAttnBackend.Nvrtc, lifetimes: true),
+            Is.EqualTo(DynamicMaskAttention.BackwardWorkspaceSize(Shape, ScalarType.Float16, null, null, deterministic: true, FlashDmAttnBackend.Nvrtc)),
+            "deterministic: dK/dV key-major, no accumulators");
+    }
+
+    [Test]
+    public void BackwardWorkspaceSize_RefusesAMaskWithLifetimes()
+    {
+        Assert.That(() => DynamicMaskAttention.BackwardWorkspaceSize(Shape, ScalarType.Float16, new(2, 2, 300), null, backend: FlashDmAttnBackend.Nvrtc, lifetimes: true),
+            Throws.ArgumentException.With.Property("ParamName").EqualTo("lifetimes").And.Message.Contains("one mask form or neither"));
     }
 
     [Test]

@@ -39,17 +39,19 @@ public class NvrtcCompileTests : NvrtcTest
         string[] slugs = KernelVariant.All().Select(v => v.Slug).ToArray();
         string[] types = ["fp16", "bf16"];
         int[] headDims = [32, 64, 96, 128, 192, 256];
-        // native/src/bwd_launch.cuh, for each (type, head dim): the dK/dV kernel, dQ's deterministic kernel, and the
-        // Delta pass (dQ's kernel for bf16, the row pass for fp16); the conversions of dQ per type and of dBias per
-        // dBias type; the pre-pass of its 64 x 64 tile.
+        // native/src/bwd_launch.cuh, for each (type, head dim): the dK/dV kernel, the gathered dK/dV kernel (key
+        // lifetimes, default mode), dQ's deterministic kernel, and the Delta pass (dQ's kernel for bf16, the row pass
+        // for fp16); the rows' conversion (dQ; gathered dK, dV) per type and dBias's per dBias type; the pre-pass of its
+        // 64 x 64 tile.
         // Each tile kernel for both mask forms: the dense mask's and (suffix _lifetimes) the key lifetimes'.
         string[] forms = ["", "_lifetimes"];
         string[] backward =
         [
             .. from t in types from d in headDims from f in forms select $"bwd_dkdv_{t}_d{d}{f}",
+            .. from t in types from d in headDims select $"bwd_dkdv_gathered_{t}_d{d}",
             .. from t in types from d in headDims from f in forms select $"bwd_dq_{t}_d{d}{f}",
             .. from d in headDims from f in forms select $"bwd_dq_delta_bf16_d{d}{f}",
-            "bwd_delta_fp16", "bwd_convert_dq_fp16", "bwd_convert_dq_bf16",
+            "bwd_delta_fp16", "bwd_convert_rows_fp16", "bwd_convert_rows_bf16",
             "bwd_convert_dbias_fp32", "bwd_convert_dbias_fp16", "bwd_convert_dbias_bf16",
         ];
 

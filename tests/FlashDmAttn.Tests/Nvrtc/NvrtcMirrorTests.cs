@@ -50,33 +50,40 @@ public class NvrtcMirrorTests : NvrtcTest
     }
 
     // Shapes that exercise every branch of the plans: split and unsplit grids, tiles cut by the lengths, one and
-    // several bitmap words, masks and biases of each broadcast, every head dim.
-    private static IEnumerable<(AttentionShape Shape, BroadcastShape? Mask, BroadcastShape? Bias, ScalarType BiasType)> PlanShapes()
+    // several bitmap words, masks and biases of each broadcast, every head dim; key lifetimes (the backward's gathered
+    // dK/dV outside the deterministic mode) with ranges of query tiles cut short and whole, with and without a bias.
+    private static IEnumerable<(AttentionShape Shape, BroadcastShape? Mask, BroadcastShape? Bias, ScalarType BiasType, bool Lifetimes)> PlanShapes()
     {
         foreach (int d in LaunchPlan.HeadDims)
         {
-            yield return (new(2, 97, 130, 4, 2, d), new(2, 2, 97), new(1, 4, 97), ScalarType.BFloat16);
-            yield return (new(1, 1, 1025, 4, 1, d), new(1, 4, 1), new(1, 1, 1), ScalarType.Float32);
+            yield return (new(2, 97, 130, 4, 2, d), new(2, 2, 97), new(1, 4, 97), ScalarType.BFloat16, false);
+            yield return (new(1, 1, 1025, 4, 1, d), new(1, 4, 1), new(1, 1, 1), ScalarType.Float32, false);
+            yield return (new(2, 97, 130, 4, 2, d), null, new(1, 4, 97), ScalarType.BFloat16, true);
         }
 
-        yield return (new(1, 8192, 8192, 2, 1, 128), new(1, 1, 8192), new(1, 1, 1), ScalarType.Float16);
-        yield return (new(3, 300, 333, 8, 2, 256), null, new(3, 8, 300), ScalarType.Float32);
-        yield return (new(1, 1, 524288, 2, 1, 128), new(1, 1, 1), null, default);
-        yield return (new(4, 4097, 63, 2, 2, 192), new(4, 1, 4097), null, default);
-        yield return (new(2, 64, 2049, 16, 4, 64), null, null, default);
+        yield return (new(1, 8192, 8192, 2, 1, 128), new(1, 1, 8192), new(1, 1, 1), ScalarType.Float16, false);
+        yield return (new(3, 300, 333, 8, 2, 256), null, new(3, 8, 300), ScalarType.Float32, false);
+        yield return (new(1, 1, 524288, 2, 1, 128), new(1, 1, 1), null, default, false);
+        yield return (new(4, 4097, 63, 2, 2, 192), new(4, 1, 4097), null, default, false);
+        yield return (new(2, 64, 2049, 16, 4, 64), null, null, default, false);
+        yield return (new(1, 8192, 8192, 2, 1, 128), null, null, default, true);
+        yield return (new(3, 1000, 333, 8, 2, 64), null, new(3, 1, 1), ScalarType.Float32, true);
+        yield return (new(1, 1, 524288, 2, 1, 256), null, null, default, true);
     }
 
     [Test]
     public void Plans_AreThoseOfTheHeaders_FieldForField()
     {
-        var asserts = new StringBuilder("#include \"plan.cuh\"\n");
+        // Every field of fdma::ProblemShape is in the initialiser below: the header's struct is the port's size.
+        var asserts = new StringBuilder("#include \"plan.cuh\"\n")
+            .AppendLine($"static_assert(sizeof(fdma::ProblemShape) == {Marshal.SizeOf<ProblemShape>()}, \"sizeof(fdma::ProblemShape)\");");
         int n = 0;
-        foreach ((AttentionShape shape, BroadcastShape? mask, BroadcastShape? bias, ScalarType biasType) in PlanShapes())
+        foreach ((AttentionShape shape, BroadcastShape? mask, BroadcastShape? bias, ScalarType biasType, bool lifetimes) in PlanShapes())
         {
-            ProblemShape problem = ProblemShape.Of(shape, mask, bias, biasType);
+            ProblemShape problem = ProblemShape.Of(shape, mask, bias, biasType, lifetimes);
             ProblemShape q = problem;
             string cppProblem = $"fdma::ProblemShape{{{q.Batch}, {q.SeqLenQ}, {q.SeqLenK}, {q.HeadsQ}, {q.HeadsKv}, {q.HeadDim}, " +
-                $"{q.MaskBatch}, {q.MaskHeads}, {q.BiasType}, {q.BiasBatch}, {q.BiasHeads}, {q.BiasRows}}}";
+                $"{q.MaskBatch}, {q.MaskHeads}, {q.BiasType}, {q.BiasBatch}, {q.BiasHeads}, {q.BiasRows}, {q.Lifetimes}}}";
             AppendFieldAsserts(asserts, $"fwd{n}", $"fdma::plan_fwd({cppProblem})", LaunchPlan.PlanFwd(problem));
             foreach (bool deterministic in new[] { false, true })
             {
@@ -116,6 +123,8 @@ public class NvrtcMirrorTests : NvrtcTest
                      ("kRowPassThreads", LaunchPlan.RowPassThreads), ("kConvertDBiasThreads", LaunchPlan.ConvertDBiasThreads),
                      ("kKvSplitTargetBlocks", LaunchPlan.KvSplitTargetBlocks), ("kKvSplitMinTiles", LaunchPlan.KvSplitMinTiles),
                      ("kKvSplitMax", LaunchPlan.KvSplitMax),
+                     ("kGatherRangeTiles", LaunchPlan.GatherRangeTiles), ("kGatherKeySlots", LaunchPlan.GatherKeySlots),
+                     ("kFwdStatCounters", KernelParams.ForwardStatCounters), ("kBwdStatCounters", KernelParams.BackwardStatCounters),
                  })
         {
             asserts.AppendLine($"static_assert(fdma::{cpp} == {value}, \"{cpp}\");");
@@ -145,6 +154,8 @@ public class NvrtcMirrorTests : NvrtcTest
                 string fieldPath = $"{path}.{CppNames.Of(property.Name)}";
                 if (field is Tile or Dim3)
                     AppendFields(fieldPath, field);
+                else if (field is bool flag)
+                    asserts.AppendLine($"static_assert({fieldPath} == {(flag ? "true" : "false")}, \"{fieldPath} == {flag}\");");
                 else
                     asserts.AppendLine($"static_assert({fieldPath} == {field}ull, \"{fieldPath} == {field}\");");
             }
