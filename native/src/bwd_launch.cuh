@@ -41,6 +41,8 @@ cudaError_t launch_bwd_kernels(const BwdParams& params, const BwdPlan& plan, cud
             const auto dkdv = dmattn_bwd_dkdv_gathered_kernel<kElementType, kHeadDim>;
             if ((err = cudaFuncSetAttribute(dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.dkdv_smem_bytes))) return err;
             dkdv<<<dkdv_grid, threads, plan.dkdv_smem_bytes, stream>>>(params);
+        } else {
+            return cudaErrorInvalidValue;  // a plan gathers only with key lifetimes, whose policy gathers
         }
     } else {
         const auto dkdv = dmattn_bwd_dkdv_kernel<kElementType, kHeadDim, Visibility>;
