@@ -13,8 +13,9 @@ internal readonly ref struct HostCallStaging
     private readonly List<DeviceBuffer> buffers = [];
     private readonly DeviceBuffer tileStats;
 
-    // The forward writes three counters, the backward the first two.
+    // The forward writes three counters, the backward the first two (the third is then never written).
     private const int ForwardCounters = 3;
+    private const int BackwardCounters = 2;
 
     private HostCallStaging(AttentionShape shape, CudaPrimaryContext context, CudaContextScope current)
     {
@@ -86,8 +87,15 @@ internal readonly ref struct HostCallStaging
         return new ForwardStats(checked((long)counts[0]), checked((long)counts[1]), checked((long)counts[2]));
     }
 
-    // Waits for the backward call, then reads the tile counts it wrote.
-    public TileStats SynchronizeAndReadTileStats() => SynchronizeAndReadForwardStats().Tiles;
+    // Waits for the backward call, then reads the tile counts it wrote (not the third counter: it holds whatever the
+    // allocation held).
+    public TileStats SynchronizeAndReadTileStats()
+    {
+        CudaDriver.Synchronize();
+        Span<ulong> counts = stackalloc ulong[BackwardCounters];
+        tileStats.CopyTo(counts);
+        return new TileStats(checked((long)counts[0]), checked((long)counts[1]));
+    }
 
     public void Dispose()
     {
