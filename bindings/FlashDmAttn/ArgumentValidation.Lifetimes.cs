@@ -16,6 +16,8 @@ internal static partial class ArgumentValidation
             throw new ArgumentOutOfRangeException(name, $"{name} must be Float16, BFloat16 or Float32; got {dtype}.");
     }
 
+    private const int MaxTopKSegments = 65535;
+
     // survivors: whether the build writes (B, H, w) survivors, which need a window whatever the selection.
     public static void ValidateTopKProblem(TopKProblem problem, bool survivors, string name)
     {
@@ -33,6 +35,13 @@ internal static partial class ArgumentValidation
         {
             string why = problem.Selection == KeySelection.TopK ? $"for {nameof(KeySelection)}.{KeySelection.TopK}" : "when survivors are asked for";
             throw new ArgumentOutOfRangeException($"{name}.Window", $"{name}.Window must be >= 1 {why}; got {problem.Window}.");
+        }
+
+        // The builder's kernels enumerate the (batch, head) segments on grid y.
+        if ((long)problem.Batch * problem.Heads > MaxTopKSegments)
+        {
+            throw new ArgumentOutOfRangeException(name,
+                $"{name}.Batch * {name}.Heads must be <= {MaxTopKSegments}; got {problem.Batch} * {problem.Heads}.");
         }
 
         try

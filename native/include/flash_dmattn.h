@@ -211,7 +211,7 @@ typedef struct fdma_topk_params {
     uint32_t struct_size;   /* sizeof(fdma_topk_params) */
     int32_t selection;      /* fdma_selection */
     int32_t batch;          /* B >= 1 */
-    int32_t heads;          /* H >= 1 (DMA: the key/value heads) */
+    int32_t heads;          /* H >= 1 (DMA: the key/value heads); B * H <= 65535 */
     int32_t seqlen_q;       /* Lq >= 1 */
     int32_t seqlen_k;       /* Lk >= 1 */
     int32_t window;         /* w >= 1 for FDMA_SELECT_TOPK */

@@ -251,6 +251,8 @@ public class LifetimesArgumentValidationTests
         ("PositiveWindow0WithSurvivors", a => a with { Problem = a.Problem with { Selection = KeySelection.Positive, Window = 0 } }, OutOfRange,
             "args.Problem.Window", ["must be >= 1 when survivors are asked for", "got 0"]),
         ("SelectionUnknown", a => a with { Problem = a.Problem with { Selection = (KeySelection)7 } }, OutOfRange, "args.Problem.Selection", ["TopK or Positive", "got 7"]),
+        ("SegmentsPastTheGrid", a => a with { Problem = a.Problem with { Batch = 256, Heads = 257 } }, OutOfRange, "args.Problem",
+            ["args.Problem.Batch * args.Problem.Heads must be <= 65535", "got 256 * 257"]),
         ("ScoresPointerZero", a => a with { Scores = a.Scores with { Pointer = 0 } }, typeof(ArgumentNullException), "args.Scores", ["args.Scores.Pointer", "got 0"]),
         ("ScoresDTypeUnknown", a => a with { Scores = a.Scores with { DType = (ScalarType)9 } }, OutOfRange, "args.Scores.DType", ["Float16, BFloat16 or Float32", "got 9"]),
         ("ScoresMisaligned", a => a with { Scores = a.Scores with { Pointer = ScoresAt + 2 } }, Invalid, "args.Scores", ["4-byte aligned", "0x7f0000000002"]),

@@ -165,6 +165,8 @@ def _invalid_cases():
     return {
         "selection": (lambda p, t: setattr(p, "selection", 2), fdma.STATUS_INVALID_ARGUMENT, "params.selection"),
         "batch": (lambda p, t: setattr(p, "batch", 0), fdma.STATUS_INVALID_ARGUMENT, "params.batch"),
+        "segments": (lambda p, t: (setattr(p, "batch", 256), setattr(p, "heads", 257)), fdma.STATUS_UNSUPPORTED,
+                     "params.batch * params.heads must be <= 65535"),
         "seqlen_q": (lambda p, t: setattr(p, "seqlen_q", 0), fdma.STATUS_INVALID_ARGUMENT, "params.seqlen_q"),
         "window": (lambda p, t: setattr(p, "window", 0), fdma.STATUS_INVALID_ARGUMENT, "params.window"),
         "is_causal": (lambda p, t: setattr(p, "is_causal", 2), fdma.STATUS_INVALID_ARGUMENT, "params.is_causal"),
