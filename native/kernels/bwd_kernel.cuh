@@ -163,6 +163,14 @@ __device__ __forceinline__ void two_products(float (&s)[8][4], float (&dp)[8][4]
     }
 }
 
+// The dBias accumulator rows a (batch, query head) adds to: contiguous [batches][heads][rows][Lk]; nullptr without dBias.
+__device__ __forceinline__ float* d_bias_rows(const BwdParams& bp, int batch, int head) {
+    const BroadcastOperand& bias = bp.attn.bias;
+    if (bp.d_bias_accum == nullptr) return nullptr;
+    return bp.d_bias_accum + ((static_cast<i64>(bias.batches == 1 ? 0 : batch) * bias.heads +
+                               (bias.heads == 1 ? 0 : head / bias.head_group)) * bias.rows) * bp.attn.seqlen_k;
+}
+
 // dBias of one (key tile, query tile) step of a dK/dV kernel, from dX^T (dp): with a row-broadcast bias into this
 // thread's per-key sums (dbias_sum), with a row per query into the accumulator rows (dbias_g, [Lq][Lk]) -- with
 // kAtomic, atomically, where blocks share keys. key_of(e): the key of score register e.
@@ -332,11 +340,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
                 const float* lse_g = bp.lse + (static_cast<i64>(batch) * p.heads_q + head) * Lq;
                 const float* delta_g = bp.delta + (static_cast<i64>(batch) * p.heads_q + head) * Lq;
                 const char* bias_g = broadcast_slice(p.bias, bias_size, batch, head);
-                // dBias accumulator rows of this (batch, head): contiguous [batches][heads][rows][Lk].
-                float* dbias_g = bp.d_bias_accum == nullptr
-                    ? nullptr
-                    : bp.d_bias_accum + ((static_cast<i64>(p.bias.batches == 1 ? 0 : batch) * p.bias.heads +
-                                          (p.bias.heads == 1 ? 0 : head / p.bias.head_group)) * p.bias.rows) * Lk;
+                float* dbias_g = d_bias_rows(bp, batch, head);
                 const Visibility policy = Visibility::template by_key_tile<kBlockM, kBlockN>(p, batch, head, n_tile);
 
                 KeyBias key_bias{};
@@ -487,10 +491,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     const float* lse_g = bp.lse + (static_cast<i64>(batch) * p.heads_q + head) * Lq;
     const float* delta_g = bp.delta + (static_cast<i64>(batch) * p.heads_q + head) * Lq;
     const char* bias_g = broadcast_slice(p.bias, element_size(p.bias.type), batch, head);
-    float* dbias_g = bp.d_bias_accum == nullptr
-        ? nullptr
-        : bp.d_bias_accum + ((static_cast<i64>(p.bias.batches == 1 ? 0 : batch) * p.bias.heads +
-                              (p.bias.heads == 1 ? 0 : head / p.bias.head_group)) * p.bias.rows) * Lk;
+    float* dbias_g = d_bias_rows(bp, batch, head);
 
     long long computed = 0;
     int index = 0;  // of the gathered tile, among the range's
@@ -501,8 +502,8 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         cp_async_commit();
 
         // This thread's keys, their lifetimes and bias.
-        ThreadKeyLifetimes mine{g.keys[key_row], {g.life[key_row], g.life[key_row + 8]}};
-        int keys[2] = {g.keys[key_row], g.keys[key_row + 8]};
+        const int keys[2] = {g.keys[key_row], g.keys[key_row + 8]};
+        const ThreadKeyLifetimes mine{keys[0], {g.life[key_row], g.life[key_row + 8]}};
         KeyBias key_bias{};
 #pragma unroll
         for (int half = 0; half < 2; ++half)
