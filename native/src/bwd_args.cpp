@@ -37,9 +37,9 @@ fdma_status make_bwd_call(const fdma_bwd_params* in, BwdParams& out, BwdPlan& pl
         return st;
     if (p.lse == nullptr) return fail(FDMA_STATUS_INVALID_ARGUMENT, "params.lse is null; the backward reads the forward's LSE");
     if (reinterpret_cast<std::uintptr_t>(p.lse) % 4 != 0) return fail(FDMA_STATUS_MISALIGNED, "params.lse must be 4-byte aligned");
-    if ((st = check_device_pointer(p.lse, "params.lse"))) return st;
+    if ((st = check_device_pointer(p.lse, {"params.", "lse"}))) return st;
     const char* lse = reinterpret_cast<const char*>(p.lse);
-    own[1] = {lse, lse + 4LL * problem.batch * problem.heads_q * problem.seqlen_q, "params.lse", false};
+    own[1] = {lse, lse + 4LL * problem.batch * problem.heads_q * problem.seqlen_q, {"params.", "lse"}, false};
     if ((st = tensor(p.d_out, "d_out", q_sizes, false, own[2])) || (st = tensor(p.d_q, "d_q", q_sizes, true, own[3])) ||
         (st = tensor(p.d_k, "d_k", kv_sizes, true, own[4])) || (st = tensor(p.d_v, "d_v", kv_sizes, true, own[5])))
         return st;
@@ -61,9 +61,9 @@ fdma_status make_bwd_call(const fdma_bwd_params* in, BwdParams& out, BwdPlan& pl
     if (reinterpret_cast<std::uintptr_t>(p.tile_stats) % 8 != 0)
         return fail(FDMA_STATUS_MISALIGNED, "params.tile_stats must be 8-byte aligned");
     if (p.tile_stats != nullptr) {
-        if ((st = check_device_pointer(p.tile_stats, "params.tile_stats"))) return st;
+        if ((st = check_device_pointer(p.tile_stats, {"params.", "tile_stats"}))) return st;
         const char* stats = reinterpret_cast<const char*>(p.tile_stats);
-        own[7] = {stats, stats + kBwdStatCounters * 8, "params.tile_stats", true};
+        own[7] = {stats, stats + kBwdStatCounters * 8, {"params.", "tile_stats"}, true};
     }
     if ((st = check_workspace(p.workspace, p.workspace_bytes, plan.workspace_bytes, own[8])) ||
         (st = check_no_overlaps(extents, kExtents)))

@@ -12,11 +12,19 @@ namespace fdma {
 
 std::string str(long long v);
 
+// A field's full name, "params.problem.q", kept as two literals and joined only when a message needs it: a call
+// that passes its checks builds no string.
+struct FieldName {
+    const char* prefix = "";
+    const char* field = "";
+    std::string str() const { return std::string(prefix) + field; }
+};
+
 // Byte range a tensor may touch, for the overlap checks.
 struct Extent {
     const char* begin = nullptr;
     const char* end = nullptr;
-    std::string name;  // the field's full name, "params.out"
+    FieldName name;
     bool written = false;
 };
 
@@ -30,10 +38,11 @@ long long span_elements(const long long* sizes, const long long* strides, int ra
 // Whether no two elements of the layout share an address (inner: contiguous innermost extent; rank <= 4).
 bool is_disjoint(const long long* sizes, const long long* strides, int rank, long long inner);
 
-fdma_status check_device_pointer(const void* ptr, const char* name);
+// Device (or managed) memory of the current device; member: what follows the name in a message (".data").
+fdma_status check_device_pointer(const void* ptr, FieldName name, const char* member = "");
 
 struct TensorCheck {
-    std::string prefix;  // "params." or "params.problem."
+    const char* prefix;  // "params." or "params.problem."
     const char* name;
     long long sizes[3];  // batch, seq, heads
     bool is_output;
@@ -47,11 +56,11 @@ fdma_status check_tensor(const fdma_tensor& t, const TensorCheck& c, int head_di
 
 // An optional mask (is_bias false), bias or bias gradient, whose sizes must fit the problem `p`; fills
 // the kernels' view of it (broadcast strides zeroed) and its extent (written: the bias gradient).
-fdma_status check_broadcast(const fdma_broadcast_tensor& t, const std::string& prefix, const char* field,
+fdma_status check_broadcast(const fdma_broadcast_tensor& t, const char* prefix, const char* field,
                             const fdma_problem& p, bool is_bias, bool written, BroadcastOperand& out, Extent& extent);
 
 // Optional key lifetimes: the mask's broadcast rules with rows 1, int32 pairs aligned to 8 bytes, not with a mask.
-fdma_status check_lifetimes(const fdma_broadcast_tensor& t, const std::string& prefix, const fdma_problem& p,
+fdma_status check_lifetimes(const fdma_broadcast_tensor& t, const char* prefix, const fdma_problem& p,
                             BroadcastOperand& out, Extent& extent);
 
 }  // namespace fdma

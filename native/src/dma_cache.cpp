@@ -21,13 +21,13 @@ constexpr int kCacheExtents = 6;
 
 // One of the per-slot arrays or the counters (`bytes` in all): not null, aligned, device memory.
 fdma_status check_cache_array(const void* data, const char* name, int alignment, long long bytes, Extent& extent) {
-    const std::string field = std::string("cache.") + name;
-    if (data == nullptr) return fail(FDMA_STATUS_INVALID_ARGUMENT, field + " is null");
+    const FieldName field{"cache.", name};
+    if (data == nullptr) return fail(FDMA_STATUS_INVALID_ARGUMENT, field.str() + " is null");
     if (reinterpret_cast<std::uintptr_t>(data) % alignment != 0)
-        return fail(FDMA_STATUS_MISALIGNED, field + " must be " + str(alignment) + "-byte aligned; got address " +
+        return fail(FDMA_STATUS_MISALIGNED, field.str() + " must be " + str(alignment) + "-byte aligned; got address " +
                                                 str(static_cast<long long>(reinterpret_cast<std::uintptr_t>(data))));
     extent = {static_cast<const char*>(data), static_cast<const char*>(data) + bytes, field, true};
-    return check_device_pointer(data, field.c_str());
+    return check_device_pointer(data, field);
 }
 
 // Checks a cache and resolves it for the kernels; fills extents[0, kCacheExtents).
@@ -126,8 +126,8 @@ fdma_status check_append(const fdma_dma_cache& c, const fdma_dma_append_params* 
             return fail(FDMA_STATUS_MISALIGNED, "params.slots must be 4-byte aligned; got address " +
                                                     str(static_cast<long long>(reinterpret_cast<std::uintptr_t>(a.slots))));
         const char* begin = reinterpret_cast<const char*>(a.slots);
-        extents[3] = {begin, begin + 4 * caches * a.tokens, "params.slots", true};
-        if ((st = check_device_pointer(a.slots, "params.slots"))) return st;
+        extents[3] = {begin, begin + 4 * caches * a.tokens, {"params.", "slots"}, true};
+        if ((st = check_device_pointer(a.slots, {"params.", "slots"}))) return st;
     }
     out.k = a.k.data;
     out.v = a.v.data;

@@ -22,9 +22,9 @@ fdma_status check_workspace(const void* workspace, uint64_t workspace_bytes, uin
                     "params.workspace_bytes is " + str(workspace_bytes) + "; this call needs " + str(needed));
     if (reinterpret_cast<std::uintptr_t>(workspace) % 16 != 0)
         return fail(FDMA_STATUS_MISALIGNED, "params.workspace must be 16-byte aligned");
-    if (const fdma_status st = check_device_pointer(workspace, "params.workspace")) return st;
+    if (const fdma_status st = check_device_pointer(workspace, {"params.", "workspace"})) return st;
     const char* ws = static_cast<const char*>(workspace);
-    extent = {ws, ws + needed, "params.workspace", true};
+    extent = {ws, ws + needed, {"params.", "workspace"}, true};
     return FDMA_STATUS_SUCCESS;
 }
 
@@ -44,14 +44,14 @@ fdma_status make_fwd_call(const fdma_fwd_params* in, FwdParams& out, FwdPlan& pl
     if (reinterpret_cast<std::uintptr_t>(p.tile_stats) % 8 != 0)
         return fail(FDMA_STATUS_MISALIGNED, "params.tile_stats must be 8-byte aligned");
     if (p.lse != nullptr) {
-        if ((st = check_device_pointer(p.lse, "params.lse"))) return st;
+        if ((st = check_device_pointer(p.lse, {"params.", "lse"}))) return st;
         const char* lse = reinterpret_cast<const char*>(p.lse);
-        extents[kProblemExtents + 1] = {lse, lse + 4LL * problem.batch * problem.heads_q * problem.seqlen_q, "params.lse", true};
+        extents[kProblemExtents + 1] = {lse, lse + 4LL * problem.batch * problem.heads_q * problem.seqlen_q, {"params.", "lse"}, true};
     }
     if (p.tile_stats != nullptr) {
-        if ((st = check_device_pointer(p.tile_stats, "params.tile_stats"))) return st;
+        if ((st = check_device_pointer(p.tile_stats, {"params.", "tile_stats"}))) return st;
         const char* stats = reinterpret_cast<const char*>(p.tile_stats);
-        extents[kProblemExtents + 2] = {stats, stats + kFwdStatCounters * 8, "params.tile_stats", true};
+        extents[kProblemExtents + 2] = {stats, stats + kFwdStatCounters * 8, {"params.", "tile_stats"}, true};
     }
     if ((st = check_workspace(p.workspace, p.workspace_bytes, plan.workspace_bytes, extents[kProblemExtents + 3])) ||
         (st = check_no_overlaps(extents, kExtents)))

@@ -8,7 +8,8 @@
 
 namespace fdma {
 
-fdma_status check_problem_shape(const fdma_problem& p, const std::string& prefix) {
+fdma_status check_problem_shape(const fdma_problem& p, const char* prefix_literal) {
+    const std::string prefix = prefix_literal;  // "params.problem.": short enough to need no heap
     if (p.dtype == FDMA_DTYPE_FLOAT32)
         return fail(FDMA_STATUS_UNSUPPORTED, prefix + "dtype FLOAT32 is not supported for q, k, v and out; "
                                              "expected FLOAT16 (1) or BFLOAT16 (2)");
@@ -44,16 +45,16 @@ ProblemShape problem_shape(const fdma_problem& p) {
                         p.lifetimes.data != nullptr ? 1 : 0};
 }
 
-fdma_status check_problem(const fdma_problem& p, const std::string& prefix, AttentionParams& out, Extent* extents) {
+fdma_status check_problem(const fdma_problem& p, const char* prefix, AttentionParams& out, Extent* extents) {
     if (const fdma_status st = check_problem_shape(p, prefix)) return st;
     if (!(std::isfinite(p.softmax_scale) && p.softmax_scale > 0.f))
         return fail(FDMA_STATUS_INVALID_ARGUMENT,
-                    prefix + "softmax_scale must be finite and > 0; got " + std::to_string(p.softmax_scale));
+                    std::string(prefix) + "softmax_scale must be finite and > 0; got " + std::to_string(p.softmax_scale));
     if (!(std::isfinite(p.softcap) && p.softcap >= 0.f))
         return fail(FDMA_STATUS_INVALID_ARGUMENT,
-                    prefix + "softcap must be 0 (off) or finite and > 0; got " + std::to_string(p.softcap));
+                    std::string(prefix) + "softcap must be 0 (off) or finite and > 0; got " + std::to_string(p.softcap));
     if (p.is_causal != 0 && p.is_causal != 1)
-        return fail(FDMA_STATUS_INVALID_ARGUMENT, prefix + "is_causal must be 0 or 1; got " + str(p.is_causal));
+        return fail(FDMA_STATUS_INVALID_ARGUMENT, std::string(prefix) + "is_causal must be 0 or 1; got " + str(p.is_causal));
 
     fdma_status st;
     if ((st = check_tensor(p.q, {prefix, "q", {p.batch, p.seqlen_q, p.heads_q}, false}, p.head_dim, extents[0])) ||

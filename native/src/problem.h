@@ -16,14 +16,14 @@ namespace fdma {
 constexpr int kProblemExtents = 6;
 
 // Dtype and sizes, the fields a plan (and a workspace-size query) reads; prefix: "params.problem.".
-fdma_status check_problem_shape(const fdma_problem& p, const std::string& prefix);
+fdma_status check_problem_shape(const fdma_problem& p, const char* prefix);
 
 // What a plan depends on, of a problem whose shape is checked.
 ProblemShape problem_shape(const fdma_problem& p);
 
 // Checks everything and resolves it for the kernels (bitmap pointers left null for the caller's
 // scratch); fills extents[0, kProblemExtents).
-fdma_status check_problem(const fdma_problem& p, const std::string& prefix, AttentionParams& out, Extent* extents);
+fdma_status check_problem(const fdma_problem& p, const char* prefix, AttentionParams& out, Extent* extents);
 
 // Checks that params is not null and its struct_size and reserved fields (Params: any of the ABI's parameter
 // structs with both).

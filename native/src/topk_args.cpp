@@ -29,9 +29,9 @@ fdma_status plan_topk_call(const fdma_topk_params* in, uint64_t& workspace_bytes
 }
 
 // An int32 output of `elements` elements (pairs count as two) at `ptr`: alignment, device memory, extent.
-static fdma_status check_output(const int32_t* ptr, long long elements, int alignment, const char* name, Extent& extent) {
+static fdma_status check_output(const int32_t* ptr, long long elements, int alignment, FieldName name, Extent& extent) {
     if (reinterpret_cast<std::uintptr_t>(ptr) % alignment != 0)
-        return fail(FDMA_STATUS_MISALIGNED, std::string(name) + " must be " + str(alignment) + "-byte aligned; got address " +
+        return fail(FDMA_STATUS_MISALIGNED, name.str() + " must be " + str(alignment) + "-byte aligned; got address " +
                                                 str(static_cast<long long>(reinterpret_cast<std::uintptr_t>(ptr))));
     if (const fdma_status st = check_device_pointer(ptr, name)) return st;
     const char* begin = reinterpret_cast<const char*>(ptr);
@@ -71,9 +71,9 @@ fdma_status make_topk_call(const fdma_topk_params* in, TopkArgs& out, uint64_t& 
         return st;
     if (p.lifetimes == nullptr) return fail(FDMA_STATUS_INVALID_ARGUMENT, "params.lifetimes is null");
     const long long batch_heads = static_cast<long long>(p.batch) * p.heads;
-    if ((st = check_output(p.lifetimes, 2 * batch_heads * p.seqlen_k, 8, "params.lifetimes", extents[kLifetimes])) ||
+    if ((st = check_output(p.lifetimes, 2 * batch_heads * p.seqlen_k, 8, {"params.", "lifetimes"}, extents[kLifetimes])) ||
         (p.survivors != nullptr &&
-         (st = check_output(p.survivors, batch_heads * p.window, 4, "params.survivors", extents[kSurvivors]))) ||
+         (st = check_output(p.survivors, batch_heads * p.window, 4, {"params.", "survivors"}, extents[kSurvivors]))) ||
         (st = check_workspace(p.workspace, p.workspace_bytes, workspace_bytes, extents[kWorkspace])) ||
         (st = check_no_overlaps(extents, kExtents)))
         return st;
