@@ -12,17 +12,22 @@
 
 namespace fdma {
 
-// One warp per (batch, query head, query) row (kCombineThreads in plan.cuh).
+// combine_warps_per_row(kv_splits) warps per (batch, query head, query) row (plan.cuh), each reading every
+// such-th split's partial output; their sums meet in shared memory.
 template <int kElementType, int kHeadDim>
 __global__ void __launch_bounds__(kCombineThreads) fwd_combine_kernel(const FwdParams p) {
+    constexpr int kWarps = kCombineThreads / 32;
+    constexpr int kPairs = kHeadDim / 2;
+    constexpr int kPairsPerLane = (kPairs + 31) / 32;
+    __shared__ float2 partial_sums[kWarps][kPairs];
+
     const AttentionParams& a = p.attn;
     const i64 rows = static_cast<i64>(a.batch) * a.heads_q * a.seqlen_q;
-    const i64 row = static_cast<i64>(blockIdx.x) * (kCombineThreads / 32) + threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
-    if (row >= rows) return;
-    const int query = static_cast<int>(row % a.seqlen_q);
-    const int head = static_cast<int>(row / a.seqlen_q % a.heads_q);
-    const int batch = static_cast<int>(row / a.seqlen_q / a.heads_q);
+    const int row_warps = combine_warps_per_row(p.kv_splits);  // divides kWarps
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int part = warp % row_warps;  // which of the row's warps this is
+    const i64 row = static_cast<i64>(blockIdx.x) * (kWarps / row_warps) + warp / row_warps;
+    const bool active = row < rows;  // no early return: the block meets at a barrier
 
     // The partials of split s sit `rows` rows after those of split s - 1 ([split][B][Hq][Lq]). Each
     // lane holds the LSEs of splits lane, lane + 32, ...; their weights reach the other lanes by
@@ -33,7 +38,7 @@ __global__ void __launch_bounds__(kCombineThreads) fwd_combine_kernel(const FwdP
 #pragma unroll
     for (int i = 0; i < kSplitsPerLane; ++i) {
         const int s = lane + 32 * i;
-        lse[i] = s < p.kv_splits ? p.lse_partial[s * rows + row] : neg_inf();
+        lse[i] = active && s < p.kv_splits ? p.lse_partial[s * rows + row] : neg_inf();
         max_lse = fmaxf(max_lse, lse[i]);
     }
 #pragma unroll
@@ -50,16 +55,14 @@ __global__ void __launch_bounds__(kCombineThreads) fwd_combine_kernel(const FwdP
     for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
 
-    constexpr int kPairs = kHeadDim / 2;
-    constexpr int kPairsPerLane = (kPairs + 31) / 32;
     float2 acc[kPairsPerLane];
 #pragma unroll
     for (int i = 0; i < kPairsPerLane; ++i) acc[i] = float2{0.f, 0.f};
 #pragma unroll
     for (int i = 0; i < kSplitsPerLane; ++i) {
-        const int splits_here = min(32, p.kv_splits - 32 * i);  // uniform; <= 0 past the last split
+        const int splits_here = active ? min(32, p.kv_splits - 32 * i) : 0;  // warp-uniform; <= 0 past the last split
 #pragma unroll 8
-        for (int from = 0; from < splits_here; ++from) {
+        for (int from = part; from < splits_here; from += row_warps) {
             const int s = 32 * i + from;
             const float w = __shfl_sync(0xffffffffu, weight[i], from) * inv;
             const float2* o_s = reinterpret_cast<const float2*>(p.o_partial + (s * rows + row) * kHeadDim);
@@ -74,7 +77,26 @@ __global__ void __launch_bounds__(kCombineThreads) fwd_combine_kernel(const FwdP
             }
         }
     }
+    if (row_warps > 1) {  // block-uniform
+#pragma unroll
+        for (int j = 0; j < kPairsPerLane; ++j)
+            if (lane + 32 * j < kPairs) partial_sums[warp][lane + 32 * j] = acc[j];
+        __syncthreads();
+        if (part == 0)
+            for (int other = warp + 1; other < warp + row_warps; ++other)
+#pragma unroll
+                for (int j = 0; j < kPairsPerLane; ++j)
+                    if (lane + 32 * j < kPairs) {
+                        const float2 v = partial_sums[other][lane + 32 * j];
+                        acc[j].x += v.x;
+                        acc[j].y += v.y;
+                    }
+    }
+    if (!active || part != 0) return;
 
+    const int query = static_cast<int>(row % a.seqlen_q);
+    const int head = static_cast<int>(row / a.seqlen_q % a.heads_q);
+    const int batch = static_cast<int>(row / a.seqlen_q / a.heads_q);
     u32* o_row = reinterpret_cast<u32*>(static_cast<char*>(p.o) +
         2 * (batch * p.o_strides.batch + query * p.o_strides.seq + head * p.o_strides.head));
 #pragma unroll

@@ -38,12 +38,22 @@ FDMA_HOST_DEVICE constexpr int occupancy_words(int tiles) { return (tiles + 31) 
 
 // Threads of the small kernels.
 constexpr int kOccupancyThreads = 256;     // the pre-pass: 8 warps of 4 key tiles, one bitmap word per block
-constexpr int kCombineThreads = 128;       // split-KV combine: a warp per (batch, query head, query) row
+constexpr int kCombineThreads = 256;       // split-KV combine: 1 to 8 warps per (batch, query head, query) row
 constexpr int kRowPassThreads = 128;       // fp16 Delta and the dQ conversion: a warp per row
 constexpr int kConvertDBiasThreads = 256;  // the dBias conversion: a thread per element
 
 FDMA_HOST_DEVICE constexpr unsigned warp_row_blocks(long long rows, int threads) {
     return static_cast<unsigned>((rows + threads / 32 - 1) / (threads / 32));
+}
+
+// The warps merging one row of a split-KV call: a power of two, enough that each reads at most
+// kCombineSplitsPerWarp splits' partial outputs (one warp reading all 256 waits on its loads about 25 us), at most a
+// block's.
+constexpr int kCombineSplitsPerWarp = 16;
+FDMA_HOST_DEVICE constexpr int combine_warps_per_row(int kv_splits) {
+    int warps = 1;
+    while (warps < kCombineThreads / 32 && warps * kCombineSplitsPerWarp < kv_splits) warps *= 2;
+    return warps;
 }
 
 // ---- shared memory ----
@@ -156,7 +166,7 @@ FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s) {
     p.occupancy_grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(occupancy_words(p.n_tiles)),
                             static_cast<unsigned>(mask_planes)};
     const u64 rows = static_cast<u64>(s.batch) * s.heads_q * s.seqlen_q;
-    p.combine_blocks = warp_row_blocks(static_cast<long long>(rows), kCombineThreads);
+    p.combine_blocks = warp_row_blocks(static_cast<long long>(rows) * combine_warps_per_row(p.kv_splits), kCombineThreads);
     u64 end = 0;
     if (p.kv_splits > 1) {
         p.o_partial = end;

@@ -10,7 +10,8 @@ internal static class LaunchPlan
     public static readonly int[] HeadDims = [32, 64, 96, 128, 192, 256];
 
     public const int OccupancyThreads = 256;
-    public const int CombineThreads = 128;
+    public const int CombineThreads = 256;
+    public const int CombineSplitsPerWarp = 16;
     public const int RowPassThreads = 128;
     public const int ConvertDBiasThreads = 256;
 
@@ -34,6 +35,14 @@ internal static class LaunchPlan
     public static int OccupancyWords(int tiles) => (tiles + 31) / 32;
 
     public static uint WarpRowBlocks(long rows, int threads) => unchecked((uint)((rows + threads / 32 - 1) / (threads / 32)));
+
+    public static int CombineWarpsPerRow(int kvSplits)
+    {
+        int warps = 1;
+        while (warps < CombineThreads / 32 && warps * CombineSplitsPerWarp < kvSplits)
+            warps *= 2;
+        return warps;
+    }
 
     public static int PaddedRowElems(int headDim) => headDim + 8;
 
@@ -99,7 +108,7 @@ internal static class LaunchPlan
             SmemBytes = FwdTilesSmemBytes(s.HeadDim) + BiasStageBytes(tile, s.BiasType, s.BiasRows > 1),
             SmemLimit = FwdTilesSmemBytes(s.HeadDim) + MaxBiasStageBytes(tile),
             OccupancyGrid = new((uint)mTiles, (uint)OccupancyWords(nTiles), (uint)maskPlanes),
-            CombineBlocks = WarpRowBlocks((long)rows, CombineThreads),
+            CombineBlocks = WarpRowBlocks((long)rows * CombineWarpsPerRow(kvSplits), CombineThreads),
             OPartial = oPartial,
             LsePartial = lsePartial,
             Bitmaps = bitmaps,
