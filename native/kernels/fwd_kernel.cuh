@@ -109,14 +109,15 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     const BiasStage<Traits> bias{bias_smem, a.bias, batch, head};
 
     // Key tiles [0, n_end) can hold a visible key for some row of this block; the rest are
-    // causally hidden and skipped without a look. A split takes its share [n_begin, n_end) of them.
+    // causally hidden and skipped without a look. A split takes its share [n_begin, n_end) of them,
+    // as the policy shares them out.
     const TileBounds bounds(a);
     const int n_tiles = tiles_of(Lk, kBlockN);
     int n_end = bounds.template key_tile_end<kBlockM, kBlockN>(m0);
     const int causally_hidden = n_tiles - n_end;
-    const int per_split = (n_end + p.kv_splits - 1) / p.kv_splits;
-    const int n_begin = min(n_end, split * per_split);
-    n_end = min(n_end, n_begin + per_split);
+    int n_begin = 0;
+    Visibility::template split_tiles<kBlockM, kBlockN, Traits::kThreads>(a, batch, head, blockIdx.x, split, p.kv_splits,
+                                                                        n_begin, n_end);
     int computed = 0;
 
     load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * a.q_strides.seq, m0, Lq);

@@ -75,6 +75,81 @@ __device__ __forceinline__ int next_set_tile(const u32* row, int n, int end) {
     return end;
 }
 
+// Split `split` of `splits` of a query tile's key tiles [0, n_end): an equal share of them, [n_begin, n_end).
+__device__ __forceinline__ void equal_split(int split, int splits, int& n_begin, int& n_end) {
+    const int per_split = (n_end + splits - 1) / splits;
+    n_begin = min(n_end, split * per_split);
+    n_end = min(n_end, n_begin + per_split);
+}
+
+// The index of the k-th (from 0) set bit of word, which has more than k.
+__device__ __forceinline__ int nth_set_bit(u32 word, int k) {
+    for (int i = 0; i < k; ++i) word &= word - 1;
+    return __ffs(word) - 1;
+}
+
+// Split `split` of `splits` of the tiles [0, n_end) of a bitmap row: the contiguous range [n_begin, n_end) holding
+// its equal share of the set bits, so that the tiles a walk visits, not the tiles it passes over, are shared out
+// (a window of visible keys at the end of a long row would otherwise fall to one split). The ranges of all splits
+// cover [0, n_end). Block-wide: every thread of the block calls it, with the same arguments.
+template <int kThreads>
+__device__ __forceinline__ void occupied_split(const u32* row, int split, int splits, int& n_begin, int& n_end) {
+    constexpr int kWarps = kThreads / 32;
+    __shared__ int warp_counts[kWarps];
+    __shared__ int bounds[2];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int words = occupancy_words(n_end);
+    auto word_at = [&](int w) {  // bits past n_end cleared
+        const u32 word = __ldg(row + w);
+        const int valid = n_end - 32 * w;
+        return valid >= 32 ? word : word & ((1u << valid) - 1u);
+    };
+    // The block's sum of a per-thread count, through warp_counts (which it leaves free again).
+    auto block_sum = [&](int count, int& before) {
+        int inclusive = count;
+#pragma unroll
+        for (int offset = 1; offset < 32; offset *= 2) {
+            const int other = __shfl_up_sync(0xffffffffu, inclusive, offset);
+            if (lane >= offset) inclusive += other;
+        }
+        if (lane == 31) warp_counts[warp] = inclusive;
+        __syncthreads();
+        int total = 0;
+        before = inclusive - count;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) {
+            before += w < warp ? warp_counts[w] : 0;
+            total += warp_counts[w];
+        }
+        __syncthreads();
+        return total;
+    };
+    int mine = 0, unused;
+    for (int w = threadIdx.x; w < words; w += kThreads) mine += __popc(word_at(w));
+    const int occupied = block_sum(mine, unused);
+    const int per_split = (occupied + splits - 1) / splits;
+    const int rank_begin = split * per_split, rank_end = rank_begin + per_split;  // ranks of this split's tiles
+    if (threadIdx.x < 2) bounds[threadIdx.x] = n_end;  // a rank past the last set bit: the row's end
+    if (split == 0 && threadIdx.x == 0) bounds[0] = 0;
+    __syncthreads();
+    // Chunks of kThreads words in order: the thread whose word holds a wanted rank records the tile's index.
+    int seen = 0;  // set bits in the chunks before
+    for (int chunk = 0; chunk < words && seen < rank_end; chunk += kThreads) {
+        const int w = chunk + threadIdx.x;
+        const u32 word = w < words ? word_at(w) : 0u;
+        int before;
+        const int total = block_sum(__popc(word), before);
+        const int first = seen + before, last = first + __popc(word);  // this word's ranks [first, last)
+        if (split > 0 && rank_begin >= first && rank_begin < last) bounds[0] = 32 * w + nth_set_bit(word, rank_begin - first);
+        if (rank_end >= first && rank_end < last) bounds[1] = 32 * w + nth_set_bit(word, rank_end - first);
+        seen += total;
+    }
+    __syncthreads();
+    n_begin = bounds[0];
+    n_end = bounds[1];
+    __syncthreads();  // bounds read by every thread before a later call writes them
+}
+
 // The 8-bit mask (nonzero = visible), bound to one (batch, query head) and to the row of tiles one
 // block walks: the key tiles of a query tile, or the query tiles of a key tile.
 struct DenseMask {
@@ -93,6 +168,17 @@ struct DenseMask {
         const i64 row = (mask_slot(a.mask, batch, head) * tiles_of(a.seqlen_q, kBlockM) + m_tile) *
                         occupancy_words(tiles_of(a.seqlen_k, kBlockN));
         return DenseMask(a, batch, head, a.occupancy + row, a.full_tiles + row, n_end);
+    }
+
+    // Split `split` of `splits` of query tile m_tile's key tiles [0, n_end), for (batch, head): with a mask, an equal
+    // share of the tiles its pre-pass marked occupied; without, of all of them. Block-wide (kThreads threads).
+    template <int kBlockM, int kBlockN, int kThreads>
+    __device__ __forceinline__ static void split_tiles(const AttentionParams& a, int batch, int head, int m_tile, int split,
+                                                       int splits, int& n_begin, int& n_end) {
+        if (a.mask.data == nullptr || splits == 1) return equal_split(split, splits, n_begin, n_end);
+        const i64 row = (mask_slot(a.mask, batch, head) * tiles_of(a.seqlen_q, kBlockM) + m_tile) *
+                        occupancy_words(tiles_of(a.seqlen_k, kBlockN));
+        occupied_split<kThreads>(a.occupancy + row, split, splits, n_begin, n_end);
     }
 
     // The query tiles [.., m_tiles) of key tile n_tile, for (batch, head).
@@ -220,6 +306,13 @@ struct KeyLifetimes {
         w.scan_end = min(n_end * kBlockN, bounds.last_key(w.row_end - 1) + 1);
         w.end = n_end;
         return w;
+    }
+
+    // Split `split` of `splits` of query tile m_tile's key tiles [0, n_end): an equal share of the keys to scan.
+    template <int kBlockM, int kBlockN, int kThreads>
+    __device__ __forceinline__ static void split_tiles(const AttentionParams&, int, int, int, int split, int splits,
+                                                       int& n_begin, int& n_end) {
+        equal_split(split, splits, n_begin, n_end);
     }
 
     // The query tiles of key tile n_tile whose rows meet some key's lifetime, for (batch, head).
