@@ -91,9 +91,10 @@ __device__ __forceinline__ int nth_set_bit(u32 word, int k) {
 // Split `split` of `splits` of the tiles [0, n_end) of a bitmap row: the contiguous range [n_begin, n_end) holding
 // its equal share of the set bits, so that the tiles a walk visits, not the tiles it passes over, are shared out
 // (a window of visible keys at the end of a long row would otherwise fall to one split). The ranges of all splits
-// cover [0, n_end). Block-wide: every thread of the block calls it, with the same arguments.
+// cover [0, n_end). Block-wide: every thread of the block calls it, with the same arguments. Not inlined: it runs
+// once per block, and inlined its registers crowd the main loop's.
 template <int kThreads>
-__device__ __forceinline__ void occupied_split(const u32* row, int split, int splits, int& n_begin, int& n_end) {
+__device__ __noinline__ void occupied_split(const u32* row, int split, int splits, int& n_begin, int& n_end) {
     constexpr int kWarps = kThreads / 32;
     __shared__ int warp_counts[kWarps];
     __shared__ int bounds[2];
