@@ -113,11 +113,11 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     // as the policy shares them out.
     const TileBounds bounds(a);
     const int n_tiles = tiles_of(Lk, kBlockN);
-    int n_end = bounds.template key_tile_end<kBlockM, kBlockN>(m0);
-    const int causally_hidden = n_tiles - n_end;
-    int n_begin = 0;
-    Visibility::template split_tiles<kBlockM, kBlockN, Traits::kThreads>(a, batch, head, blockIdx.x, split, p.kv_splits,
-                                                                        n_begin, n_end);
+    const int causal_end = bounds.template key_tile_end<kBlockM, kBlockN>(m0);
+    const int causally_hidden = n_tiles - causal_end;
+    const SplitTiles share = Visibility::template split_tiles<kBlockM, kBlockN, Traits::kThreads>(
+        a, batch, head, blockIdx.x, split, p.kv_splits, causal_end);
+    const int n_begin = share.begin, n_end = share.end;
     int computed = 0;
 
     load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * a.q_strides.seq, m0, Lq);
@@ -313,7 +313,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     if (p.tile_stats != nullptr && threadIdx.x == 0) {
         atomicAdd(p.tile_stats, static_cast<u64>(computed));
         // Split 0 also counts the causally hidden tiles, so that the splits add up to n_tiles.
-        const int owned = n_end - n_begin + (split == 0 ? causally_hidden : 0);
+        const int owned = share.owned + (split == 0 ? causally_hidden : 0);
         atomicAdd(p.tile_stats + 1, static_cast<u64>(owned - computed));
     }
 }

@@ -75,11 +75,17 @@ __device__ __forceinline__ int next_set_tile(const u32* row, int n, int end) {
     return end;
 }
 
-// Split `split` of `splits` of a query tile's key tiles [0, n_end): an equal share of them, [n_begin, n_end).
-__device__ __forceinline__ void equal_split(int split, int splits, int& n_begin, int& n_end) {
+// A split-KV block's share of a query tile's key tiles: it walks [begin, end) and counts `owned` tiles in the
+// statistics (computed + skipped); the owned shares of all splits add up to the tiles they divide.
+struct SplitTiles {
+    int begin, end, owned;
+};
+
+// Split `split` of `splits` of the key tiles [0, n_end): an equal share of them.
+__device__ __forceinline__ SplitTiles equal_split(int split, int splits, int n_end) {
     const int per_split = (n_end + splits - 1) / splits;
-    n_begin = min(n_end, split * per_split);
-    n_end = min(n_end, n_begin + per_split);
+    const int begin = min(n_end, split * per_split), end = min(n_end, begin + per_split);
+    return {begin, end, end - begin};
 }
 
 // The index of the k-th (from 0) set bit of word, which has more than k.
@@ -88,16 +94,17 @@ __device__ __forceinline__ int nth_set_bit(u32 word, int k) {
     return __ffs(word) - 1;
 }
 
-// Split `split` of `splits` of the tiles [0, n_end) of a bitmap row: the contiguous range [n_begin, n_end) holding
-// its equal share of the set bits, so that the tiles a walk visits, not the tiles it passes over, are shared out
-// (a window of visible keys at the end of a long row would otherwise fall to one split). The ranges of all splits
-// cover [0, n_end). Block-wide: every thread of the block calls it, with the same arguments. Not inlined: it runs
-// once per block, and inlined its registers crowd the main loop's.
+// Split `split` of `splits` of the tiles [0, n_end) of a bitmap row: an equal share of its set bits, so that the
+// tiles a walk visits, not the tiles it passes over, are shared out (a window of visible keys at the end of a long
+// row would otherwise fall to one split). Split s owns the tiles from its first set bit (0 for split 0) to the next
+// split's first, the last one to n_end; it walks them only up to its last set bit, so no split steps through a run
+// of empty words at the end of the row. Block-wide: every thread of the block calls it, with the same arguments.
+// Not inlined: it runs once per block, and inlined its registers crowd the main loop's.
 template <int kThreads>
-__device__ __noinline__ void occupied_split(const u32* row, int split, int splits, int& n_begin, int& n_end) {
+__device__ __noinline__ SplitTiles occupied_split(const u32* row, int split, int splits, int n_end) {
     constexpr int kWarps = kThreads / 32;
     __shared__ int warp_counts[kWarps];
-    __shared__ int bounds[2];
+    __shared__ int found[3];  // the share's first tile, the next share's first, one past the share's last set bit
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int words = occupancy_words(n_end);
     auto word_at = [&](int w) {  // bits past n_end cleared
@@ -105,7 +112,7 @@ __device__ __noinline__ void occupied_split(const u32* row, int split, int split
         const int valid = n_end - 32 * w;
         return valid >= 32 ? word : word & ((1u << valid) - 1u);
     };
-    // The block's sum of a per-thread count, through warp_counts (which it leaves free again).
+    // The block's sum of a per-thread count, and the sum over the threads before this one.
     auto block_sum = [&](int count, int& before) {
         int inclusive = count;
 #pragma unroll
@@ -122,33 +129,34 @@ __device__ __noinline__ void occupied_split(const u32* row, int split, int split
             before += w < warp ? warp_counts[w] : 0;
             total += warp_counts[w];
         }
-        __syncthreads();
+        __syncthreads();  // warp_counts free for the next sum
         return total;
     };
     int mine = 0, unused;
     for (int w = threadIdx.x; w < words; w += kThreads) mine += __popc(word_at(w));
     const int occupied = block_sum(mine, unused);
     const int per_split = (occupied + splits - 1) / splits;
-    const int rank_begin = split * per_split, rank_end = rank_begin + per_split;  // ranks of this split's tiles
-    if (threadIdx.x < 2) bounds[threadIdx.x] = n_end;  // a rank past the last set bit: the row's end
-    if (split == 0 && threadIdx.x == 0) bounds[0] = 0;
+    const int rank_begin = split * per_split, rank_end = rank_begin + per_split;  // the share's set bits, by rank
+    const int rank_last = min(rank_end, occupied) - 1;                           // < rank_begin: an empty share
+    if (threadIdx.x == 0) found[0] = split == 0 ? 0 : n_end, found[1] = n_end, found[2] = -1;
     __syncthreads();
-    // Chunks of kThreads words in order: the thread whose word holds a wanted rank records the tile's index.
+    // Chunks of kThreads words in order: the thread whose word holds a wanted rank records that bit's tile.
     int seen = 0;  // set bits in the chunks before
-    for (int chunk = 0; chunk < words && seen < rank_end; chunk += kThreads) {
+    for (int chunk = 0; chunk < words && seen <= rank_end; chunk += kThreads) {
         const int w = chunk + threadIdx.x;
         const u32 word = w < words ? word_at(w) : 0u;
         int before;
         const int total = block_sum(__popc(word), before);
         const int first = seen + before, last = first + __popc(word);  // this word's ranks [first, last)
-        if (split > 0 && rank_begin >= first && rank_begin < last) bounds[0] = 32 * w + nth_set_bit(word, rank_begin - first);
-        if (rank_end >= first && rank_end < last) bounds[1] = 32 * w + nth_set_bit(word, rank_end - first);
+        if (split > 0 && rank_begin >= first && rank_begin < last) found[0] = 32 * w + nth_set_bit(word, rank_begin - first);
+        if (rank_end >= first && rank_end < last) found[1] = 32 * w + nth_set_bit(word, rank_end - first);
+        if (rank_last >= rank_begin && rank_last >= first && rank_last < last) found[2] = 32 * w + nth_set_bit(word, rank_last - first) + 1;
         seen += total;
     }
     __syncthreads();
-    n_begin = bounds[0];
-    n_end = bounds[1];
-    __syncthreads();  // bounds read by every thread before a later call writes them
+    const SplitTiles share{found[0], found[2] < 0 ? found[0] : found[2], found[1] - found[0]};
+    __syncthreads();  // found read by every thread before a later call writes it
+    return share;
 }
 
 // The 8-bit mask (nonzero = visible), bound to one (batch, query head) and to the row of tiles one
@@ -174,12 +182,12 @@ struct DenseMask {
     // Split `split` of `splits` of query tile m_tile's key tiles [0, n_end), for (batch, head): with a mask, an equal
     // share of the tiles its pre-pass marked occupied; without, of all of them. Block-wide (kThreads threads).
     template <int kBlockM, int kBlockN, int kThreads>
-    __device__ __forceinline__ static void split_tiles(const AttentionParams& a, int batch, int head, int m_tile, int split,
-                                                       int splits, int& n_begin, int& n_end) {
-        if (a.mask.data == nullptr || splits == 1) return equal_split(split, splits, n_begin, n_end);
+    __device__ __forceinline__ static SplitTiles split_tiles(const AttentionParams& a, int batch, int head, int m_tile,
+                                                             int split, int splits, int n_end) {
+        if (a.mask.data == nullptr || splits == 1) return equal_split(split, splits, n_end);
         const i64 row = (mask_slot(a.mask, batch, head) * tiles_of(a.seqlen_q, kBlockM) + m_tile) *
                         occupancy_words(tiles_of(a.seqlen_k, kBlockN));
-        occupied_split<kThreads>(a.occupancy + row, split, splits, n_begin, n_end);
+        return occupied_split<kThreads>(a.occupancy + row, split, splits, n_end);
     }
 
     // The query tiles [.., m_tiles) of key tile n_tile, for (batch, head).
@@ -311,9 +319,9 @@ struct KeyLifetimes {
 
     // Split `split` of `splits` of query tile m_tile's key tiles [0, n_end): an equal share of the keys to scan.
     template <int kBlockM, int kBlockN, int kThreads>
-    __device__ __forceinline__ static void split_tiles(const AttentionParams&, int, int, int, int split, int splits,
-                                                       int& n_begin, int& n_end) {
-        equal_split(split, splits, n_begin, n_end);
+    __device__ __forceinline__ static SplitTiles split_tiles(const AttentionParams&, int, int, int, int split, int splits,
+                                                             int n_end) {
+        return equal_split(split, splits, n_end);
     }
 
     // The query tiles of key tile n_tile whose rows meet some key's lifetime, for (batch, head).

@@ -234,6 +234,32 @@ def test_split_kv(dtype, lq, lk):
     check(q, k, v)
 
 
+@pytest.mark.parametrize("layout", ["dense", "window at the end", "window at the start", "scattered", "none visible"])
+def test_split_kv_shares_the_occupied_tiles(layout):
+    """With a mask, the splits of a long row share out the key tiles holding a visible pair, not all key tiles: each
+    of them is computed exactly once (a row of more than 128 bitmap words, so the splits' search spans chunks), the
+    output matches the reference and the statistics still add up."""
+    lq, lk, hq, hkv, d, dtype = 1, 300_000, 4, 2, 64, torch.bfloat16
+    q, k, v = rand(1, lq, hq, d, dtype=dtype), rand(1, lk, hkv, d, dtype=dtype), rand(1, lk, hkv, d, dtype=dtype)
+    mask = torch.zeros(1, hkv, lq, lk, dtype=torch.uint8, device="cuda")
+    if layout == "dense":
+        mask[:] = 1
+    elif layout == "window at the end":
+        mask[..., -2048:] = 1
+    elif layout == "window at the start":
+        mask[..., :3000] = 1
+    elif layout == "scattered":
+        mask[..., torch.randint(0, lk, (40,), device="cuda")] = 1
+    bias = rand(1, hkv, 1, lk, dtype=torch.float32, lo=-2, hi=1)
+    bm, bn = fdma.tile_shape(d, dtype)
+    computed, skipped, _ = check(q, k, v, mask=mask, bias=bias, causal=True)
+    visible = fdma.visibility(1, hq, hkv, lq, lk, mask, causal=True)
+    padded = torch.nn.functional.pad(visible, (0, -lk % bn))
+    occupied = padded.reshape(1, hq, lq, -1, bn).any(dim=-1).sum().item()
+    assert computed == occupied, "every tile with a visible pair computed once"
+    assert computed + skipped == hq * -(-lq // bm) * -(-lk // bn)
+
+
 # --- bad input: each call fails with a clear status and message and writes nothing -----------
 
 def _valid():
