@@ -18,6 +18,10 @@ internal static partial class Interop
         public const uint CU_STREAM_NON_BLOCKING = 1;
         public const uint CU_EVENT_DEFAULT = 0;
         public const int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+        public const int CU_STREAM_CAPTURE_MODE_GLOBAL = 0;
+        public const int CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
+        public const int CU_STREAM_CAPTURE_STATUS_NONE = 0;
+        public const int CU_STREAM_CAPTURE_STATUS_ACTIVE = 1;
 
         [LibraryImport(Libraries.CudaDriver)]
         public static partial int cuInit(uint flags);
@@ -155,6 +159,29 @@ internal static partial class Interop
 
         [LibraryImport(Libraries.CudaDriver)]
         public static partial int cuMemsetD32Async(ulong destination, uint value, nuint count, nint stream);
+
+        // CUDA graphs: only the tests capture the device-pointer calls on a stream and replay them. CUgraph and
+        // CUgraphExec are pointers, CUstreamCaptureMode and CUstreamCaptureStatus enums (int).
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuStreamBeginCapture_v2(nint stream, int mode);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuStreamEndCapture(nint stream, out nint graph);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuStreamIsCapturing(nint stream, out int status);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuGraphInstantiateWithFlags(out nint graphExec, nint graph, ulong flags);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuGraphLaunch(nint graphExec, nint stream);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuGraphExecDestroy(nint graphExec);
+
+        [LibraryImport(Libraries.CudaDriver)]
+        public static partial int cuGraphDestroy(nint graph);
 
         [LibraryImport(Libraries.CudaDriver)]
         public static partial int cuGetErrorName(int error, out nint name);

@@ -319,6 +319,12 @@ internal sealed class DeviceBackwardProblem : IDisposable
 
     public DeviceBuffer Allocate(long byteCount) => forward.Allocate(byteCount);
 
+    /// <summary>The problem's buffer at a device address of its arguments (see <see cref="DeviceForwardProblem.BufferAt"/>).</summary>
+    public DeviceBuffer BufferAt(nint pointer) => forward.BufferAt(pointer);
+
+    /// <summary>A forward output of this problem's shape and Q layout as (B, Lq, Hq, D) doubles.</summary>
+    public double[] OutputValues(DeviceResults results) => forward.OutputValues(results);
+
     /// <summary>Runs the device-pointer API with the case's options and mode, and waits for it.</summary>
     public void Run(DeviceBackwardArgs args)
     {

@@ -47,11 +47,81 @@ internal sealed class CudaStream : IDisposable
 
     public void Synchronize() => CudaDriver.ThrowIfFailed(Interop.Cuda.cuStreamSynchronize(Handle));
 
+    /// <summary>Whether the stream is capturing: a CU_STREAM_CAPTURE_STATUS_* (none, active, invalidated).</summary>
+    public int CaptureStatus
+    {
+        get
+        {
+            CudaDriver.ThrowIfFailed(Interop.Cuda.cuStreamIsCapturing(Handle, out int status));
+            return status;
+        }
+    }
+
     public void Dispose()
     {
         if (Handle != 0)
             CudaDriver.ThrowIfFailed(Interop.Cuda.cuStreamDestroy_v2(Handle));
         Handle = 0;
+    }
+}
+
+/// <summary>
+/// What a recording queued on a stream, captured into a CUDA graph and instantiated, to be launched again and again;
+/// the graph and its executable destroyed when disposed.
+/// </summary>
+internal sealed class CudaGraph : IDisposable
+{
+    private nint graph, executable;
+
+    private CudaGraph()
+    {
+    }
+
+    /// <summary>
+    /// Captures what <paramref name="record"/> queues on <paramref name="stream"/> (cuStreamBeginCapture_v2 in
+    /// <paramref name="mode"/>, a CU_STREAM_CAPTURE_MODE_*) and instantiates it. A recording that throws still ends the
+    /// capture, so that the stream is usable again, and its exception is the one reported.
+    /// </summary>
+    public static CudaGraph Capture(CudaStream stream, int mode, Action record)
+    {
+        var captured = new CudaGraph();
+        CudaDriver.ThrowIfFailed(Interop.Cuda.cuStreamBeginCapture_v2(stream.Handle, mode));
+        try
+        {
+            record();
+        }
+        catch
+        {
+            _ = Interop.Cuda.cuStreamEndCapture(stream.Handle, out captured.graph);
+            captured.Dispose();
+            throw;
+        }
+
+        try
+        {
+            CudaDriver.ThrowIfFailed(Interop.Cuda.cuStreamEndCapture(stream.Handle, out captured.graph));
+            CudaDriver.ThrowIfFailed(Interop.Cuda.cuGraphInstantiateWithFlags(out captured.executable, captured.graph, 0));
+        }
+        catch
+        {
+            captured.Dispose();
+            throw;
+        }
+
+        return captured;
+    }
+
+    /// <summary>Queues one run of the graph on <paramref name="stream"/>.</summary>
+    public void Launch(CudaStream stream) => CudaDriver.ThrowIfFailed(Interop.Cuda.cuGraphLaunch(executable, stream.Handle));
+
+    public void Dispose()
+    {
+        if (executable != 0)
+            CudaDriver.ThrowIfFailed(Interop.Cuda.cuGraphExecDestroy(executable));
+        executable = 0;
+        if (graph != 0)
+            CudaDriver.ThrowIfFailed(Interop.Cuda.cuGraphDestroy(graph));
+        graph = 0;
     }
 }
 

@@ -99,6 +99,9 @@ internal sealed class DeviceForwardProblem : IDisposable
         return buffer;
     }
 
+    /// <summary>The problem's buffer at a device address of its arguments: where to write another draw of an input.</summary>
+    public DeviceBuffer BufferAt(nint pointer) => buffers.Single(buffer => buffer.Pointer == pointer);
+
     /// <summary>Runs the device-pointer API with the case's options and waits for it.</summary>
     public void Run(DeviceForwardArgs args)
     {
@@ -174,7 +177,8 @@ internal sealed class DeviceForwardProblem : IDisposable
         return new DeviceBroadcastTensor(Upload(Bytes(padded, type)).Pointer, type, b, b.Heads * headStride, headStride, lk);
     }
 
-    private static byte[] Bytes(double[] values, ScalarType type) => type switch
+    /// <summary>Values as the bytes of a bias (or bias gradient) of the given type.</summary>
+    public static byte[] Bytes(double[] values, ScalarType type) => type switch
     {
         ScalarType.Float16 => Tensors.Bytes(Tensors.Narrow<Half>(values)),
         ScalarType.BFloat16 => Tensors.Bytes(Tensors.Narrow<BFloat16>(values)),
