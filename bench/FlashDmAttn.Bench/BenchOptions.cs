@@ -18,6 +18,9 @@ internal sealed record BenchOptions
         "           or join RESULTS's, and the merged numbers are written back (to DIR when given)\n" +
         "       FlashDmAttn.Bench --hashes [--max-length N] [--quick] [--filter TEXT]\n" +
         "           this side's input and mask hashes (CPU), for bench/masks.py --check\n" +
+        "       FlashDmAttn.Bench --host-overhead [--c-abi FILE.json] [--out DIR] [--commit ID]\n" +
+        "           CPU microseconds per call on one small repeated shape through the C# API, after the C ABI's rows of\n" +
+        "           FILE (written by bench/host_overhead.cu): DIR (bench/results)/<gpu>-<date>-host-overhead.{md,json}\n" +
         "       FlashDmAttn.Bench --cpu-reference\n" +
         "           the CPU reference on a small row (what runs without a GPU)\n" +
         "       FlashDmAttn.Bench --help\n" +
@@ -28,6 +31,7 @@ internal sealed record BenchOptions
     public bool CpuReference { get; private init; }
     public bool Verbose { get; private init; }
     public bool Hashes { get; private init; }
+    public bool HostOverhead { get; private init; }
     public bool Help { get; private init; }
     public int MaxLength { get; private init; } = int.MaxValue;
     public string? BaselinesFile { get; private init; }
@@ -36,6 +40,9 @@ internal sealed record BenchOptions
     public string WorkDirectory { get; private init; } = Path.Combine("build", "bench");
     public string? Filter { get; private init; }
     public string? ReportFile { get; private init; }
+
+    /// <summary>The C ABI's side of the host-overhead benchmark, as bench/host_overhead.cu writes it.</summary>
+    public string? CAbiFile { get; private init; }
 
     /// <summary>Runs whose sections join (or replace) those of <see cref="ReportFile"/> in its report.</summary>
     public IReadOnlyList<string> MergedReports { get; private init; } = [];
@@ -68,6 +75,8 @@ internal sealed record BenchOptions
                 "--cpu-reference" => options with { CpuReference = true },
                 "--verbose" => options with { Verbose = true },
                 "--hashes" => options with { Hashes = true },
+                "--host-overhead" => options with { HostOverhead = true },
+                "--c-abi" => options with { CAbiFile = Value() },
                 "--help" or "-h" => options with { Help = true },
                 "--max-length" => options with { MaxLength = int.Parse(Value(), System.Globalization.CultureInfo.InvariantCulture) },
                 "--baselines" => options with { BaselinesFile = Value() },
@@ -83,6 +92,8 @@ internal sealed record BenchOptions
             };
         }
 
+        if (options.CAbiFile is not null && !options.HostOverhead)
+            throw new ArgumentException("--c-abi goes with --host-overhead.");
         return options;
     }
 }

@@ -40,6 +40,8 @@ internal static class Program
 
         if (options.ReportFile is { } reportFile)
             return RenderOnly(reportFile, options.MergedReports, options.OutDirectory);
+        if (options.HostOverhead)
+            return RunHostOverhead(options);
 
         IReadOnlyList<BenchSection> sections = options.Sections();
         if (options.ListCases)
@@ -127,6 +129,73 @@ internal static class Program
         File.WriteAllText(jsonPath, JsonSerializer.Serialize(results, BenchResults.Json));
         CopyBenchmarkDotNetReports(summary, outDirectory, stem);
         Render(results, jsonPath);
+        return 0;
+    }
+
+    // The C# side of the host-overhead benchmark, in one report with the C ABI's rows that bench/host_overhead.cu wrote
+    // (read first, so that a bad file fails before the GPU work).
+    private static int RunHostOverhead(BenchOptions options)
+    {
+        CAbiOverhead? cAbi = null;
+        if (options.CAbiFile is { } cAbiFile)
+        {
+            try
+            {
+                cAbi = CAbiOverhead.Load(cAbiFile);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or InvalidDataException)
+            {
+                Console.Error.WriteLine($"FlashDmAttn.Bench: {cAbiFile}: {e.Message}");
+                return 2;
+            }
+        }
+
+        if (!DynamicMaskAttention.IsCudaAvailable(out string reason))
+        {
+            Console.Error.WriteLine($"FlashDmAttn.Bench: the host-overhead benchmark needs a CUDA device, and none is usable here ({reason}).");
+            return 1;
+        }
+
+        GpuSession gpu;
+        try
+        {
+            gpu = GpuSession.Open(0);
+        }
+        catch (Exception e) when (e is NativeLibraryException or CudaException)
+        {
+            Console.Error.WriteLine($"FlashDmAttn.Bench: {e.Message}");
+            return 1;
+        }
+
+        using (gpu)
+        {
+            Console.WriteLine($"FlashDmAttn.Bench: host overhead per call on {gpu.Name}, {HostOverhead.ShapeText}.");
+            List<HostOverheadRow> rows = HostOverhead.Measure(gpu, row => Console.WriteLine(row.Skipped is { } skipped
+                ? $"  {row.Label}: skipped ({skipped})"
+                : string.Create(CultureInfo.InvariantCulture, $"  {row.Label}: {row.Us:F2} us per call ({row.MinUs:F2}-{row.MaxUs:F2})")));
+            HostOverheadResults results = new HostOverheadResults
+            {
+                Gpu = gpu.Name,
+                Date = DateTime.UtcNow.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture),
+                Commit = options.Commit,
+                Shape = HostOverhead.ShapeText,
+                Method = HostOverhead.Method,
+                Rounds = HostOverhead.Rounds,
+                CallsPerRound = HostOverhead.CallsPerRound,
+                WarmupCalls = HostOverhead.WarmupCalls,
+                CAbiFile = options.CAbiFile,
+                CAbi = cAbi,
+                Dotnet = rows,
+            }.Merged();
+
+            string outDirectory = options.OutDirectory ?? BenchOptions.DefaultOutDirectory;
+            Directory.CreateDirectory(outDirectory);
+            string stem = Path.Combine(outDirectory, $"{gpu.ShortName()}-{results.Date}-host-overhead");
+            File.WriteAllText(stem + ".json", JsonSerializer.Serialize(results, BenchResults.Json));
+            File.WriteAllText(stem + ".md", HostOverheadReport.Render(results));
+            Console.WriteLine($"Report: {stem}.md, raw numbers: {stem}.json");
+        }
+
         return 0;
     }
 

@@ -244,8 +244,11 @@ internal static class MarkdownReport
             notes.Add($"ours failed: {error}");
         notes.AddRange(row.Notes);
         notes.AddRange(row.PeerErrors.Select(e => $"{e.Key}: {e.Value}"));
-        return string.Join("; ", notes.Select(n => n.Replace("|", "/", StringComparison.Ordinal).ReplaceLineEndings(" ")));
+        return string.Join("; ", notes.Select(Cell));
     }
+
+    /// <summary>Text made safe for a table cell: no column separator, one line.</summary>
+    public static string Cell(string text) => text.Replace("|", "/", StringComparison.Ordinal).ReplaceLineEndings(" ");
 
     private static double? Computed(RowResults row) =>
         row.TilesComputed is { } computed && row.TilesSkipped is { } skipped && computed + skipped > 0
@@ -276,5 +279,5 @@ internal static class MarkdownReport
 
     private static string Percent(double? share) => share is { } s ? (s * 100).ToString(s < 0.1 ? "F2" : "F1", Invariant) + "%" : "-";
 
-    private static string Number(double? value, string format) => value is { } v ? v.ToString(format, Invariant) : "-";
+    public static string Number(double? value, string format) => value is { } v ? v.ToString(format, Invariant) : "-";
 }
