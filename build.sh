@@ -20,6 +20,8 @@
 #                             With python3 with torch and triton it also runs bench/dma_topk.py (DMA's top-k mask as key
 #                             lifetimes against the dense mask and the PyTorch peers; --quick: fewer rows), which writes
 #                             <gpu>-<date>[-quick]-dma-topk.{md,json} beside the report (bench/results, or --out DIR).
+#                             Last, the host cost per call (bench/host_overhead.cu, where nvcc exists, and the .NET rows):
+#                             <gpu>-<date>-host-overhead.{md,json}.
 #   test and bench use the library FLASHDMATTN_NATIVE_LIBRARY names, when it is set, instead of building one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -224,6 +226,19 @@ run_bench() {
   fi
 
   dotnet "$bench_dll" "${baseline_args[@]}" --work "$bench_work" --commit "${commit:-unknown}" "$@"
+
+  # Host cost per call: the C ABI beside the CUDA calls it is made of (bench/host_overhead.cu), then the .NET rows;
+  # one report, <gpu>-<date>-host-overhead.{md,json}.
+  local host_args=() lib_dir
+  lib_dir=$(dirname "${FLASHDMATTN_NATIVE_LIBRARY:-$native_lib}")
+  if have_nvcc && [ -f "$lib_dir/libflash_dmattn.so" ] &&
+    nvcc -O2 -std=c++17 -o "$bench_work/host_overhead" bench/host_overhead.cu -Inative/include -L"$lib_dir" -lflash_dmattn &&
+    LD_LIBRARY_PATH="$lib_dir" "$bench_work/host_overhead" --json "$bench_work/host-overhead-c.json"; then
+    host_args=(--c-abi "$bench_work/host-overhead-c.json")
+  else
+    echo "build.sh: bench/host_overhead.cu did not build or run (needs nvcc and the native library): .NET rows only" >&2
+  fi
+  dotnet "$bench_dll" --host-overhead "${host_args[@]}" --out "$out_dir" --commit "${commit:-unknown}"
 }
 
 verb=${1:-}

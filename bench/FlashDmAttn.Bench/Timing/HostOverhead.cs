@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Reflection;
 using System.Runtime;
 using FlashDmAttn.Bench.Benchmarks;
 using FlashDmAttn.Bench.Gpu;
@@ -56,6 +55,7 @@ internal static unsafe class HostOverhead
             K = buffers.Tensor(s.SeqLenK, s.HeadsKv, s.HeadDim),
             V = buffers.Tensor(s.SeqLenK, s.HeadsKv, s.HeadDim),
             Output = buffers.Tensor(s.SeqLenQ, s.HeadsQ, s.HeadDim),
+            Lse = buffers.Allocate(s.LseElements * sizeof(float)), // as bench/host_overhead.cu's calls, and the backward reads it
         };
         var biasShape = new BroadcastShape(s.Batch, s.HeadsKv, 1);
         DeviceForwardArgs withBias = forward with
@@ -65,7 +65,7 @@ internal static unsafe class HostOverhead
         };
         var backward = new DeviceBackwardArgs
         {
-            Forward = forward with { Lse = buffers.Allocate(s.LseElements * sizeof(float)) },
+            Forward = forward,
             DOutput = buffers.Tensor(s.SeqLenQ, s.HeadsQ, s.HeadDim),
             DQ = buffers.Tensor(s.SeqLenQ, s.HeadsQ, s.HeadDim),
             DK = buffers.Tensor(s.SeqLenK, s.HeadsKv, s.HeadDim),
@@ -77,7 +77,7 @@ internal static unsafe class HostOverhead
             new("dotnet.pinvoke.fwd", "C ABI through P/Invoke: fdma_fwd", "abi.fwd", () => PInvokeForward(gpu, forward)),
             new("dotnet.native.fwd", "device API, native backend: Forward", "abi.fwd",
                 () => DeviceForward(gpu, forward, FlashDmAttnBackend.Native)),
-            new("dotnet.native.fwd.bias", "device API, native backend: Forward with a per-key bias (B, Hkv, 1, Lk)", "abi.fwd.bias",
+            new("dotnet.native.fwd.bias", "device API, native backend: Forward with a per-key bias (B, Hkv, 1, Lk)", "abi.fwd_bias",
                 () => DeviceForward(gpu, withBias, FlashDmAttnBackend.Native)),
             new("dotnet.nvrtc.fwd", "device API, NVRTC backend: Forward", "abi.fwd",
                 () => DeviceForward(gpu, forward, FlashDmAttnBackend.Nvrtc)),
@@ -153,20 +153,18 @@ internal static unsafe class HostOverhead
     private static AttentionOptions Options(FlashDmAttnBackend backend) => new() { Backend = backend, Causal = true };
 
     // fdma_fwd with the parameters NativeBackend.Forward passes for these arguments, built once, the problem by
-    // NativeBackend's own (private) Problem so that the two cannot drift apart: the row is the interop transition and
-    // the C ABI's own work, without the device API's checks, backend selection and marshalling.
+    // NativeBackend's own Problem so that the two cannot drift apart: the row is the interop transition and the C ABI's
+    // own work, without the device API's checks, backend selection and marshalling.
     private static Action PInvokeForward(GpuSession gpu, DeviceForwardArgs args)
     {
         FlashDmAttnLibrary.EnsureSupportsDevice(gpu.Device);
-        MethodInfo problem = typeof(NativeBackend).GetMethod(
-                "Problem", BindingFlags.NonPublic | BindingFlags.Static, [typeof(DeviceForwardArgs), typeof(AttentionOptions)])
-            ?? throw new MissingMethodException(nameof(NativeBackend), "Problem(DeviceForwardArgs, AttentionOptions)");
         var parameters = new Interop.FlashDmAttn.FwdParams[1];
         parameters[0] = new Interop.FlashDmAttn.FwdParams
         {
             StructSize = (uint)sizeof(Interop.FlashDmAttn.FwdParams),
-            Problem = (Interop.FlashDmAttn.Problem)problem.Invoke(null, [args, Options(FlashDmAttnBackend.Native)])!,
+            Problem = NativeBackend.Problem(args, Options(FlashDmAttnBackend.Native)),
             Out = NativeBackend.ToNative(args.Output),
+            Lse = args.Lse,
             Stream = gpu.Stream,
         };
         return () =>

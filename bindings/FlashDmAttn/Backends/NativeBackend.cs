@@ -95,7 +95,7 @@ internal sealed partial class NativeBackend : IAttentionBackend
     }
 
     // The problem both directions share: sizes, inputs, mask or lifetimes, bias and score options.
-    private static Interop.FlashDmAttn.Problem Problem(DeviceForwardArgs args, AttentionOptions options) =>
+    internal static Interop.FlashDmAttn.Problem Problem(DeviceForwardArgs args, AttentionOptions options) =>
         Sizes(args.Shape, args.DType) with
         {
             Q = ToNative(args.Q),
