@@ -9,7 +9,7 @@ internal static partial class ArgumentValidation
     {
         ArgumentNullException.ThrowIfNull(args);
         DeviceForwardArgs forward = args.Forward ?? throw new ArgumentNullException("args.Forward", "args.Forward must be the forward call's arguments; got null.");
-        ValidateDeviceProblem(forward, options, "args.Forward");
+        ValidateDeviceProblem(forward, options, ProblemNames.OfBackward);
         ThrowIfMisaligned(forward.Lse, sizeof(float), "args.Forward.Lse");
         if (forward.Lse == 0)
             throw new ArgumentNullException("args.Forward.Lse", "args.Forward.Lse must be the device address of the forward's log-sum-exp; got 0.");
@@ -37,7 +37,7 @@ internal static partial class ArgumentValidation
 
         // In the order the checks have always named a first overlap: the inputs, the forward's results, mask, lifetimes
         // and bias.
-        MemoryRange[] problem = ProblemRanges(forward, "args.Forward");
+        MemoryRange[] problem = ProblemRanges(forward, ProblemNames.OfBackward);
         ThrowIfOutputOverlaps(
         [
             .. problem[..3],
