@@ -37,13 +37,13 @@ internal static partial class ArgumentValidation
 
         // In the order the checks have always named a first overlap: the inputs, the forward's results, mask, lifetimes
         // and bias.
-        MemoryRange[] problem = ProblemRanges(forward, ProblemNames.OfBackward);
+        ProblemRanges inputs = InputRanges(forward, ProblemNames.OfBackward);
         ThrowIfOutputOverlaps(
         [
-            .. problem[..3],
+            inputs.Q, inputs.K, inputs.V,
             TensorRange(forward.Output, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.Forward.Output", written: false),
             FlatRange("args.Forward.Lse", forward.Lse, (ulong)shape.LseElements * sizeof(float)) with { Written = false },
-            .. problem[3..],
+            inputs.Mask, inputs.Lifetimes, inputs.Bias,
             TensorRange(args.DOutput, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.DOutput", written: false),
             TensorRange(args.DQ, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.DQ", written: true),
             TensorRange(args.DK, shape.SeqLenK, shape.HeadsKv, shape, elementSize, "args.DK", written: true),

@@ -145,9 +145,10 @@ internal static partial class ArgumentValidation
         ThrowIfMisaligned(args.TileStats, sizeof(ulong), "args.TileStats");
         ValidateWorkspace(args.Workspace, args.WorkspaceBytes, "args");
 
+        ProblemRanges inputs = InputRanges(args, ProblemNames.OfForward);
         ThrowIfOutputOverlaps(
         [
-            .. ProblemRanges(args, ProblemNames.OfForward),
+            inputs.Q, inputs.K, inputs.V, inputs.Mask, inputs.Lifetimes, inputs.Bias,
             TensorRange(args.Output, shape.SeqLenQ, shape.HeadsQ, shape, args.DType.ElementSize(), "args.Output", written: true),
             FlatRange("args.Lse", args.Lse, (ulong)shape.LseElements * sizeof(float)),
             FlatRange("args.TileStats", args.TileStats, 3 * sizeof(ulong)),
@@ -197,20 +198,22 @@ internal static partial class ArgumentValidation
         public string Bias { get; } = $"{prefix}.Bias";
     }
 
-    // The inputs both directions read: Q, K, V, mask, lifetimes and bias, in that order.
-    private static MemoryRange[] ProblemRanges(DeviceForwardArgs args, ProblemNames names)
+    // The inputs both directions read. A struct rather than an array, so that a call allocates nothing: each direction
+    // lists them among its other ranges, on the stack, in the order of the first overlap it names.
+    private readonly record struct ProblemRanges(
+        MemoryRange Q, MemoryRange K, MemoryRange V, MemoryRange Mask, MemoryRange Lifetimes, MemoryRange Bias);
+
+    private static ProblemRanges InputRanges(DeviceForwardArgs args, ProblemNames names)
     {
         AttentionShape shape = args.Shape;
         int elementSize = args.DType.ElementSize();
-        return
-        [
+        return new(
             TensorRange(args.Q, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, names.Q, written: false),
             TensorRange(args.K, shape.SeqLenK, shape.HeadsKv, shape, elementSize, names.K, written: false),
             TensorRange(args.V, shape.SeqLenK, shape.HeadsKv, shape, elementSize, names.V, written: false),
             BroadcastRange(args.Mask, 1, shape, names.Mask, written: false),
             BroadcastRange(args.Lifetimes?.AsBroadcast(), DeviceLifetimes.PairBytes, shape, names.Lifetimes, written: false),
-            BroadcastRange(args.Bias, args.Bias?.DType.ElementSize() ?? 0, shape, names.Bias, written: false),
-        ];
+            BroadcastRange(args.Bias, args.Bias?.DType.ElementSize() ?? 0, shape, names.Bias, written: false));
     }
 
     public static void ValidateForwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask)
@@ -400,15 +403,19 @@ internal static partial class ArgumentValidation
         }
     }
 
+    // A collection expression without a spread, passed here, is laid out on the stack: no array per call. Every range
+    // has a name of its own, so a range is told from the others by its place.
     private static void ThrowIfOutputOverlaps(ReadOnlySpan<MemoryRange> ranges)
     {
-        foreach (MemoryRange output in ranges)
+        for (int i = 0; i < ranges.Length; i++)
         {
+            MemoryRange output = ranges[i];
             if (!output.Written)
                 continue;
-            foreach (MemoryRange other in ranges)
+            for (int j = 0; j < ranges.Length; j++)
             {
-                if (other.Name != output.Name && output.Overlaps(other))
+                MemoryRange other = ranges[j];
+                if (j != i && output.Overlaps(other))
                 {
                     throw new ArgumentException(
                         $"{output.Name} must not overlap {other.Name}; got {output} and {other}.", output.Name);
