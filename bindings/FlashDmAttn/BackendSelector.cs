@@ -12,6 +12,10 @@ internal static class BackendSelector
 
     private static readonly ConcurrentDictionary<int, Lazy<BackendSelection>> AutoSelections = new();
 
+    // A backend chosen without a fallback, shared by every call rather than made by each.
+    private static readonly BackendSelection NativeSelection = new(FlashDmAttnBackend.Native, null);
+    private static readonly BackendSelection NvrtcSelection = new(FlashDmAttnBackend.Nvrtc, null);
+
     // name: the argument the option came in, for the refusal of an undefined value.
     public static FlashDmAttnBackend Requested(FlashDmAttnBackend? option, string name = "options")
     {
@@ -43,11 +47,11 @@ internal static class BackendSelector
         {
             case FlashDmAttnBackend.Native:
                 FlashDmAttnLibrary.EnsureSupportsDevice(device);
-                return new BackendSelection(FlashDmAttnBackend.Native, null);
+                return NativeSelection;
             case FlashDmAttnBackend.Nvrtc:
                 NvrtcCompiler.EnsureLoaded();
                 _ = KernelModules.TargetOf(device);
-                return new BackendSelection(FlashDmAttnBackend.Nvrtc, null);
+                return NvrtcSelection;
             default:
                 Lazy<BackendSelection> selection = AutoSelections.GetOrAdd(device, d => new Lazy<BackendSelection>(() => SelectAuto(d)));
                 try
@@ -90,7 +94,7 @@ internal static class BackendSelector
         try
         {
             FlashDmAttnLibrary.EnsureSupportsDevice(device);
-            return new BackendSelection(FlashDmAttnBackend.Native, null);
+            return NativeSelection;
         }
         catch (NativeLibraryException e)
         {
