@@ -26,14 +26,18 @@ internal static class BackendSelector
             return requested;
         }
 
+        // Read on every call, since the variable may change while the process runs. Compared in place, ignoring case,
+        // rather than through a lower-case copy: no copy, and the same answers for every value (ToLowerInvariant and
+        // OrdinalIgnoreCase agree on every character against the letters of these three words).
         string? value = Environment.GetEnvironmentVariable(BackendVariable);
-        return value?.Trim().ToLowerInvariant() switch
-        {
-            null or "" or "auto" => FlashDmAttnBackend.Auto,
-            "native" => FlashDmAttnBackend.Native,
-            "nvrtc" => FlashDmAttnBackend.Nvrtc,
-            _ => throw new InvalidOperationException($"{BackendVariable} must be Auto, Native or Nvrtc (any case), or unset; got '{value}'."),
-        };
+        ReadOnlySpan<char> text = value.AsSpan().Trim();
+        if (text.IsEmpty || text.Equals("auto", StringComparison.OrdinalIgnoreCase))
+            return FlashDmAttnBackend.Auto;
+        if (text.Equals("native", StringComparison.OrdinalIgnoreCase))
+            return FlashDmAttnBackend.Native;
+        if (text.Equals("nvrtc", StringComparison.OrdinalIgnoreCase))
+            return FlashDmAttnBackend.Nvrtc;
+        throw new InvalidOperationException($"{BackendVariable} must be Auto, Native or Nvrtc (any case), or unset; got '{value}'.");
     }
 
     // The backend calls on a device run on: throws, with the reasons, when none is usable.
