@@ -9,7 +9,7 @@ internal static partial class ArgumentValidation
     {
         ArgumentNullException.ThrowIfNull(args);
         DeviceForwardArgs forward = args.Forward ?? throw new ArgumentNullException("args.Forward", "args.Forward must be the forward call's arguments; got null.");
-        ValidateDeviceProblem(forward, options, "args.Forward");
+        ValidateDeviceProblem(forward, options, ProblemNames.OfBackward);
         ThrowIfMisaligned(forward.Lse, sizeof(float), "args.Forward.Lse");
         if (forward.Lse == 0)
             throw new ArgumentNullException("args.Forward.Lse", "args.Forward.Lse must be the device address of the forward's log-sum-exp; got 0.");
@@ -37,13 +37,13 @@ internal static partial class ArgumentValidation
 
         // In the order the checks have always named a first overlap: the inputs, the forward's results, mask, lifetimes
         // and bias.
-        MemoryRange[] problem = ProblemRanges(forward, "args.Forward");
+        ProblemRanges inputs = InputRanges(forward, ProblemNames.OfBackward);
         ThrowIfOutputOverlaps(
         [
-            .. problem[..3],
+            inputs.Q, inputs.K, inputs.V,
             TensorRange(forward.Output, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.Forward.Output", written: false),
             FlatRange("args.Forward.Lse", forward.Lse, (ulong)shape.LseElements * sizeof(float)) with { Written = false },
-            .. problem[3..],
+            inputs.Mask, inputs.Lifetimes, inputs.Bias,
             TensorRange(args.DOutput, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.DOutput", written: false),
             TensorRange(args.DQ, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, "args.DQ", written: true),
             TensorRange(args.DK, shape.SeqLenK, shape.HeadsKv, shape, elementSize, "args.DK", written: true),

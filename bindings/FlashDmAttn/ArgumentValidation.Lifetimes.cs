@@ -21,10 +21,10 @@ internal static partial class ArgumentValidation
     // survivors: whether the build writes (B, H, w) survivors, which need a window whatever the selection.
     public static void ValidateTopKProblem(TopKProblem problem, bool survivors, string name)
     {
-        ThrowIfLessThanOne(problem.Batch, $"{name}.Batch");
-        ThrowIfLessThanOne(problem.Heads, $"{name}.Heads");
-        ThrowIfLessThanOne(problem.SeqLenQ, $"{name}.SeqLenQ");
-        ThrowIfLessThanOne(problem.SeqLenK, $"{name}.SeqLenK");
+        ThrowIfLessThanOne(problem.Batch, new(name, nameof(problem.Batch)));
+        ThrowIfLessThanOne(problem.Heads, new(name, nameof(problem.Heads)));
+        ThrowIfLessThanOne(problem.SeqLenQ, new(name, nameof(problem.SeqLenQ)));
+        ThrowIfLessThanOne(problem.SeqLenK, new(name, nameof(problem.SeqLenK)));
         if (!Enum.IsDefined(problem.Selection))
         {
             throw new ArgumentOutOfRangeException($"{name}.Selection",
@@ -102,8 +102,8 @@ internal static partial class ArgumentValidation
                 $"{name}.Shape must be ({sizeName} batch, heads, 1) = {expected}, without broadcast; got {scores.Shape}.", $"{name}.Shape");
         }
 
-        ThrowIfNegativeStride(batch, scores.StrideBatch, $"{name}.StrideBatch");
-        ThrowIfNegativeStride(heads, scores.StrideHead, $"{name}.StrideHead");
+        ThrowIfNegativeStride(batch, scores.StrideBatch, new(name, nameof(scores.StrideBatch)));
+        ThrowIfNegativeStride(heads, scores.StrideHead, new(name, nameof(scores.StrideHead)));
         if (seqLenK > 1 && scores.StrideKey < 1)
             throw new ArgumentException($"{name}.StrideKey must be >= 1 (1: contiguous keys); got {scores.StrideKey}.", $"{name}.StrideKey");
     }

@@ -18,12 +18,12 @@ internal static partial class ArgumentValidation
 
     public static void ValidateShape(AttentionShape shape, string name)
     {
-        ThrowIfLessThanOne(shape.Batch, $"{name}.{nameof(shape.Batch)}");
-        ThrowIfLessThanOne(shape.SeqLenQ, $"{name}.{nameof(shape.SeqLenQ)}");
-        ThrowIfLessThanOne(shape.SeqLenK, $"{name}.{nameof(shape.SeqLenK)}");
-        ThrowIfLessThanOne(shape.HeadsQ, $"{name}.{nameof(shape.HeadsQ)}");
-        ThrowIfLessThanOne(shape.HeadsKv, $"{name}.{nameof(shape.HeadsKv)}");
-        ValidateHeadDim(shape.HeadDim, $"{name}.{nameof(shape.HeadDim)}");
+        ThrowIfLessThanOne(shape.Batch, new(name, nameof(shape.Batch)));
+        ThrowIfLessThanOne(shape.SeqLenQ, new(name, nameof(shape.SeqLenQ)));
+        ThrowIfLessThanOne(shape.SeqLenK, new(name, nameof(shape.SeqLenK)));
+        ThrowIfLessThanOne(shape.HeadsQ, new(name, nameof(shape.HeadsQ)));
+        ThrowIfLessThanOne(shape.HeadsKv, new(name, nameof(shape.HeadsKv)));
+        ValidateHeadDim(shape.HeadDim, new(name, nameof(shape.HeadDim)));
         if (shape.HeadsQ % shape.HeadsKv != 0)
         {
             throw new ArgumentException(
@@ -41,10 +41,10 @@ internal static partial class ArgumentValidation
         }
     }
 
-    public static void ValidateHeadDim(int headDim, string name)
+    private static void ValidateHeadDim(int headDim, ArgumentName name)
     {
         if (!LaunchPlan.IsSupportedHeadDim(headDim))
-            throw new ArgumentOutOfRangeException(name, $"{name} must be one of {string.Join(", ", LaunchPlan.HeadDims)}; got {headDim}.");
+            throw new ArgumentOutOfRangeException(name.ToString(), $"{name} must be one of {string.Join(", ", LaunchPlan.HeadDims)}; got {headDim}.");
     }
 
     // The tile-shape queries of both directions.
@@ -77,18 +77,18 @@ internal static partial class ArgumentValidation
         }
     }
 
-    public static void ValidateBroadcastShape(BroadcastShape broadcast, AttentionShape shape, string name)
+    private static void ValidateBroadcastShape(BroadcastShape broadcast, AttentionShape shape, ArgumentName name)
     {
         if (broadcast.Batch != 1 && broadcast.Batch != shape.Batch)
-            throw new ArgumentOutOfRangeException(name, $"{name}.Batch must be 1 or Batch ({shape.Batch}); got {broadcast.Batch}.");
+            throw new ArgumentOutOfRangeException(name.ToString(), $"{name}.Batch must be 1 or Batch ({shape.Batch}); got {broadcast.Batch}.");
         if (broadcast.Heads != 1 && broadcast.Heads != shape.HeadsKv && broadcast.Heads != shape.HeadsQ)
         {
-            throw new ArgumentOutOfRangeException(name,
+            throw new ArgumentOutOfRangeException(name.ToString(),
                 $"{name}.Heads must be 1, HeadsKv ({shape.HeadsKv}) or HeadsQ ({shape.HeadsQ}); got {broadcast.Heads}.");
         }
 
         if (broadcast.Rows != 1 && broadcast.Rows != shape.SeqLenQ)
-            throw new ArgumentOutOfRangeException(name, $"{name}.Rows must be 1 or SeqLenQ ({shape.SeqLenQ}); got {broadcast.Rows}.");
+            throw new ArgumentOutOfRangeException(name.ToString(), $"{name}.Rows must be 1 or SeqLenQ ({shape.SeqLenQ}); got {broadcast.Rows}.");
     }
 
     public static unsafe void ValidateHostForward<T, TLse>(
@@ -139,15 +139,16 @@ internal static partial class ArgumentValidation
     public static void ValidateDeviceForward(DeviceForwardArgs args, AttentionOptions? options)
     {
         ArgumentNullException.ThrowIfNull(args);
-        ValidateDeviceProblem(args, options, "args");
+        ValidateDeviceProblem(args, options, ProblemNames.OfForward);
         AttentionShape shape = args.Shape;
         ThrowIfMisaligned(args.Lse, sizeof(float), "args.Lse");
         ThrowIfMisaligned(args.TileStats, sizeof(ulong), "args.TileStats");
         ValidateWorkspace(args.Workspace, args.WorkspaceBytes, "args");
 
+        ProblemRanges inputs = InputRanges(args, ProblemNames.OfForward);
         ThrowIfOutputOverlaps(
         [
-            .. ProblemRanges(args, "args"),
+            inputs.Q, inputs.K, inputs.V, inputs.Mask, inputs.Lifetimes, inputs.Bias,
             TensorRange(args.Output, shape.SeqLenQ, shape.HeadsQ, shape, args.DType.ElementSize(), "args.Output", written: true),
             FlatRange("args.Lse", args.Lse, (ulong)shape.LseElements * sizeof(float)),
             FlatRange("args.TileStats", args.TileStats, 3 * sizeof(ulong)),
@@ -155,44 +156,64 @@ internal static partial class ArgumentValidation
         ]);
     }
 
-    // What both directions take alike (name: "args" or "args.Forward"): shape, type, options, Q, K, V, the output's
+    // What both directions take alike (under "args" or "args.Forward"): shape, type, options, Q, K, V, the output's
     // pointer and strides, mask and bias.
-    private static void ValidateDeviceProblem(DeviceForwardArgs args, AttentionOptions? options, string name)
+    private static void ValidateDeviceProblem(DeviceForwardArgs args, AttentionOptions? options, ProblemNames names)
     {
         AttentionShape shape = args.Shape;
-        ValidateShape(shape, $"{name}.Shape");
-        ValidateTensorDType(args.DType, $"{name}.DType");
+        ValidateShape(shape, names.Shape);
+        ValidateTensorDType(args.DType, names.DType);
         ValidateOptions(options);
-        ValidateDeviceTensor(args.Q, $"{name}.Q");
-        ValidateDeviceTensor(args.K, $"{name}.K");
-        ValidateDeviceTensor(args.V, $"{name}.V");
-        ValidateDeviceTensor(args.Output, $"{name}.Output");
+        ValidateDeviceTensor(args.Q, names.Q);
+        ValidateDeviceTensor(args.K, names.K);
+        ValidateDeviceTensor(args.V, names.V);
+        ValidateDeviceTensor(args.Output, names.Output);
         if (args.Mask is { } mask)
-            ValidateDeviceBroadcast(mask, 1, shape, $"{name}.Mask");
+            ValidateDeviceBroadcast(mask, 1, shape, names.Mask);
         if (args.Lifetimes is { } lifetimes)
-            ValidateDeviceLifetimes(lifetimes, args.Mask, shape, name);
+            ValidateDeviceLifetimes(lifetimes, args.Mask, shape, names);
         if (args.Bias is { } bias)
         {
             if (bias.DType is not (ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float32))
-                throw new ArgumentOutOfRangeException($"{name}.Bias", $"{name}.Bias.DType must be Float16, BFloat16 or Float32; got {bias.DType}.");
-            ValidateDeviceBroadcast(bias, bias.DType.ElementSize(), shape, $"{name}.Bias");
+                throw new ArgumentOutOfRangeException(names.Bias, $"{names.Bias}.DType must be Float16, BFloat16 or Float32; got {bias.DType}.");
+            ValidateDeviceBroadcast(bias, bias.DType.ElementSize(), shape, names.Bias);
         }
     }
 
-    // The inputs both directions read: Q, K, V, mask, lifetimes and bias, in that order.
-    private static MemoryRange[] ProblemRanges(DeviceForwardArgs args, string name)
+    // The names of the arguments both directions take alike, under "args" (a forward call) or "args.Forward" (a
+    // backward call): made once, so that a call that passes its checks puts none together.
+    private sealed class ProblemNames(string prefix)
+    {
+        public static readonly ProblemNames OfForward = new("args");
+        public static readonly ProblemNames OfBackward = new("args.Forward");
+
+        public string Shape { get; } = $"{prefix}.Shape";
+        public string DType { get; } = $"{prefix}.DType";
+        public string Q { get; } = $"{prefix}.Q";
+        public string K { get; } = $"{prefix}.K";
+        public string V { get; } = $"{prefix}.V";
+        public string Output { get; } = $"{prefix}.Output";
+        public string Mask { get; } = $"{prefix}.Mask";
+        public string Lifetimes { get; } = $"{prefix}.Lifetimes";
+        public string Bias { get; } = $"{prefix}.Bias";
+    }
+
+    // The inputs both directions read. A struct rather than an array, so that a call allocates nothing: each direction
+    // lists them among its other ranges, on the stack, in the order of the first overlap it names.
+    private readonly record struct ProblemRanges(
+        MemoryRange Q, MemoryRange K, MemoryRange V, MemoryRange Mask, MemoryRange Lifetimes, MemoryRange Bias);
+
+    private static ProblemRanges InputRanges(DeviceForwardArgs args, ProblemNames names)
     {
         AttentionShape shape = args.Shape;
         int elementSize = args.DType.ElementSize();
-        return
-        [
-            TensorRange(args.Q, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, $"{name}.Q", written: false),
-            TensorRange(args.K, shape.SeqLenK, shape.HeadsKv, shape, elementSize, $"{name}.K", written: false),
-            TensorRange(args.V, shape.SeqLenK, shape.HeadsKv, shape, elementSize, $"{name}.V", written: false),
-            BroadcastRange(args.Mask, 1, shape, $"{name}.Mask", written: false),
-            BroadcastRange(args.Lifetimes?.AsBroadcast(), DeviceLifetimes.PairBytes, shape, $"{name}.Lifetimes", written: false),
-            BroadcastRange(args.Bias, args.Bias?.DType.ElementSize() ?? 0, shape, $"{name}.Bias", written: false),
-        ];
+        return new(
+            TensorRange(args.Q, shape.SeqLenQ, shape.HeadsQ, shape, elementSize, names.Q, written: false),
+            TensorRange(args.K, shape.SeqLenK, shape.HeadsKv, shape, elementSize, names.K, written: false),
+            TensorRange(args.V, shape.SeqLenK, shape.HeadsKv, shape, elementSize, names.V, written: false),
+            BroadcastRange(args.Mask, 1, shape, names.Mask, written: false),
+            BroadcastRange(args.Lifetimes?.AsBroadcast(), DeviceLifetimes.PairBytes, shape, names.Lifetimes, written: false),
+            BroadcastRange(args.Bias, args.Bias?.DType.ElementSize() ?? 0, shape, names.Bias, written: false));
     }
 
     public static void ValidateForwardWorkspaceSize(AttentionShape shape, ScalarType dtype, BroadcastShape? mask)
@@ -203,10 +224,10 @@ internal static partial class ArgumentValidation
             ValidateBroadcastShape(maskShape, shape, nameof(mask));
     }
 
-    private static void ThrowIfLessThanOne(int value, string name)
+    private static void ThrowIfLessThanOne(int value, ArgumentName name)
     {
         if (value < 1)
-            throw new ArgumentOutOfRangeException(name, $"{name} must be >= 1; got {value}.");
+            throw new ArgumentOutOfRangeException(name.ToString(), $"{name} must be >= 1; got {value}.");
     }
 
     private static void ThrowIfLengthIsNot(int actual, long expected, string formula, string name)
@@ -221,7 +242,7 @@ internal static partial class ArgumentValidation
     {
         if (!operand.IsPresent)
             return;
-        ValidateBroadcastShape(operand.Shape, shape, $"{name}.Shape");
+        ValidateBroadcastShape(operand.Shape, shape, new(name, nameof(operand.Shape)));
         ThrowIfLengthIsNot(operand.Length, operand.Shape.Elements(shape.SeqLenK), formula, name);
     }
 
@@ -254,15 +275,14 @@ internal static partial class ArgumentValidation
         }
     }
 
-    // Device lifetimes: not with a mask; a mask's broadcast of one row; strides in pairs; 8-byte pairs. name: "args" or
-    // "args.Forward".
-    private static void ValidateDeviceLifetimes(DeviceLifetimes lifetimes, DeviceBroadcastTensor? mask, AttentionShape shape, string name)
+    // Device lifetimes: not with a mask; a mask's broadcast of one row; strides in pairs; 8-byte pairs.
+    private static void ValidateDeviceLifetimes(DeviceLifetimes lifetimes, DeviceBroadcastTensor? mask, AttentionShape shape, ProblemNames names)
     {
-        string field = $"{name}.Lifetimes";
+        string field = names.Lifetimes;
         if (mask is { } m)
         {
             throw new ArgumentException(
-                $"{field} must be null when {name}.Mask is set (one mask form or neither); got lifetimes at 0x{lifetimes.Pointer:x} " +
+                $"{field} must be null when {names.Mask} is set (one mask form or neither); got lifetimes at 0x{lifetimes.Pointer:x} " +
                 $"and a mask at 0x{m.Pointer:x}.", field);
         }
 
@@ -270,8 +290,8 @@ internal static partial class ArgumentValidation
             throw new ArgumentNullException(field, $"{field}.Pointer must be a device address (use null for none); got 0.");
         ThrowIfMisaligned(lifetimes.Pointer, DeviceLifetimes.PairBytes, field);
         ValidateBroadcastShape(lifetimes.Shape, shape, field);
-        ThrowIfNegativeStride(lifetimes.Batch, lifetimes.StrideBatch, $"{field}.StrideBatch");
-        ThrowIfNegativeStride(lifetimes.Heads, lifetimes.StrideHead, $"{field}.StrideHead");
+        ThrowIfNegativeStride(lifetimes.Batch, lifetimes.StrideBatch, new(field, nameof(lifetimes.StrideBatch)));
+        ThrowIfNegativeStride(lifetimes.Heads, lifetimes.StrideHead, new(field, nameof(lifetimes.StrideHead)));
         if (shape.SeqLenK > 1 && lifetimes.StrideKey < 1)
         {
             throw new ArgumentException(
@@ -284,15 +304,15 @@ internal static partial class ArgumentValidation
         if (tensor.Pointer == 0)
             throw new ArgumentNullException(name, $"{name}.Pointer must be a device address; got 0.");
         ThrowIfMisaligned(tensor.Pointer, TensorAlignment, name);
-        ThrowIfBadTensorStride(tensor.StrideBatch, $"{name}.StrideBatch");
-        ThrowIfBadTensorStride(tensor.StrideSeq, $"{name}.StrideSeq");
-        ThrowIfBadTensorStride(tensor.StrideHead, $"{name}.StrideHead");
+        ThrowIfBadTensorStride(tensor.StrideBatch, new(name, nameof(tensor.StrideBatch)));
+        ThrowIfBadTensorStride(tensor.StrideSeq, new(name, nameof(tensor.StrideSeq)));
+        ThrowIfBadTensorStride(tensor.StrideHead, new(name, nameof(tensor.StrideHead)));
     }
 
-    private static void ThrowIfBadTensorStride(long stride, string name)
+    private static void ThrowIfBadTensorStride(long stride, ArgumentName name)
     {
         if (stride < 0 || stride % TensorStrideMultiple != 0)
-            throw new ArgumentException($"{name} must be a non-negative multiple of {TensorStrideMultiple} elements; got {stride}.", name);
+            throw new ArgumentException($"{name} must be a non-negative multiple of {TensorStrideMultiple} elements; got {stride}.", name.ToString());
     }
 
     private static void ValidateDeviceBroadcast(DeviceBroadcastTensor tensor, int elementSize, AttentionShape shape, string name)
@@ -300,20 +320,20 @@ internal static partial class ArgumentValidation
         if (tensor.Pointer == 0)
             throw new ArgumentNullException(name, $"{name}.Pointer must be a device address (use null for none); got 0.");
         ThrowIfMisaligned(tensor.Pointer, elementSize, name);
-        ValidateBroadcastShape(tensor.Shape, shape, $"{name}.Shape");
-        ThrowIfNegativeStride(tensor.Shape.Batch, tensor.StrideBatch, $"{name}.StrideBatch");
-        ThrowIfNegativeStride(tensor.Shape.Heads, tensor.StrideHead, $"{name}.StrideHead");
-        ThrowIfNegativeStride(tensor.Shape.Rows, tensor.StrideRow, $"{name}.StrideRow");
+        ValidateBroadcastShape(tensor.Shape, shape, new(name, nameof(tensor.Shape)));
+        ThrowIfNegativeStride(tensor.Shape.Batch, tensor.StrideBatch, new(name, nameof(tensor.StrideBatch)));
+        ThrowIfNegativeStride(tensor.Shape.Heads, tensor.StrideHead, new(name, nameof(tensor.StrideHead)));
+        ThrowIfNegativeStride(tensor.Shape.Rows, tensor.StrideRow, new(name, nameof(tensor.StrideRow)));
         // As for the other dimensions, the stride of a single key is never used.
         if (shape.SeqLenK > 1 && tensor.StrideKey < 1)
             throw new ArgumentException($"{name}.StrideKey must be >= 1 (1: contiguous keys); got {tensor.StrideKey}.", $"{name}.StrideKey");
     }
 
-    private static void ThrowIfNegativeStride(int size, long stride, string name)
+    private static void ThrowIfNegativeStride(int size, long stride, ArgumentName name)
     {
         // The stride of a size-1 dimension is never used, so any value is accepted there.
         if (size > 1 && stride < 0)
-            throw new ArgumentException($"{name} must be >= 0; got {stride}.", name);
+            throw new ArgumentException($"{name} must be >= 0; got {stride}.", name.ToString());
     }
 
     private static void ValidateWorkspace(nint workspace, long workspaceBytes, string name)
@@ -326,13 +346,13 @@ internal static partial class ArgumentValidation
                 $"{name}.WorkspaceBytes must be > 0 when {name}.Workspace is set (0x{workspace:x}); got 0.");
         }
 
-        ThrowIfMisaligned(workspace, WorkspaceAlignment, $"{name}.Workspace");
+        ThrowIfMisaligned(workspace, WorkspaceAlignment, new(name, "Workspace"));
     }
 
-    private static void ThrowIfMisaligned(nint pointer, int alignment, string name)
+    private static void ThrowIfMisaligned(nint pointer, int alignment, ArgumentName name)
     {
         if (pointer % alignment != 0)
-            throw new ArgumentException($"{name}.Pointer must be {alignment}-byte aligned; got 0x{pointer:x}.", name);
+            throw new ArgumentException($"{name}.Pointer must be {alignment}-byte aligned; got 0x{pointer:x}.", name.ToString());
     }
 
     private static MemoryRange TensorRange(
@@ -383,21 +403,34 @@ internal static partial class ArgumentValidation
         }
     }
 
+    // A collection expression without a spread, passed here, is laid out on the stack: no array per call. Every range
+    // has a name of its own, so a range is told from the others by its place.
     private static void ThrowIfOutputOverlaps(ReadOnlySpan<MemoryRange> ranges)
     {
-        foreach (MemoryRange output in ranges)
+        for (int i = 0; i < ranges.Length; i++)
         {
+            MemoryRange output = ranges[i];
             if (!output.Written)
                 continue;
-            foreach (MemoryRange other in ranges)
+            for (int j = 0; j < ranges.Length; j++)
             {
-                if (other.Name != output.Name && output.Overlaps(other))
+                MemoryRange other = ranges[j];
+                if (j != i && output.Overlaps(other))
                 {
                     throw new ArgumentException(
                         $"{output.Name} must not overlap {other.Name}; got {output} and {other}.", output.Name);
                 }
             }
         }
+    }
+
+    // An argument's name as a refusal gives it, such as "args.Q.StrideSeq": an owner's name and a member's, put together
+    // only when a check fails, so that a call that passes its checks builds no string.
+    private readonly struct ArgumentName(string owner, string? member = null)
+    {
+        public static implicit operator ArgumentName(string name) => new(name);
+
+        public override string ToString() => member is null ? owner : $"{owner}.{member}";
     }
 
     private readonly record struct MemoryRange(string Name, ulong Start, ulong Length, bool Written)

@@ -12,6 +12,10 @@ internal static class BackendSelector
 
     private static readonly ConcurrentDictionary<int, Lazy<BackendSelection>> AutoSelections = new();
 
+    // A backend chosen without a fallback, shared by every call rather than made by each.
+    private static readonly BackendSelection NativeSelection = new(FlashDmAttnBackend.Native, null);
+    private static readonly BackendSelection NvrtcSelection = new(FlashDmAttnBackend.Nvrtc, null);
+
     // name: the argument the option came in, for the refusal of an undefined value.
     public static FlashDmAttnBackend Requested(FlashDmAttnBackend? option, string name = "options")
     {
@@ -22,14 +26,18 @@ internal static class BackendSelector
             return requested;
         }
 
+        // Read on every call, since the variable may change while the process runs. Compared in place, ignoring case,
+        // rather than through a lower-case copy: no copy, and the same answers for every value (ToLowerInvariant and
+        // OrdinalIgnoreCase agree on every character against the letters of these three words).
         string? value = Environment.GetEnvironmentVariable(BackendVariable);
-        return value?.Trim().ToLowerInvariant() switch
-        {
-            null or "" or "auto" => FlashDmAttnBackend.Auto,
-            "native" => FlashDmAttnBackend.Native,
-            "nvrtc" => FlashDmAttnBackend.Nvrtc,
-            _ => throw new InvalidOperationException($"{BackendVariable} must be Auto, Native or Nvrtc (any case), or unset; got '{value}'."),
-        };
+        ReadOnlySpan<char> text = value.AsSpan().Trim();
+        if (text.IsEmpty || text.Equals("auto", StringComparison.OrdinalIgnoreCase))
+            return FlashDmAttnBackend.Auto;
+        if (text.Equals("native", StringComparison.OrdinalIgnoreCase))
+            return FlashDmAttnBackend.Native;
+        if (text.Equals("nvrtc", StringComparison.OrdinalIgnoreCase))
+            return FlashDmAttnBackend.Nvrtc;
+        throw new InvalidOperationException($"{BackendVariable} must be Auto, Native or Nvrtc (any case), or unset; got '{value}'.");
     }
 
     // The backend calls on a device run on: throws, with the reasons, when none is usable.
@@ -43,11 +51,11 @@ internal static class BackendSelector
         {
             case FlashDmAttnBackend.Native:
                 FlashDmAttnLibrary.EnsureSupportsDevice(device);
-                return new BackendSelection(FlashDmAttnBackend.Native, null);
+                return NativeSelection;
             case FlashDmAttnBackend.Nvrtc:
                 NvrtcCompiler.EnsureLoaded();
                 _ = KernelModules.TargetOf(device);
-                return new BackendSelection(FlashDmAttnBackend.Nvrtc, null);
+                return NvrtcSelection;
             default:
                 Lazy<BackendSelection> selection = AutoSelections.GetOrAdd(device, d => new Lazy<BackendSelection>(() => SelectAuto(d)));
                 try
@@ -90,7 +98,7 @@ internal static class BackendSelector
         try
         {
             FlashDmAttnLibrary.EnsureSupportsDevice(device);
-            return new BackendSelection(FlashDmAttnBackend.Native, null);
+            return NativeSelection;
         }
         catch (NativeLibraryException e)
         {

@@ -20,6 +20,14 @@ internal static class FlashDmAttnLibrary
         if (SupportedDevices.ContainsKey(device))
             return;
 
+        ThrowIfNoCodeFor(device, library);
+        SupportedDevices.TryAdd(device, true);
+    }
+
+    // The check of a device not seen yet, a method of its own: in EnsureSupportsDevice, which every call forcing the
+    // native backend makes, the closure over the compute capability would be allocated on entry, for every call.
+    private static void ThrowIfNoCodeFor(int device, CompiledLibrary library)
+    {
         // Machine code for sm_XY runs on any device of the same major version with a minor version >= Y.
         (int major, int minor) = CudaDriver.ComputeCapability(device);
         if (!library.Architectures.Any(arch => arch / 10 == major && arch % 10 <= minor))
@@ -29,8 +37,6 @@ internal static class FlashDmAttnLibrary
                 $"{library.Location} holds code for {string.Join(", ", library.Architectures.Select(arch => $"sm_{arch}"))}; " +
                 $"device {device} has compute capability {major}.{minor} and needs {needed}. Rebuild the native library for this GPU.");
         }
-
-        SupportedDevices.TryAdd(device, true);
     }
 
     // What only the native library implements (the top-k builder, the decode cache): loaded, with code for the device,
