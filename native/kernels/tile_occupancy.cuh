@@ -73,9 +73,7 @@ __global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const
         // 16-byte loads: lane = (row parity, 16-key chunk of the warp's 4 tiles).
         const int c = warp_tile0 * kBlockN + (lane % 16) * 16;
         bool any = false, all = true;
-        // Unrolled deep enough that a 64-row tile's loads are all in flight at once: a block is one (query tile, word)
-        // and a short mask has few, so each waits on its loads rather than sharing the bandwidth.
-#pragma unroll 16
+#pragma unroll 4
         for (int r = m0 + lane / 16; r <= last_row; r += 2) {
             const int limit = bounds.last_key(r);
             if (c > limit) continue;
