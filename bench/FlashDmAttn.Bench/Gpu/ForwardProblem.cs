@@ -20,7 +20,7 @@ internal sealed unsafe class ForwardProblem : IDisposable
     private const int MaxCopies = 8;
 
     private readonly GpuSession gpu;
-    private readonly List<DeviceBuffer> buffers = [];
+    private readonly DeviceBuffers buffers;
     private readonly AttentionOptions options = new() { Causal = true };
     private DeviceForwardArgs[] copies = [];
     private DeviceForwardArgs? forwardWithLse;
@@ -30,6 +30,7 @@ internal sealed unsafe class ForwardProblem : IDisposable
     private ForwardProblem(GpuSession gpu, BenchCase c)
     {
         this.gpu = gpu;
+        buffers = new DeviceBuffers(gpu.Context);
         Case = c;
     }
 
@@ -198,19 +199,9 @@ internal sealed unsafe class ForwardProblem : IDisposable
         return new ForwardCheck((long)tiles[0], (long)tiles[1], tileM, tileN, maxDiff, note);
     }
 
-    public void Dispose()
-    {
-        foreach (DeviceBuffer buffer in buffers)
-            buffer.Dispose();
-        buffers.Clear();
-    }
+    public void Dispose() => buffers.Dispose();
 
-    private DeviceBuffer Allocate(long bytes)
-    {
-        DeviceBuffer buffer = DeviceBuffer.Allocate(gpu.Context, bytes);
-        buffers.Add(buffer);
-        return buffer;
-    }
+    private DeviceBuffer Allocate(long bytes) => buffers.Allocate(bytes);
 
     private DeviceBuffer Upload(ushort[] host)
     {

@@ -193,12 +193,11 @@ internal static unsafe class HostOverhead
     // The rows' tensors, zeroed (the values do not change the host's work).
     private sealed class Buffers(CudaPrimaryContext context) : IDisposable
     {
-        private readonly List<DeviceBuffer> buffers = [];
+        private readonly DeviceBuffers buffers = new(context);
 
         public nint Allocate(long bytes)
         {
-            DeviceBuffer buffer = DeviceBuffer.Allocate(context, bytes);
-            buffers.Add(buffer);
+            DeviceBuffer buffer = buffers.Allocate(bytes);
             buffer.Fill(0);
             return buffer.Pointer;
         }
@@ -206,10 +205,6 @@ internal static unsafe class HostOverhead
         public DeviceTensor Tensor(int seqLen, int heads, int headDim) =>
             DeviceTensor.SequenceMajor(Allocate((long)Shape.Batch * seqLen * heads * headDim * sizeof(ushort)), seqLen, heads, headDim);
 
-        public void Dispose()
-        {
-            foreach (DeviceBuffer buffer in buffers)
-                buffer.Dispose();
-        }
+        public void Dispose() => buffers.Dispose();
     }
 }
