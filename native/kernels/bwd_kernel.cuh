@@ -37,6 +37,7 @@ struct BwdTraits {
     static constexpr int kDTiles = kHeadDim / 8;
     static constexpr int kChunks = kHeadDim / 8;
     static constexpr int kRowElems = padded_row_elems(kHeadDim);
+    using Layout = PaddedRows<kHeadDim>;
     static constexpr int kSRowElems = kBlockM + 8;      // dS^T rows (queries), padded likewise
     static constexpr int kTileBytes = bwd_tile_bytes(kHeadDim);
     // K, V, Q, dO, dS^T, LSE and Delta (bwd_dkdv_smem_bytes). (Two stages of Q and dO, loading the next

@@ -1,5 +1,8 @@
 // Forward kernel of Dynamic Mask Attention: flash-style online softmax over key tiles, scores in
-// registers only, tensor-core MMA (m16n8k16) fed by ldmatrix from cp.async-filled shared memory.
+// registers only, Q, K and V staged in shared memory by cp.async, tensor-core MMA (m16n8k16) fed by
+// ldmatrix (MmaSyncForward; sm_80 and later), or warpgroup MMAs (WgmmaForward in fwd_wgmma.cuh, sm_90a).
+// Both engines keep a warp's scores in the m16n8 accumulator layout over 16 rows, so the visibility, bias,
+// softmax and output code is one for both.
 //
 // One block computes block_m query rows of one (batch, query head). It visits only the key tiles
 // its visibility policy walks (visibility.cuh): below the causal bound and, with a mask, marked in
@@ -19,9 +22,22 @@
 
 namespace fdma {
 
-template <int kHeadDim>
+template <bool kSwizzled>
+struct LayoutOf {
+    template <int kHeadDim>
+    using Rows = PaddedRows<kHeadDim>;
+};
+template <>
+struct LayoutOf<true> {
+    template <int>
+    using Rows = Swizzle128Rows;
+};
+
+// The forward's tile: fwd_tile of the head dim and main kernel; its shared-memory tiles in padded rows for ldmatrix
+// (mma.sync) or 128-byte swizzled rows for wgmma's descriptors.
+template <int kHeadDim, FwdKernel kKernel = kFwdMmaSync>
 struct FwdTraits {
-    static constexpr Tile kTile = fwd_tile(kHeadDim);
+    static constexpr Tile kTile = fwd_tile(kHeadDim, kKernel);
     static constexpr int kBlockM = kTile.block_m;
     static constexpr int kBlockN = kTile.block_n;
     static constexpr int kWarps = kTile.warps;
@@ -30,8 +46,8 @@ struct FwdTraits {
     static constexpr int kNTiles = kBlockN / 8;            // 8-key score tiles
     static constexpr int kDTiles = kHeadDim / 8;           // 8-wide output tiles
     static constexpr int kChunks = kHeadDim / 8;           // 16-byte chunks per row
-    static constexpr int kRowElems = padded_row_elems(kHeadDim);
-    static constexpr int kSmemBytes = fwd_tiles_smem_bytes(kHeadDim);  // Q, K and V; then the bias stage
+    static constexpr int kRowElems = padded_row_elems(kHeadDim);  // mma.sync
+    using Layout = typename LayoutOf<kKernel == kFwdWgmma>::template Rows<kHeadDim>;
 
     static_assert(kBlockM % (kWarps * 16) == 0, "each warp owns whole 16-row MMA tiles");
     static_assert(kBlockN % 16 == 0 && kBlockN <= 64, "visibility bits: one u32 per MMA row tile");
@@ -73,34 +89,252 @@ __device__ __forceinline__ void apply_score_mod(float (&s)[Traits::kMTiles][Trai
     else apply_score_mod<Traits, kBiasType, true>(s, visible, m, bias, warp, lane);
 }
 
-template <int kElementType, int kHeadDim, typename Visibility>
-__global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
-    dmattn_fwd_kernel(const FwdParams p) {
-    using Traits = FwdTraits<kHeadDim>;
-    const AttentionParams& a = p.attn;
+// Scores to log2 space with bias and softcap, hidden ones to -inf: one straight-line variant per feature set
+// (per-element branches would serialise the warp). bias_type: the bias's DType, 0 without one.
+template <typename Traits>
+__device__ __forceinline__ void score_mod_tile(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
+                                               const u32 (&visible)[Traits::kMTiles], const ScoreModParams& m,
+                                               const BiasStage<Traits>& bias, int bias_type, int warp, int lane) {
+    switch (bias_type) {
+        case 0: apply_score_mod<Traits, 0>(s, visible, m, bias, warp, lane); break;
+        case kFloat16: apply_score_mod<Traits, kFloat16>(s, visible, m, bias, warp, lane); break;
+        case kBFloat16: apply_score_mod<Traits, kBFloat16>(s, visible, m, bias, warp, lane); break;
+        default: apply_score_mod<Traits, kFloat32>(s, visible, m, bias, warp, lane); break;
+    }
+}
+
+// The online softmax step of one key tile: the running maximum and sum of each of the thread's rows take in
+// the tile's scores, the output accumulators are rescaled to the new maximum, and the scores become the
+// unnormalised probabilities P (in place).
+template <typename Traits>
+__device__ __forceinline__ void online_softmax(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
+                                               float (&row_max)[Traits::kMTiles][2], float (&row_sum)[Traits::kMTiles][2],
+                                               float (&acc_o)[Traits::kMTiles][Traits::kDTiles][4]) {
+#pragma unroll
+    for (int mi = 0; mi < Traits::kMTiles; ++mi) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            float tile_max = neg_inf();
+#pragma unroll
+            for (int ni = 0; ni < Traits::kNTiles; ++ni)
+                tile_max = fmaxf(tile_max, fmaxf(s[mi][ni][half * 2], s[mi][ni][half * 2 + 1]));
+            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+            const float new_max = fmaxf(row_max[mi][half], tile_max);
+            const float base = new_max == neg_inf() ? 0.f : new_max;  // all hidden so far: p = 0, no NaN
+            const float rescale = ex2_approx(row_max[mi][half] - base);
+            row_max[mi][half] = new_max;
+            float sum = 0.f;
+#pragma unroll
+            for (int ni = 0; ni < Traits::kNTiles; ++ni) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    float& x = s[mi][ni][half * 2 + e];
+                    x = ex2_approx(x - base);
+                    sum += x;
+                }
+            }
+            row_sum[mi][half] = row_sum[mi][half] * rescale + sum;
+#pragma unroll
+            for (int d = 0; d < Traits::kDTiles; ++d) {
+                acc_o[mi][d][half * 2] *= rescale;
+                acc_o[mi][d][half * 2 + 1] *= rescale;
+            }
+        }
+    }
+}
+
+// Where a forward block works: its query tile (m0: first row), (batch, query head), split of the key tiles,
+// and the KV head it reads.
+struct FwdPlace {
+    int m0, head, batch, split, kv_head;
+
+    template <int kBlockM>
+    __device__ __forceinline__ static FwdPlace of_block(const FwdParams& p) {
+        const int batch = blockIdx.z / p.kv_splits;
+        return {static_cast<int>(blockIdx.x) * kBlockM, static_cast<int>(blockIdx.y), batch,
+                static_cast<int>(blockIdx.z) % p.kv_splits, static_cast<int>(blockIdx.y) / p.attn.kv_group};
+    }
+};
+
+// Epilogue: normalise, write O (zeros on empty rows) and LSE (natural log; -inf on empty rows); a split writes
+// its fp32 partial and log2 LSE for fwd_combine_kernel instead.
+template <typename Traits, int kElementType, int kHeadDim>
+__device__ __forceinline__ void write_fwd_output(const FwdParams& p, const FwdPlace& at,
+                                                 const float (&acc_o)[Traits::kMTiles][Traits::kDTiles][4],
+                                                 const float (&row_max)[Traits::kMTiles][2],
+                                                 const float (&row_sum)[Traits::kMTiles][2], int warp, int lane) {
     using Ops = ElementOps<kElementType>;
+    const AttentionParams& a = p.attn;
+    const int Lq = a.seqlen_q;
+    const bool partial = p.kv_splits > 1;
+    const i64 partial_rows = (static_cast<i64>(at.split) * a.batch + at.batch) * a.heads_q + at.head;  // * Lq + row
+    char* o_g = static_cast<char*>(p.o) + 2 * (at.batch * p.o_strides.batch + at.head * p.o_strides.head);
+#pragma unroll
+    for (int mi = 0; mi < Traits::kMTiles; ++mi) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            float sum = row_sum[mi][half];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            const int row = at.m0 + ThreadRows<Traits>::of(warp, lane, mi, half);
+            if (row >= Lq) continue;
+            const float inv = sum > 0.f ? 1.f / sum : 0.f;
+            const float lse_log2 = sum > 0.f ? row_max[mi][half] + __log2f(sum) : neg_inf();
+            if (partial) {
+                const i64 slot = partial_rows * Lq + row;
+                float2* o_row = reinterpret_cast<float2*>(p.o_partial + slot * kHeadDim);
+#pragma unroll
+                for (int d = 0; d < Traits::kDTiles; ++d)
+                    o_row[d * 4 + lane % 4] = float2{acc_o[mi][d][half * 2] * inv, acc_o[mi][d][half * 2 + 1] * inv};
+                if (lane % 4 == 0) p.lse_partial[slot] = lse_log2;
+                continue;
+            }
+            u32* o_row = reinterpret_cast<u32*>(o_g + 2 * (row * p.o_strides.seq));
+#pragma unroll
+            for (int d = 0; d < Traits::kDTiles; ++d)
+                o_row[d * 4 + lane % 4] = Ops::pack(acc_o[mi][d][half * 2] * inv, acc_o[mi][d][half * 2 + 1] * inv);
+            if (p.lse != nullptr && lane % 4 == 0)
+                p.lse[(static_cast<i64>(at.batch) * a.heads_q + at.head) * Lq + row] = lse_log2 * kLn2;
+        }
+    }
+}
+
+// Key tiles [0, causal_end) can hold a visible key for some row of the block at `at`; the rest (causally_hidden)
+// are skipped without a look. A split takes its share of them, as the visibility policy shares them out.
+template <typename Traits, typename Visibility>
+__device__ __forceinline__ SplitTiles fwd_share(const FwdParams& p, const FwdPlace& at, const TileBounds& bounds,
+                                                int& causally_hidden) {
+    const int causal_end = bounds.template key_tile_end<Traits::kBlockM, Traits::kBlockN>(at.m0);
+    causally_hidden = tiles_of(p.attn.seqlen_k, Traits::kBlockN) - causal_end;
+    return Visibility::template split_tiles<Traits::kBlockM, Traits::kBlockN, Traits::kThreads>(
+        p.attn, at.batch, at.head, blockIdx.x, at.split, p.kv_splits, causal_end);
+}
+
+// The statistics: tiles computed and skipped (owned - computed), and this thread's visible score registers.
+__device__ __forceinline__ void count_fwd_tiles(const FwdParams& p, u32 visible_pairs, int computed, int owned, int lane) {
+    if (p.tile_stats == nullptr) return;
+    // Bits of rows past Lq are clear: the bounds hide them.
+    for (int offset = 16; offset > 0; offset /= 2) visible_pairs += __shfl_xor_sync(0xffffffffu, visible_pairs, offset);
+    if (lane == 0) atomicAdd(p.tile_stats + 2, static_cast<u64>(visible_pairs));
+    if (threadIdx.x == 0) {
+        atomicAdd(p.tile_stats, static_cast<u64>(computed));
+        atomicAdd(p.tile_stats + 1, static_cast<u64>(owned - computed));
+    }
+}
+
+// The A fragment of P for keys [16 kk, 16 kk + 16) of one 16-row MMA tile, from its score registers: the
+// accumulator layout of two neighbouring 8-key tiles is the m16n8k16 A-fragment layout (for wgmma's register A too).
+template <typename Ops, int kNTiles>
+__device__ __forceinline__ void pack_p(u32 (&a)[4], const float (&s)[kNTiles][4], int kk) {
+    a[0] = Ops::pack(s[2 * kk][0], s[2 * kk][1]);
+    a[1] = Ops::pack(s[2 * kk][2], s[2 * kk][3]);
+    a[2] = Ops::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    a[3] = Ops::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+}
+
+// The forward's matrix products on mma.sync: Q, K and V in padded rows, each operand fragment read by ldmatrix
+// when a product needs it.
+template <int kElementType, int kHeadDim>
+struct MmaSyncForward {
+    using Traits = FwdTraits<kHeadDim>;
+    using Ops = ElementOps<kElementType>;
+    static constexpr int kMTiles = Traits::kMTiles;
+    static constexpr int kNTiles = Traits::kNTiles;
+    static constexpr int kDTiles = Traits::kDTiles;
+    static constexpr int kRowElems = Traits::kRowElems;
+
+    u32 sQ, sK, sV;                // [kBlockM | kBlockN, kRowElems] each
+    unsigned char* bias_smem;      // BiasStage
+    int warp, lane;
+
+    __device__ __forceinline__ explicit MmaSyncForward(unsigned char* smem)
+        : sQ(smem_addr(smem)), sK(sQ + Traits::kBlockM * kRowElems * 2), sV(sK + Traits::kBlockN * kRowElems * 2),
+          bias_smem(smem + (Traits::kBlockM + 2 * Traits::kBlockN) * kRowElems * 2), warp(threadIdx.x / 32),
+          lane(threadIdx.x % 32) {}
+
+    // The products read Q from shared memory each time.
+    __device__ __forceinline__ void load_q() {}
+
+    // ldmatrix reads cp.async tiles like any load: the barrier suffices.
+    __device__ __forceinline__ static void tiles_landed() {}
+
+    // S = Q K^T for this warp's rows.
+    __device__ __forceinline__ void scores(float (&s)[kMTiles][kNTiles][4]) const {
+#pragma unroll
+        for (int mi = 0; mi < kMTiles; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < kNTiles; ++ni) s[mi][ni][0] = s[mi][ni][1] = s[mi][ni][2] = s[mi][ni][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+            u32 a[kMTiles][4];
+#pragma unroll
+            for (int mi = 0; mi < kMTiles; ++mi) {
+                const int row = ThreadRows<Traits>::of(warp, 0, mi, 0) + lane % 16;
+                ldmatrix_x4(a[mi], sQ + (row * kRowElems + kk * 16 + (lane / 16) * 8) * 2);
+            }
+#pragma unroll
+            for (int nj = 0; nj < kNTiles / 2; ++nj) {
+                u32 b[4];
+                const int key = nj * 16 + lane % 8 + (lane / 16) * 8;
+                ldmatrix_x4(b, sK + (key * kRowElems + kk * 16 + ((lane / 8) % 2) * 8) * 2);
+#pragma unroll
+                for (int mi = 0; mi < kMTiles; ++mi) {
+                    Ops::mma(s[mi][2 * nj], a[mi], b[0], b[1]);
+                    Ops::mma(s[mi][2 * nj + 1], a[mi], b[2], b[3]);
+                }
+            }
+        }
+    }
+
+    // O += P V, P (the softmax numerators) taken from the score registers in the A-fragment layout.
+    __device__ __forceinline__ void accumulate(float (&acc_o)[kMTiles][kDTiles][4], const float (&s)[kMTiles][kNTiles][4]) const {
+#pragma unroll
+        for (int kk = 0; kk < Traits::kBlockN / 16; ++kk) {
+            u32 a[kMTiles][4];
+#pragma unroll
+            for (int mi = 0; mi < kMTiles; ++mi) pack_p<Ops>(a[mi], s[mi], kk);
+#pragma unroll
+            for (int dj = 0; dj < kDTiles / 2; ++dj) {
+                u32 b[4];
+                const int key = kk * 16 + lane % 8 + ((lane / 8) % 2) * 8;
+                ldmatrix_x4_trans(b, sV + (key * kRowElems + dj * 16 + (lane / 16) * 8) * 2);
+#pragma unroll
+                for (int mi = 0; mi < kMTiles; ++mi) {
+                    Ops::mma(acc_o[mi][2 * dj], a[mi], b[0], b[1]);
+                    Ops::mma(acc_o[mi][2 * dj + 1], a[mi], b[2], b[3]);
+                }
+            }
+        }
+    }
+};
+
+// The forward kernel. Engine: MmaSyncForward, or WgmmaForward (fwd_wgmma.cuh, sm_90a builds only). An engine
+// owns the places and layout of the shared-memory tiles (sQ, sK, sV, bias_smem) and computes S = Q K^T (scores)
+// and O += P V (accumulate) for the warp's rows; load_q runs once Q has landed, tiles_landed before each barrier
+// that publishes cp.async tiles to its products.
+template <int kElementType, int kHeadDim, typename Visibility, template <int, int> class Engine = MmaSyncForward>
+__global__ void __launch_bounds__(Engine<kElementType, kHeadDim>::Traits::kThreads)
+    dmattn_fwd_kernel(const FwdParams p) {
+    using Mma = Engine<kElementType, kHeadDim>;
+    using Traits = typename Mma::Traits;
+    const AttentionParams& a = p.attn;
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
     constexpr int kMTiles = Traits::kMTiles;
     constexpr int kNTiles = Traits::kNTiles;
     constexpr int kDTiles = Traits::kDTiles;
-    constexpr int kRowElems = Traits::kRowElems;
 
     extern __shared__ __align__(16) unsigned char smem[];
-    const u32 sQ = smem_addr(smem);                          // [kBlockM, kRowElems]
-    const u32 sK = sQ + kBlockM * kRowElems * 2;             // [kBlockN, kRowElems]
-    const u32 sV = sK + kBlockN * kRowElems * 2;             // [kBlockN, kRowElems]
-    unsigned char* const bias_smem = smem + (kBlockM + 2 * kBlockN) * kRowElems * 2;  // BiasStage
+    Mma mma(smem);
+    const u32 sQ = mma.sQ, sK = mma.sK, sV = mma.sV;
+    unsigned char* const bias_smem = mma.bias_smem;
 
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
-    const int m0 = blockIdx.x * kBlockM;
-    const int head = blockIdx.y;
-    const int batch = blockIdx.z / p.kv_splits;
-    const int split = blockIdx.z % p.kv_splits;
-    const int kv_head = head / a.kv_group;
+    const FwdPlace at = FwdPlace::of_block<kBlockM>(p);
+    const int m0 = at.m0, head = at.head, batch = at.batch, kv_head = at.kv_head;
     const int Lq = a.seqlen_q;
-    const int Lk = a.seqlen_k;
 
     const char* q_g = head_slice(a.q, a.q_strides, batch, head);
     const char* k_g = head_slice(a.k, a.k_strides, batch, kv_head);
@@ -108,15 +342,9 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     const int bias_type = a.bias.data == nullptr ? 0 : a.bias.type;
     const BiasStage<Traits> bias{bias_smem, a.bias, batch, head};
 
-    // Key tiles [0, n_end) can hold a visible key for some row of this block; the rest are
-    // causally hidden and skipped without a look. A split takes its share [n_begin, n_end) of them,
-    // as the policy shares them out.
     const TileBounds bounds(a);
-    const int n_tiles = tiles_of(Lk, kBlockN);
-    const int causal_end = bounds.template key_tile_end<kBlockM, kBlockN>(m0);
-    const int causally_hidden = n_tiles - causal_end;
-    const SplitTiles share = Visibility::template split_tiles<kBlockM, kBlockN, Traits::kThreads>(
-        a, batch, head, blockIdx.x, split, p.kv_splits, causal_end);
+    int causally_hidden;
+    const SplitTiles share = fwd_share<Traits, Visibility>(p, at, bounds, causally_hidden);
     const int n_begin = share.begin, n_end = share.end;
     int computed = 0;
 
@@ -152,7 +380,9 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
     }
 
     cp_async_wait<0>();
+    Mma::tiles_landed();
     __syncthreads();
+    mma.load_q();
 
     while (n < n_end) {
         policy.template load_keys<Traits>(sV, v_g, 2 * a.v_strides.seq, n);
@@ -165,75 +395,14 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
         elementwise = n_next < n_end && policy.elementwise(n_next);
         if (elementwise) visibility.load(n_next, raw);
 
-        // S = Q K^T for this warp's rows.
         float s[kMTiles][kNTiles][4];
-#pragma unroll
-        for (int mi = 0; mi < kMTiles; ++mi)
-#pragma unroll
-            for (int ni = 0; ni < kNTiles; ++ni) s[mi][ni][0] = s[mi][ni][1] = s[mi][ni][2] = s[mi][ni][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-            u32 a[kMTiles][4];
-#pragma unroll
-            for (int mi = 0; mi < kMTiles; ++mi) {
-                const int row = ThreadRows<Traits>::of(warp, 0, mi, 0) + lane % 16;
-                ldmatrix_x4(a[mi], sQ + (row * kRowElems + kk * 16 + (lane / 16) * 8) * 2);
-            }
-#pragma unroll
-            for (int nj = 0; nj < kNTiles / 2; ++nj) {
-                u32 b[4];
-                const int key = nj * 16 + lane % 8 + (lane / 16) * 8;
-                ldmatrix_x4(b, sK + (key * kRowElems + kk * 16 + ((lane / 8) % 2) * 8) * 2);
-#pragma unroll
-                for (int mi = 0; mi < kMTiles; ++mi) {
-                    Ops::mma(s[mi][2 * nj], a[mi], b[0], b[1]);
-                    Ops::mma(s[mi][2 * nj + 1], a[mi], b[2], b[3]);
-                }
-            }
-        }
+        mma.scores(s);
 
-        // Scores to log2 space with bias and softcap, hidden ones to -inf (one straight-line
-        // variant per feature set: per-element branches would serialise the warp), then online softmax.
-        switch (bias_type) {
-            case 0: apply_score_mod<Traits, 0>(s, visible, a.score, bias, warp, lane); break;
-            case kFloat16: apply_score_mod<Traits, kFloat16>(s, visible, a.score, bias, warp, lane); break;
-            case kBFloat16: apply_score_mod<Traits, kBFloat16>(s, visible, a.score, bias, warp, lane); break;
-            default: apply_score_mod<Traits, kFloat32>(s, visible, a.score, bias, warp, lane); break;
-        }
-#pragma unroll
-        for (int mi = 0; mi < kMTiles; ++mi) {
-#pragma unroll
-            for (int half = 0; half < 2; ++half) {
-                float tile_max = neg_inf();
-#pragma unroll
-                for (int ni = 0; ni < kNTiles; ++ni)
-                    tile_max = fmaxf(tile_max, fmaxf(s[mi][ni][half * 2], s[mi][ni][half * 2 + 1]));
-                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-                tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-                const float new_max = fmaxf(row_max[mi][half], tile_max);
-                const float base = new_max == neg_inf() ? 0.f : new_max;  // all hidden so far: p = 0, no NaN
-                const float rescale = ex2_approx(row_max[mi][half] - base);
-                row_max[mi][half] = new_max;
-                float sum = 0.f;
-#pragma unroll
-                for (int ni = 0; ni < kNTiles; ++ni) {
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        float& x = s[mi][ni][half * 2 + e];
-                        x = ex2_approx(x - base);
-                        sum += x;
-                    }
-                }
-                row_sum[mi][half] = row_sum[mi][half] * rescale + sum;
-#pragma unroll
-                for (int d = 0; d < kDTiles; ++d) {
-                    acc_o[mi][d][half * 2] *= rescale;
-                    acc_o[mi][d][half * 2 + 1] *= rescale;
-                }
-            }
-        }
+        score_mod_tile<Traits>(s, visible, a.score, bias, bias_type, warp, lane);
+        online_softmax<Traits>(s, row_max, row_sum, acc_o);
 
         cp_async_wait<0>();
+        Mma::tiles_landed();
         __syncthreads();  // V landed; every warp is done reading K and the bias
         if (n_next < n_end) {
             policy.template load_keys<Traits>(sK, k_g, 2 * a.k_strides.seq, n_next);
@@ -241,81 +410,18 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads)
             cp_async_commit();
         }
 
-        // O += P V, P taken from the score registers in the A-fragment layout.
-#pragma unroll
-        for (int kk = 0; kk < kBlockN / 16; ++kk) {
-            u32 a[kMTiles][4];
-#pragma unroll
-            for (int mi = 0; mi < kMTiles; ++mi) {
-                a[mi][0] = Ops::pack(s[mi][2 * kk][0], s[mi][2 * kk][1]);
-                a[mi][1] = Ops::pack(s[mi][2 * kk][2], s[mi][2 * kk][3]);
-                a[mi][2] = Ops::pack(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
-                a[mi][3] = Ops::pack(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
-            }
-#pragma unroll
-            for (int dj = 0; dj < kDTiles / 2; ++dj) {
-                u32 b[4];
-                const int key = kk * 16 + lane % 8 + ((lane / 8) % 2) * 8;
-                ldmatrix_x4_trans(b, sV + (key * kRowElems + dj * 16 + (lane / 16) * 8) * 2);
-#pragma unroll
-                for (int mi = 0; mi < kMTiles; ++mi) {
-                    Ops::mma(acc_o[mi][2 * dj], a[mi], b[0], b[1]);
-                    Ops::mma(acc_o[mi][2 * dj + 1], a[mi], b[2], b[3]);
-                }
-            }
-        }
+        mma.accumulate(acc_o, s);
         ++computed;
 
         cp_async_wait<0>();
+        Mma::tiles_landed();
         __syncthreads();  // next K landed; every warp is done reading V
         n = n_next;
     }
 
-    // Epilogue: normalise, write O (zeros on empty rows) and LSE (natural log; -inf on empty rows);
-    // a split writes its fp32 partial and log2 LSE for fwd_combine_kernel instead.
-    const bool partial = p.kv_splits > 1;
-    const i64 partial_rows = (static_cast<i64>(split) * a.batch + batch) * a.heads_q + head;  // * Lq + row
-    char* o_g = static_cast<char*>(p.o) + 2 * (batch * p.o_strides.batch + head * p.o_strides.head);
-#pragma unroll
-    for (int mi = 0; mi < kMTiles; ++mi) {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            float sum = row_sum[mi][half];
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-            const int row = m0 + ThreadRows<Traits>::of(warp, lane, mi, half);
-            if (row >= Lq) continue;
-            const float inv = sum > 0.f ? 1.f / sum : 0.f;
-            const float lse_log2 = sum > 0.f ? row_max[mi][half] + __log2f(sum) : neg_inf();
-            if (partial) {
-                const i64 slot = partial_rows * Lq + row;
-                float2* o_row = reinterpret_cast<float2*>(p.o_partial + slot * kHeadDim);
-#pragma unroll
-                for (int d = 0; d < kDTiles; ++d)
-                    o_row[d * 4 + lane % 4] = float2{acc_o[mi][d][half * 2] * inv, acc_o[mi][d][half * 2 + 1] * inv};
-                if (lane % 4 == 0) p.lse_partial[slot] = lse_log2;
-                continue;
-            }
-            u32* o_row = reinterpret_cast<u32*>(o_g + 2 * (row * p.o_strides.seq));
-#pragma unroll
-            for (int d = 0; d < kDTiles; ++d)
-                o_row[d * 4 + lane % 4] = Ops::pack(acc_o[mi][d][half * 2] * inv, acc_o[mi][d][half * 2 + 1] * inv);
-            if (p.lse != nullptr && lane % 4 == 0)
-                p.lse[(static_cast<i64>(batch) * a.heads_q + head) * Lq + row] = lse_log2 * kLn2;
-        }
-    }
-
-    if (p.tile_stats != nullptr) {
-        // Bits of rows past Lq are clear: the bounds hide them.
-        for (int offset = 16; offset > 0; offset /= 2) visible_pairs += __shfl_xor_sync(0xffffffffu, visible_pairs, offset);
-        if (lane == 0) atomicAdd(p.tile_stats + 2, static_cast<u64>(visible_pairs));
-    }
-    if (p.tile_stats != nullptr && threadIdx.x == 0) {
-        atomicAdd(p.tile_stats, static_cast<u64>(computed));
-        // Split 0 also counts the causally hidden tiles, so that the splits add up to n_tiles.
-        const int owned = share.owned + (split == 0 ? causally_hidden : 0);
-        atomicAdd(p.tile_stats + 1, static_cast<u64>(owned - computed));
-    }
+    write_fwd_output<Traits, kElementType, kHeadDim>(p, at, acc_o, row_max, row_sum, warp, lane);
+    // Split 0 also counts the causally hidden tiles, so that the splits add up to n_tiles.
+    count_fwd_tiles(p, visible_pairs, computed, share.owned + (at.split == 0 ? causally_hidden : 0), lane);
 }
 
 }  // namespace fdma

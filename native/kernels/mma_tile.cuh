@@ -4,6 +4,7 @@
 #pragma once
 
 #include "params.cuh"
+#include "plan.cuh"
 #include "ptx.cuh"
 
 namespace fdma {
@@ -27,9 +28,28 @@ struct ElementOps<kBFloat16> {
     }
 };
 
-// Copies rows [row0, row0 + kRows) of a [seqlen, head dim] slice into padded shared memory
-// (Traits: kChunks 16-byte chunks per row, kRowElems elements per padded row, kThreads);
-// rows at or past seqlen are zero-filled so that no garbage (or NaN) reaches the MMAs.
+// A [kRows, head dim] tile of 16-bit elements in rows padded by 8 elements (padded_row_elems), the layout
+// the mma.sync kernels read with ldmatrix: byte offset of 16-byte chunk `chunk` of row r.
+template <int kHeadDim>
+struct PaddedRows {
+    template <int kRows>
+    static __device__ __forceinline__ u32 offset(int r, int chunk) { return (r * padded_row_elems(kHeadDim) + chunk * 8) * 2; }
+};
+
+// A [kRows, head dim] tile of 16-bit elements in 128-byte swizzled rows, the layout the wgmma kernels read
+// (wgmma.cuh has its descriptors): the head dim in blocks of 64 elements (128 bytes), each block kRows rows of
+// 128 bytes, and 16-byte chunk c of row r at chunk position c ^ (r % 8). A tile starts on a 1024-byte boundary
+// (the swizzle pattern's period, which the hardware applies to address bits).
+struct Swizzle128Rows {
+    template <int kRows>
+    static __device__ __forceinline__ u32 offset(int r, int chunk) {
+        return ((chunk / 8) * kRows + r) * 128 + ((chunk % 8) ^ (r % 8)) * 16;
+    }
+};
+
+// Copies rows [row0, row0 + kRows) of a [seqlen, head dim] slice into a shared-memory tile (Traits: kChunks
+// 16-byte chunks per row, kThreads, and the tile's Layout); rows at or past seqlen are zero-filled so that no
+// garbage (or NaN) reaches the MMAs.
 template <typename Traits, int kRows, typename RowOf>
 __device__ __forceinline__ void load_mapped_rows_async(u32 smem_tile, const char* gmem, i64 row_stride_bytes, RowOf row_of,
                                                        int seqlen) {
@@ -39,7 +59,7 @@ __device__ __forceinline__ void load_mapped_rows_async(u32 smem_tile, const char
         const int row = row_of(r);
         const bool in_range = row < seqlen;
         const char* src = gmem + (in_range ? row * row_stride_bytes + chunk * 16 : 0);
-        cp_async_16(smem_tile + (r * Traits::kRowElems + chunk * 8) * 2, src, in_range ? 16 : 0);
+        cp_async_16(smem_tile + Traits::Layout::template offset<kRows>(r, chunk), src, in_range ? 16 : 0);
     }
 }
 
