@@ -328,12 +328,13 @@ FDMA_API const char* fdma_last_error_message(void);
  * for into `archs`; `*count` receives the total number. */
 FDMA_API fdma_status fdma_compiled_archs(int32_t* archs, int32_t capacity, int32_t* count);
 
-/* Tile shape (query rows, key columns) the forward kernel uses for this head dim and dtype. */
+/* Tile shape (query rows, key columns) the forward kernel uses for this head dim and dtype on the current device
+ * (it differs from the default only under the experimental Hopper forward: README, "Hopper forward"). */
 FDMA_API fdma_status fdma_fwd_tile_shape(int32_t head_dim, int32_t dtype, int32_t* block_m,
                                          int32_t* block_n);
 
 /* Bytes of scratch fdma_fwd needs for these parameters (shapes and mask fields are read); the same
- * on every GPU. */
+ * on every GPU, except under the experimental Hopper forward (README, "Hopper forward"). */
 FDMA_API fdma_status fdma_fwd_workspace_size(const fdma_fwd_params* params, uint64_t* bytes);
 
 /* Sets struct_size and every stride_key to 1, and zeroes everything else. */

@@ -22,10 +22,23 @@ struct Tile {
     int warps;    // each warp owns block_m / warps query rows, a multiple of 16
 };
 
-// Up to D = 64, 128 query rows share each K/V tile (two 16-row MMA tiles per warp). Above, 64
+// The forward's main kernel: mma.sync (sm_80 and later, every head dim; the NVRTC backend's) or wgmma (sm_90a
+// builds of the native library, the head dims has_wgmma_forward names, chosen at run time on compute capability
+// 9.0; see select_fwd_kernel in native/src).
+enum FwdKernel { kFwdMmaSync = 0, kFwdWgmma = 1 };
+
+// D = 64 is not among them yet: its wgmma forward fails the tests as soon as a row block walks a second key tile
+// (native/PERF.md, "wgmma forward").
+FDMA_HOST_DEVICE constexpr bool has_wgmma_forward(int head_dim) { return head_dim == 128; }
+
+// mma.sync: up to D = 64, 128 query rows share each K/V tile (two 16-row MMA tiles per warp). Above, 64
 // rows: at D = 128 on the H100, 128 rows spilled registers and ran the 8K causal case with a
 // dense mask in 1.10 ms against 0.70 ms for 64 rows (0.34 against 0.33 ms without a mask).
-FDMA_HOST_DEVICE constexpr Tile fwd_tile(int head_dim) { return head_dim <= 64 ? Tile{128, 64, 4} : Tile{64, 64, 4}; }
+// wgmma: two warpgroups of 64 rows (a warp still owns 16 rows, as the visibility and bias code expects); one
+// warpgroup of 64 rows, two blocks per SM, ran the 8K causal forward in 0.295 ms against 0.222 (H200).
+FDMA_HOST_DEVICE constexpr Tile fwd_tile(int head_dim, FwdKernel kernel = kFwdMmaSync) {
+    return kernel == kFwdWgmma ? Tile{128, 64, 8} : head_dim <= 64 ? Tile{128, 64, 4} : Tile{64, 64, 4};
+}
 
 // The backward's tiles: 64 x 64 for every head dim (the dK/dV kernel splits the head dim above 128
 // instead, to keep dK and dV in registers).
@@ -62,9 +75,12 @@ FDMA_HOST_DEVICE constexpr int combine_warps_per_row(int kv_splits) {
 // distinct bank groups.
 FDMA_HOST_DEVICE constexpr int padded_row_elems(int head_dim) { return head_dim + 8; }
 
-// The forward's Q, K and V tiles.
-FDMA_HOST_DEVICE constexpr int fwd_tiles_smem_bytes(int head_dim) {
-    return (fwd_tile(head_dim).block_m + 2 * fwd_tile(head_dim).block_n) * padded_row_elems(head_dim) * 2;
+// The forward's Q, K and V tiles: padded rows for mma.sync; for wgmma, 128-byte swizzled rows without padding,
+// after up to 1023 bytes that align them to 1024 (the swizzle's period).
+FDMA_HOST_DEVICE constexpr int fwd_tiles_smem_bytes(int head_dim, FwdKernel kernel = kFwdMmaSync) {
+    return kernel == kFwdWgmma
+        ? 1024 + (fwd_tile(head_dim, kernel).block_m + 2 * fwd_tile(head_dim, kernel).block_n) * head_dim * 2
+        : (fwd_tile(head_dim).block_m + 2 * fwd_tile(head_dim).block_n) * padded_row_elems(head_dim) * 2;
 }
 
 // One key tile's bias, staged after a query-major kernel's tiles: the rows its block reads (one when
@@ -134,6 +150,7 @@ struct ProblemShape {
 };
 
 struct FwdPlan {
+    FwdKernel kernel;         // the main kernel: mma.sync or wgmma
     Tile tile;
     int m_tiles, n_tiles;
     int kv_splits;            // blocks sharing each query tile's key tiles; 1: no combine pass
@@ -151,17 +168,19 @@ struct FwdPlan {
     u64 workspace_bytes;
 };
 
-FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s) {
+// kernel: kFwdWgmma only for a head dim with has_wgmma_forward.
+FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s, FwdKernel kernel = kFwdMmaSync) {
     FwdPlan p{};
-    p.tile = fwd_tile(s.head_dim);
+    p.kernel = kernel;
+    p.tile = fwd_tile(s.head_dim, kernel);
     p.m_tiles = tiles_of(s.seqlen_q, p.tile.block_m);
     p.n_tiles = tiles_of(s.seqlen_k, p.tile.block_n);
     p.kv_splits = fwd_kv_splits(static_cast<long long>(p.m_tiles) * s.heads_q * s.batch, p.n_tiles);
     p.grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(s.heads_q),
                   static_cast<unsigned>(s.batch * p.kv_splits)};
     p.threads = p.tile.warps * 32;
-    p.smem_limit = fwd_tiles_smem_bytes(s.head_dim) + max_bias_stage_bytes(p.tile);
-    p.smem_bytes = fwd_tiles_smem_bytes(s.head_dim) + bias_stage_bytes(p.tile, s.bias_type, s.bias_rows > 1);
+    p.smem_limit = fwd_tiles_smem_bytes(s.head_dim, kernel) + max_bias_stage_bytes(p.tile);
+    p.smem_bytes = fwd_tiles_smem_bytes(s.head_dim, kernel) + bias_stage_bytes(p.tile, s.bias_type, s.bias_rows > 1);
     const int mask_planes = s.mask_batch * s.mask_heads;
     p.occupancy_grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(occupancy_words(p.n_tiles)),
                             static_cast<unsigned>(mask_planes)};

@@ -78,7 +78,8 @@ fdma_status fdma_compiled_archs(int32_t* archs, int32_t capacity, int32_t* count
 }
 
 fdma_status fdma_fwd_tile_shape(int32_t head_dim, int32_t dtype, int32_t* block_m, int32_t* block_n) {
-    return tile_shape(fdma::fwd_tile, head_dim, dtype, block_m, block_n);
+    // The kernel this head dim's calls on the current device get (select_fwd_kernel).
+    return tile_shape([](int d) { return fdma::fwd_tile(d, fdma::select_fwd_kernel(d)); }, head_dim, dtype, block_m, block_n);
 }
 
 fdma_status fdma_fwd_workspace_size(const fdma_fwd_params* params, uint64_t* bytes) {

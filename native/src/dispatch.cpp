@@ -1,3 +1,6 @@
+#include <cstdlib>
+#include <cstring>
+
 #include "bwd_launch.h"
 #include "fwd_launch.h"
 
@@ -41,6 +44,20 @@ struct BwdLaunch {
 };
 
 }  // namespace
+
+FwdKernel select_fwd_kernel(int head_dim) {
+    static const bool requested = [] {
+        const char* value = std::getenv("FDMA_FWD_KERNEL");
+        return value != nullptr && std::strcmp(value, "wgmma") == 0;
+    }();
+    if (!kWgmmaForwardBuilt || !requested || !has_wgmma_forward(head_dim)) return kFwdMmaSync;
+    int device = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
+        return kFwdMmaSync;
+    return major == 9 && minor == 0 ? kFwdWgmma : kFwdMmaSync;
+}
 
 cudaError_t dispatch_fwd(const FwdParams& params, const FwdPlan& plan, int dtype, int head_dim, cudaStream_t stream) {
     return with_instance(dtype, head_dim, FwdLaunch{params, plan, stream});

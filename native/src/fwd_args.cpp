@@ -4,6 +4,7 @@
 #include <string>
 
 #include "checks.h"
+#include "fwd_launch.h"
 #include "problem.h"
 #include "status.h"
 
@@ -11,7 +12,7 @@ namespace fdma {
 
 fdma_status plan_fwd_call(const fdma_fwd_params* in, FwdPlan& plan) {
     if (const fdma_status st = check_params_header(in)) return st;
-    plan = plan_fwd(problem_shape(in->problem));
+    plan = plan_fwd(problem_shape(in->problem), select_fwd_kernel(in->problem.head_dim));
     return FDMA_STATUS_SUCCESS;
 }
 

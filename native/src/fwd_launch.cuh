@@ -1,5 +1,5 @@
 // Definition of launch_fwd, included only by the generated per-head-dim instantiation files. Everything it
-// launches with (grids, threads, shared memory, splits) comes from the call's plan (plan.cuh).
+// launches with (kernel, grids, threads, shared memory, splits) comes from the call's plan (plan.cuh).
 #pragma once
 
 #include "../kernels/fwd_combine.cuh"
@@ -9,12 +9,23 @@
 
 namespace fdma {
 
-template <int kElementType, int kHeadDim, typename Visibility>
-cudaError_t launch_fwd_kernels(const FwdParams& params, const FwdPlan& plan, cudaStream_t stream) {
-    const auto kernel = dmattn_fwd_kernel<kElementType, kHeadDim, Visibility>;
+// Launches a forward main kernel with the plan's grid and shared memory (its limit set to the plan's).
+template <typename Kernel>
+cudaError_t launch_fwd_main(Kernel kernel, const FwdParams& params, const FwdPlan& plan, cudaStream_t stream) {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_limit);
     if (err != cudaSuccess) return err;
     kernel<<<dim3(plan.grid.x, plan.grid.y, plan.grid.z), plan.threads, plan.smem_bytes, stream>>>(params);
+    return cudaGetLastError();
+}
+
+template <int kElementType, int kHeadDim, typename Visibility>
+cudaError_t launch_fwd_kernels(const FwdParams& params, const FwdPlan& plan, cudaStream_t stream) {
+    cudaError_t err = cudaErrorNotSupported;  // a wgmma plan where the library has no wgmma kernel: never planned
+    if (plan.kernel == kFwdMmaSync)
+        err = launch_fwd_main(dmattn_fwd_kernel<kElementType, kHeadDim, Visibility, MmaSyncForward>, params, plan, stream);
+    else if constexpr (kWgmmaForwardBuilt && has_wgmma_forward(kHeadDim))
+        err = launch_fwd_wgmma<kElementType, kHeadDim, Visibility>(params, plan, stream);
+    if (err != cudaSuccess) return err;
     if (plan.kv_splits > 1)
         fwd_combine_kernel<kElementType, kHeadDim><<<plan.combine_blocks, kCombineThreads, 0, stream>>>(params);
     return cudaGetLastError();
