@@ -112,6 +112,13 @@ def load_library(path=None):
 LIB = load_library()
 
 
+def compiled_archs():
+    """The compute capabilities the library has machine code for (fdma_compiled_archs), e.g. [80, 90]."""
+    archs, count = (ctypes.c_int32 * 16)(), ctypes.c_int32()
+    assert LIB.fdma_compiled_archs(archs, 16, ctypes.byref(count)) == 0
+    return list(archs[:count.value])
+
+
 def tile_shape(head_dim, dtype):
     bm, bn = ctypes.c_int32(), ctypes.c_int32()
     assert LIB.fdma_fwd_tile_shape(head_dim, DTYPE_CODES[dtype], ctypes.byref(bm), ctypes.byref(bn)) == 0

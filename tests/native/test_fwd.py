@@ -4,6 +4,7 @@ Run from the repository root after `./build.sh build`: python3 -m pytest tests/n
 """
 import ctypes
 import math
+import os
 
 import pytest
 import torch
@@ -103,6 +104,32 @@ def test_bias_staging_layouts(bias_dtype, head_dim, rows, layout):
     mask = (torch.rand(B, 1, Lq, Lk, device="cuda") < 0.7).to(torch.uint8)
     check(q, k, v, bias=bias, causal=True)
     check(q, k, v, mask=mask, bias=bias)
+
+
+def test_forward_kernel_switch():
+    """FDMA_FWD_KERNEL=wgmma (read once per process) picks the wgmma forward for D = 128 on compute capability 9.0 in a
+    build for it: fdma_fwd_tile_shape reports its 128-row tile there. Every other head dim, and every call without
+    the switch, keeps the mma.sync tiles."""
+    wgmma = (os.environ.get("FDMA_FWD_KERNEL") == "wgmma" and torch.cuda.get_device_capability() == (9, 0)
+             and 90 in fdma.compiled_archs())
+    for dtype in (torch.float16, torch.bfloat16):
+        assert fdma.tile_shape(128, dtype) == ((128, 64) if wgmma else (64, 64))
+        assert fdma.tile_shape(64, dtype) == (128, 64)
+        assert fdma.tile_shape(256, dtype) == (64, 64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("lq,lk", [(1, 3000), (37, 1500), (700, 1300), (1500, 1500)])
+def test_long_rows_at_d128(dtype, lq, lk):
+    """D = 128, the head dim of the sm_90 wgmma forward (FDMA_FWD_KERNEL=wgmma): row blocks that walk many key
+    tiles, GQA, split-KV, a random mask and a row bias, causal and not."""
+    B, Hq, Hkv, D = 1, 4, 2, 128
+    q = rand(B, lq, Hq, D, dtype=dtype)
+    k, v = rand(B, lk, Hkv, D, dtype=dtype), rand(B, lk, Hkv, D, dtype=dtype)
+    mask = (torch.rand(B, Hkv, lq, lk, device="cuda") < 0.7).to(torch.uint8)
+    bias = rand(B, Hkv, 1, lk, dtype=torch.float32, lo=-2, hi=1)
+    check(q, k, v, causal=lq <= lk)
+    check(q, k, v, mask=mask, bias=bias, causal=lq <= lk)
 
 
 def test_head_major_layout_and_padded_strides():

@@ -129,9 +129,9 @@ def test_dma_topk_mask(lq, lk, window):
 
 def test_gathered_tiles_hold_only_live_keys():
     """A query tile's keys are gathered 64 at a time: the computed tiles are ceil(live keys / 64) per query tile and
-    head, whatever the key tiles the live keys are spread over (16 heads: enough blocks that no split shares a
-    query tile's keys)."""
-    B, H, L, D, window = 1, 16, 1024, 128, 100
+    head, whatever the key tiles the live keys are spread over (32 heads: enough blocks, 256 with 128-row tiles,
+    that no split shares a query tile's keys)."""
+    B, H, L, D, window = 1, 32, 1024, 128, 100
     dtype = torch.bfloat16
     bm, bn = fdma.tile_shape(D, dtype)
     scores = torch.randn(B, 1, L, device="cuda")
