@@ -27,7 +27,10 @@ struct WgmmaForward {
 
     u32 sQ, sK, sV;            // Swizzle128Rows tiles of kBlockM, kBlockN and kBlockN rows
     unsigned char* bias_smem;  // BiasStage
-    u32 q[kHeadDim / 16][4];   // this warp's 16 rows of Q, as wgmma's A fragments of the head dim's 16-wide steps
+    // This warp's 16 rows of Q, as wgmma's A fragments of the head dim's 16-wide steps, held across the walk. At
+    // D = 128 the SASS keeps them apart from P's registers (HGMMA A operands R124-R152 against R88-R112, nvcc 13.0);
+    // at D = 64 it did not (plan.cuh, has_wgmma_forward).
+    u32 q[kHeadDim / 16][4];
 
     __device__ __forceinline__ explicit WgmmaForward(unsigned char* smem) {
         const u32 start = smem_addr(smem);

@@ -27,8 +27,9 @@ struct Tile {
 // 9.0; see select_fwd_kernel in native/src).
 enum FwdKernel { kFwdMmaSync = 0, kFwdWgmma = 1 };
 
-// D = 64 is not among them yet: its wgmma forward fails the tests as soon as a row block walks a second key tile
-// (native/PERF.md, "wgmma forward").
+// D = 64 is not among them: there nvcc 13 gives the registers that hold Q across the walk to the packed P, so that
+// from the second key tile on S multiplies P by K; reading Q into registers per tile fixes it but is slower than
+// the mma.sync forward (native/PERF.md, "wgmma forward").
 FDMA_HOST_DEVICE constexpr bool has_wgmma_forward(int head_dim) { return head_dim == 128; }
 
 // mma.sync: up to D = 64, 128 query rows share each K/V tile (two 16-row MMA tiles per warp). Above, 64
