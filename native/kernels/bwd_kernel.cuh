@@ -483,7 +483,6 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     const TileBounds bounds(p);
     const int n_end = bounds.template key_tile_end<kRangeRows, kBlockN>(r0);
     const KeyLifetimes walk = KeyLifetimes::by_query_tile<kRangeRows, kBlockN>(p, batch, head, range, 0, n_end);
-    const KeyLifetimes::Gather& g = *walk.gather;
 
     const char* q_g = head_slice(p.q, p.q_strides, batch, head);
     const char* do_g = head_slice(bp.d_o, bp.d_o_strides, batch, head);
@@ -503,8 +502,10 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         cp_async_commit();
 
         // This thread's keys, their lifetimes and bias.
-        const int keys[2] = {g.keys[key_row], g.keys[key_row + 8]};
-        const ThreadKeyLifetimes mine{keys[0], {g.life[key_row], g.life[key_row + 8]}};
+        const int* tile_keys = walk.tile_keys(t);
+        const int2* tile_lifetimes = walk.tile_lifetimes(t);
+        const int keys[2] = {tile_keys[key_row], tile_keys[key_row + 8]};
+        const ThreadKeyLifetimes mine{keys[0], {tile_lifetimes[key_row], tile_lifetimes[key_row + 8]}};
         KeyBias key_bias{};
 #pragma unroll
         for (int half = 0; half < 2; ++half)
@@ -514,11 +515,11 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         // The range's query tiles some key of the tile lives in (and, with causal, sees its first key).
         int lo = r1, hi = r0;
         for (int c = 0; c < kBlockN; ++c) {
-            const int2 life = g.life[c];
+            const int2 life = tile_lifetimes[c];
             const int first = max(life.x, r0), stop = min(life.y, r1);
             if (first < stop) lo = min(lo, first), hi = max(hi, stop);
         }
-        if (bounds.causal()) lo = max(lo, g.keys[0] - bounds.shift());
+        if (bounds.causal()) lo = max(lo, tile_keys[0] - bounds.shift());
         const int m_begin = lo / kBlockM;
         const int m_stop = lo < hi ? tiles_of(hi, kBlockM) : m_begin;
 

@@ -269,13 +269,16 @@ struct KeyLifetimes {
     static constexpr int kKeysPerThread = 4;  // keys each of them tests per scan step: independent loads in flight
     static constexpr int kScanKeys = kScanThreads * kKeysPerThread;
     static constexpr int kTileKeys = 64;      // keys per gathered tile: the kernels' kBlockN
+    // Gathered tile t's keys live in list t % kLists until tile t + kLists is gathered: the pipelined wgmma forward
+    // gathers two tiles ahead of the one it computes (fwd_wgmma.cuh).
+    static constexpr int kLists = 3;
 
     // The query-major walk's shared memory (static: only the kernels instantiated with this policy hold it).
     struct Gather {
         int pending[kTileKeys + kScanKeys];       // keys found, not yet in a tile (a scan step adds at most kScanKeys)
         int2 pending_life[kTileKeys + kScanKeys]; // and their lifetimes
-        int keys[kTileKeys];                      // the current tile's keys; seqlen_k in columns past the last key
-        int2 life[kTileKeys];                     // their lifetimes
+        int keys[kLists][kTileKeys];              // recent tiles' keys; seqlen_k in columns past the last key
+        int2 life[kLists][kTileKeys];             // their lifetimes
         int found[kScanThreads / 32];             // keys found by each warp in a scan step
         int pending_count;
         int cursor;                               // the next key to scan
@@ -399,8 +402,8 @@ struct KeyLifetimes {
         if (count == 0) return end;
         if (threadIdx.x < kTileKeys) {
             const bool filled = threadIdx.x < count;
-            g.keys[threadIdx.x] = filled ? g.pending[threadIdx.x] : a.seqlen_k;
-            g.life[threadIdx.x] = filled ? g.pending_life[threadIdx.x] : int2{0, 0};
+            g.keys[t % kLists][threadIdx.x] = filled ? g.pending[threadIdx.x] : a.seqlen_k;
+            g.life[t % kLists][threadIdx.x] = filled ? g.pending_life[threadIdx.x] : int2{0, 0};
         }
         // The rest moves to the front: at most kScanKeys - 1 entries, a few per thread.
         const int rest = count - kTileKeys;
@@ -433,18 +436,21 @@ struct KeyLifetimes {
     // Every pair needs its key's lifetime tested.
     __device__ __forceinline__ bool elementwise(int) const { return true; }
 
-    // The key in column col of gathered tile n (seqlen_k where the tile ran out of keys).
+    // Gathered tile t's keys (seqlen_k where the tile ran out of keys) and their lifetimes, by column.
+    __device__ __forceinline__ const int* tile_keys(int t) const { return gather->keys[t % kLists]; }
+    __device__ __forceinline__ const int2* tile_lifetimes(int t) const { return gather->life[t % kLists]; }
+
     template <int kBlockN>
-    __device__ __forceinline__ int key(int, int col) const { return gather->keys[col]; }
+    __device__ __forceinline__ int key(int n, int col) const { return tile_keys(n)[col]; }
 
     template <typename Traits>
-    __device__ __forceinline__ void load_keys(u32 smem_tile, const char* gmem, i64 row_stride_bytes, int) const {
-        load_rows_async<Traits, Traits::kBlockN>(smem_tile, gmem, row_stride_bytes, gather->keys, a.seqlen_k);
+    __device__ __forceinline__ void load_keys(u32 smem_tile, const char* gmem, i64 row_stride_bytes, int n) const {
+        load_rows_async<Traits, Traits::kBlockN>(smem_tile, gmem, row_stride_bytes, tile_keys(n), a.seqlen_k);
     }
 
     template <typename Traits>
-    __device__ __forceinline__ void stage_bias(const BiasStage<Traits>& bias, int m0, int) const {
-        bias.load_keys(m0, gather->keys, a.seqlen_q, a.seqlen_k);
+    __device__ __forceinline__ void stage_bias(const BiasStage<Traits>& bias, int m0, int n) const {
+        bias.load_keys(m0, tile_keys(n), a.seqlen_q, a.seqlen_k);
     }
 
     __device__ __forceinline__ bool paired_loads(bool) const { return false; }
@@ -452,8 +458,8 @@ struct KeyLifetimes {
     // Whether query row `query` is inside the lifetimes of columns col and col + 1 of the current
     // gathered tile, in bytes 0 and 1 (the layout pair_bit reads).
     template <bool, int>
-    __device__ __forceinline__ u32 load_pair(int query, int, int col) const {
-        const int2 l0 = gather->life[col], l1 = gather->life[col + 1];
+    __device__ __forceinline__ u32 load_pair(int query, int n, int col) const {
+        const int2 l0 = tile_lifetimes(n)[col], l1 = tile_lifetimes(n)[col + 1];
         return static_cast<u32>(l0.x <= query && query < l0.y) | static_cast<u32>(l1.x <= query && query < l1.y) << 8;
     }
 
