@@ -1,8 +1,8 @@
 // Forward kernel of Dynamic Mask Attention: flash-style online softmax over key tiles, scores in
 // registers only, Q, K and V staged in shared memory by cp.async, tensor-core MMA (m16n8k16) fed by
-// ldmatrix (MmaSyncForward; sm_80 and later), or warpgroup MMAs (WgmmaForward in fwd_wgmma.cuh, sm_90a).
-// Both engines keep a warp's scores in the m16n8 accumulator layout over 16 rows, so the visibility, bias,
-// softmax and output code is one for both.
+// ldmatrix (sm_80 and later). The pieces of a forward step (score modification, online softmax, epilogue,
+// statistics) are shared with the Hopper kernel (fwd_wgmma.cuh), which keeps a warp's scores in the same
+// m16n8 accumulator layout over 16 rows.
 //
 // One block computes block_m query rows of one (batch, query head). It visits only the key tiles
 // its visibility policy walks (visibility.cuh): below the causal bound and, with a mask, marked in
@@ -104,12 +104,13 @@ __device__ __forceinline__ void score_mod_tile(float (&s)[Traits::kMTiles][Trait
 }
 
 // The online softmax step of one key tile: the running maximum and sum of each of the thread's rows take in
-// the tile's scores, the output accumulators are rescaled to the new maximum, and the scores become the
-// unnormalised probabilities P (in place).
+// the tile's scores, the scores become the unnormalised probabilities P (in place), and `rescale` says by what
+// the output accumulators must be multiplied to meet the new maximum (rescale_output; the wgmma forward does it
+// once the product in flight on them has finished).
 template <typename Traits>
 __device__ __forceinline__ void online_softmax(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
                                                float (&row_max)[Traits::kMTiles][2], float (&row_sum)[Traits::kMTiles][2],
-                                               float (&acc_o)[Traits::kMTiles][Traits::kDTiles][4]) {
+                                               float (&rescale)[Traits::kMTiles][2]) {
 #pragma unroll
     for (int mi = 0; mi < Traits::kMTiles; ++mi) {
 #pragma unroll
@@ -122,7 +123,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[Traits::kMTiles][Trait
             tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
             const float new_max = fmaxf(row_max[mi][half], tile_max);
             const float base = new_max == neg_inf() ? 0.f : new_max;  // all hidden so far: p = 0, no NaN
-            const float rescale = ex2_approx(row_max[mi][half] - base);
+            rescale[mi][half] = ex2_approx(row_max[mi][half] - base);
             row_max[mi][half] = new_max;
             float sum = 0.f;
 #pragma unroll
@@ -134,26 +135,41 @@ __device__ __forceinline__ void online_softmax(float (&s)[Traits::kMTiles][Trait
                     sum += x;
                 }
             }
-            row_sum[mi][half] = row_sum[mi][half] * rescale + sum;
-#pragma unroll
-            for (int d = 0; d < Traits::kDTiles; ++d) {
-                acc_o[mi][d][half * 2] *= rescale;
-                acc_o[mi][d][half * 2 + 1] *= rescale;
-            }
+            row_sum[mi][half] = row_sum[mi][half] * rescale[mi][half] + sum;
         }
     }
 }
 
-// Where a forward block works: its query tile (m0: first row), (batch, query head), split of the key tiles,
-// and the KV head it reads.
+// The output accumulators to the rows' new maxima.
+template <typename Traits>
+__device__ __forceinline__ void rescale_output(float (&acc_o)[Traits::kMTiles][Traits::kDTiles][4],
+                                               const float (&rescale)[Traits::kMTiles][2]) {
+#pragma unroll
+    for (int mi = 0; mi < Traits::kMTiles; ++mi)
+#pragma unroll
+        for (int d = 0; d < Traits::kDTiles; ++d) {
+            acc_o[mi][d][0] *= rescale[mi][0];
+            acc_o[mi][d][1] *= rescale[mi][0];
+            acc_o[mi][d][2] *= rescale[mi][1];
+            acc_o[mi][d][3] *= rescale[mi][1];
+        }
+}
+
+// Where a forward block works: its query tile (m_tile; m0: its first row), (batch, query head), split of the key
+// tiles, and the KV head it reads. Blocks start in launch order, so the query tile is the slowest-varying index of
+// the launch, last tile first: under causal the last query tiles hold the most key tiles, and started first they
+// do not leave a tail of long blocks behind the short ones (most of a wave when heads x batch is small).
 struct FwdPlace {
-    int m0, head, batch, split, kv_head;
+    int m_tile, m0, head, batch, split, kv_head;
 
     template <int kBlockM>
     __device__ __forceinline__ static FwdPlace of_block(const FwdParams& p) {
-        const int batch = blockIdx.z / p.kv_splits;
-        return {static_cast<int>(blockIdx.x) * kBlockM, static_cast<int>(blockIdx.y), batch,
-                static_cast<int>(blockIdx.z) % p.kv_splits, static_cast<int>(blockIdx.y) / p.attn.kv_group};
+        const u64 others = static_cast<u64>(gridDim.y) * gridDim.z;  // (head, batch x split) pairs per query tile
+        const u64 launch = blockIdx.x + gridDim.x * (blockIdx.y + static_cast<u64>(gridDim.y) * blockIdx.z);
+        const int m_tile = static_cast<int>(gridDim.x - 1 - launch / others);
+        const int head = static_cast<int>(launch % others % gridDim.y);
+        const int z = static_cast<int>(launch % others / gridDim.y);
+        return {m_tile, m_tile * kBlockM, head, z / p.kv_splits, z % p.kv_splits, head / p.attn.kv_group};
     }
 };
 
@@ -200,16 +216,43 @@ __device__ __forceinline__ void write_fwd_output(const FwdParams& p, const FwdPl
     }
 }
 
-// Key tiles [0, causal_end) can hold a visible key for some row of the block at `at`; the rest (causally_hidden)
-// are skipped without a look. A split takes its share of them, as the visibility policy shares them out.
+// A forward block's setup, one for both forward kernels: where it works (FwdPlace), the (batch, head) slices of Q, K
+// and V it reads, the bias's DType (0 without one), and its share of the key tiles with the visibility policy that
+// walks them. Key tiles [0, causal_end) can hold a visible key for some row of the block; the rest are causally
+// hidden, skipped without a look. A split takes its share of them, as the policy shares them out. Block-wide: every
+// thread constructs it (the share's search synchronizes the block).
 template <typename Traits, typename Visibility>
-__device__ __forceinline__ SplitTiles fwd_share(const FwdParams& p, const FwdPlace& at, const TileBounds& bounds,
-                                                int& causally_hidden) {
-    const int causal_end = bounds.template key_tile_end<Traits::kBlockM, Traits::kBlockN>(at.m0);
-    causally_hidden = tiles_of(p.attn.seqlen_k, Traits::kBlockN) - causal_end;
-    return Visibility::template split_tiles<Traits::kBlockM, Traits::kBlockN, Traits::kThreads>(
-        p.attn, at.batch, at.head, blockIdx.x, at.split, p.kv_splits, causal_end);
-}
+struct FwdBlock {
+    const FwdPlace at;
+    const char* const q;
+    const char* const k;
+    const char* const v;
+    const int bias_type;
+    const TileBounds bounds;
+    const int causal_end;
+    const SplitTiles share;
+    const TileVisibility<Traits, Visibility> visibility;
+
+    __device__ __forceinline__ FwdBlock(const FwdParams& p, int warp, int lane)
+        : at(FwdPlace::of_block<Traits::kBlockM>(p)),
+          q(head_slice(p.attn.q, p.attn.q_strides, at.batch, at.head)),
+          k(head_slice(p.attn.k, p.attn.k_strides, at.batch, at.kv_head)),
+          v(head_slice(p.attn.v, p.attn.v_strides, at.batch, at.kv_head)),
+          bias_type(p.attn.bias.data == nullptr ? 0 : p.attn.bias.type),
+          bounds(p.attn),
+          causal_end(bounds.template key_tile_end<Traits::kBlockM, Traits::kBlockN>(at.m0)),
+          share(Visibility::template split_tiles<Traits::kBlockM, Traits::kBlockN, Traits::kThreads>(
+              p.attn, at.batch, at.head, at.m_tile, at.split, p.kv_splits, causal_end)),
+          visibility{Visibility::template by_query_tile<Traits::kBlockM, Traits::kBlockN>(p.attn, at.batch, at.head, at.m_tile,
+                                                                                          share.begin, share.end),
+                     bounds, at.m0, warp, lane} {}
+
+    // The tiles the block accounts for in the statistics: its share, and for split 0 the causally hidden ones too,
+    // so that the splits add up to n_tiles.
+    __device__ __forceinline__ int owned_tiles() const {
+        return share.owned + (at.split == 0 ? tiles_of(bounds.seqlen_k(), Traits::kBlockN) - causal_end : 0);
+    }
+};
 
 // The statistics: tiles computed and skipped (owned - computed), and this thread's visible score registers.
 __device__ __forceinline__ void count_fwd_tiles(const FwdParams& p, u32 visible_pairs, int computed, int owned, int lane) {
@@ -252,12 +295,6 @@ struct MmaSyncForward {
         : sQ(smem_addr(smem)), sK(sQ + Traits::kBlockM * kRowElems * 2), sV(sK + Traits::kBlockN * kRowElems * 2),
           bias_smem(smem + (Traits::kBlockM + 2 * Traits::kBlockN) * kRowElems * 2), warp(threadIdx.x / 32),
           lane(threadIdx.x % 32) {}
-
-    // The products read Q from shared memory each time.
-    __device__ __forceinline__ void load_q() {}
-
-    // ldmatrix reads cp.async tiles like any load: the barrier suffices.
-    __device__ __forceinline__ static void tiles_landed() {}
 
     // S = Q K^T for this warp's rows.
     __device__ __forceinline__ void scores(float (&s)[kMTiles][kNTiles][4]) const {
@@ -309,18 +346,13 @@ struct MmaSyncForward {
     }
 };
 
-// The forward kernel. Engine: MmaSyncForward, or WgmmaForward (fwd_wgmma.cuh, sm_90a builds only). An engine
-// owns the places and layout of the shared-memory tiles (sQ, sK, sV, bias_smem) and computes S = Q K^T (scores)
-// and O += P V (accumulate) for the warp's rows; load_q runs once Q has landed, tiles_landed before each barrier
-// that publishes cp.async tiles to its products.
-template <int kElementType, int kHeadDim, typename Visibility, template <int, int> class Engine = MmaSyncForward>
-__global__ void __launch_bounds__(Engine<kElementType, kHeadDim>::Traits::kThreads)
-    dmattn_fwd_kernel(const FwdParams p) {
-    using Mma = Engine<kElementType, kHeadDim>;
+// The forward kernel: one K and one V tile in shared memory, the products of MmaSyncForward.
+template <int kElementType, int kHeadDim, typename Visibility>
+__global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads) dmattn_fwd_kernel(const FwdParams p) {
+    using Mma = MmaSyncForward<kElementType, kHeadDim>;
     using Traits = typename Mma::Traits;
     const AttentionParams& a = p.attn;
     constexpr int kBlockM = Traits::kBlockM;
-    constexpr int kBlockN = Traits::kBlockN;
     constexpr int kMTiles = Traits::kMTiles;
     constexpr int kNTiles = Traits::kNTiles;
     constexpr int kDTiles = Traits::kDTiles;
@@ -332,30 +364,21 @@ __global__ void __launch_bounds__(Engine<kElementType, kHeadDim>::Traits::kThrea
 
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
-    const FwdPlace at = FwdPlace::of_block<kBlockM>(p);
-    const int m0 = at.m0, head = at.head, batch = at.batch, kv_head = at.kv_head;
-    const int Lq = a.seqlen_q;
-
-    const char* q_g = head_slice(a.q, a.q_strides, batch, head);
-    const char* k_g = head_slice(a.k, a.k_strides, batch, kv_head);
-    const char* v_g = head_slice(a.v, a.v_strides, batch, kv_head);
-    const int bias_type = a.bias.data == nullptr ? 0 : a.bias.type;
-    const BiasStage<Traits> bias{bias_smem, a.bias, batch, head};
-
-    const TileBounds bounds(a);
-    int causally_hidden;
-    const SplitTiles share = fwd_share<Traits, Visibility>(p, at, bounds, causally_hidden);
-    const int n_begin = share.begin, n_end = share.end;
+    const FwdBlock<Traits, Visibility> block(p, warp, lane);
+    const FwdPlace& at = block.at;
+    const int m0 = at.m0, Lq = a.seqlen_q;
+    const char *k_g = block.k, *v_g = block.v;
+    const int bias_type = block.bias_type;
+    const BiasStage<Traits> bias{bias_smem, a.bias, at.batch, at.head};
+    const int n_begin = block.share.begin, n_end = block.share.end;
     int computed = 0;
 
-    load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * a.q_strides.seq, m0, Lq);
+    load_tile_async<Traits, kBlockM>(sQ, block.q, 2 * a.q_strides.seq, m0, Lq);
     cp_async_commit();
 
     // The policy walks the tiles of [n_begin, n_end) that hold a visible pair, and says which need
     // per-element tests.
-    const TileVisibility<Traits, Visibility> visibility{
-        Visibility::template by_query_tile<kBlockM, kBlockN>(a, batch, head, blockIdx.x, n_begin, n_end), bounds, m0, warp,
-        lane};
+    const TileVisibility<Traits, Visibility>& visibility = block.visibility;
     const Visibility& policy = visibility.policy;
     u32 raw[TileVisibility<Traits, Visibility>::kRawRegs];
     int n = policy.next(n_begin);
@@ -380,9 +403,7 @@ __global__ void __launch_bounds__(Engine<kElementType, kHeadDim>::Traits::kThrea
     }
 
     cp_async_wait<0>();
-    Mma::tiles_landed();
     __syncthreads();
-    mma.load_q();
 
     while (n < n_end) {
         policy.template load_keys<Traits>(sV, v_g, 2 * a.v_strides.seq, n);
@@ -399,10 +420,11 @@ __global__ void __launch_bounds__(Engine<kElementType, kHeadDim>::Traits::kThrea
         mma.scores(s);
 
         score_mod_tile<Traits>(s, visible, a.score, bias, bias_type, warp, lane);
-        online_softmax<Traits>(s, row_max, row_sum, acc_o);
+        float rescale[kMTiles][2];
+        online_softmax<Traits>(s, row_max, row_sum, rescale);
+        rescale_output<Traits>(acc_o, rescale);
 
         cp_async_wait<0>();
-        Mma::tiles_landed();
         __syncthreads();  // V landed; every warp is done reading K and the bias
         if (n_next < n_end) {
             policy.template load_keys<Traits>(sK, k_g, 2 * a.k_strides.seq, n_next);
@@ -414,14 +436,12 @@ __global__ void __launch_bounds__(Engine<kElementType, kHeadDim>::Traits::kThrea
         ++computed;
 
         cp_async_wait<0>();
-        Mma::tiles_landed();
         __syncthreads();  // next K landed; every warp is done reading V
         n = n_next;
     }
 
     write_fwd_output<Traits, kElementType, kHeadDim>(p, at, acc_o, row_max, row_sum, warp, lane);
-    // Split 0 also counts the causally hidden tiles, so that the splits add up to n_tiles.
-    count_fwd_tiles(p, visible_pairs, computed, share.owned + (at.split == 0 ? causally_hidden : 0), lane);
+    count_fwd_tiles(p, visible_pairs, computed, block.owned_tiles(), lane);
 }
 
 }  // namespace fdma

@@ -1,12 +1,18 @@
-// The forward's matrix products on Hopper's warpgroup MMA (sm_90a): the engine dmattn_fwd_kernel (fwd_kernel.cuh)
-// runs with on compute capability 9.0, everything else in the kernel being the mma.sync engine's.
+// The forward on Hopper's warpgroup MMA (sm_90a): dmattn_fwd_wgmma_kernel, which compute capability 9.0 runs in
+// place of dmattn_fwd_kernel (fwd_kernel.cuh) for the head dims has_wgmma_forward names. It computes what that
+// kernel computes, from the same pieces (visibility policy, score modification, online softmax, epilogue,
+// statistics); what differs is a schedule that keeps the tensor cores busy through the softmax:
 //
-// A block is two warpgroups of 64 query rows (a warp still owns 16 rows in the m16n8 accumulator layout, as the
-// visibility, bias and softmax code expects). Q, K and V lie in shared memory in 128-byte swizzled rows
-// (Swizzle128Rows); Q moves to registers once, so that both products take A from registers and only B from
-// shared memory: S = Q K^T as m64n64k16 steps over the head dim (K read K-major), O += P V as m64nDk16 steps
-// over the tile's keys (V read N-major, transposed by the descriptor), P packed from the score registers.
-// Each product waits for its MMAs (native/PERF.md has the overlapped schedule that was tried).
+// - A block is two warpgroups of 64 query rows; a warp still owns 16 rows in the m16n8 accumulator layout, as the
+//   visibility, bias and softmax code expects. Q, K and V lie in shared memory in 128-byte swizzled rows.
+// - S = Q K^T: m64n64k16 steps over the head dim, A (Q) and B (K) read from shared memory through descriptors.
+//   O += P V: m64nDk16 steps over the tile's keys, A (P) from the score registers, B (V) read N-major.
+// - While the scores of tile i go through visibility, bias and softmax, O += P V of tile i - 1 runs on the tensor
+//   cores; the accumulators are rescaled to the new row maxima once it has finished.
+// - Tiles i + 1 and i + 2 load (cp.async) while tile i computes: K and the bias in kFwdKeySlots slots, V in
+//   kFwdValueSlots (tile i - 1's V is still read by the product in flight). One barrier per tile publishes the
+//   next tile and frees the slots the next load reuses.
+//
 // Device-only, no host headers; sm_90a only (wgmma.cuh).
 #pragma once
 
@@ -15,68 +21,155 @@
 
 namespace fdma {
 
-template <int kElementType, int kHeadDim>
-struct WgmmaForward {
+// A compile-time bool as a type: one generic lambda (compute_tile) serves the first tile and the others.
+template <bool kValue>
+struct Flag {
+    static constexpr bool value = kValue;
+};
+
+template <int kElementType, int kHeadDim, typename Visibility>
+__global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdWgmma>::kThreads)
+    dmattn_fwd_wgmma_kernel(const FwdParams p) {
     using Traits = FwdTraits<kHeadDim, kFwdWgmma>;
     using Ops = ElementOps<kElementType>;
-    static constexpr int kBlockM = Traits::kBlockM;
-    static constexpr int kBlockN = Traits::kBlockN;
-    static_assert(Traits::kWarps % 4 == 0 && Traits::kMTiles == 1, "whole warpgroups of 64 rows, 16 per warp");
+    const AttentionParams& a = p.attn;
+    constexpr int kBlockM = Traits::kBlockM;
+    constexpr int kBlockN = Traits::kBlockN;
+    constexpr int kNTiles = Traits::kNTiles;
+    constexpr int kDTiles = Traits::kDTiles;
+    constexpr u32 kKeyTileBytes = kBlockN * kHeadDim * 2;
+    static_assert(Traits::kWarps == 8 && Traits::kMTiles == 1, "two warpgroups of 64 rows, 16 per warp");
     static_assert(kBlockN == 64, "S is one m64n64 product per warpgroup");
     static_assert(kHeadDim == 64 || kHeadDim == 128, "O is one m64n64 or m64n128 product per warpgroup");
+    static_assert(kFwdKeySlots == 2 && kFwdValueSlots == 3, "the schedule below");
 
-    u32 sQ, sK, sV;            // Swizzle128Rows tiles of kBlockM, kBlockN and kBlockN rows
-    unsigned char* bias_smem;  // BiasStage
-    // This warp's 16 rows of Q, as wgmma's A fragments of the head dim's 16-wide steps, held across the walk. At
-    // D = 128 the SASS keeps them apart from P's registers (HGMMA A operands R124-R152 against R88-R112, nvcc 13.0);
-    // at D = 64 it did not (plan.cuh, has_wgmma_forward).
-    u32 q[kHeadDim / 16][4];
+    // Q, the K slots and the V slots (Swizzle128Rows tiles from a 1024-byte boundary), then the bias slots.
+    extern __shared__ __align__(16) unsigned char smem[];
+    const u32 smem_start = smem_addr(smem);
+    const u32 sQ = (smem_start + 1023) & ~1023u;
+    const u32 sK = sQ + kBlockM * kHeadDim * 2;
+    const u32 sV = sK + kFwdKeySlots * kKeyTileBytes;
+    unsigned char* const bias_smem = smem + (sV + kFwdValueSlots * kKeyTileBytes - smem_start);
 
-    __device__ __forceinline__ explicit WgmmaForward(unsigned char* smem) {
-        const u32 start = smem_addr(smem);
-        sQ = (start + 1023) & ~1023u;
-        sK = sQ + kBlockM * kHeadDim * 2;
-        sV = sK + kBlockN * kHeadDim * 2;
-        bias_smem = smem + (sV + kBlockN * kHeadDim * 2 - start);
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    const FwdBlock<Traits, Visibility> block(p, warp, lane);
+    const FwdPlace& at = block.at;
+    const int m0 = at.m0;
+    const char *k_g = block.k, *v_g = block.v;
+    const int bias_type = block.bias_type;
+    const BiasStage<Traits> bias{bias_smem, a.bias, at.batch, at.head};
+    const int n_begin = block.share.begin, n_end = block.share.end;
+
+    load_tile_async<Traits, kBlockM>(sQ, block.q, 2 * a.q_strides.seq, m0, a.seqlen_q);
+
+    const TileVisibility<Traits, Visibility>& visibility = block.visibility;
+    const Visibility& policy = visibility.policy;
+    // Key tile n's K and bias into key slot `slot`, its V into value slot `value_slot`.
+    auto load_key_tile = [&](int n, int slot, int value_slot) {
+        policy.template load_keys<Traits>(sK + slot * kKeyTileBytes, k_g, 2 * a.k_strides.seq, n);
+        policy.template load_keys<Traits>(sV + value_slot * kKeyTileBytes, v_g, 2 * a.v_strides.seq, n);
+        if (bias_type != 0) policy.stage_bias(bias.slot(slot), m0, n);
+    };
+
+    u32 raw[TileVisibility<Traits, Visibility>::kRawRegs];
+    int n = policy.next(n_begin);
+    bool elementwise = n < n_end && policy.elementwise(n);
+    if (n < n_end) {
+        load_key_tile(n, 0, 0);
+        if (elementwise) visibility.load(n, raw);
     }
+    cp_async_commit();  // Q and the first tile
+    int n_next = n < n_end ? policy.next(n + 1) : n_end;
+    if (n_next < n_end) load_key_tile(n_next, 1, 1);
+    cp_async_commit();
 
-    // Q has landed: this warp's rows move to registers for the whole walk.
-    __device__ __forceinline__ void load_q() {
-        const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-        const int row = warp * 16 + lane % 16;
+    float acc_o[1][kDTiles][4];
+    float row_max[1][2] = {{neg_inf(), neg_inf()}};  // log2 domain; -inf until a visible key is seen
+    float row_sum[1][2] = {{0.f, 0.f}};              // this thread's share; the quad is summed at the end
 #pragma unroll
-        for (int kk = 0; kk < kHeadDim / 16; ++kk)
-            ldmatrix_x4(q[kk], sQ + Swizzle128Rows::offset<kBlockM>(row, 2 * kk + lane / 16));
-    }
+    for (int d = 0; d < kDTiles; ++d) acc_o[0][d][0] = acc_o[0][d][1] = acc_o[0][d][2] = acc_o[0][d][3] = 0.f;
+    u32 p_prev[kBlockN / 16][4];  // P of the tile before, packed: the A operand of its O += P V
+    u32 visible_pairs = 0;        // this thread's visible score registers, for the statistics
+    int computed = 0;             // tiles computed; tile i's K in key slot i % 2, its V in value slot i % 3
+    int value_slot = 0;
 
-    // cp.async writes through the generic proxy; wgmma reads through the async proxy.
-    __device__ __forceinline__ static void tiles_landed() { fence_proxy_async_shared(); }
+    cp_async_wait<1>();
+    fence_proxy_async_shared();
+    __syncthreads();  // Q and the first tile landed
 
-    // S = Q K^T for this warpgroup's 64 rows (this thread's share in s).
-    __device__ __forceinline__ void scores(float (&s)[1][kBlockN / 8][4]) const {
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < kHeadDim / 16; ++kk)
-            wgmma_rs<kElementType, kBlockN, 0>(s[0], q[kk], k_major_descriptor<kBlockN>(sK, kk), kk > 0);
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_accumulators(s[0]);
-    }
-
-    // O += P V.
-    __device__ __forceinline__ void accumulate(float (&acc_o)[1][kHeadDim / 8][4], const float (&s)[1][kBlockN / 8][4]) const {
-        u32 p[kBlockN / 16][4];
-#pragma unroll
-        for (int kk = 0; kk < kBlockN / 16; ++kk) pack_p<Ops>(p[kk], s[0], kk);
-        wgmma_fence();
+    const u32 q_rows = sQ + (warp / 4) * 64 * 128;  // this warpgroup's 64 rows (a multiple of the 8-row atom)
+    // O += P V of the tile before, its V in value slot `slot`; committed as one group.
+    auto issue_accumulate = [&](int slot) {
 #pragma unroll
         for (int kk = 0; kk < kBlockN / 16; ++kk)
-            wgmma_rs<kElementType, kHeadDim, 1>(acc_o[0], p[kk], mn_major_descriptor<kBlockN>(sV, kk), 1);
+            wgmma_rs<kElementType, kHeadDim, 1>(acc_o[0], p_prev[kk], mn_major_descriptor<kBlockN>(sV + slot * kKeyTileBytes, kk), 1);
         wgmma_commit();
+    };
+    // Tile n, the block's computed-th: S, with O += P V of the tile before in flight behind it (accumulating),
+    // then visibility, score modification and softmax; the tile's P ends packed in p_prev. Then the next tiles
+    // move along the slots.
+    auto compute_tile = [&](auto accumulating) {
+        const int key_slot = computed & 1;
+        u32 visible[1];
+        visibility.compute(n, elementwise, raw, visible);
+        visible_pairs += __popc(visible[0]);
+        const bool next_elementwise = n_next < n_end && policy.elementwise(n_next);
+        if (next_elementwise) visibility.load(n_next, raw);
+
+        float s[1][kNTiles][4];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < kHeadDim / 16; ++kk)
+            wgmma_ss_m64n64<kElementType>(s[0], k_major_descriptor<kBlockM>(q_rows, kk),
+                                          k_major_descriptor<kBlockN>(sK + key_slot * kKeyTileBytes, kk), kk > 0);
+        wgmma_commit();
+        if constexpr (decltype(accumulating)::value) {
+            issue_accumulate((value_slot + kFwdValueSlots - 1) % kFwdValueSlots);
+            wgmma_wait<1>();  // S done; O += P V may still run
+        } else {
+            wgmma_wait<0>();
+        }
+        fence_accumulators(s[0]);
+        score_mod_tile<Traits>(s, visible, a.score, bias.slot(key_slot), bias_type, warp, lane);
+        float rescale[1][2];
+        online_softmax<Traits>(s, row_max, row_sum, rescale);
+        if constexpr (decltype(accumulating)::value) {
+            fence_accumulators(s[0]);  // the softmax done before the wait, not moved behind it by the compiler
+            wgmma_wait<0>();
+            fence_accumulators(acc_o[0]);
+            fence_operands(p_prev);
+        }
+        rescale_output<Traits>(acc_o, rescale);
+#pragma unroll
+        for (int kk = 0; kk < kBlockN / 16; ++kk) pack_p<Ops>(p_prev[kk], s[0], kk);
+        ++computed;
+
+        const int n_after = n_next < n_end ? policy.next(n_next + 1) : n_end;
+        cp_async_wait<0>();
+        fence_proxy_async_shared();
+        __syncthreads();  // the next tile landed; every warp is done with this tile's K and bias and the last tile's V
+        // The tile after next: into this tile's key slot and the last tile's value slot.
+        if (n_after < n_end) load_key_tile(n_after, key_slot, (value_slot + kFwdValueSlots - 1) % kFwdValueSlots);
+        cp_async_commit();
+        n = n_next;
+        n_next = n_after;
+        elementwise = next_elementwise;
+        value_slot = (value_slot + 1) % kFwdValueSlots;
+    };
+
+    if (n < n_end) {
+        compute_tile(Flag<false>{});
+        while (n < n_end) compute_tile(Flag<true>{});
+        wgmma_fence();
+        issue_accumulate((value_slot + kFwdValueSlots - 1) % kFwdValueSlots);
         wgmma_wait<0>();
-        fence_operands(p);
         fence_accumulators(acc_o[0]);
+        fence_operands(p_prev);
     }
-};
+
+    write_fwd_output<Traits, kElementType, kHeadDim>(p, at, acc_o, row_max, row_sum, warp, lane);
+    count_fwd_tiles(p, visible_pairs, computed, block.owned_tiles(), lane);
+}
 
 }  // namespace fdma

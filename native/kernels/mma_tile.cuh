@@ -33,7 +33,7 @@ struct ElementOps<kBFloat16> {
 template <int kHeadDim>
 struct PaddedRows {
     template <int kRows>
-    static __device__ __forceinline__ u32 offset(int r, int chunk) { return (r * padded_row_elems(kHeadDim) + chunk * 8) * 2; }
+    static __device__ __forceinline__ u32 offset(u32 r, u32 chunk) { return (r * padded_row_elems(kHeadDim) + chunk * 8) * 2; }
 };
 
 // A [kRows, head dim] tile of 16-bit elements in 128-byte swizzled rows, the layout the wgmma kernels read
@@ -42,20 +42,20 @@ struct PaddedRows {
 // (the swizzle pattern's period, which the hardware applies to address bits).
 struct Swizzle128Rows {
     template <int kRows>
-    static __device__ __forceinline__ u32 offset(int r, int chunk) {
+    static __device__ __forceinline__ u32 offset(u32 r, u32 chunk) {
         return ((chunk / 8) * kRows + r) * 128 + ((chunk % 8) ^ (r % 8)) * 16;
     }
 };
 
 // Copies rows [row0, row0 + kRows) of a [seqlen, head dim] slice into a shared-memory tile (Traits: kChunks
 // 16-byte chunks per row, kThreads, and the tile's Layout); rows at or past seqlen are zero-filled so that no
-// garbage (or NaN) reaches the MMAs.
+// garbage (or NaN) reaches the MMAs. Unsigned indices: their divisions are shifts, with no sign to correct.
 template <typename Traits, int kRows, typename RowOf>
 __device__ __forceinline__ void load_mapped_rows_async(u32 smem_tile, const char* gmem, i64 row_stride_bytes, RowOf row_of,
                                                        int seqlen) {
-    for (int c = threadIdx.x; c < kRows * Traits::kChunks; c += Traits::kThreads) {
-        const int r = c / Traits::kChunks;
-        const int chunk = c % Traits::kChunks;
+    for (u32 c = threadIdx.x; c < kRows * Traits::kChunks; c += Traits::kThreads) {
+        const u32 r = c / Traits::kChunks;
+        const u32 chunk = c % Traits::kChunks;
         const int row = row_of(r);
         const bool in_range = row < seqlen;
         const char* src = gmem + (in_range ? row * row_stride_bytes + chunk * 16 : 0);
@@ -138,6 +138,13 @@ struct BiasStage {
     __device__ __forceinline__ i64 row_stride() const { return op.stride_row * element_size(); }  // bytes; 0: one row for all
     __device__ __forceinline__ int row_bytes() const { return (Traits::kBlockN + 8) * element_size(); }
     __device__ __forceinline__ int rows() const { return per_row ? Traits::kBlockM : 1; }
+
+    // The stage `index` stages further on, for kernels that keep several (bias_stage_bytes apart).
+    __device__ __forceinline__ BiasStage slot(int index) const {
+        BiasStage stage = *this;
+        stage.smem += index * rows() * row_bytes();
+        return stage;
+    }
 
     // The staged bias of keys key and key + 1 (even) of the block's query row `row`; kBiasType, the
     // bias's DType, makes the element size a constant of the score pass.

@@ -27,9 +27,8 @@ struct Tile {
 // 9.0; see select_fwd_kernel in native/src).
 enum FwdKernel { kFwdMmaSync = 0, kFwdWgmma = 1 };
 
-// D = 64 is not among them: there nvcc 13 gives the registers that hold Q across the walk to the packed P, so that
-// from the second key tile on S multiplies P by K; reading Q into registers per tile fixes it but is slower than
-// the mma.sync forward (native/PERF.md, "wgmma forward").
+// D = 64 is not among them: there the wgmma forward computes correctly but runs slower than the mma.sync one
+// (8K causal 0.137 against 0.115 ms on the H200; native/PERF.md, "wgmma forward").
 FDMA_HOST_DEVICE constexpr bool has_wgmma_forward(int head_dim) { return head_dim == 128; }
 
 // mma.sync: up to D = 64, 128 query rows share each K/V tile (two 16-row MMA tiles per warp). Above, 64
@@ -76,13 +75,22 @@ FDMA_HOST_DEVICE constexpr int combine_warps_per_row(int kv_splits) {
 // distinct bank groups.
 FDMA_HOST_DEVICE constexpr int padded_row_elems(int head_dim) { return head_dim + 8; }
 
-// The forward's Q, K and V tiles: padded rows for mma.sync; for wgmma, 128-byte swizzled rows without padding,
-// after up to 1023 bytes that align them to 1024 (the swizzle's period).
+// The wgmma forward's pipeline (fwd_wgmma.cuh): key tiles i + 1 and i + 2 load while tile i computes and tile
+// i - 1's O += P V runs, so K and the bias take two slots and V three.
+constexpr int kFwdKeySlots = 2;
+constexpr int kFwdValueSlots = 3;
+
+// The forward's Q, K and V tiles: padded rows for mma.sync (one K and one V tile); for wgmma, the slots above in
+// 128-byte swizzled rows without padding, after up to 1023 bytes that align them to 1024 (the swizzle's period).
 FDMA_HOST_DEVICE constexpr int fwd_tiles_smem_bytes(int head_dim, FwdKernel kernel = kFwdMmaSync) {
     return kernel == kFwdWgmma
-        ? 1024 + (fwd_tile(head_dim, kernel).block_m + 2 * fwd_tile(head_dim, kernel).block_n) * head_dim * 2
+        ? 1024 + (fwd_tile(head_dim, kernel).block_m + (kFwdKeySlots + kFwdValueSlots) * fwd_tile(head_dim, kernel).block_n) *
+                     head_dim * 2
         : (fwd_tile(head_dim).block_m + 2 * fwd_tile(head_dim).block_n) * padded_row_elems(head_dim) * 2;
 }
+
+// Bias stages the forward keeps: one per key slot.
+FDMA_HOST_DEVICE constexpr int fwd_bias_stages(FwdKernel kernel) { return kernel == kFwdWgmma ? kFwdKeySlots : 1; }
 
 // One key tile's bias, staged after a query-major kernel's tiles: the rows its block reads (one when
 // the bias broadcasts over queries), each padded by 8 elements so that the 8 rows a quad of threads
@@ -155,7 +163,8 @@ struct FwdPlan {
     Tile tile;
     int m_tiles, n_tiles;
     int kv_splits;            // blocks sharing each query tile's key tiles; 1: no combine pass
-    Dim3 grid;                // dmattn_fwd_kernel: (query tiles, Hq, B * kv_splits)
+    Dim3 grid;                // the main kernel: (query tiles, Hq, B * kv_splits), launched last query tile first
+                              // (FwdPlace)
     int threads;
     int smem_bytes;           // this call's dynamic shared memory
     int smem_limit;           // the kernel's attribute, the same for every call
@@ -180,8 +189,9 @@ FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s, FwdKernel ker
     p.grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(s.heads_q),
                   static_cast<unsigned>(s.batch * p.kv_splits)};
     p.threads = p.tile.warps * 32;
-    p.smem_limit = fwd_tiles_smem_bytes(s.head_dim, kernel) + max_bias_stage_bytes(p.tile);
-    p.smem_bytes = fwd_tiles_smem_bytes(s.head_dim, kernel) + bias_stage_bytes(p.tile, s.bias_type, s.bias_rows > 1);
+    p.smem_limit = fwd_tiles_smem_bytes(s.head_dim, kernel) + fwd_bias_stages(kernel) * max_bias_stage_bytes(p.tile);
+    p.smem_bytes = fwd_tiles_smem_bytes(s.head_dim, kernel) +
+                   fwd_bias_stages(kernel) * bias_stage_bytes(p.tile, s.bias_type, s.bias_rows > 1);
     const int mask_planes = s.mask_batch * s.mask_heads;
     p.occupancy_grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(occupancy_words(p.n_tiles)),
                             static_cast<unsigned>(mask_planes)};

@@ -1,5 +1,5 @@
-// The Hopper (sm_90a) matrix instructions the wgmma kernels use: warpgroup MMA with A from registers and B
-// from shared memory through a matrix descriptor, its fences, and the 128-byte swizzled tile layout the
+// The Hopper (sm_90a) matrix instructions the wgmma kernels use: warpgroup MMA with B (and A, or A from
+// registers) from shared memory through matrix descriptors, its fences, and the 128-byte swizzled tile layout the
 // descriptors describe. Device-only, no host headers; compiled only for sm_90a (nvcc's
 // -gencode=arch=compute_90a,code=sm_90a, or NVRTC 12+ with --gpu-architecture=sm_90a).
 #pragma once
@@ -15,18 +15,21 @@
 namespace fdma {
 
 // The shared-memory matrix descriptor of a 128-byte swizzled operand at smem address `addr`: `leading` and
-// `stride` bytes are the strides between 8x(128-byte) atoms, see the two uses below.
-__device__ __forceinline__ u64 swizzle128_descriptor(u32 addr, u32 leading, u32 stride) {
-    return static_cast<u64>((addr & 0x3ffff) >> 4) | static_cast<u64>(leading >> 4) << 16 |
-           static_cast<u64>(stride >> 4) << 32 | 1ull << 62;
+// `stride` bytes are the strides between 8x(128-byte) atoms, see the two uses below. Its start field holds
+// address / 16 in bits 0-13: shared addresses stay under 2^18 bytes, so a byte offset from the operand moves
+// the descriptor by offset / 16 without carrying into the next field, one add per MMA step.
+__device__ __forceinline__ u64 swizzle128_descriptor(u32 addr, u32 leading, u32 stride, u32 offset) {
+    const u32 low = (((addr & 0x3ffff) >> 4) | (leading >> 4) << 16) + (offset >> 4);
+    return static_cast<u64>(low) | static_cast<u64>((stride >> 4) | 1u << 30) << 32;
 }
 
-// B = K^T of S = Q K^T: a K tile of kRows keys, K-major (the head dim contiguous). Step kk covers head-dim
-// elements [16 kk, 16 kk + 16): 32 bytes into a 128-byte row, the next 64-element block after four steps.
-// 8-key atoms lie 1024 bytes apart; the leading offset is unused in K-major swizzled layouts.
+// A = Q or B = K^T of S = Q K^T: rows of a tile of kRows rows (Q's from a warpgroup's first row, a multiple of 8),
+// K-major (the head dim contiguous). Step kk covers head-dim elements [16 kk, 16 kk + 16): 32 bytes into a
+// 128-byte row, the next 64-element block (kRows rows further) after four steps. 8-row atoms lie 1024 bytes
+// apart; the leading offset is unused in K-major swizzled layouts.
 template <int kRows>
 __device__ __forceinline__ u64 k_major_descriptor(u32 tile, int kk) {
-    return swizzle128_descriptor(tile + (kk / 4) * kRows * 128 + (kk % 4) * 32, 16, 1024);
+    return swizzle128_descriptor(tile, 16, 1024, (kk / 4) * kRows * 128 + (kk % 4) * 32);
 }
 
 // B = V of O = P V: a V tile of kRows keys read N-major (transposed; the head dim, wgmma's N, contiguous).
@@ -34,7 +37,7 @@ __device__ __forceinline__ u64 k_major_descriptor(u32 tile, int kk) {
 // blocks of the head dim lie kRows * 128 bytes apart (the leading offset).
 template <int kRows>
 __device__ __forceinline__ u64 mn_major_descriptor(u32 tile, int kk) {
-    return swizzle128_descriptor(tile + kk * 2048, kRows * 128, 1024);
+    return swizzle128_descriptor(tile, kRows * 128, 1024, kk * 2048);
 }
 
 // Orders this thread's earlier register and shared-memory accesses before the next wgmma reads them.
@@ -98,6 +101,24 @@ __device__ __forceinline__ void fence_operands(u32 (&a)[kN][4]) {
     "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3]) \
     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate), "n"(kTransB))
 
+// D (64 x 64, fp32) += A (64 x 16) * B (16 x 64), both from shared memory through K-major descriptors.
+#define FDMA_WGMMA_SS_M64N64(TYPE) \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n" \
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " " \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15," \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}" ", %32, %33, p, 1, 1, 0, 0;\n}\n" \
+    : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
+    "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
+    "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
+    "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]) \
+    : "l"(desc_a), "l"(desc_b), "r"(accumulate))
+
+template <int kElementType>
+__device__ __forceinline__ void wgmma_ss_m64n64(float (&d)[8][4], u64 desc_a, u64 desc_b, int accumulate) {
+    if constexpr (kElementType == kFloat16) FDMA_WGMMA_SS_M64N64("f16");
+    else FDMA_WGMMA_SS_M64N64("bf16");
+}
+
 template <int kElementType, int kN, int kTransB>
 __device__ __forceinline__ void wgmma_rs(float (&d)[kN / 8][4], const u32 (&a)[4], u64 desc_b, int accumulate) {
     static_assert(kN == 64 || kN == 128, "wgmma shapes m64n64k16 and m64n128k16");
@@ -109,5 +130,6 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[kN / 8][4], const u32 (&a)[4
 
 #undef FDMA_WGMMA_RS_M64N64
 #undef FDMA_WGMMA_RS_M64N128
+#undef FDMA_WGMMA_SS_M64N64
 
 }  // namespace fdma

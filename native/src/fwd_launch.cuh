@@ -22,7 +22,7 @@ template <int kElementType, int kHeadDim, typename Visibility>
 cudaError_t launch_fwd_kernels(const FwdParams& params, const FwdPlan& plan, cudaStream_t stream) {
     cudaError_t err = cudaErrorNotSupported;  // a wgmma plan where the library has no wgmma kernel: never planned
     if (plan.kernel == kFwdMmaSync)
-        err = launch_fwd_main(dmattn_fwd_kernel<kElementType, kHeadDim, Visibility, MmaSyncForward>, params, plan, stream);
+        err = launch_fwd_main(dmattn_fwd_kernel<kElementType, kHeadDim, Visibility>, params, plan, stream);
     else if constexpr (kWgmmaForwardBuilt && has_wgmma_forward(kHeadDim))
         err = launch_fwd_wgmma<kElementType, kHeadDim, Visibility>(params, plan, stream);
     if (err != cudaSuccess) return err;
