@@ -132,6 +132,33 @@ def test_long_rows_at_d128(dtype, lq, lk):
     check(q, k, v, mask=mask, bias=bias, causal=lq <= lk)
 
 
+@pytest.mark.parametrize("visited", [1, 2, 3, 4, 7])
+def test_few_visited_tiles_at_d128(visited):
+    """D = 128 rows that visit 1 to 7 of 21 key tiles: scattered with gaps (a mask), or gathered (key lifetimes, every
+    row seeing the same visited * 64 - 5 keys). The wgmma forward's pipeline, two tiles ahead with slots taken in
+    visit order, starts and drains within those few tiles. fp32 row bias: its largest bias stages. 256 blocks of 128
+    rows (and 512 of 64): no split-KV shares the tiles out."""
+    torch.manual_seed(visited)
+    B, Lq, Lk, Hq, Hkv, D = 2, 1024, 1300, 16, 4, 128
+    q = rand(B, Lq, Hq, D, dtype=torch.bfloat16)
+    k, v = rand(B, Lk, Hkv, D, dtype=torch.bfloat16), rand(B, Lk, Hkv, D, dtype=torch.bfloat16)
+    bias = rand(B, Hq, Lq, Lk, dtype=torch.float32, lo=-2, hi=1)
+    tiles = -(-Lk // 64)
+    mask = torch.zeros(B, Hkv, Lq, Lk, dtype=torch.uint8, device="cuda")
+    for b in range(B):
+        for h in range(Hkv):
+            for t in torch.randperm(tiles)[:visited].tolist():
+                cols = mask[b, h, :, t * 64:(t + 1) * 64]
+                cols.copy_(torch.rand(cols.shape, device="cuda") < 0.8)
+    check(q, k, v, mask=mask, bias=bias)
+    lifetimes = torch.zeros(B, Hkv, Lk, 2, dtype=torch.int32, device="cuda")
+    for b in range(B):
+        for h in range(Hkv):
+            lifetimes[b, h, torch.randperm(Lk)[:visited * 64 - 5].to("cuda"), 1] = Lq
+    computed = check(q, k, v, bias=bias, lifetimes=lifetimes)[0]
+    assert computed == B * Hq * -(-Lq // fdma.tile_shape(D, torch.bfloat16)[0]) * visited
+
+
 def test_head_major_layout_and_padded_strides():
     B, Lq, Lk, Hq, Hkv, D = 2, 100, 300, 4, 2, 128
     q = rand(B, Hq, Lq, D, dtype=torch.float16).permute(0, 2, 1, 3)
