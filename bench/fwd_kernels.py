@@ -17,7 +17,7 @@ import triton.testing
 sys.path.insert(0, "tests/native")
 import fdma  # noqa: E402
 
-SHAPES = ((8192, 128, 2, 1), (32768, 128, 2, 1), (8192, 64, 2, 1), (2048, 128, 16, 4))  # L, D, Hq, Hkv
+SHAPES = ((8192, 128, 2, 1), (16384, 128, 2, 1), (32768, 128, 2, 1), (8192, 64, 2, 1), (2048, 128, 16, 4))  # L, D, Hq, Hkv
 
 
 def bench(f):
@@ -36,11 +36,13 @@ def time_ours():
         i = torch.arange(L, device="cuda")
         swa = ((i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - 1024)).to(torch.uint8)[None, None]
         bias_row = torch.randn(1, hkv, 1, L, device="cuda", dtype=torch.bfloat16)
-        cases = [("causal", None, None), ("causal + row bias", None, bias_row), ("swa 1024 mask", swa, None)]
+        window = torch.stack([i, i + 1024], -1).to(torch.int32)[None, None].contiguous()  # key j: queries [j, j + 1024)
+        cases = [("causal", None, None, None), ("causal + row bias", None, bias_row, None), ("swa 1024 mask", swa, None, None),
+                 ("swa 1024 lifetimes", None, None, window)]
         if L <= 8192:
-            cases.append(("dense mask + row bias", torch.ones(1, 1, L, L, dtype=torch.uint8, device="cuda"), bias_row))
-        for name, m, b in cases:
-            p = fdma.make_params(q, k, v, out, mask=m, bias=b, lse=lse, causal=True)
+            cases.append(("dense mask + row bias", torch.ones(1, 1, L, L, dtype=torch.uint8, device="cuda"), bias_row, None))
+        for name, m, b, life in cases:
+            p = fdma.make_params(q, k, v, out, mask=m, bias=b, lse=lse, causal=True, lifetimes=life)
             times[f"{L} {D} {hq} {hkv}|{name}"] = bench(lambda: fdma.LIB.fdma_fwd(p))
         del swa, cases
     return times
