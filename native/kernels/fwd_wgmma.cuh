@@ -92,7 +92,8 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdWgmma>::kThreads)
     u32 p_prev[kBlockN / 16][4];  // P of the tile before, packed: the A operand of its O += P V
     u32 visible_pairs = 0;        // this thread's visible score registers, for the statistics
     int computed = 0;             // tiles computed; tile i's K in key slot i % 2, its V in value slot i % 3
-    int value_slot = 0;
+    int value_slot = 0;           // this tile's; the tile before's V is in the slot before it (last_value_slot)
+    auto last_value_slot = [&] { return (value_slot + kFwdValueSlots - 1) % kFwdValueSlots; };
 
     cp_async_wait<1>();
     fence_proxy_async_shared();
@@ -125,7 +126,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdWgmma>::kThreads)
                                           k_major_descriptor<kBlockN>(sK + key_slot * kKeyTileBytes, kk), kk > 0);
         wgmma_commit();
         if constexpr (decltype(accumulating)::value) {
-            issue_accumulate((value_slot + kFwdValueSlots - 1) % kFwdValueSlots);
+            issue_accumulate(last_value_slot());
             wgmma_wait<1>();  // S done; O += P V may still run
         } else {
             wgmma_wait<0>();
@@ -150,7 +151,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdWgmma>::kThreads)
         fence_proxy_async_shared();
         __syncthreads();  // the next tile landed; every warp is done with this tile's K and bias and the last tile's V
         // The tile after next: into this tile's key slot and the last tile's value slot.
-        if (n_after < n_end) load_key_tile(n_after, key_slot, (value_slot + kFwdValueSlots - 1) % kFwdValueSlots);
+        if (n_after < n_end) load_key_tile(n_after, key_slot, last_value_slot());
         cp_async_commit();
         n = n_next;
         n_next = n_after;
@@ -162,7 +163,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdWgmma>::kThreads)
         compute_tile(Flag<false>{});
         while (n < n_end) compute_tile(Flag<true>{});
         wgmma_fence();
-        issue_accumulate((value_slot + kFwdValueSlots - 1) % kFwdValueSlots);
+        issue_accumulate(last_value_slot());
         wgmma_wait<0>();
         fence_accumulators(acc_o[0]);
         fence_operands(p_prev);
