@@ -13,13 +13,16 @@
 namespace fdma {
 
 // combine_warps_per_row(kv_splits) warps per (batch, query head, query) row (plan.cuh), each reading every
-// such-th split's partial output; their sums meet in shared memory.
+// such-th split's partial output, kCombineBatch of them in flight per lane; their sums meet in shared memory.
+constexpr int kCombineBatch = 8;
+
 template <int kElementType, int kHeadDim>
 __global__ void __launch_bounds__(kCombineThreads) fwd_combine_kernel(const FwdParams p) {
     constexpr int kWarps = kCombineThreads / 32;
     constexpr int kPairs = kHeadDim / 2;
     constexpr int kPairsPerLane = (kPairs + 31) / 32;
     __shared__ float2 partial_sums[kWarps][kPairs];
+    __shared__ float split_weights[kWarps][kKvSplitMax];  // each warp's copy of its row's weights
 
     const AttentionParams& a = p.attn;
     const i64 rows = static_cast<i64>(a.batch) * a.heads_q * a.seqlen_q;
@@ -30,8 +33,8 @@ __global__ void __launch_bounds__(kCombineThreads) fwd_combine_kernel(const FwdP
     const bool active = row < rows;  // no early return: the block meets at a barrier
 
     // The partials of split s sit `rows` rows after those of split s - 1 ([split][B][Hq][Lq]). Each
-    // lane holds the LSEs of splits lane, lane + 32, ...; their weights reach the other lanes by
-    // shuffles, so that the loop over splits issues only independent loads of the partial outputs.
+    // lane reads the LSEs of splits lane, lane + 32, ...; the weights they give go to shared memory, so that the
+    // loop over splits issues only independent loads of the partial outputs, a batch at a time.
     constexpr int kSplitsPerLane = kKvSplitMax / 32;
     float lse[kSplitsPerLane];
     float max_lse = neg_inf();
@@ -54,28 +57,36 @@ __global__ void __launch_bounds__(kCombineThreads) fwd_combine_kernel(const FwdP
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+    for (int i = 0; i < kSplitsPerLane; ++i) split_weights[warp][lane + 32 * i] = weight[i] * inv;
+    __syncwarp();
 
     float2 acc[kPairsPerLane];
 #pragma unroll
     for (int i = 0; i < kPairsPerLane; ++i) acc[i] = float2{0.f, 0.f};
+    const int splits = active ? p.kv_splits : 0;  // warp-uniform
+    for (int first = part; first < splits; first += kCombineBatch * row_warps) {
+        float w[kCombineBatch];
+        float2 v[kCombineBatch][kPairsPerLane];
 #pragma unroll
-    for (int i = 0; i < kSplitsPerLane; ++i) {
-        const int splits_here = active ? min(32, p.kv_splits - 32 * i) : 0;  // warp-uniform; <= 0 past the last split
-#pragma unroll 8
-        for (int from = part; from < splits_here; from += row_warps) {
-            const int s = 32 * i + from;
-            const float w = __shfl_sync(0xffffffffu, weight[i], from) * inv;
-            const float2* o_s = reinterpret_cast<const float2*>(p.o_partial + (s * rows + row) * kHeadDim);
+        for (int u = 0; u < kCombineBatch; ++u) {
+            const int s = first + u * row_warps;
+            const bool here = s < splits;
+            w[u] = here ? split_weights[warp][s] : 0.f;
+            const float2* o_s = reinterpret_cast<const float2*>(p.o_partial + (static_cast<i64>(here ? s : 0) * rows + row) * kHeadDim);
 #pragma unroll
             for (int j = 0; j < kPairsPerLane; ++j) {
                 const int pair = lane + 32 * j;
-                if (pair < kPairs) {
-                    const float2 v = o_s[pair];
-                    acc[j].x += w * v.x;
-                    acc[j].y += w * v.y;
-                }
+                v[u][j] = here && pair < kPairs ? o_s[pair] : float2{0.f, 0.f};
             }
         }
+#pragma unroll
+        for (int u = 0; u < kCombineBatch; ++u)
+#pragma unroll
+            for (int j = 0; j < kPairsPerLane; ++j) {
+                acc[j].x += w[u] * v[u][j].x;
+                acc[j].y += w[u] * v[u][j].y;
+            }
     }
     if (row_warps > 1) {  // block-uniform
 #pragma unroll
