@@ -34,7 +34,9 @@ struct LayoutOf<true> {
 };
 
 // The forward's tile: fwd_tile of the head dim and main kernel; its shared-memory tiles in padded rows for ldmatrix
-// (mma.sync) or 128-byte swizzled rows for wgmma's descriptors.
+// (mma.sync, decode) or 128-byte swizzled rows for wgmma's descriptors. A warp owns 16-row MMA tiles of the block's
+// rows and all keys of a tile; in the decode kernel the warps share the rows and split the keys instead, and a row
+// may be a (query, head) pair (ThreadRows).
 template <int kHeadDim, FwdKernel kKernel = kFwdMmaSync>
 struct FwdTraits {
     static constexpr Tile kTile = fwd_tile(kHeadDim, kKernel);
@@ -42,15 +44,19 @@ struct FwdTraits {
     static constexpr int kBlockN = kTile.block_n;
     static constexpr int kWarps = kTile.warps;
     static constexpr int kThreads = kWarps * 32;
-    static constexpr int kMTiles = kBlockM / kWarps / 16;  // 16-row MMA tiles per warp
-    static constexpr int kNTiles = kBlockN / 8;            // 8-key score tiles
+    static constexpr int kKeyWarps = kKernel == kFwdDecode ? kWarps : 1;  // warps side by side along a tile's keys
+    static constexpr int kRowWarps = kWarps / kKeyWarps;
+    static constexpr int kWarpKeys = kBlockN / kKeyWarps;                 // keys of a tile each warp computes
+    static constexpr bool kPacksHeads = kKernel == kFwdDecode;
+    static constexpr int kMTiles = kBlockM / kRowWarps / 16;  // 16-row MMA tiles per warp
+    static constexpr int kNTiles = kWarpKeys / 8;             // 8-key score tiles per warp
     static constexpr int kDTiles = kHeadDim / 8;           // 8-wide output tiles
     static constexpr int kChunks = kHeadDim / 8;           // 16-byte chunks per row
     static constexpr int kRowElems = padded_row_elems(kHeadDim);  // mma.sync
     using Layout = typename LayoutOf<kKernel == kFwdWgmma>::template Rows<kHeadDim>;
 
-    static_assert(kBlockM % (kWarps * 16) == 0, "each warp owns whole 16-row MMA tiles");
-    static_assert(kBlockN % 16 == 0 && kBlockN <= 64, "visibility bits: one u32 per MMA row tile");
+    static_assert(kBlockM % (kRowWarps * 16) == 0, "each warp owns whole 16-row MMA tiles");
+    static_assert(kWarpKeys % 16 == 0 && kBlockN <= 64, "visibility bits: one u32 per MMA row tile");
     static_assert(kHeadDim % 16 == 0, "head dim is a multiple of the MMA k");
 };
 
@@ -58,16 +64,17 @@ struct FwdTraits {
 template <typename Traits, int kBiasType, bool kSoftcap>
 __device__ __forceinline__ void apply_score_mod(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
                                                 const u32 (&visible)[Traits::kMTiles], const ScoreModParams& m,
-                                                const BiasStage<Traits>& bias, int warp, int lane) {
+                                                const BiasStage<Traits>& bias, int pack, int warp, int lane) {
 #pragma unroll
     for (int mi = 0; mi < Traits::kMTiles; ++mi) {
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-            const int row = ThreadRows<Traits>::of(warp, lane, mi, half);
+            const int row = ThreadRows<Traits>::query(ThreadRows<Traits>::of(warp, lane, mi, half), pack);
 #pragma unroll
             for (int ni = 0; ni < Traits::kNTiles; ++ni) {
                 float b[2] = {0.f, 0.f};
-                if (kBiasType != 0) bias.template pair<kBiasType>(row, ni * 8 + (lane % 4) * 2, b[0], b[1]);
+                if (kBiasType != 0)
+                    bias.template pair<kBiasType>(row, first_key_column<Traits>(warp) + ni * 8 + (lane % 4) * 2, b[0], b[1]);
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     float& x = s[mi][ni][half * 2 + e];
@@ -84,22 +91,36 @@ __device__ __forceinline__ void apply_score_mod(float (&s)[Traits::kMTiles][Trai
 template <typename Traits, int kBiasType>
 __device__ __forceinline__ void apply_score_mod(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
                                                 const u32 (&visible)[Traits::kMTiles], const ScoreModParams& m,
-                                                const BiasStage<Traits>& bias, int warp, int lane) {
-    if (m.softcap_out == 0.f) apply_score_mod<Traits, kBiasType, false>(s, visible, m, bias, warp, lane);
-    else apply_score_mod<Traits, kBiasType, true>(s, visible, m, bias, warp, lane);
+                                                const BiasStage<Traits>& bias, int pack, int warp, int lane) {
+    if (m.softcap_out == 0.f) apply_score_mod<Traits, kBiasType, false>(s, visible, m, bias, pack, warp, lane);
+    else apply_score_mod<Traits, kBiasType, true>(s, visible, m, bias, pack, warp, lane);
 }
 
 // Scores to log2 space with bias and softcap, hidden ones to -inf: one straight-line variant per feature set
-// (per-element branches would serialise the warp). bias_type: the bias's DType, 0 without one.
+// (per-element branches would serialise the warp). bias_type: the bias's DType, 0 without one; pack: the block's
+// heads per query (ThreadRows).
 template <typename Traits>
 __device__ __forceinline__ void score_mod_tile(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
                                                const u32 (&visible)[Traits::kMTiles], const ScoreModParams& m,
-                                               const BiasStage<Traits>& bias, int bias_type, int warp, int lane) {
+                                               const BiasStage<Traits>& bias, int bias_type, int pack, int warp, int lane) {
     switch (bias_type) {
-        case 0: apply_score_mod<Traits, 0>(s, visible, m, bias, warp, lane); break;
-        case kFloat16: apply_score_mod<Traits, kFloat16>(s, visible, m, bias, warp, lane); break;
-        case kBFloat16: apply_score_mod<Traits, kBFloat16>(s, visible, m, bias, warp, lane); break;
-        default: apply_score_mod<Traits, kFloat32>(s, visible, m, bias, warp, lane); break;
+        case 0: apply_score_mod<Traits, 0>(s, visible, m, bias, pack, warp, lane); break;
+        case kFloat16: apply_score_mod<Traits, kFloat16>(s, visible, m, bias, pack, warp, lane); break;
+        case kBFloat16: apply_score_mod<Traits, kBFloat16>(s, visible, m, bias, pack, warp, lane); break;
+        default: apply_score_mod<Traits, kFloat32>(s, visible, m, bias, pack, warp, lane); break;
+    }
+}
+
+// The rows' softmax state before the first key tile: no output, maximum -inf (no visible key yet), sum 0.
+template <typename Traits>
+__device__ __forceinline__ void start_softmax(float (&acc_o)[Traits::kMTiles][Traits::kDTiles][4],
+                                              float (&row_max)[Traits::kMTiles][2], float (&row_sum)[Traits::kMTiles][2]) {
+#pragma unroll
+    for (int mi = 0; mi < Traits::kMTiles; ++mi) {
+#pragma unroll
+        for (int d = 0; d < Traits::kDTiles; ++d) acc_o[mi][d][0] = acc_o[mi][d][1] = acc_o[mi][d][2] = acc_o[mi][d][3] = 0.f;
+        row_max[mi][0] = row_max[mi][1] = neg_inf();
+        row_sum[mi][0] = row_sum[mi][1] = 0.f;
     }
 }
 
@@ -155,21 +176,22 @@ __device__ __forceinline__ void rescale_output(float (&acc_o)[Traits::kMTiles][T
         }
 }
 
-// Where a forward block works: its query tile (m_tile; m0: its first row), (batch, query head), split of the key
-// tiles, and the KV head it reads. Blocks start in launch order, so the query tile is the slowest-varying index of
-// the launch, last tile first: under causal the last query tiles hold the most key tiles, and started first they
-// do not leave a tail of long blocks behind the short ones (most of a wave when heads x batch is small).
+// Where a forward block works: its query tile (m_tile; m0: its first query), (batch, first query head) and its
+// heads (pack: FwdParams::packed_heads, 1 but in decode), split of the key tiles, and the KV head it reads. Blocks
+// start in launch order, so the query tile is the slowest-varying index of the launch, last tile first: under
+// causal the last query tiles hold the most key tiles, and started first they do not leave a tail of long blocks
+// behind the short ones (most of a wave when heads x batch is small).
 struct FwdPlace {
-    int m_tile, m0, head, batch, split, kv_head;
+    int m_tile, m0, head, pack, batch, split, kv_head;
 
     template <int kBlockM>
     __device__ __forceinline__ static FwdPlace of_block(const FwdParams& p) {
-        const u64 others = static_cast<u64>(gridDim.y) * gridDim.z;  // (head, batch x split) pairs per query tile
+        const u64 others = static_cast<u64>(gridDim.y) * gridDim.z;  // (heads, batch x split) pairs per query tile
         const u64 launch = blockIdx.x + gridDim.x * (blockIdx.y + static_cast<u64>(gridDim.y) * blockIdx.z);
         const int m_tile = static_cast<int>(gridDim.x - 1 - launch / others);
-        const int head = static_cast<int>(launch % others % gridDim.y);
+        const int head = static_cast<int>(launch % others % gridDim.y) * p.packed_heads;
         const int z = static_cast<int>(launch % others / gridDim.y);
-        return {m_tile, m_tile * kBlockM, head, z / p.kv_splits, z % p.kv_splits, head / p.attn.kv_group};
+        return {m_tile, m_tile * kBlockM, head, p.packed_heads, z / p.kv_splits, z % p.kv_splits, head / p.attn.kv_group};
     }
 };
 
@@ -184,8 +206,6 @@ __device__ __forceinline__ void write_fwd_output(const FwdParams& p, const FwdPl
     const AttentionParams& a = p.attn;
     const int Lq = a.seqlen_q;
     const bool partial = p.kv_splits > 1;
-    const i64 partial_rows = (static_cast<i64>(at.split) * a.batch + at.batch) * a.heads_q + at.head;  // * Lq + row
-    char* o_g = static_cast<char*>(p.o) + 2 * (at.batch * p.o_strides.batch + at.head * p.o_strides.head);
 #pragma unroll
     for (int mi = 0; mi < Traits::kMTiles; ++mi) {
 #pragma unroll
@@ -193,8 +213,12 @@ __device__ __forceinline__ void write_fwd_output(const FwdParams& p, const FwdPl
             float sum = row_sum[mi][half];
             sum += __shfl_xor_sync(0xffffffffu, sum, 1);
             sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-            const int row = at.m0 + ThreadRows<Traits>::of(warp, lane, mi, half);
+            const int block_row = ThreadRows<Traits>::of(warp, lane, mi, half);
+            const int row = at.m0 + ThreadRows<Traits>::query(block_row, at.pack);  // the query
+            const int head = at.head + ThreadRows<Traits>::head(block_row, at.pack);
             if (row >= Lq) continue;
+            const i64 partial_rows = (static_cast<i64>(at.split) * a.batch + at.batch) * a.heads_q + head;  // * Lq + row
+            char* o_g = static_cast<char*>(p.o) + 2 * (at.batch * p.o_strides.batch + head * p.o_strides.head);
             const float inv = sum > 0.f ? 1.f / sum : 0.f;
             const float lse_log2 = sum > 0.f ? row_max[mi][half] + __log2f(sum) : neg_inf();
             if (partial) {
@@ -211,7 +235,7 @@ __device__ __forceinline__ void write_fwd_output(const FwdParams& p, const FwdPl
             for (int d = 0; d < Traits::kDTiles; ++d)
                 o_row[d * 4 + lane % 4] = Ops::pack(acc_o[mi][d][half * 2] * inv, acc_o[mi][d][half * 2 + 1] * inv);
             if (p.lse != nullptr && lane % 4 == 0)
-                p.lse[(static_cast<i64>(at.batch) * a.heads_q + at.head) * Lq + row] = lse_log2 * kLn2;
+                p.lse[(static_cast<i64>(at.batch) * a.heads_q + head) * Lq + row] = lse_log2 * kLn2;
         }
     }
 }
@@ -245,7 +269,7 @@ struct FwdBlock {
               p.attn, at.batch, at.head, at.m_tile, at.split, p.kv_splits, causal_end)),
           visibility{Visibility::template by_query_tile<Traits::kBlockM, Traits::kBlockN>(p.attn, at.batch, at.head, at.m_tile,
                                                                                           share.begin, share.end),
-                     bounds, at.m0, warp, lane} {}
+                     bounds, at.m0, at.pack, warp, lane} {}
 
     // The tiles the block accounts for in the statistics: its share, and for split 0 the causally hidden ones too,
     // so that the splits add up to n_tiles.
@@ -277,27 +301,35 @@ __device__ __forceinline__ void pack_p(u32 (&a)[4], const float (&s)[kNTiles][4]
 }
 
 // The forward's matrix products on mma.sync: Q, K and V in padded rows, each operand fragment read by ldmatrix
-// when a product needs it.
-template <int kElementType, int kHeadDim>
+// when a product needs it; a warp's keys are the tile's (kFwdMmaSync) or its share of them (kFwdDecode).
+template <int kElementType, int kHeadDim, FwdKernel kKernel>
 struct MmaSyncForward {
-    using Traits = FwdTraits<kHeadDim>;
+    using Traits = FwdTraits<kHeadDim, kKernel>;
     using Ops = ElementOps<kElementType>;
     static constexpr int kMTiles = Traits::kMTiles;
     static constexpr int kNTiles = Traits::kNTiles;
     static constexpr int kDTiles = Traits::kDTiles;
     static constexpr int kRowElems = Traits::kRowElems;
 
-    u32 sQ, sK, sV;                // [kBlockM | kBlockN, kRowElems] each
+    static constexpr int kKeyTileBytes = Traits::kBlockN * kRowElems * 2;
+    static constexpr int kSlots = fwd_key_slots(kKernel);  // as many V slots (fwd_value_slots)
+
+    // Q, then the slots of K and V in turn ([kBlockM | kBlockN, kRowElems] each), then the bias stages.
+    u32 sQ, sK, sV;                // Q, slot 0's K and V
     unsigned char* bias_smem;      // BiasStage
     int warp, lane;
+    int key0;                      // the warp's first key column
 
     __device__ __forceinline__ explicit MmaSyncForward(unsigned char* smem)
-        : sQ(smem_addr(smem)), sK(sQ + Traits::kBlockM * kRowElems * 2), sV(sK + Traits::kBlockN * kRowElems * 2),
-          bias_smem(smem + (Traits::kBlockM + 2 * Traits::kBlockN) * kRowElems * 2), warp(threadIdx.x / 32),
-          lane(threadIdx.x % 32) {}
+        : sQ(smem_addr(smem)), sK(sQ + Traits::kBlockM * kRowElems * 2), sV(sK + kKeyTileBytes),
+          bias_smem(smem + Traits::kBlockM * kRowElems * 2 + 2 * kSlots * kKeyTileBytes), warp(threadIdx.x / 32),
+          lane(threadIdx.x % 32), key0(first_key_column<Traits>(warp)) {}
 
-    // S = Q K^T for this warp's rows.
-    __device__ __forceinline__ void scores(float (&s)[kMTiles][kNTiles][4]) const {
+    __device__ __forceinline__ u32 key_slot(int slot) const { return sK + slot * 2 * kKeyTileBytes; }
+    __device__ __forceinline__ u32 value_slot(int slot) const { return sV + slot * 2 * kKeyTileBytes; }
+
+    // S = Q K^T for this warp's rows and keys, K from the tile at k_tile.
+    __device__ __forceinline__ void scores(float (&s)[kMTiles][kNTiles][4], u32 k_tile) const {
 #pragma unroll
         for (int mi = 0; mi < kMTiles; ++mi)
 #pragma unroll
@@ -313,8 +345,8 @@ struct MmaSyncForward {
 #pragma unroll
             for (int nj = 0; nj < kNTiles / 2; ++nj) {
                 u32 b[4];
-                const int key = nj * 16 + lane % 8 + (lane / 16) * 8;
-                ldmatrix_x4(b, sK + (key * kRowElems + kk * 16 + ((lane / 8) % 2) * 8) * 2);
+                const int key = key0 + nj * 16 + lane % 8 + (lane / 16) * 8;
+                ldmatrix_x4(b, k_tile + (key * kRowElems + kk * 16 + ((lane / 8) % 2) * 8) * 2);
 #pragma unroll
                 for (int mi = 0; mi < kMTiles; ++mi) {
                     Ops::mma(s[mi][2 * nj], a[mi], b[0], b[1]);
@@ -324,18 +356,20 @@ struct MmaSyncForward {
         }
     }
 
-    // O += P V, P (the softmax numerators) taken from the score registers in the A-fragment layout.
-    __device__ __forceinline__ void accumulate(float (&acc_o)[kMTiles][kDTiles][4], const float (&s)[kMTiles][kNTiles][4]) const {
+    // O += P V, P (the softmax numerators) taken from the score registers in the A-fragment layout, V from the tile
+    // at v_tile.
+    __device__ __forceinline__ void accumulate(float (&acc_o)[kMTiles][kDTiles][4], const float (&s)[kMTiles][kNTiles][4],
+                                               u32 v_tile) const {
 #pragma unroll
-        for (int kk = 0; kk < Traits::kBlockN / 16; ++kk) {
+        for (int kk = 0; kk < Traits::kWarpKeys / 16; ++kk) {
             u32 a[kMTiles][4];
 #pragma unroll
             for (int mi = 0; mi < kMTiles; ++mi) pack_p<Ops>(a[mi], s[mi], kk);
 #pragma unroll
             for (int dj = 0; dj < kDTiles / 2; ++dj) {
                 u32 b[4];
-                const int key = kk * 16 + lane % 8 + ((lane / 8) % 2) * 8;
-                ldmatrix_x4_trans(b, sV + (key * kRowElems + dj * 16 + (lane / 16) * 8) * 2);
+                const int key = key0 + kk * 16 + lane % 8 + ((lane / 8) % 2) * 8;
+                ldmatrix_x4_trans(b, v_tile + (key * kRowElems + dj * 16 + (lane / 16) * 8) * 2);
 #pragma unroll
                 for (int mi = 0; mi < kMTiles; ++mi) {
                     Ops::mma(acc_o[mi][2 * dj], a[mi], b[0], b[1]);
@@ -349,7 +383,7 @@ struct MmaSyncForward {
 // The forward kernel: one K and one V tile in shared memory, the products of MmaSyncForward.
 template <int kElementType, int kHeadDim, typename Visibility>
 __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads) dmattn_fwd_kernel(const FwdParams p) {
-    using Mma = MmaSyncForward<kElementType, kHeadDim>;
+    using Mma = MmaSyncForward<kElementType, kHeadDim, kFwdMmaSync>;
     using Traits = typename Mma::Traits;
     const AttentionParams& a = p.attn;
     constexpr int kBlockM = Traits::kBlockM;
@@ -394,13 +428,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads) dmattn_fwd_kern
     float acc_o[kMTiles][kDTiles][4];
     float row_max[kMTiles][2];  // log2 domain; -inf until a visible key is seen
     float row_sum[kMTiles][2];  // this thread's share; the quad is summed at the end
-#pragma unroll
-    for (int mi = 0; mi < kMTiles; ++mi) {
-#pragma unroll
-        for (int d = 0; d < kDTiles; ++d) acc_o[mi][d][0] = acc_o[mi][d][1] = acc_o[mi][d][2] = acc_o[mi][d][3] = 0.f;
-        row_max[mi][0] = row_max[mi][1] = neg_inf();
-        row_sum[mi][0] = row_sum[mi][1] = 0.f;
-    }
+    start_softmax<Traits>(acc_o, row_max, row_sum);
 
     cp_async_wait<0>();
     __syncthreads();
@@ -417,9 +445,9 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads) dmattn_fwd_kern
         if (elementwise) visibility.load(n_next, raw);
 
         float s[kMTiles][kNTiles][4];
-        mma.scores(s);
+        mma.scores(s, sK);
 
-        score_mod_tile<Traits>(s, visible, a.score, bias, bias_type, warp, lane);
+        score_mod_tile<Traits>(s, visible, a.score, bias, bias_type, at.pack, warp, lane);
         float rescale[kMTiles][2];
         online_softmax<Traits>(s, row_max, row_sum, rescale);
         rescale_output<Traits>(acc_o, rescale);
@@ -432,7 +460,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads) dmattn_fwd_kern
             cp_async_commit();
         }
 
-        mma.accumulate(acc_o, s);
+        mma.accumulate(acc_o, s, sV);
         ++computed;
 
         cp_async_wait<0>();

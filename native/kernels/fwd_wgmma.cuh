@@ -132,7 +132,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdWgmma>::kThreads)
             wgmma_wait<0>();
         }
         fence_accumulators(s[0]);
-        score_mod_tile<Traits>(s, visible, a.score, bias.slot(key_slot), bias_type, warp, lane);
+        score_mod_tile<Traits>(s, visible, a.score, bias.slot(key_slot), bias_type, at.pack, warp, lane);
         float rescale[1][2];
         online_softmax<Traits>(s, row_max, row_sum, rescale);
         if constexpr (decltype(accumulating)::value) {

@@ -78,6 +78,8 @@ struct FwdParams {
     float* o_partial;        // fp32 [kv_splits][B][Hq][Lq][D]
     float* lse_partial;      // [kv_splits][B][Hq][Lq], log2 units; -inf where a split saw no key
     int kv_splits;
+    // Query heads per block (FwdPlan::packed_heads): blockIdx.y * packed_heads is a block's first head.
+    int packed_heads;
 };
 
 struct BwdParams {

@@ -24,8 +24,9 @@ struct Tile {
 
 // The forward's main kernel: mma.sync (sm_80 and later, every head dim; the NVRTC backend's) or wgmma (sm_90a
 // builds of the native library, the head dims has_wgmma_forward names, chosen at run time on compute capability
-// 9.0; see select_fwd_kernel in native/src).
-enum FwdKernel { kFwdMmaSync = 0, kFwdWgmma = 1 };
+// 9.0; see select_fwd_kernel in native/src); and for every call of at most kDecodeQueries queries, decode: the
+// mma.sync kernel with 16-row tiles whose warps split each key tile between them (fwd_kernel_of).
+enum FwdKernel { kFwdMmaSync = 0, kFwdWgmma = 1, kFwdDecode = 2 };
 
 // D = 64 is not among them: there the wgmma forward computes correctly but runs slower than the mma.sync one
 // (8K causal 0.137 against 0.115 ms on the H200; native/PERF.md, "wgmma forward").
@@ -36,9 +37,19 @@ FDMA_HOST_DEVICE constexpr bool has_wgmma_forward(int head_dim) { return head_di
 // dense mask in 1.10 ms against 0.70 ms for 64 rows (0.34 against 0.33 ms without a mask).
 // wgmma: two warpgroups of 64 rows (a warp still owns 16 rows, as the visibility and bias code expects); one
 // warpgroup of 64 rows, two blocks per SM, ran the 8K causal forward in 0.295 ms against 0.222 (H200).
+// decode: 16 rows (one MMA row tile), shared by the four warps, each of which takes 16 keys of every tile: a
+// 64-row tile over one query computes 64 times the rows it needs, and a 16-row tile per warp four times.
 FDMA_HOST_DEVICE constexpr Tile fwd_tile(int head_dim, FwdKernel kernel = kFwdMmaSync) {
-    return kernel == kFwdWgmma ? Tile{128, 64, 8} : head_dim <= 64 ? Tile{128, 64, 4} : Tile{64, 64, 4};
+    return kernel == kFwdWgmma    ? Tile{128, 64, 8}
+           : kernel == kFwdDecode ? Tile{16, 64, 4}
+           : head_dim <= 64       ? Tile{128, 64, 4}
+                                  : Tile{64, 64, 4};
 }
+
+// Calls of at most this many queries (decode, speculative decoding) run the decode kernel. It is at most every
+// other forward tile's block_m, so such a call has one query tile whichever kernel runs it: the tile statistics and
+// the workspace (split-KV partials, mask bitmaps) are the same as with the device's kernel.
+constexpr int kDecodeQueries = 16;
 
 // The backward's tiles: 64 x 64 for every head dim (the dK/dV kernel splits the head dim above 128
 // instead, to keep dK and dV in registers).
@@ -80,17 +91,28 @@ FDMA_HOST_DEVICE constexpr int padded_row_elems(int head_dim) { return head_dim 
 constexpr int kFwdKeySlots = 2;
 constexpr int kFwdValueSlots = 3;
 
-// The forward's Q, K and V tiles: padded rows for mma.sync (one K and one V tile); for wgmma, the slots above in
-// 128-byte swizzled rows without padding, after up to 1023 bytes that align them to 1024 (the swizzle's period).
+// The decode kernel's pipeline (fwd_decode.cuh): the next tile's K, V and bias load while a tile computes, in a
+// second slot.
+constexpr int kFwdDecodeSlots = 2;
+
+// Slots of K (with its bias stage) and of V the forward keeps.
+FDMA_HOST_DEVICE constexpr int fwd_key_slots(FwdKernel kernel) {
+    return kernel == kFwdWgmma ? kFwdKeySlots : kernel == kFwdDecode ? kFwdDecodeSlots : 1;
+}
+FDMA_HOST_DEVICE constexpr int fwd_value_slots(FwdKernel kernel) {
+    return kernel == kFwdWgmma ? kFwdValueSlots : kernel == kFwdDecode ? kFwdDecodeSlots : 1;
+}
+
+// The forward's Q tile and K and V slots: padded rows for mma.sync and decode; for wgmma, 128-byte swizzled rows
+// without padding, after up to 1023 bytes that align them to 1024 (the swizzle's period).
 FDMA_HOST_DEVICE constexpr int fwd_tiles_smem_bytes(int head_dim, FwdKernel kernel = kFwdMmaSync) {
-    return kernel == kFwdWgmma
-        ? 1024 + (fwd_tile(head_dim, kernel).block_m + (kFwdKeySlots + kFwdValueSlots) * fwd_tile(head_dim, kernel).block_n) *
-                     head_dim * 2
-        : (fwd_tile(head_dim).block_m + 2 * fwd_tile(head_dim).block_n) * padded_row_elems(head_dim) * 2;
+    return (kernel == kFwdWgmma ? 1024 : 0) +
+           (fwd_tile(head_dim, kernel).block_m + (fwd_key_slots(kernel) + fwd_value_slots(kernel)) * fwd_tile(head_dim, kernel).block_n) *
+               (kernel == kFwdWgmma ? head_dim : padded_row_elems(head_dim)) * 2;
 }
 
 // Bias stages the forward keeps: one per key slot.
-FDMA_HOST_DEVICE constexpr int fwd_bias_stages(FwdKernel kernel) { return kernel == kFwdWgmma ? kFwdKeySlots : 1; }
+FDMA_HOST_DEVICE constexpr int fwd_bias_stages(FwdKernel kernel) { return fwd_key_slots(kernel); }
 
 // One key tile's bias, staged after a query-major kernel's tiles: the rows its block reads (one when
 // the bias broadcasts over queries), each padded by 8 elements so that the 8 rows a quad of threads
@@ -155,16 +177,37 @@ struct ProblemShape {
     int mask_batch, mask_heads;             // 0 and 0 without a mask
     int bias_type;                          // DType; 0 without a bias
     int bias_batch, bias_heads, bias_rows;  // 0, 0 and 0 without a bias
-    int lifetimes;                          // 1 with key lifetimes, else 0
+    int lifetime_heads;                     // the key lifetimes' heads; 0 without them
 };
 
+// The main kernel of a forward call on a device whose kernel for longer calls is device_kernel.
+FDMA_HOST_DEVICE constexpr FwdKernel fwd_kernel_of(const ProblemShape& s, FwdKernel device_kernel) {
+    return s.seqlen_q <= kDecodeQueries ? kFwdDecode : device_kernel;
+}
+
+// The query heads a decode block serves: with one query, the heads of a GQA group read the same K and V, and when
+// they read the same mask, lifetimes and bias too (none of them per query head), a block takes as many of them as
+// divide the group and fit its rows, one row each, so that K and V are read once for them. Else 1.
+FDMA_HOST_DEVICE constexpr bool per_query_head(int operand_heads, const ProblemShape& s) {
+    return operand_heads == s.heads_q && s.heads_q != s.heads_kv;
+}
+FDMA_HOST_DEVICE constexpr int fwd_packed_heads(const ProblemShape& s) {
+    if (s.seqlen_q != 1 || per_query_head(s.mask_heads, s) || per_query_head(s.bias_heads, s) ||
+        per_query_head(s.lifetime_heads, s))
+        return 1;
+    int heads = fwd_tile(s.head_dim, kFwdDecode).block_m;
+    while ((s.heads_q / s.heads_kv) % heads != 0) --heads;
+    return heads;
+}
+
 struct FwdPlan {
-    FwdKernel kernel;         // the main kernel: mma.sync or wgmma
+    FwdKernel kernel;         // the main kernel: mma.sync, wgmma or decode
     Tile tile;
+    int packed_heads;         // query heads per block (fwd_packed_heads; decode only, else 1)
     int m_tiles, n_tiles;
     int kv_splits;            // blocks sharing each query tile's key tiles; 1: no combine pass
-    Dim3 grid;                // the main kernel: (query tiles, Hq, B * kv_splits), launched last query tile first
-                              // (FwdPlace)
+    Dim3 grid;                // the main kernel: (query tiles, Hq / packed_heads, B * kv_splits), launched last query
+                              // tile first (FwdPlace)
     int threads;
     int smem_bytes;           // this call's dynamic shared memory
     int smem_limit;           // the kernel's attribute, the same for every call
@@ -178,15 +221,19 @@ struct FwdPlan {
     u64 workspace_bytes;
 };
 
-// kernel: kFwdWgmma only for a head dim with has_wgmma_forward.
-FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s, FwdKernel kernel = kFwdMmaSync) {
+// device_kernel: the device's kernel for calls longer than decode; kFwdWgmma only for a head dim with
+// has_wgmma_forward. The split count counts query heads, packed or not, so that the workspace does not depend on
+// the packing (nor on the mask, lifetimes and bias heads it reads).
+FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s, FwdKernel device_kernel = kFwdMmaSync) {
     FwdPlan p{};
+    const FwdKernel kernel = fwd_kernel_of(s, device_kernel);
     p.kernel = kernel;
     p.tile = fwd_tile(s.head_dim, kernel);
+    p.packed_heads = kernel == kFwdDecode ? fwd_packed_heads(s) : 1;
     p.m_tiles = tiles_of(s.seqlen_q, p.tile.block_m);
     p.n_tiles = tiles_of(s.seqlen_k, p.tile.block_n);
     p.kv_splits = fwd_kv_splits(static_cast<long long>(p.m_tiles) * s.heads_q * s.batch, p.n_tiles);
-    p.grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(s.heads_q),
+    p.grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(s.heads_q / p.packed_heads),
                   static_cast<unsigned>(s.batch * p.kv_splits)};
     p.threads = p.tile.warps * 32;
     p.smem_limit = fwd_tiles_smem_bytes(s.head_dim, kernel) + fwd_bias_stages(kernel) * max_bias_stage_bytes(p.tile);
@@ -262,7 +309,7 @@ FDMA_HOST_DEVICE constexpr BwdPlan plan_bwd(const ProblemShape& s, bool determin
     p.occupancy_grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(occupancy_words(p.n_tiles)),
                             static_cast<unsigned>(mask_planes)};
     p.query_tile_grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(s.heads_q), static_cast<unsigned>(s.batch)};
-    p.gathered_dkdv = s.lifetimes != 0 && !deterministic;
+    p.gathered_dkdv = s.lifetime_heads != 0 && !deterministic;
     p.dkdv_grid = p.gathered_dkdv
         ? Dim3{static_cast<unsigned>(tiles_of(p.m_tiles, kGatherRangeTiles) * kGatherKeySlots * p.slices),
                static_cast<unsigned>(s.heads_q), static_cast<unsigned>(s.batch)}

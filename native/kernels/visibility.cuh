@@ -474,13 +474,24 @@ struct KeyLifetimes {
 };
 
 // Row (within the block) of accumulator half `half` (0: c0/c1, 1: c2/c3) of MMA row tile mi, in the
-// forward's layout (Traits: kBlockM rows over kWarps warps).
+// forward's layout (Traits: kBlockM rows over kRowWarps warps; kKeyWarps warps side by side share each row), and
+// what a row is: a query (from the block's first), or where a block packs heads (Traits::kPacksHeads, the decode
+// kernel), a (query, head) pair, `pack` heads per query, head fastest.
 template <typename Traits>
 struct ThreadRows {
     static __device__ __forceinline__ int of(int warp, int lane, int mi, int half) {
-        return warp * (Traits::kBlockM / Traits::kWarps) + mi * 16 + lane / 4 + half * 8;
+        return warp / Traits::kKeyWarps * (Traits::kBlockM / Traits::kRowWarps) + mi * 16 + lane / 4 + half * 8;
     }
+    static __device__ __forceinline__ int query(int row, int pack) { return Traits::kPacksHeads ? row / pack : row; }
+    static __device__ __forceinline__ int head(int row, int pack) { return Traits::kPacksHeads ? row % pack : 0; }
 };
+
+// The first key column (within the tile) of a warp's scores: warps side by side along the keys take
+// Traits::kWarpKeys each.
+template <typename Traits>
+__device__ __forceinline__ int first_key_column(int warp) {
+    return warp % Traits::kKeyWarps * Traits::kWarpKeys;
+}
 
 // The forward's per-element visibility of a computed tile: one bit per score register of this
 // thread, from the bounds and, where the policy says the tile needs them, the per-element tests,
@@ -493,8 +504,15 @@ struct TileVisibility {
     Visibility policy;
     TileBounds bounds;
     int m0;
+    int pack;  // heads per query row group (ThreadRows::query)
     int warp;
     int lane;
+
+    // The query of this thread's row half of MMA row tile mi; and the tile column of its score pair ni.
+    __device__ __forceinline__ int query(int mi, int half) const {
+        return m0 + ThreadRows<Traits>::query(ThreadRows<Traits>::of(warp, lane, mi, half), pack);
+    }
+    __device__ __forceinline__ int column(int ni) const { return first_key_column<Traits>(warp) + ni * 8 + (lane % 4) * 2; }
 
     __device__ __forceinline__ void load(int n, u32 (&raw)[kRawRegs]) const {
         if (policy.paired_loads((n + 1) * Traits::kBlockN <= bounds.seqlen_k())) load<true>(n, raw);
@@ -507,11 +525,10 @@ struct TileVisibility {
         for (int mi = 0; mi < Traits::kMTiles; ++mi) {
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
-                const int row = m0 + ThreadRows<Traits>::of(warp, lane, mi, half);
+                const int row = query(mi, half);
 #pragma unroll
                 for (int ni = 0; ni < Traits::kNTiles; ++ni)
-                    raw[(mi * 2 + half) * Traits::kNTiles + ni] =
-                        policy.template load_pair<kPaired, Traits::kBlockN>(row, n, ni * 8 + (lane % 4) * 2);
+                    raw[(mi * 2 + half) * Traits::kNTiles + ni] = policy.template load_pair<kPaired, Traits::kBlockN>(row, n, column(ni));
             }
         }
     }
@@ -521,8 +538,9 @@ struct TileVisibility {
     __device__ __forceinline__ void compute(int n, bool elementwise, const u32 (&raw)[kRawRegs],
                                             u32 (&visible)[Traits::kMTiles]) const {
         if (!elementwise && bounds.template interior<Traits::kBlockM, Traits::kBlockN>(m0, n * Traits::kBlockN)) {
+            constexpr int kBits = Traits::kNTiles * 4;  // a warp's score registers per MMA row tile
 #pragma unroll
-            for (int mi = 0; mi < Traits::kMTiles; ++mi) visible[mi] = 0xffffffffu;
+            for (int mi = 0; mi < Traits::kMTiles; ++mi) visible[mi] = kBits == 32 ? 0xffffffffu : (1u << kBits) - 1u;
             return;
         }
 #pragma unroll
@@ -530,10 +548,10 @@ struct TileVisibility {
             u32 bits = 0;
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
-                const int row = m0 + ThreadRows<Traits>::of(warp, lane, mi, half);
+                const int row = query(mi, half);
 #pragma unroll
                 for (int ni = 0; ni < Traits::kNTiles; ++ni) {
-                    const int col = ni * 8 + (lane % 4) * 2;
+                    const int col = column(ni);
                     bool v0 = bounds.visible(row, policy.template key<Traits::kBlockN>(n, col));
                     bool v1 = bounds.visible(row, policy.template key<Traits::kBlockN>(n, col + 1));
                     if (elementwise) {

@@ -63,6 +63,7 @@ fdma_status make_fwd_call(const fdma_fwd_params* in, FwdParams& out, FwdPlan& pl
     out.lse = p.lse;
     out.tile_stats = reinterpret_cast<u64*>(p.tile_stats);
     out.kv_splits = plan.kv_splits;
+    out.packed_heads = plan.packed_heads;
     return FDMA_STATUS_SUCCESS;
 }
 

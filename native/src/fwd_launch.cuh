@@ -3,6 +3,7 @@
 #pragma once
 
 #include "../kernels/fwd_combine.cuh"
+#include "../kernels/fwd_decode.cuh"
 #include "../kernels/fwd_kernel.cuh"
 #include "fwd_launch.h"
 #include "shared_kernels.h"
@@ -23,6 +24,8 @@ cudaError_t launch_fwd_kernels(const FwdParams& params, const FwdPlan& plan, cud
     cudaError_t err = cudaErrorNotSupported;  // a wgmma plan where the library has no wgmma kernel: never planned
     if (plan.kernel == kFwdMmaSync)
         err = launch_fwd_main(dmattn_fwd_kernel<kElementType, kHeadDim, Visibility>, params, plan, stream);
+    else if (plan.kernel == kFwdDecode)
+        err = launch_fwd_main(dmattn_fwd_decode_kernel<kElementType, kHeadDim, Visibility>, params, plan, stream);
     else if constexpr (kWgmmaForwardBuilt && has_wgmma_forward(kHeadDim))
         err = launch_fwd_wgmma<kElementType, kHeadDim, Visibility>(params, plan, stream);
     if (err != cudaSuccess) return err;

@@ -42,7 +42,7 @@ ProblemShape problem_shape(const fdma_problem& p) {
     return ProblemShape{p.batch, p.seqlen_q, p.seqlen_k, p.heads_q, p.heads_kv, p.head_dim,
                         mask ? p.mask.batch : 0, mask ? p.mask.heads : 0,
                         bias ? p.bias.dtype : 0, bias ? p.bias.batch : 0, bias ? p.bias.heads : 0, bias ? p.bias.rows : 0,
-                        p.lifetimes.data != nullptr ? 1 : 0};
+                        p.lifetimes.data != nullptr ? p.lifetimes.heads : 0};
 }
 
 fdma_status check_problem(const fdma_problem& p, const char* prefix, AttentionParams& out, Extent* extents) {

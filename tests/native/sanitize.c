@@ -223,6 +223,10 @@ int main(void) {
         {1, 3, 5000, 4, 2, 128, 1, 1, 0, 0, 0.f, 2, 1, 0, 1},
         {1, 257, 300, 2, 1, 256, 0, 1, 0, 0, 0.f, 1, 257, 0, 2},
         {2, 130, 70, 4, 1, 96, 1, 0, 0, 0, 0.f, 0, 0, 0, 4},
+        /* decode: heads packed (mask and bias per kv head; lifetimes per kv head, a group of 6), or per query head */
+        {2, 1, 3000, 8, 2, 64, 0, 0, 2, 1, 0.4f, 2, 1, 0},
+        {1, 1, 4000, 12, 2, 96, 1, 1, 0, 0, 0.f, 2, 1, 0, 2},
+        {1, 16, 700, 4, 2, 128, 1, 0, 4, 16, 0.4f, 4, 16, 0},
     };
     const int dtypes[] = {FDMA_DTYPE_BFLOAT16, FDMA_DTYPE_FLOAT16};
     int failed = 0;

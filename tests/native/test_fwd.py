@@ -288,6 +288,47 @@ def test_split_kv(dtype, lq, lk):
     check(q, k, v)
 
 
+DECODE_OPERANDS = ["none", "mask Hkv", "mask Hq", "mask 1", "bias Hkv", "bias Hq", "bias 1 fp32", "lifetimes Hkv",
+                   "lifetimes Hq", "mask Hkv + bias Hkv + softcap"]
+
+
+@pytest.mark.parametrize("lq", [1, 2, 7, 16, 17])
+@pytest.mark.parametrize("group", [1, 2, 6, 32])
+@pytest.mark.parametrize("operands", DECODE_OPERANDS)
+def test_decode(lq, group, operands):
+    """Calls of at most 16 queries run the decode kernel: 16 rows whose four warps split each key tile and merge their
+    softmax states at the end. With one query, the heads of a GQA group that read the same mask, lifetimes and bias
+    share a block as its rows (a whole group of up to 16 heads, else the largest divisor up to 16: 16 of 32); a mask,
+    lifetimes or bias per query head keeps one head per block. Lengths cut tiles; 17 queries take the other kernel;
+    short and split key ranges (Lk 3000 is 47 key tiles of 64); the statistics add up as with 64-row tiles."""
+    dtype, d, hkv = torch.bfloat16, 128, 2
+    hq = hkv * group
+    for lk in (150, 3000):
+        q, k, v = rand(2, lq, hq, d, dtype=dtype), rand(2, lk, hkv, d, dtype=dtype), rand(2, lk, hkv, d, dtype=dtype)
+        heads = {"Hkv": hkv, "Hq": hq, "1": 1}
+        mask = bias = lifetimes = None
+        softcap = 0.0
+        for part in operands.split(" + "):
+            kind, _, rest = part.partition(" ")
+            h = heads.get(rest.split(" ")[0], 1)
+            if kind == "mask":
+                mask = (torch.rand(2, h, lq, lk, device="cuda") < 0.4).to(torch.uint8)
+                mask[:, 0, 0, :] = 0  # an empty row
+            elif kind == "bias":
+                bias = rand(2, h, lq, lk, dtype=torch.float32 if "fp32" in rest else dtype, lo=-2, hi=1)
+            elif kind == "lifetimes":
+                first = torch.randint(-2, lq + 1, (2, h, lk), device="cuda", dtype=torch.int32)
+                lifetimes = torch.stack([first, first + torch.randint(0, lq + 2, (2, h, lk), device="cuda",
+                                                                      dtype=torch.int32)], dim=-1).contiguous()
+            elif kind == "softcap":
+                softcap = 5.0
+        bm, bn = fdma.tile_shape(d, dtype)
+        for causal in (False, True):
+            computed, skipped, _ = check(q, k, v, mask=mask, bias=bias, softcap=softcap, causal=causal, lifetimes=lifetimes)
+            if lifetimes is None:
+                assert computed + skipped == 2 * hq * -(-lq // bm) * -(-lk // bn)
+
+
 @pytest.mark.parametrize("layout", ["dense", "window at the end", "window at the start", "scattered", "none visible"])
 def test_split_kv_shares_the_occupied_tiles(layout):
     """With a mask, the splits of a long row share out the key tiles holding a visible pair, not all key tiles: each

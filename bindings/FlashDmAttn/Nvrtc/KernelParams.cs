@@ -85,6 +85,7 @@ internal static class KernelParams
         public nint OPartial;   // split-KV scratch (ForwardPlan.KvSplits > 1), else 0
         public nint LsePartial;
         public int KvSplits;
+        public int PackedHeads; // query heads per block (ForwardPlan.PackedHeads)
     }
 
     // fdma::BwdParams.

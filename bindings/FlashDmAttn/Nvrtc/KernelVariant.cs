@@ -7,11 +7,18 @@ namespace FlashDmAttn;
 // in "_lifetimes".
 internal readonly record struct KernelVariant(string Header, string NameExpression, string Slug)
 {
-    public static KernelVariant Forward(ScalarType dtype, int headDim, bool lifetimes)
+    // kernel: MmaSync (dmattn_fwd_kernel) or Decode (dmattn_fwd_decode_kernel, calls of at most 16 queries; its slug
+    // ends in "_decode").
+    public static KernelVariant Forward(ScalarType dtype, int headDim, bool lifetimes, FwdKernel kernel = FwdKernel.MmaSync)
     {
         (string element, string slug) = Element(dtype, "The forward kernel takes");
-        return new("fwd_kernel.cuh", $"fdma::dmattn_fwd_kernel<{element}, {headDim}, {Visibility(lifetimes)}>",
-            $"fwd_{slug}_d{headDim}{FormSuffix(lifetimes)}");
+        (string header, string function, string suffix) = kernel switch
+        {
+            FwdKernel.MmaSync => ("fwd_kernel.cuh", "dmattn_fwd_kernel", ""),
+            FwdKernel.Decode => ("fwd_decode.cuh", "dmattn_fwd_decode_kernel", "_decode"),
+            _ => throw new ArgumentOutOfRangeException(nameof(kernel), $"The NVRTC backend compiles the MmaSync and Decode forward kernels; got {kernel}."),
+        };
+        return new(header, $"fdma::{function}<{element}, {headDim}, {Visibility(lifetimes)}>", $"fwd_{slug}_d{headDim}{FormSuffix(lifetimes)}{suffix}");
     }
 
     // fwd_combine_kernel<E, D>: the split-KV forward's merge of the partial outputs.
@@ -71,7 +78,7 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
         return new("bwd_prepost.cuh", $"fdma::bwd_convert_dbias_kernel<{element}>", $"bwd_convert_dbias_{slug}");
     }
 
-    // Every variant a call can need: the forward (for each mask form) and its split-KV combine pass for each element
+    // Every variant a call can need: the forward (for each mask form, long calls and decode) and its split-KV combine pass for each element
     // type and head dim, the pre-pass for each tile (the backward's 64 x 64 is one of the forward's), and the backward's
     // kernels as native/src/bwd_launch.cuh instantiates them: dK/dV and deterministic dQ for each element type, head dim
     // and mask form, the gathered dK/dV for each element type and head dim, the Delta pass (dQ's for bf16, dO . O for
@@ -83,7 +90,9 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
         IEnumerable<KernelVariant> forward =
             from dtype in dtypes
             from headDim in LaunchPlan.HeadDims
-            from variant in forms.Select(lifetimes => Forward(dtype, headDim, lifetimes)).Append(ForwardCombine(dtype, headDim))
+            from variant in (from lifetimes in forms
+                             from kernel in new[] { FwdKernel.MmaSync, FwdKernel.Decode }
+                             select Forward(dtype, headDim, lifetimes, kernel)).Append(ForwardCombine(dtype, headDim))
             select variant;
         IEnumerable<KernelVariant> backward =
             from dtype in dtypes

@@ -26,7 +26,26 @@ internal static class LaunchPlan
 
     public static bool IsSupportedHeadDim(int headDim) => Array.IndexOf(HeadDims, headDim) >= 0;
 
-    public static Tile FwdTile(int headDim) => headDim <= 64 ? new(128, 64, 4) : new(64, 64, 4);
+    // The NVRTC backend compiles the mma.sync kernels only: its calls run MmaSync or, at most DecodeQueries queries,
+    // Decode (fwd_kernel_of).
+    public static Tile FwdTile(int headDim, FwdKernel kernel = FwdKernel.MmaSync) =>
+        kernel == FwdKernel.Decode ? new(16, 64, 4) : headDim <= 64 ? new(128, 64, 4) : new(64, 64, 4);
+
+    public const int DecodeQueries = 16;
+
+    public static FwdKernel FwdKernelOf(ProblemShape s) => s.SeqLenQ <= DecodeQueries ? FwdKernel.Decode : FwdKernel.MmaSync;
+
+    public static bool PerQueryHead(int operandHeads, ProblemShape s) => operandHeads == s.HeadsQ && s.HeadsQ != s.HeadsKv;
+
+    public static int FwdPackedHeads(ProblemShape s)
+    {
+        if (s.SeqLenQ != 1 || PerQueryHead(s.MaskHeads, s) || PerQueryHead(s.BiasHeads, s) || PerQueryHead(s.LifetimeHeads, s))
+            return 1;
+        int heads = FwdTile(s.HeadDim, FwdKernel.Decode).BlockM;
+        while (s.HeadsQ / s.HeadsKv % heads != 0)
+            heads--;
+        return heads;
+    }
 
     public static Tile BwdTile(int headDim) => new(64, 64, 4);
 
@@ -46,8 +65,13 @@ internal static class LaunchPlan
 
     public static int PaddedRowElems(int headDim) => headDim + 8;
 
-    public static int FwdTilesSmemBytes(int headDim) =>
-        (FwdTile(headDim).BlockM + 2 * FwdTile(headDim).BlockN) * PaddedRowElems(headDim) * 2;
+    // The decode kernel's K, V and bias slots (kFwdDecodeSlots): the next tile loads while one computes.
+    public const int FwdDecodeSlots = 2;
+
+    public static int FwdKeySlots(FwdKernel kernel) => kernel == FwdKernel.Decode ? FwdDecodeSlots : 1;
+
+    public static int FwdTilesSmemBytes(int headDim, FwdKernel kernel = FwdKernel.MmaSync) =>
+        (FwdTile(headDim, kernel).BlockM + 2 * FwdKeySlots(kernel) * FwdTile(headDim, kernel).BlockN) * PaddedRowElems(headDim) * 2;
 
     // biasType: a ScalarType's value, 0 without a bias.
     public static int BiasStageBytes(Tile tile, int biasType, bool biasPerRow) =>
@@ -75,7 +99,9 @@ internal static class LaunchPlan
 
     public static ForwardPlan PlanFwd(ProblemShape s)
     {
-        Tile tile = FwdTile(s.HeadDim);
+        FwdKernel kernel = FwdKernelOf(s);
+        Tile tile = FwdTile(s.HeadDim, kernel);
+        int packedHeads = kernel == FwdKernel.Decode ? FwdPackedHeads(s) : 1;
         int mTiles = TilesOf(s.SeqLenQ, tile.BlockM);
         int nTiles = TilesOf(s.SeqLenK, tile.BlockN);
         int kvSplits = FwdKvSplits((long)mTiles * s.HeadsQ * s.Batch, nTiles);
@@ -99,14 +125,16 @@ internal static class LaunchPlan
 
         return new ForwardPlan
         {
+            Kernel = kernel,
             Tile = tile,
+            PackedHeads = packedHeads,
             MTiles = mTiles,
             NTiles = nTiles,
             KvSplits = kvSplits,
-            Grid = new((uint)mTiles, (uint)s.HeadsQ, (uint)(s.Batch * kvSplits)),
+            Grid = new((uint)mTiles, (uint)(s.HeadsQ / packedHeads), (uint)(s.Batch * kvSplits)),
             Threads = tile.Warps * 32,
-            SmemBytes = FwdTilesSmemBytes(s.HeadDim) + BiasStageBytes(tile, s.BiasType, s.BiasRows > 1),
-            SmemLimit = FwdTilesSmemBytes(s.HeadDim) + MaxBiasStageBytes(tile),
+            SmemBytes = FwdTilesSmemBytes(s.HeadDim, kernel) + FwdKeySlots(kernel) * BiasStageBytes(tile, s.BiasType, s.BiasRows > 1),
+            SmemLimit = FwdTilesSmemBytes(s.HeadDim, kernel) + FwdKeySlots(kernel) * MaxBiasStageBytes(tile),
             OccupancyGrid = new((uint)mTiles, (uint)OccupancyWords(nTiles), (uint)maskPlanes),
             CombineBlocks = WarpRowBlocks((long)rows * CombineWarpsPerRow(kvSplits), CombineThreads),
             OPartial = oPartial,
@@ -128,7 +156,7 @@ internal static class LaunchPlan
         int maskPlanes = s.MaskBatch * s.MaskHeads;
         ulong rows = (ulong)s.Batch * (ulong)s.HeadsQ * (ulong)s.SeqLenQ;
         ulong dBiasElements = withDBias ? (ulong)s.BiasBatch * (ulong)s.BiasHeads * (ulong)s.BiasRows * (ulong)s.SeqLenK : 0;
-        bool gatheredDkdv = s.Lifetimes != 0 && !deterministic;
+        bool gatheredDkdv = s.LifetimeHeads != 0 && !deterministic;
         ulong kvRows = (ulong)s.Batch * (ulong)s.SeqLenK * (ulong)s.HeadsKv;
         ulong end = 0, dqAccum = 0, dqAccumBytes = 0, dBiasAccum = 0, dBiasAccumBytes = 0, bitmaps = 0, bitmapWords = 0, bitmapTWords = 0;
         ulong dkAccum = 0, dvAccum = 0, dkvAccumBytes = 0;
@@ -205,30 +233,43 @@ internal static class LaunchPlan
 // fdma::Tile.
 internal readonly record struct Tile(int BlockM, int BlockN, int Warps);
 
+// fdma::FwdKernel: the forward's main kernel (the NVRTC backend runs MmaSync and Decode).
+internal enum FwdKernel
+{
+    MmaSync = 0,
+    Wgmma = 1,
+    Decode = 2,
+}
+
 // fdma::Dim3.
 internal readonly record struct Dim3(uint X, uint Y, uint Z);
 
 // fdma::ProblemShape: what a plan depends on.
 internal readonly record struct ProblemShape(
     int Batch, int SeqLenQ, int SeqLenK, int HeadsQ, int HeadsKv, int HeadDim,
-    int MaskBatch, int MaskHeads, int BiasType, int BiasBatch, int BiasHeads, int BiasRows, int Lifetimes)
+    int MaskBatch, int MaskHeads, int BiasType, int BiasBatch, int BiasHeads, int BiasRows, int LifetimeHeads)
 {
-    // mask, bias: the logical shapes, null when absent; biasType: the bias's element type; lifetimes: whether the call
-    // has key lifetimes (problem_shape: 1 when problem.lifetimes.data is set).
-    public static ProblemShape Of(AttentionShape shape, BroadcastShape? mask, BroadcastShape? bias, ScalarType biasType, bool lifetimes = false) => new(
+    // mask, bias, lifetimes: the logical shapes, null when absent; biasType: the bias's element type.
+    public static ProblemShape Of(AttentionShape shape, BroadcastShape? mask, BroadcastShape? bias, ScalarType biasType, BroadcastShape? lifetimes) => new(
         shape.Batch, shape.SeqLenQ, shape.SeqLenK, shape.HeadsQ, shape.HeadsKv, shape.HeadDim,
         mask?.Batch ?? 0, mask?.Heads ?? 0, bias is null ? 0 : (int)biasType, bias?.Batch ?? 0, bias?.Heads ?? 0, bias?.Rows ?? 0,
-        lifetimes ? 1 : 0);
+        lifetimes?.Heads ?? 0);
+
+    // For what depends on the lifetimes' presence only (the workspaces, the backward's plan): broadcast lifetimes.
+    public static ProblemShape Of(AttentionShape shape, BroadcastShape? mask, BroadcastShape? bias, ScalarType biasType, bool lifetimes = false) =>
+        Of(shape, mask, bias, biasType, lifetimes ? new BroadcastShape(1, 1, 1) : null);
 
     // The shape of a call's problem.
     public static ProblemShape Of(DeviceForwardArgs args) =>
-        Of(args.Shape, args.Mask?.Shape, args.Bias?.Shape, args.Bias?.DType ?? default, args.Lifetimes is not null);
+        Of(args.Shape, args.Mask?.Shape, args.Bias?.Shape, args.Bias?.DType ?? default, args.Lifetimes?.Shape);
 }
 
 // fdma::FwdPlan.
 internal readonly record struct ForwardPlan
 {
+    public FwdKernel Kernel { get; init; }
     public Tile Tile { get; init; }
+    public int PackedHeads { get; init; }
     public int MTiles { get; init; }
     public int NTiles { get; init; }
     public int KvSplits { get; init; }

@@ -18,10 +18,11 @@ internal sealed partial class NvrtcBackend
             Lse = args.Lse,
             TileStats = args.TileStats,
             KvSplits = plan.KvSplits,
+            PackedHeads = plan.PackedHeads,
         };
 
         using CudaContextScope scope = NvrtcLaunch.EnterContext(device, ForwardFunction);
-        nint forward = KernelModules.GetFunction(KernelVariant.Forward(args.DType, shape.HeadDim, args.Lifetimes is not null), device, plan.SmemLimit);
+        nint forward = KernelModules.GetFunction(KernelVariant.Forward(args.DType, shape.HeadDim, args.Lifetimes is not null, plan.Kernel), device, plan.SmemLimit);
         nint occupancy = args.Mask is null ? 0 : KernelModules.GetFunction(KernelVariant.Occupancy, device, 0);
         nint combine = plan.KvSplits > 1 ? KernelModules.GetFunction(KernelVariant.ForwardCombine(args.DType, shape.HeadDim), device, 0) : 0;
 

@@ -163,12 +163,13 @@ public class LaunchPlanTests
     [Test]
     public void ForwardPlan_SplitsSmallGridsOverKeysAndLaysOutThePartialsBeforeTheBitmaps()
     {
-        // Decode: 1 query tile x 2 heads x 1 batch = 2 blocks, 8192 key tiles: 256 splits (the most).
+        // Decode: 1 query tile x 2 heads x 1 batch = 2 blocks, 8192 key tiles: 256 splits (the most); both heads of the
+        // GQA group in one block.
         ForwardPlan decode = LaunchPlan.PlanFwd(ProblemShape.Of(new(1, 1, 524288, 2, 1, 128), new(1, 1, 1), null, default));
         ForwardPlan training = LaunchPlan.PlanFwd(ProblemShape.Of(new(1, 8192, 8192, 2, 1, 128), new(1, 1, 8192), new(1, 1, 1), ScalarType.BFloat16));
 
         Assert.That(decode.KvSplits, Is.EqualTo(256));
-        Assert.That(decode.Grid, Is.EqualTo(new Dim3(1, 2, 256)));
+        Assert.That(decode.Grid, Is.EqualTo(new Dim3(1, 1, 256)));
         Assert.That(decode.LsePartial, Is.EqualTo(256UL * 2 * 128 * 4), "256 splits x 2 rows x 128 fp32");
         Assert.That(decode.Bitmaps, Is.EqualTo(256UL * 2 * 128 * 4 + 2048), "their LSEs: 2048 bytes");
         Assert.That(decode.BitmapWords, Is.EqualTo(256UL), "1 query tile x 8192 key tiles / 32");
@@ -222,5 +223,35 @@ public class LaunchPlanTests
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("backend"));
         Assert.That(() => DynamicMaskAttention.ForwardWorkspaceSize(Shape, ScalarType.Float16, null, backend: (FlashDmAttnBackend)7),
             Throws.InstanceOf<ArgumentOutOfRangeException>().With.Property("ParamName").EqualTo("backend"));
+    }
+
+    // Decode (at most 16 queries): 16-row tiles; with one query a block takes the heads of a GQA group (those dividing
+    // it, up to 16) unless the mask, bias or lifetimes differ by query head. Splits count query heads either way, so
+    // the workspace is the one of the 64-row plan.
+    [TestCase(1, 16, 4, null, 4)]
+    [TestCase(1, 12, 2, null, 6)]
+    [TestCase(1, 64, 2, null, 16)]
+    [TestCase(1, 16, 4, "mask", 1)]
+    [TestCase(1, 16, 4, "bias", 1)]
+    [TestCase(1, 16, 4, "lifetimes", 1)]
+    [TestCase(1, 16, 16, "mask", 1)]
+    [TestCase(5, 16, 4, null, 1)]
+    public void Decode_PacksTheHeadsOfAGqaGroup_WhenTheyReadTheSameMaskBiasAndLifetimes(int seqLenQ, int headsQ, int headsKv, string? perQueryHead, int packed)
+    {
+        var shape = new AttentionShape(2, seqLenQ, 3000, headsQ, headsKv, 128);
+        BroadcastShape? perHead = new BroadcastShape(2, headsQ, 1), shared = new BroadcastShape(2, headsKv, 1);
+        ProblemShape problem = ProblemShape.Of(shape, perQueryHead == "mask" ? perHead : shared, perQueryHead == "bias" ? perHead : shared,
+            ScalarType.Float32, perQueryHead == "lifetimes" ? perHead : shared);
+        ForwardPlan plan = LaunchPlan.PlanFwd(problem);
+        ForwardPlan unpacked = LaunchPlan.PlanFwd(problem with { SeqLenQ = 17 });
+
+        Assert.That(plan.Kernel, Is.EqualTo(FwdKernel.Decode));
+        Assert.That(plan.Tile, Is.EqualTo(new Tile(16, 64, 4)));
+        Assert.That(plan.PackedHeads, Is.EqualTo(packed));
+        Assert.That(plan.Grid, Is.EqualTo(new Dim3(1, (uint)(headsQ / packed), (uint)(2 * plan.KvSplits))));
+        Assert.That(plan.KvSplits, Is.EqualTo(LaunchPlan.FwdKvSplits(2L * headsQ, 47)), "47 key tiles; blocks counted by query head");
+        Assert.That(plan.SmemLimit, Is.EqualTo((16 + 4 * 64) * 136 * 2 + 2 * 16 * 72 * 4), "Q, two slots of K and V, two fp32 bias stages");
+        Assert.That(unpacked.Kernel, Is.EqualTo(FwdKernel.MmaSync));
+        Assert.That((unpacked.PackedHeads, unpacked.Tile.BlockM), Is.EqualTo((1, 64)));
     }
 }

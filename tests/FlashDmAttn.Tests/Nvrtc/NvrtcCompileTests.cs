@@ -57,10 +57,10 @@ public class NvrtcCompileTests : NvrtcTest
 
         Assert.That(slugs, Is.Unique);
         Assert.That(slugs.Where(s => s.StartsWith("bwd_", StringComparison.Ordinal)), Is.EquivalentTo(backward));
-        // native/src/fwd_launch.cuh, for each (type, head dim): the forward kernel of each mask form and the split-KV
-        // combine pass.
+        // native/src/fwd_launch.cuh, for each (type, head dim): the forward kernel of each mask form, for long calls and
+        // for decode (suffix _decode), and the split-KV combine pass.
         Assert.That(slugs.Where(s => s.StartsWith("fwd_", StringComparison.Ordinal)), Is.EquivalentTo(
-            (from t in types from d in headDims from f in forms select $"fwd_{t}_d{d}{f}")
+            (from t in types from d in headDims from f in forms from k in new[] { "", "_decode" } select $"fwd_{t}_d{d}{f}{k}")
             .Concat(from t in types from d in headDims select $"fwd_combine_{t}_d{d}")));
         Assert.That(slugs.Where(s => s.StartsWith("occupancy", StringComparison.Ordinal)), Is.EquivalentTo(new[] { "occupancy" }), "one pre-pass for both directions' tiles");
     }

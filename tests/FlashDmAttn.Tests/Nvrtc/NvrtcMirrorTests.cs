@@ -52,23 +52,32 @@ public class NvrtcMirrorTests : NvrtcTest
     // Shapes that exercise every branch of the plans: split and unsplit grids, tiles cut by the lengths, one and
     // several bitmap words, masks and biases of each broadcast, every head dim; key lifetimes (the backward's gathered
     // dK/dV outside the deterministic mode) with ranges of query tiles cut short and whole, with and without a bias.
-    private static IEnumerable<(AttentionShape Shape, BroadcastShape? Mask, BroadcastShape? Bias, ScalarType BiasType, bool Lifetimes)> PlanShapes()
+    // Decode (at most 16 queries): heads packed by GQA group (a group of 6 packs 2, of 32 packs 16, of 4 packs 4) unless
+    // a mask, bias or lifetimes per query head keeps one; 16 queries decode, 17 do not.
+    private static IEnumerable<(AttentionShape Shape, BroadcastShape? Mask, BroadcastShape? Bias, ScalarType BiasType, BroadcastShape? Lifetimes)> PlanShapes()
     {
         foreach (int d in LaunchPlan.HeadDims)
         {
-            yield return (new(2, 97, 130, 4, 2, d), new(2, 2, 97), new(1, 4, 97), ScalarType.BFloat16, false);
-            yield return (new(1, 1, 1025, 4, 1, d), new(1, 4, 1), new(1, 1, 1), ScalarType.Float32, false);
-            yield return (new(2, 97, 130, 4, 2, d), null, new(1, 4, 97), ScalarType.BFloat16, true);
+            yield return (new(2, 97, 130, 4, 2, d), new(2, 2, 97), new(1, 4, 97), ScalarType.BFloat16, null);
+            yield return (new(1, 1, 1025, 4, 1, d), new(1, 4, 1), new(1, 1, 1), ScalarType.Float32, null);
+            yield return (new(2, 97, 130, 4, 2, d), null, new(1, 4, 97), ScalarType.BFloat16, new(1, 2, 1));
         }
 
-        yield return (new(1, 8192, 8192, 2, 1, 128), new(1, 1, 8192), new(1, 1, 1), ScalarType.Float16, false);
-        yield return (new(3, 300, 333, 8, 2, 256), null, new(3, 8, 300), ScalarType.Float32, false);
-        yield return (new(1, 1, 524288, 2, 1, 128), new(1, 1, 1), null, default, false);
-        yield return (new(4, 4097, 63, 2, 2, 192), new(4, 1, 4097), null, default, false);
-        yield return (new(2, 64, 2049, 16, 4, 64), null, null, default, false);
-        yield return (new(1, 8192, 8192, 2, 1, 128), null, null, default, true);
-        yield return (new(3, 1000, 333, 8, 2, 64), null, new(3, 1, 1), ScalarType.Float32, true);
-        yield return (new(1, 1, 524288, 2, 1, 256), null, null, default, true);
+        yield return (new(1, 8192, 8192, 2, 1, 128), new(1, 1, 8192), new(1, 1, 1), ScalarType.Float16, null);
+        yield return (new(3, 300, 333, 8, 2, 256), null, new(3, 8, 300), ScalarType.Float32, null);
+        yield return (new(1, 1, 524288, 2, 1, 128), new(1, 1, 1), null, default, null);
+        yield return (new(4, 4097, 63, 2, 2, 192), new(4, 1, 4097), null, default, null);
+        yield return (new(2, 64, 2049, 16, 4, 64), null, null, default, null);
+        yield return (new(1, 8192, 8192, 2, 1, 128), null, null, default, new(1, 1, 1));
+        yield return (new(3, 1000, 333, 8, 2, 64), null, new(3, 1, 1), ScalarType.Float32, new(3, 2, 1));
+        yield return (new(1, 1, 524288, 2, 1, 256), null, null, default, new(1, 1, 1));
+        yield return (new(2, 1, 3000, 12, 2, 128), new(2, 2, 1), new(1, 1, 1), ScalarType.BFloat16, null);
+        yield return (new(2, 1, 3000, 64, 2, 128), null, new(2, 2, 1), ScalarType.Float32, new(2, 2, 1));
+        yield return (new(2, 1, 3000, 16, 4, 64), null, null, default, new(1, 16, 1));
+        yield return (new(2, 1, 3000, 16, 4, 64), new(2, 16, 1), null, default, null);
+        yield return (new(2, 1, 3000, 16, 4, 64), null, new(2, 16, 1), ScalarType.Float16, null);
+        yield return (new(1, 16, 40000, 8, 8, 32), new(1, 8, 16), null, default, null);
+        yield return (new(1, 17, 40000, 8, 8, 32), null, null, default, null);
     }
 
     [Test]
@@ -78,12 +87,12 @@ public class NvrtcMirrorTests : NvrtcTest
         var asserts = new StringBuilder("#include \"plan.cuh\"\n")
             .AppendLine($"static_assert(sizeof(fdma::ProblemShape) == {Marshal.SizeOf<ProblemShape>()}, \"sizeof(fdma::ProblemShape)\");");
         int n = 0;
-        foreach ((AttentionShape shape, BroadcastShape? mask, BroadcastShape? bias, ScalarType biasType, bool lifetimes) in PlanShapes())
+        foreach ((AttentionShape shape, BroadcastShape? mask, BroadcastShape? bias, ScalarType biasType, BroadcastShape? lifetimes) in PlanShapes())
         {
             ProblemShape problem = ProblemShape.Of(shape, mask, bias, biasType, lifetimes);
             ProblemShape q = problem;
             string cppProblem = $"fdma::ProblemShape{{{q.Batch}, {q.SeqLenQ}, {q.SeqLenK}, {q.HeadsQ}, {q.HeadsKv}, {q.HeadDim}, " +
-                $"{q.MaskBatch}, {q.MaskHeads}, {q.BiasType}, {q.BiasBatch}, {q.BiasHeads}, {q.BiasRows}, {q.Lifetimes}}}";
+                $"{q.MaskBatch}, {q.MaskHeads}, {q.BiasType}, {q.BiasBatch}, {q.BiasHeads}, {q.BiasRows}, {q.LifetimeHeads}}}";
             AppendFieldAsserts(asserts, $"fwd{n}", $"fdma::plan_fwd({cppProblem})", LaunchPlan.PlanFwd(problem));
             foreach (bool deterministic in new[] { false, true })
             {
@@ -109,6 +118,7 @@ public class NvrtcMirrorTests : NvrtcTest
         {
             asserts.AppendLine($"static_assert(fdma::is_supported_head_dim({d}), \"head dim {d}\");");
             AppendFieldAsserts(asserts, $"fwd_tile{d}", $"fdma::fwd_tile({d})", LaunchPlan.FwdTile(d));
+            AppendFieldAsserts(asserts, $"decode_tile{d}", $"fdma::fwd_tile({d}, fdma::kFwdDecode)", LaunchPlan.FwdTile(d, FwdKernel.Decode));
             AppendFieldAsserts(asserts, $"bwd_tile{d}", $"fdma::bwd_tile({d})", LaunchPlan.BwdTile(d));
             // The kernels' traits read the plan's functions: their thread counts are the plans'.
             asserts.AppendLine($"static_assert(fdma::FwdTraits<{d}>::kThreads == {LaunchPlan.FwdTile(d).Warps * 32}, \"FwdTraits<{d}>\");");
@@ -122,7 +132,8 @@ public class NvrtcMirrorTests : NvrtcTest
                      ("kOccupancyThreads", LaunchPlan.OccupancyThreads), ("kCombineThreads", LaunchPlan.CombineThreads),
                      ("kRowPassThreads", LaunchPlan.RowPassThreads), ("kConvertDBiasThreads", LaunchPlan.ConvertDBiasThreads),
                      ("kKvSplitTargetBlocks", LaunchPlan.KvSplitTargetBlocks), ("kKvSplitMinTiles", LaunchPlan.KvSplitMinTiles),
-                     ("kKvSplitMax", LaunchPlan.KvSplitMax),
+                     ("kKvSplitMax", LaunchPlan.KvSplitMax), ("kDecodeQueries", LaunchPlan.DecodeQueries),
+                     ("kFwdDecodeSlots", LaunchPlan.FwdDecodeSlots),
                      ("kGatherRangeTiles", LaunchPlan.GatherRangeTiles), ("kGatherKeySlots", LaunchPlan.GatherKeySlots),
                      ("kFwdStatCounters", KernelParams.ForwardStatCounters), ("kBwdStatCounters", KernelParams.BackwardStatCounters),
                  })
@@ -154,6 +165,8 @@ public class NvrtcMirrorTests : NvrtcTest
                 string fieldPath = $"{path}.{CppNames.Of(property.Name)}";
                 if (field is Tile or Dim3)
                     AppendFields(fieldPath, field);
+                else if (field is Enum)
+                    asserts.AppendLine($"static_assert({fieldPath} == {Convert.ToInt32(field)}, \"{fieldPath} == {field}\");");
                 else if (field is bool flag)
                     asserts.AppendLine($"static_assert({fieldPath} == {(flag ? "true" : "false")}, \"{fieldPath} == {flag}\");");
                 else
