@@ -121,6 +121,11 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdDecode>::kThreads) dma
         if (n_next < n_end) cp_async_wait<1>();  // tile n (and Q) landed; tile n_next may still be loading
         else cp_async_wait<0>();
         __syncthreads();
+        // The dense mask's walk only reads its bitmaps: the tile after next is known before this one computes. Key
+        // lifetimes gather it block-wide after the tile (their walk's barrier then frees this tile's slot; a gathered
+        // tile's keys stay until the third tile after it is gathered).
+        int n_after = n_end;
+        if (!Visibility::kGathers && n_next < n_end) n_after = policy.next(n_next + 1);
         u32 visible[kMTiles];
         visibility.compute(n, elementwise, raw, visible);
 #pragma unroll
@@ -137,11 +142,9 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdDecode>::kThreads) dma
         mma.accumulate(acc_o, s, mma.value_slot(slot));
         ++computed;
 
-        // The walk's next step is block-wide, and its barrier also frees this slot for the tile after next (key
-        // lifetimes keep a gathered tile's keys until the third tile after it is gathered).
-        const int n_after = n_next < n_end ? policy.next(n_next + 1) : n_end;
+        if (Visibility::kGathers && n_next < n_end) n_after = policy.next(n_next + 1);
         if (n_after < n_end) {
-            if (!Visibility::kGathers) __syncthreads();  // DenseMask's next() has no barrier
+            if (!Visibility::kGathers) __syncthreads();  // every warp is done with this slot
             load_tile(n_after, slot);
         }
         n = n_next;

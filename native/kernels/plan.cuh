@@ -188,16 +188,20 @@ FDMA_HOST_DEVICE constexpr FwdKernel fwd_kernel_of(const ProblemShape& s, FwdKer
 // The query heads a decode block serves: with one query, the heads of a GQA group read the same K and V, and when
 // they read the same mask, lifetimes and bias too (none of them per query head), a block takes as many of them as
 // divide the group and fit its rows, one row each, so that K and V are read once for them. Else 1.
+// fwd_max_packed_heads: as many as the sizes allow, whatever the mask, lifetimes and bias.
+FDMA_HOST_DEVICE constexpr int fwd_max_packed_heads(const ProblemShape& s) {
+    if (s.seqlen_q != 1) return 1;
+    int heads = fwd_tile(s.head_dim, kFwdDecode).block_m;
+    while ((s.heads_q / s.heads_kv) % heads != 0) --heads;
+    return heads;
+}
 FDMA_HOST_DEVICE constexpr bool per_query_head(int operand_heads, const ProblemShape& s) {
     return operand_heads == s.heads_q && s.heads_q != s.heads_kv;
 }
 FDMA_HOST_DEVICE constexpr int fwd_packed_heads(const ProblemShape& s) {
-    if (s.seqlen_q != 1 || per_query_head(s.mask_heads, s) || per_query_head(s.bias_heads, s) ||
-        per_query_head(s.lifetime_heads, s))
-        return 1;
-    int heads = fwd_tile(s.head_dim, kFwdDecode).block_m;
-    while ((s.heads_q / s.heads_kv) % heads != 0) --heads;
-    return heads;
+    return per_query_head(s.mask_heads, s) || per_query_head(s.bias_heads, s) || per_query_head(s.lifetime_heads, s)
+        ? 1
+        : fwd_max_packed_heads(s);
 }
 
 struct FwdPlan {
@@ -205,7 +209,7 @@ struct FwdPlan {
     Tile tile;
     int packed_heads;         // query heads per block (fwd_packed_heads; decode only, else 1)
     int m_tiles, n_tiles;
-    int kv_splits;            // blocks sharing each query tile's key tiles; 1: no combine pass
+    int kv_splits;            // blocks sharing each query tile's key tiles (of each block's heads); 1: no combine pass
     Dim3 grid;                // the main kernel: (query tiles, Hq / packed_heads, B * kv_splits), launched last query
                               // tile first (FwdPlace)
     int threads;
@@ -214,16 +218,17 @@ struct FwdPlan {
     Dim3 occupancy_grid;      // tile_occupancy_kernel: (query tiles, bitmap words, mask planes); z = 0 without a mask
     unsigned combine_blocks;  // fwd_combine_kernel, when kv_splits > 1
     // Scratch: byte offsets from its start, each section 256-byte aligned.
-    u64 o_partial;            // fp32 [kv_splits][B][Hq][Lq][D], when kv_splits > 1
-    u64 lse_partial;          // fp32 [kv_splits][B][Hq][Lq]
+    u64 o_partial;            // fp32 [kv_splits][B][Hq][Lq][D], sized for workspace_splits
+    u64 lse_partial;          // fp32 [kv_splits][B][Hq][Lq], sized for workspace_splits
+    int workspace_splits;     // the most splits a call of these sizes plans (fwd_max_packed_heads): the workspace does
+                              // not depend on the mask, lifetimes and bias heads that decide the packing
     u64 bitmaps;              // with a mask: the occupied bitmap, then the full one
     u64 bitmap_words;         // of one bitmap: [mask planes][query tiles][words]
     u64 workspace_bytes;
 };
 
 // device_kernel: the device's kernel for calls longer than decode; kFwdWgmma only for a head dim with
-// has_wgmma_forward. The split count counts query heads, packed or not, so that the workspace does not depend on
-// the packing (nor on the mask, lifetimes and bias heads it reads).
+// has_wgmma_forward.
 FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s, FwdKernel device_kernel = kFwdMmaSync) {
     FwdPlan p{};
     const FwdKernel kernel = fwd_kernel_of(s, device_kernel);
@@ -232,7 +237,9 @@ FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s, FwdKernel dev
     p.packed_heads = kernel == kFwdDecode ? fwd_packed_heads(s) : 1;
     p.m_tiles = tiles_of(s.seqlen_q, p.tile.block_m);
     p.n_tiles = tiles_of(s.seqlen_k, p.tile.block_n);
-    p.kv_splits = fwd_kv_splits(static_cast<long long>(p.m_tiles) * s.heads_q * s.batch, p.n_tiles);
+    const long long head_tiles = static_cast<long long>(p.m_tiles) * s.batch;  // query tiles of each (batch, head)
+    p.kv_splits = fwd_kv_splits(head_tiles * (s.heads_q / p.packed_heads), p.n_tiles);
+    p.workspace_splits = fwd_kv_splits(head_tiles * (s.heads_q / (kernel == kFwdDecode ? fwd_max_packed_heads(s) : 1)), p.n_tiles);
     p.grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(s.heads_q / p.packed_heads),
                   static_cast<unsigned>(s.batch * p.kv_splits)};
     p.threads = p.tile.warps * 32;
@@ -245,11 +252,11 @@ FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s, FwdKernel dev
     const u64 rows = static_cast<u64>(s.batch) * s.heads_q * s.seqlen_q;
     p.combine_blocks = warp_row_blocks(static_cast<long long>(rows) * combine_warps_per_row(p.kv_splits), kCombineThreads);
     u64 end = 0;
-    if (p.kv_splits > 1) {
+    if (p.workspace_splits > 1) {
         p.o_partial = end;
-        end += align256(p.kv_splits * rows * s.head_dim * 4);
+        end += align256(p.workspace_splits * rows * s.head_dim * 4);
         p.lse_partial = end;
-        end += align256(p.kv_splits * rows * 4);
+        end += align256(p.workspace_splits * rows * 4);
     }
     if (mask_planes > 0) {
         p.bitmaps = end;

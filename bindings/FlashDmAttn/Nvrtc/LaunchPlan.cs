@@ -35,17 +35,20 @@ internal static class LaunchPlan
 
     public static FwdKernel FwdKernelOf(ProblemShape s) => s.SeqLenQ <= DecodeQueries ? FwdKernel.Decode : FwdKernel.MmaSync;
 
-    public static bool PerQueryHead(int operandHeads, ProblemShape s) => operandHeads == s.HeadsQ && s.HeadsQ != s.HeadsKv;
-
-    public static int FwdPackedHeads(ProblemShape s)
+    public static int FwdMaxPackedHeads(ProblemShape s)
     {
-        if (s.SeqLenQ != 1 || PerQueryHead(s.MaskHeads, s) || PerQueryHead(s.BiasHeads, s) || PerQueryHead(s.LifetimeHeads, s))
+        if (s.SeqLenQ != 1)
             return 1;
         int heads = FwdTile(s.HeadDim, FwdKernel.Decode).BlockM;
         while (s.HeadsQ / s.HeadsKv % heads != 0)
             heads--;
         return heads;
     }
+
+    public static bool PerQueryHead(int operandHeads, ProblemShape s) => operandHeads == s.HeadsQ && s.HeadsQ != s.HeadsKv;
+
+    public static int FwdPackedHeads(ProblemShape s) =>
+        PerQueryHead(s.MaskHeads, s) || PerQueryHead(s.BiasHeads, s) || PerQueryHead(s.LifetimeHeads, s) ? 1 : FwdMaxPackedHeads(s);
 
     public static Tile BwdTile(int headDim) => new(64, 64, 4);
 
@@ -104,16 +107,18 @@ internal static class LaunchPlan
         int packedHeads = kernel == FwdKernel.Decode ? FwdPackedHeads(s) : 1;
         int mTiles = TilesOf(s.SeqLenQ, tile.BlockM);
         int nTiles = TilesOf(s.SeqLenK, tile.BlockN);
-        int kvSplits = FwdKvSplits((long)mTiles * s.HeadsQ * s.Batch, nTiles);
+        long headTiles = (long)mTiles * s.Batch;
+        int kvSplits = FwdKvSplits(headTiles * (s.HeadsQ / packedHeads), nTiles);
+        int workspaceSplits = FwdKvSplits(headTiles * (s.HeadsQ / (kernel == FwdKernel.Decode ? FwdMaxPackedHeads(s) : 1)), nTiles);
         int maskPlanes = s.MaskBatch * s.MaskHeads;
         ulong rows = (ulong)s.Batch * (ulong)s.HeadsQ * (ulong)s.SeqLenQ;
         ulong end = 0, oPartial = 0, lsePartial = 0, bitmaps = 0, bitmapWords = 0;
-        if (kvSplits > 1)
+        if (workspaceSplits > 1)
         {
             oPartial = end;
-            end += Align256((ulong)kvSplits * rows * (ulong)s.HeadDim * 4);
+            end += Align256((ulong)workspaceSplits * rows * (ulong)s.HeadDim * 4);
             lsePartial = end;
-            end += Align256((ulong)kvSplits * rows * 4);
+            end += Align256((ulong)workspaceSplits * rows * 4);
         }
 
         if (maskPlanes > 0)
@@ -131,6 +136,7 @@ internal static class LaunchPlan
             MTiles = mTiles,
             NTiles = nTiles,
             KvSplits = kvSplits,
+            WorkspaceSplits = workspaceSplits,
             Grid = new((uint)mTiles, (uint)(s.HeadsQ / packedHeads), (uint)(s.Batch * kvSplits)),
             Threads = tile.Warps * 32,
             SmemBytes = FwdTilesSmemBytes(s.HeadDim, kernel) + FwdKeySlots(kernel) * BiasStageBytes(tile, s.BiasType, s.BiasRows > 1),
@@ -273,6 +279,7 @@ internal readonly record struct ForwardPlan
     public int MTiles { get; init; }
     public int NTiles { get; init; }
     public int KvSplits { get; init; }
+    public int WorkspaceSplits { get; init; }
     public Dim3 Grid { get; init; }
     public int Threads { get; init; }
     public int SmemBytes { get; init; }

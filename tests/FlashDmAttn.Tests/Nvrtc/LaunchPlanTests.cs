@@ -226,8 +226,8 @@ public class LaunchPlanTests
     }
 
     // Decode (at most 16 queries): 16-row tiles; with one query a block takes the heads of a GQA group (those dividing
-    // it, up to 16) unless the mask, bias or lifetimes differ by query head. Splits count query heads either way, so
-    // the workspace is the one of the 64-row plan.
+    // it, up to 16) unless the mask, bias or lifetimes differ by query head. Splits follow the blocks; the workspace
+    // holds the partials of the most packed grid the sizes allow, whatever the mask, bias and lifetimes.
     [TestCase(1, 16, 4, null, 4)]
     [TestCase(1, 12, 2, null, 6)]
     [TestCase(1, 64, 2, null, 16)]
@@ -249,7 +249,11 @@ public class LaunchPlanTests
         Assert.That(plan.Tile, Is.EqualTo(new Tile(16, 64, 4)));
         Assert.That(plan.PackedHeads, Is.EqualTo(packed));
         Assert.That(plan.Grid, Is.EqualTo(new Dim3(1, (uint)(headsQ / packed), (uint)(2 * plan.KvSplits))));
-        Assert.That(plan.KvSplits, Is.EqualTo(LaunchPlan.FwdKvSplits(2L * headsQ, 47)), "47 key tiles; blocks counted by query head");
+        Assert.That(plan.KvSplits, Is.EqualTo(LaunchPlan.FwdKvSplits(2L * headsQ / packed, 47)), "47 key tiles");
+        int mostPacked = seqLenQ == 1 ? Math.Min(headsQ / headsKv, 16) : 1;  // these groups divide by their packing
+        Assert.That(plan.WorkspaceSplits, Is.EqualTo(LaunchPlan.FwdKvSplits(2L * headsQ / mostPacked, 47)));
+        Assert.That(plan.WorkspaceBytes, Is.EqualTo(LaunchPlan.PlanFwd(problem with { BiasHeads = headsQ, LifetimeHeads = headsQ }).WorkspaceBytes),
+            "the bias and lifetimes heads that decide the packing leave the workspace as it is");
         Assert.That(plan.SmemLimit, Is.EqualTo((16 + 4 * 64) * 136 * 2 + 2 * 16 * 72 * 4), "Q, two slots of K and V, two fp32 bias stages");
         Assert.That(unpacked.Kernel, Is.EqualTo(FwdKernel.MmaSync));
         Assert.That((unpacked.PackedHeads, unpacked.Tile.BlockM), Is.EqualTo((1, 64)));
