@@ -1,8 +1,9 @@
 """Where the time of small calls goes (GPU machine): one-query decode over 64K and 512K keys (no mask, a dense mask
-with a per-key bias, a 2048-key window at the end, nothing visible) and short causal forwards (512 to 2048, no mask
-and a 256-key window with a per-key bias), each timed through the C ABI with triton.testing.do_bench (median, in us)
-and broken into its kernels' GPU times by the PyTorch profiler; SDPA's FlashAttention-2 and cuDNN beside them.
-B=1, Hq=2, Hkv=1, D=128, bf16; a caller workspace is passed.
+with a per-key bias, a 2048-key window at the end, nothing visible), the same at 64K with GQA 32/8, and short causal
+forwards (512 to 2048, no mask and a 256-key window with a per-key bias), each timed through the C ABI with
+triton.testing.do_bench (median, in us) and broken into its kernels' GPU times by the PyTorch profiler; SDPA's
+FlashAttention-2 and cuDNN beside them. B=1, Hq=2, Hkv=1 (but the GQA rows), D=128, bf16; a caller workspace is
+passed.
 
 python3 bench/fixed_costs.py [library path]
 """
@@ -44,7 +45,7 @@ def report(label, fn):
 
 def ours(label, q, k, v, masks, causal):
     out = torch.empty_like(q)
-    lse = torch.empty(1, HQ, q.shape[1], device="cuda")
+    lse = torch.empty(1, q.shape[2], q.shape[1], device="cuda")
     workspace = torch.empty(64 << 20, dtype=torch.uint8, device="cuda")
     for name, mask, bias in masks:
         params = fdma.make_params(q, k, v, out, mask=mask, bias=bias, lse=lse, causal=causal)
@@ -60,23 +61,24 @@ def sdpa(label, q, k, v, causal, backends):
                    lambda: torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, enable_gqa=True))
 
 
-def tensors(lq, lk):
+def tensors(lq, lk, hq=HQ, hkv=HKV):
     return (torch.randn(1, length, heads, D, device="cuda", dtype=torch.bfloat16)
-            for length, heads in ((lq, HQ), (lk, HKV), (lk, HKV)))
+            for length, heads in ((lq, hq), (lk, hkv), (lk, hkv)))
 
 
-def decode():
-    for lk in (65536, 524288):
-        q, k, v = tensors(1, lk)
-        bias = torch.randn(1, HKV, 1, lk, device="cuda", dtype=torch.bfloat16)
-        dense = torch.ones(1, HKV, 1, lk, dtype=torch.uint8, device="cuda")
+def decode(lengths=(65536, 524288), hq=HQ, hkv=HKV):
+    for lk in lengths:
+        q, k, v = tensors(1, lk, hq, hkv)
+        bias = torch.randn(1, hkv, 1, lk, device="cuda", dtype=torch.bfloat16)
+        dense = torch.ones(1, hkv, 1, lk, dtype=torch.uint8, device="cuda")
         nothing = torch.zeros_like(dense)
         window = nothing.clone()
         window[..., -2048:] = 1
         masks = (("no mask", None, None), ("dense mask+bias", dense, bias), ("window 2048 mask+bias", window, bias),
                  ("nothing visible", nothing, None))
-        ours(f"Lk={lk}", q, k, v, masks, causal=False)
-        sdpa(f"Lk={lk}", q, k, v, False, (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION))
+        label = f"Lk={lk}" if hq == HQ else f"Lk={lk} Hq{hq}/Hkv{hkv}"
+        ours(label, q, k, v, masks, causal=False)
+        sdpa(label, q, k, v, False, (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION))
 
 
 def short():
@@ -91,4 +93,5 @@ def short():
 
 if __name__ == "__main__":
     decode()
+    decode((65536,), hq=32, hkv=8)
     short()

@@ -141,8 +141,8 @@ typedef struct fdma_fwd_params {
     /* Optional device scratch of at least fdma_fwd_workspace_size() bytes, 16-byte aligned, not
      * overlapping any tensor. NULL: the library takes it from CUDA's stream-ordered allocator
      * (cudaMallocAsync) for the call. A call with a mask needs scratch for its tile bitmaps, and a
-     * call split over keys (fewer than 256 blocks of query tiles x heads x batch) for its partial
-     * outputs; fdma_fwd_workspace_size() is 0 for the others. */
+     * call split over keys (fewer than 256 blocks of query tiles x heads x batch; a one-query call's
+     * packed heads count as one) for its partial outputs; fdma_fwd_workspace_size() is 0 for the others. */
     void* workspace;
     uint64_t workspace_bytes;
 
@@ -329,7 +329,8 @@ FDMA_API const char* fdma_last_error_message(void);
 FDMA_API fdma_status fdma_compiled_archs(int32_t* archs, int32_t capacity, int32_t* count);
 
 /* Tile shape (query rows, key columns) the forward kernel uses for this head dim and dtype on the current device
- * (it differs from the default only under the experimental Hopper forward: README, "Hopper forward"). */
+ * (it differs from the default only under the experimental Hopper forward: README, "Hopper forward"). Calls of at
+ * most 16 queries run the decode kernel's 16-row tiles; they have one query tile either way (README, "Decode"). */
 FDMA_API fdma_status fdma_fwd_tile_shape(int32_t head_dim, int32_t dtype, int32_t* block_m,
                                          int32_t* block_n);
 

@@ -78,7 +78,8 @@ fdma_status fdma_compiled_archs(int32_t* archs, int32_t capacity, int32_t* count
 }
 
 fdma_status fdma_fwd_tile_shape(int32_t head_dim, int32_t dtype, int32_t* block_m, int32_t* block_n) {
-    // The kernel this head dim's calls on the current device get (select_fwd_kernel).
+    // The kernel this head dim's calls of more than kDecodeQueries queries get on the current device
+    // (select_fwd_kernel); a decode call has one query tile with this block_m as with its own.
     return tile_shape([](int d) { return fdma::fwd_tile(d, fdma::select_fwd_kernel(d)); }, head_dim, dtype, block_m, block_n);
 }
 
