@@ -26,6 +26,9 @@ public class BackendEqualityGpuTests : GpuTest
             { Causal = true, Mask = new(2, 1, 300), BlankRowsAndTiles = true, Bias = new(1, 2, 1) },
         new("fp16 D192 fp16 bias", ScalarType.Float16, new(1, 257, 257, 2, 2, 192)) { Bias = new(1, 2, 257), BiasType = ScalarType.Float16 },
         new("bf16 D256 decode mask", ScalarType.BFloat16, new(2, 1, 1025, 4, 1, 256)) { Causal = true, Mask = new(2, 4, 1), MaskDensity = 0.3 },
+        new("bf16 D128 decode, GQA heads packed, mask and bias per kv head", ScalarType.BFloat16, new(2, 1, 3000, 8, 2, 128))
+            { Mask = new(2, 2, 1), MaskDensity = 0.3, Bias = new(1, 2, 1) },
+        new("fp16 D64 speculative decode, 5 queries", ScalarType.Float16, new(1, 5, 700, 4, 2, 64)) { Causal = true, Bias = new(1, 4, 5) },
         new("fp16 D128 Lq > Lk causal (empty rows) shared mask", ScalarType.Float16, new(1, 130, 97, 2, 2, 128)) { Causal = true, Mask = new(1, 1, 1) },
     ];
 
