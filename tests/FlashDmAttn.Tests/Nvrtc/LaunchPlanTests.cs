@@ -258,4 +258,39 @@ public class LaunchPlanTests
         Assert.That(unpacked.Kernel, Is.EqualTo(FwdKernel.MmaSync));
         Assert.That((unpacked.PackedHeads, unpacked.Tile.BlockM), Is.EqualTo((1, 64)));
     }
+
+    // The split-KV partials a call writes ([kv splits][B][Hq][Lq][D] and the LSEs) fit the workspace it asks for, over
+    // decode and longer shapes, GQA groups that pack or not, and mask, bias and lifetimes heads that allow or forbid
+    // the packing (the workspace is sized for the most packed grid; the call's splits follow its own grid).
+    [Test]
+    public void ForwardPartials_FitTheWorkspace_WhateverTheHeadsPack()
+    {
+        int checkedPlans = 0;
+        foreach (int seqLenQ in new[] { 1, 2, 16, 17, 300 })
+        foreach (int headsKv in new[] { 1, 2, 8 })
+        foreach (int group in new[] { 1, 2, 3, 4, 6, 8, 16, 32, 64 })
+        foreach (int seqLenK in new[] { 1, 64, 65, 3000, 524288 })
+        foreach (int perHead in new[] { 0, 1, 2, 3 })  // none; mask, bias or lifetimes per query head
+        {
+            int headsQ = headsKv * group;
+            var shape = new AttentionShape(2, seqLenQ, seqLenK, headsQ, headsKv, 128);
+            BroadcastShape perQuery = new(2, headsQ, 1), shared = new(1, headsKv, 1);
+            ProblemShape problem = ProblemShape.Of(shape, perHead == 1 ? perQuery : null, perHead == 2 ? perQuery : shared,
+                ScalarType.BFloat16, perHead == 3 ? perQuery : null);
+            ForwardPlan plan = LaunchPlan.PlanFwd(problem);
+            ulong rows = 2UL * (ulong)headsQ * (ulong)seqLenQ;
+
+            Assert.That(plan.WorkspaceSplits, Is.GreaterThanOrEqualTo(plan.KvSplits), $"{problem}");
+            Assert.That(plan.Grid.Y * plan.PackedHeads, Is.EqualTo((uint)headsQ), $"{problem}");
+            if (plan.KvSplits > 1)
+            {
+                Assert.That(plan.OPartial + (ulong)plan.KvSplits * rows * 128 * 4, Is.LessThanOrEqualTo(plan.LsePartial), $"{problem}");
+                Assert.That(plan.LsePartial + (ulong)plan.KvSplits * rows * 4, Is.LessThanOrEqualTo(plan.WorkspaceBytes), $"{problem}");
+            }
+
+            checkedPlans++;
+        }
+
+        Assert.That(checkedPlans, Is.EqualTo(5 * 3 * 9 * 5 * 4));
+    }
 }
