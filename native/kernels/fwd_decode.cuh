@@ -21,48 +21,37 @@ template <typename Traits>
 __device__ __forceinline__ void merge_key_warps(float* smem, float (&acc_o)[Traits::kMTiles][Traits::kDTiles][4],
                                                 float (&row_max)[Traits::kMTiles][2], float (&row_sum)[Traits::kMTiles][2],
                                                 int warp, int lane) {
-    static_assert(Traits::kRowWarps == 1, "every warp holds the block's rows");
-    constexpr int kRegs = Traits::kMTiles * (Traits::kDTiles * 4 + 2);  // a thread's output and sums
-    float* const maxima = smem;                                         // [kKeyWarps][kBlockM]
+    static_assert(Traits::kRowWarps == 1 && Traits::kMTiles == 1, "every warp holds the block's one row tile");
+    constexpr int kRegs = Traits::kDTiles * 4 + 2;  // a thread's output and sums
+    float* const maxima = smem;                     // [kKeyWarps][kBlockM]
     if (lane % 4 == 0)  // a row's maximum is the same in its quad
 #pragma unroll
-        for (int mi = 0; mi < Traits::kMTiles; ++mi)
-#pragma unroll
-            for (int half = 0; half < 2; ++half)
-                maxima[warp * Traits::kBlockM + ThreadRows<Traits>::of(warp, lane, mi, half)] = row_max[mi][half];
+        for (int half = 0; half < 2; ++half) maxima[warp * Traits::kBlockM + ThreadRows<Traits>::of(warp, lane, 0, half)] = row_max[0][half];
     __syncthreads();
-    float rescale[Traits::kMTiles][2];
+    float rescale[1][2];
 #pragma unroll
-    for (int mi = 0; mi < Traits::kMTiles; ++mi)
+    for (int half = 0; half < 2; ++half) {
+        const int row = ThreadRows<Traits>::of(warp, lane, 0, half);
+        float block_max = neg_inf();
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            const int row = ThreadRows<Traits>::of(warp, lane, mi, half);
-            float block_max = neg_inf();
-#pragma unroll
-            for (int w = 0; w < Traits::kKeyWarps; ++w) block_max = fmaxf(block_max, maxima[w * Traits::kBlockM + row]);
-            const float base = block_max == neg_inf() ? 0.f : block_max;  // no warp saw a key: all weights 0
-            rescale[mi][half] = ex2_approx(row_max[mi][half] - base);
-            row_max[mi][half] = block_max;
-            row_sum[mi][half] *= rescale[mi][half];
-        }
+        for (int w = 0; w < Traits::kKeyWarps; ++w) block_max = fmaxf(block_max, maxima[w * Traits::kBlockM + row]);
+        const float base = block_max == neg_inf() ? 0.f : block_max;  // no warp saw a key: all weights 0
+        rescale[0][half] = ex2_approx(row_max[0][half] - base);
+        row_max[0][half] = block_max;
+        row_sum[0][half] *= rescale[0][half];
+    }
     rescale_output<Traits>(acc_o, rescale);
     __syncthreads();  // maxima read
     float* const parts = smem;  // [kKeyWarps - 1][kRegs][32]
-    auto reg = [&](int mi, int i) -> float& { return i < Traits::kDTiles * 4 ? acc_o[mi][i / 4][i % 4] : row_sum[mi][i - Traits::kDTiles * 4]; };
+    auto reg = [&](int i) -> float& { return i < Traits::kDTiles * 4 ? acc_o[0][i / 4][i % 4] : row_sum[0][i - Traits::kDTiles * 4]; };
     if (warp > 0)
 #pragma unroll
-        for (int mi = 0; mi < Traits::kMTiles; ++mi)
-#pragma unroll
-            for (int i = 0; i < kRegs / Traits::kMTiles; ++i)
-                parts[((warp - 1) * kRegs + mi * (kRegs / Traits::kMTiles) + i) * 32 + lane] = reg(mi, i);
+        for (int i = 0; i < kRegs; ++i) parts[((warp - 1) * kRegs + i) * 32 + lane] = reg(i);
     __syncthreads();
     if (warp == 0)
         for (int w = 1; w < Traits::kKeyWarps; ++w)
 #pragma unroll
-            for (int mi = 0; mi < Traits::kMTiles; ++mi)
-#pragma unroll
-                for (int i = 0; i < kRegs / Traits::kMTiles; ++i)
-                    reg(mi, i) += parts[((w - 1) * kRegs + mi * (kRegs / Traits::kMTiles) + i) * 32 + lane];
+            for (int i = 0; i < kRegs; ++i) reg(i) += parts[((w - 1) * kRegs + i) * 32 + lane];
 }
 
 template <int kElementType, int kHeadDim, typename Visibility>
@@ -151,7 +140,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdDecode>::kThreads) dma
         n_next = n_after;
     }
 
-    static_assert((Traits::kKeyWarps - 1) * 32 * (kDTiles * 4 + 2) * kMTiles * 4 <= 2 * Mma::kKeyTileBytes,
+    static_assert((Traits::kKeyWarps - 1) * 32 * (kDTiles * 4 + 2) * 4 <= 2 * Mma::kKeyTileBytes,
                   "the key warps' states fit in a slot's K and V");
     cp_async_wait<0>();
     __syncthreads();  // every warp is done with the slots

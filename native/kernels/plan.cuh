@@ -24,8 +24,8 @@ struct Tile {
 
 // The forward's main kernel: mma.sync (sm_80 and later, every head dim; the NVRTC backend's) or wgmma (sm_90a
 // builds of the native library, the head dims has_wgmma_forward names, chosen at run time on compute capability
-// 9.0; see select_fwd_kernel in native/src); and for every call of at most kDecodeQueries queries, decode: the
-// mma.sync kernel with 16-row tiles whose warps split each key tile between them (fwd_kernel_of).
+// 9.0; see select_fwd_kernel in native/src); and for every call of at most kDecodeQueries queries, decode
+// (fwd_decode.cuh: mma.sync on 16-row tiles whose warps split each key tile between them; fwd_kernel_of).
 enum FwdKernel { kFwdMmaSync = 0, kFwdWgmma = 1, kFwdDecode = 2 };
 
 // D = 64 is not among them: there the wgmma forward computes correctly but runs slower than the mma.sync one
@@ -187,8 +187,9 @@ FDMA_HOST_DEVICE constexpr FwdKernel fwd_kernel_of(const ProblemShape& s, FwdKer
 
 // The query heads a decode block serves: with one query, the heads of a GQA group read the same K and V, and when
 // they read the same mask, lifetimes and bias too (none of them per query head), a block takes as many of them as
-// divide the group and fit its rows, one row each, so that K and V are read once for them. Else 1.
-// fwd_max_packed_heads: as many as the sizes allow, whatever the mask, lifetimes and bias.
+// divide the group and fit its rows, one row each, so that K and V are read once for them. Else 1 (so only the
+// decode kernel, the one-query calls' kernel, packs). fwd_max_packed_heads: as many as the sizes allow, whatever the
+// mask, lifetimes and bias.
 FDMA_HOST_DEVICE constexpr int fwd_max_packed_heads(const ProblemShape& s) {
     if (s.seqlen_q != 1) return 1;
     int heads = fwd_tile(s.head_dim, kFwdDecode).block_m;
@@ -207,7 +208,7 @@ FDMA_HOST_DEVICE constexpr int fwd_packed_heads(const ProblemShape& s) {
 struct FwdPlan {
     FwdKernel kernel;         // the main kernel: mma.sync, wgmma or decode
     Tile tile;
-    int packed_heads;         // query heads per block (fwd_packed_heads; decode only, else 1)
+    int packed_heads;         // query heads per block (fwd_packed_heads; 1 but in decode)
     int m_tiles, n_tiles;
     int kv_splits;            // blocks sharing each query tile's key tiles (of each block's heads); 1: no combine pass
     Dim3 grid;                // the main kernel: (query tiles, Hq / packed_heads, B * kv_splits), launched last query
@@ -234,12 +235,12 @@ FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s, FwdKernel dev
     const FwdKernel kernel = fwd_kernel_of(s, device_kernel);
     p.kernel = kernel;
     p.tile = fwd_tile(s.head_dim, kernel);
-    p.packed_heads = kernel == kFwdDecode ? fwd_packed_heads(s) : 1;
+    p.packed_heads = fwd_packed_heads(s);
     p.m_tiles = tiles_of(s.seqlen_q, p.tile.block_m);
     p.n_tiles = tiles_of(s.seqlen_k, p.tile.block_n);
     const long long head_tiles = static_cast<long long>(p.m_tiles) * s.batch;  // query tiles of each (batch, head)
     p.kv_splits = fwd_kv_splits(head_tiles * (s.heads_q / p.packed_heads), p.n_tiles);
-    p.workspace_splits = fwd_kv_splits(head_tiles * (s.heads_q / (kernel == kFwdDecode ? fwd_max_packed_heads(s) : 1)), p.n_tiles);
+    p.workspace_splits = fwd_kv_splits(head_tiles * (s.heads_q / fwd_max_packed_heads(s)), p.n_tiles);
     p.grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(s.heads_q / p.packed_heads),
                   static_cast<unsigned>(s.batch * p.kv_splits)};
     p.threads = p.tile.warps * 32;

@@ -104,12 +104,12 @@ internal static class LaunchPlan
     {
         FwdKernel kernel = FwdKernelOf(s);
         Tile tile = FwdTile(s.HeadDim, kernel);
-        int packedHeads = kernel == FwdKernel.Decode ? FwdPackedHeads(s) : 1;
+        int packedHeads = FwdPackedHeads(s);
         int mTiles = TilesOf(s.SeqLenQ, tile.BlockM);
         int nTiles = TilesOf(s.SeqLenK, tile.BlockN);
         long headTiles = (long)mTiles * s.Batch;
         int kvSplits = FwdKvSplits(headTiles * (s.HeadsQ / packedHeads), nTiles);
-        int workspaceSplits = FwdKvSplits(headTiles * (s.HeadsQ / (kernel == FwdKernel.Decode ? FwdMaxPackedHeads(s) : 1)), nTiles);
+        int workspaceSplits = FwdKvSplits(headTiles * (s.HeadsQ / FwdMaxPackedHeads(s)), nTiles);
         int maskPlanes = s.MaskBatch * s.MaskHeads;
         ulong rows = (ulong)s.Batch * (ulong)s.HeadsQ * (ulong)s.SeqLenQ;
         ulong end = 0, oPartial = 0, lsePartial = 0, bitmaps = 0, bitmapWords = 0;
@@ -239,11 +239,10 @@ internal static class LaunchPlan
 // fdma::Tile.
 internal readonly record struct Tile(int BlockM, int BlockN, int Warps);
 
-// fdma::FwdKernel: the forward's main kernel (the NVRTC backend runs MmaSync and Decode).
+// fdma::FwdKernel, the values the NVRTC backend plans (it has no wgmma kernel: kFwdWgmma = 1 is not ported).
 internal enum FwdKernel
 {
     MmaSync = 0,
-    Wgmma = 1,
     Decode = 2,
 }
 
