@@ -1,7 +1,8 @@
 // The split-KV forward's second pass: merges the normalised partial outputs and LSEs of a row's
 // key splits (fwd_kv_splits in plan.cuh, fwd_kernel.cuh) into its output and LSE,
 //     lse = log2(sum_s 2^lse_s),   o = sum_s 2^(lse_s - lse) * o_s,
-// in fp32. A row no split saw a visible key of gets zeros and LSE -inf, as without splits.
+// in fp32. A row no split saw a visible key of gets zeros and LSE -inf, as without splits. A split that saw no visible
+// key of a row writes only its LSE (-inf, weight 0); its partial output is neither written nor read.
 // Device-only, no host headers.
 #pragma once
 
@@ -71,8 +72,8 @@ __global__ void __launch_bounds__(kCombineThreads) fwd_combine_kernel(const FwdP
 #pragma unroll
         for (int u = 0; u < kCombineBatch; ++u) {
             const int s = first + u * row_warps;
-            const bool here = s < splits;
-            w[u] = here ? split_weights[warp][s] : 0.f;
+            w[u] = s < splits ? split_weights[warp][s] : 0.f;
+            const bool here = w[u] != 0.f;  // a split that saw no key of the row wrote no partial output
             const float2* o_s = reinterpret_cast<const float2*>(p.o_partial + (static_cast<i64>(here ? s : 0) * rows + row) * kHeadDim);
 #pragma unroll
             for (int j = 0; j < kPairsPerLane; ++j) {

@@ -221,12 +221,13 @@ __device__ __forceinline__ void write_fwd_output(const FwdParams& p, const FwdPl
             char* o_g = static_cast<char*>(p.o) + 2 * (at.batch * p.o_strides.batch + head * p.o_strides.head);
             const float inv = sum > 0.f ? 1.f / sum : 0.f;
             const float lse_log2 = sum > 0.f ? row_max[mi][half] + __log2f(sum) : neg_inf();
-            if (partial) {
+            if (partial) {  // the output only where the split saw a key of the row: the combine reads no other
                 const i64 slot = partial_rows * Lq + row;
                 float2* o_row = reinterpret_cast<float2*>(p.o_partial + slot * kHeadDim);
+                if (sum > 0.f)
 #pragma unroll
-                for (int d = 0; d < Traits::kDTiles; ++d)
-                    o_row[d * 4 + lane % 4] = float2{acc_o[mi][d][half * 2] * inv, acc_o[mi][d][half * 2 + 1] * inv};
+                    for (int d = 0; d < Traits::kDTiles; ++d)
+                        o_row[d * 4 + lane % 4] = float2{acc_o[mi][d][half * 2] * inv, acc_o[mi][d][half * 2 + 1] * inv};
                 if (lane % 4 == 0) p.lse_partial[slot] = lse_log2;
                 continue;
             }
