@@ -1,6 +1,6 @@
-"""The forward's two main kernels side by side on the GPU machine: mma.sync (the default) and the sm_90 wgmma kernel
-(FDMA_FWD_KERNEL=wgmma, read once per process, so each kernel is timed in its own process), through the C ABI, beside
-SDPA's FlashAttention-2 and cuDNN backends on the causal rows (the peers take no mask and no bias).
+"""The forward's two main kernels side by side on the GPU machine: the sm_90 wgmma kernel (the default there for D = 128)
+and mma.sync (FDMA_FWD_KERNEL=mma_sync, read once per process, so each kernel is timed in its own process), through
+the C ABI, beside SDPA's FlashAttention-2 and cuDNN backends on the causal rows (the peers take no mask and no bias).
 
 Run from the repository root after a native build:  python3 bench/fwd_kernels.py > report.md
 Median of triton.testing.do_bench; TFLOP/s counts the causal work 2 * L^2 * D * Hq (half the square), whatever the
@@ -68,8 +68,8 @@ def main():
     runs = {}
     for kernel in ("mma.sync", "wgmma"):
         env = dict(os.environ, FDMA_FWD_KERNEL_CHILD="1")
-        if kernel == "wgmma":
-            env["FDMA_FWD_KERNEL"] = "wgmma"
+        if kernel == "mma.sync":
+            env["FDMA_FWD_KERNEL"] = "mma_sync"
         else:
             env.pop("FDMA_FWD_KERNEL", None)
         runs[kernel] = json.loads(subprocess.run([sys.executable, __file__], env=env, check=True, capture_output=True,

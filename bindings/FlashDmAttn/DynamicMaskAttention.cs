@@ -108,8 +108,10 @@ public static partial class DynamicMaskAttention
     }
 
     /// <summary>
-    /// The (query rows, key columns) tile the forward kernel uses for a head dimension and element type. Needs no GPU;
-    /// every backend answers the same.
+    /// The (query rows, key columns) tile the forward kernel uses for a head dimension and element type on the device a
+    /// call would run on now (the native library: the runtime's current device; the NVRTC backend: the current
+    /// context's device, else device 0): 128x64 at D = 128 on compute capability 9.0, where the Hopper forward runs
+    /// (README, "Hopper forward"), else the same on every device. Needs no GPU: without one, the mma.sync tile.
     /// </summary>
     /// <param name="headDim">32, 64, 96, 128, 192 or 256.</param>
     /// <param name="dtype"><see cref="ScalarType.Float16"/> or <see cref="ScalarType.BFloat16"/>.</param>

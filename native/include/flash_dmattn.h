@@ -329,13 +329,13 @@ FDMA_API const char* fdma_last_error_message(void);
 FDMA_API fdma_status fdma_compiled_archs(int32_t* archs, int32_t capacity, int32_t* count);
 
 /* Tile shape (query rows, key columns) the forward kernel uses for this head dim and dtype on the current device
- * (it differs from the default only under the experimental Hopper forward: README, "Hopper forward"). Calls of at
- * most 16 queries run the decode kernel's 16-row tiles; they have one query tile either way (README, "Decode"). */
+ * (128x64 at D = 128 on compute capability 9.0, where the Hopper forward runs: README, "Hopper forward"). Calls of
+ * at most 16 queries run the decode kernel's 16-row tiles; they have one query tile either way (README, "Decode"). */
 FDMA_API fdma_status fdma_fwd_tile_shape(int32_t head_dim, int32_t dtype, int32_t* block_m,
                                          int32_t* block_n);
 
 /* Bytes of scratch fdma_fwd needs for these parameters (shapes and mask fields are read); the same
- * on every GPU, except under the experimental Hopper forward (README, "Hopper forward"). */
+ * on every GPU: it fits the plans of every main kernel (README, "Scratch"). */
 FDMA_API fdma_status fdma_fwd_workspace_size(const fdma_fwd_params* params, uint64_t* bytes);
 
 /* Sets struct_size and every stride_key to 1, and zeroes everything else. */

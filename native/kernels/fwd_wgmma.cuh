@@ -21,12 +21,6 @@
 
 namespace fdma {
 
-// A compile-time bool as a type: one generic lambda (compute_tile) serves the first tile and the others.
-template <bool kValue>
-struct Flag {
-    static constexpr bool value = kValue;
-};
-
 template <int kElementType, int kHeadDim, typename Visibility>
 __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdWgmma>::kThreads)
     dmattn_fwd_wgmma_kernel(const FwdParams p) {
@@ -110,7 +104,9 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdWgmma>::kThreads)
     // Tile n, the block's computed-th: S, with O += P V of the tile before in flight behind it (accumulating),
     // then visibility, score modification and softmax; the tile's P ends packed in p_prev. Then the next tiles
     // move along the slots.
-    auto compute_tile = [&](auto accumulating) {
+    // Not a generic lambda: NVRTC takes one for host code. Both calls pass a constant and are inlined, so each keeps
+    // only its branch.
+    auto compute_tile = [&](const bool accumulating) {
         const int key_slot = computed & 1;
         u32 visible[1];
         visibility.compute(n, elementwise, raw, visible);
@@ -125,7 +121,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdWgmma>::kThreads)
             wgmma_ss_m64n64<kElementType>(s[0], k_major_descriptor<kBlockM>(q_rows, kk),
                                           k_major_descriptor<kBlockN>(sK + key_slot * kKeyTileBytes, kk), kk > 0);
         wgmma_commit();
-        if constexpr (decltype(accumulating)::value) {
+        if (accumulating) {
             issue_accumulate(last_value_slot());
             wgmma_wait<1>();  // S done; O += P V may still run
         } else {
@@ -135,7 +131,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdWgmma>::kThreads)
         score_mod_tile<Traits>(s, visible, a.score, bias.slot(key_slot), bias_type, at.pack, warp, lane);
         float rescale[1][2];
         online_softmax<Traits>(s, row_max, row_sum, rescale);
-        if constexpr (decltype(accumulating)::value) {
+        if (accumulating) {
             fence_accumulators(s[0]);  // the softmax done before the wait, not moved behind it by the compiler
             wgmma_wait<0>();
             fence_accumulators(acc_o[0]);
@@ -160,8 +156,8 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdWgmma>::kThreads)
     };
 
     if (n < n_end) {
-        compute_tile(Flag<false>{});
-        while (n < n_end) compute_tile(Flag<true>{});
+        compute_tile(false);
+        while (n < n_end) compute_tile(true);
         wgmma_fence();
         issue_accumulate(last_value_slot());
         wgmma_wait<0>();

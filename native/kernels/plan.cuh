@@ -22,15 +22,23 @@ struct Tile {
     int warps;    // each warp owns block_m / warps query rows, a multiple of 16
 };
 
-// The forward's main kernel: mma.sync (sm_80 and later, every head dim; the NVRTC backend's) or wgmma (sm_90a
-// builds of the native library, the head dims has_wgmma_forward names, chosen at run time on compute capability
-// 9.0; see select_fwd_kernel in native/src); and for every call of at most kDecodeQueries queries, decode
-// (fwd_decode.cuh: mma.sync on 16-row tiles whose warps split each key tile between them; fwd_kernel_of).
+// The forward's main kernel: mma.sync (sm_80 and later, every head dim) or wgmma (sm_90a, the head dims
+// has_wgmma_forward names, on compute capability 9.0: device_fwd_kernel); and for every call of at most
+// kDecodeQueries queries, decode (fwd_decode.cuh: mma.sync on 16-row tiles whose warps split each key tile between
+// them; fwd_kernel_of).
 enum FwdKernel { kFwdMmaSync = 0, kFwdWgmma = 1, kFwdDecode = 2 };
 
 // D = 64 is not among them: there the wgmma forward computes correctly but runs slower than the mma.sync one
 // (8K causal 0.137 against 0.115 ms on the H200; native/PERF.md, "wgmma forward").
 FDMA_HOST_DEVICE constexpr bool has_wgmma_forward(int head_dim) { return head_dim == 128; }
+
+// The forward's main kernel for calls of more than kDecodeQueries queries on a device of compute capability `arch`
+// (major * 10 + minor): wgmma on 9.0 for the head dims that have it, where the backend can run it (wgmma_available:
+// a native build with sm_90a code, or NVRTC 12 or later; and FDMA_FWD_KERNEL=mma_sync not set); else mma.sync. Each
+// backend asks this with its own availability (select_fwd_kernel in native/src, the C# NvrtcBackend).
+FDMA_HOST_DEVICE constexpr FwdKernel device_fwd_kernel(int head_dim, int arch, bool wgmma_available) {
+    return wgmma_available && arch == 90 && has_wgmma_forward(head_dim) ? kFwdWgmma : kFwdMmaSync;
+}
 
 // mma.sync: up to D = 64, 128 query rows share each K/V tile (two 16-row MMA tiles per warp). Above, 64
 // rows: at D = 128 on the H100, 128 rows spilled registers and ran the 8K causal case with a
@@ -61,7 +69,7 @@ FDMA_HOST_DEVICE constexpr int tiles_of(int length, int block) { return (length 
 FDMA_HOST_DEVICE constexpr int occupancy_words(int tiles) { return (tiles + 31) / 32; }
 
 // Threads of the small kernels.
-constexpr int kOccupancyThreads = 256;     // the pre-pass: 8 warps of 4 key tiles, one bitmap word per block
+constexpr int kOccupancyThreads = 256;     // the pre-pass: a row of 8 warps of 4 key tiles fills one bitmap word
 constexpr int kCombineThreads = 256;       // split-KV combine: 1 to 8 warps per (batch, query head, query) row
 constexpr int kRowPassThreads = 128;       // fp16 Delta and the dQ conversion: a warp per row
 constexpr int kConvertDBiasThreads = 256;  // the dBias conversion: a thread per element
@@ -170,6 +178,20 @@ struct Dim3 {
     unsigned x, y, z;
 };
 
+// The pre-pass's block: one row of kOccupancyThreads per (query tile, bitmap word), or, on a grid of at most
+// kOccupancySmallGrid blocks whose tiles hold at least kOccupancyGroupRows query rows (tile_rows: block_m, or Lq when
+// shorter), kOccupancyMaxRowGroups rows of warps sharing the tile's rows, so that a short call's few blocks keep
+// enough loads in flight (H200, 128-row tiles: 2K queries 32 -> 11 us, 8K 41 -> 29; on 2,048 blocks of 64-row tiles,
+// 16K, four rows ran 83 us against one row's 67; a one-query decode tile gave the three extra rows nothing to read).
+constexpr int kOccupancyMaxRowGroups = 4;
+constexpr long long kOccupancySmallGrid = 1024;
+constexpr int kOccupancyGroupRows = 64;
+FDMA_HOST_DEVICE constexpr int occupancy_threads(Dim3 grid, int tile_rows) {
+    return static_cast<long long>(grid.x) * grid.y * grid.z <= kOccupancySmallGrid && tile_rows >= kOccupancyGroupRows
+        ? kOccupancyMaxRowGroups * kOccupancyThreads
+        : kOccupancyThreads;
+}
+
 // What a call's plan depends on: its sizes and, of the mask and bias, only their presence, shapes and
 // the bias's element type.
 struct ProblemShape {
@@ -205,6 +227,29 @@ FDMA_HOST_DEVICE constexpr int fwd_packed_heads(const ProblemShape& s) {
         : fwd_max_packed_heads(s);
 }
 
+// The splits of a forward call on `kernel` with `packed_heads` query heads per block (fwd_kv_splits over its grid).
+FDMA_HOST_DEVICE constexpr int fwd_splits_on(const ProblemShape& s, FwdKernel kernel, int packed_heads) {
+    const Tile tile = fwd_tile(s.head_dim, kernel);
+    const long long blocks = static_cast<long long>(tiles_of(s.seqlen_q, tile.block_m)) * s.batch * (s.heads_q / packed_heads);
+    return fwd_kv_splits(blocks, tiles_of(s.seqlen_k, tile.block_n));
+}
+
+// A call's workspace fits every plan its sizes allow, whatever the device and the operands' heads, so that the
+// workspace query needs neither: the kernels a call of these sizes may run (mma.sync, or wgmma where the head dim
+// has it; decode, the same on every device), packed as much as the sizes allow. Their query tiles set the splits and
+// the bitmaps' rows.
+FDMA_HOST_DEVICE constexpr int fwd_workspace_splits(const ProblemShape& s) {
+    const int packed = fwd_max_packed_heads(s);
+    const int mma_sync = fwd_splits_on(s, fwd_kernel_of(s, kFwdMmaSync), packed);
+    const int wgmma = has_wgmma_forward(s.head_dim) ? fwd_splits_on(s, fwd_kernel_of(s, kFwdWgmma), packed) : 1;
+    return mma_sync > wgmma ? mma_sync : wgmma;
+}
+FDMA_HOST_DEVICE constexpr int fwd_workspace_query_tiles(const ProblemShape& s) {
+    const int mma_sync = tiles_of(s.seqlen_q, fwd_tile(s.head_dim, fwd_kernel_of(s, kFwdMmaSync)).block_m);
+    const int wgmma = has_wgmma_forward(s.head_dim) ? tiles_of(s.seqlen_q, fwd_tile(s.head_dim, fwd_kernel_of(s, kFwdWgmma)).block_m) : 1;
+    return mma_sync > wgmma ? mma_sync : wgmma;
+}
+
 struct FwdPlan {
     FwdKernel kernel;         // the main kernel: mma.sync, wgmma or decode
     Tile tile;
@@ -221,15 +266,14 @@ struct FwdPlan {
     // Scratch: byte offsets from its start, each section 256-byte aligned.
     u64 o_partial;            // fp32 [kv_splits][B][Hq][Lq][D], sized for workspace_splits
     u64 lse_partial;          // fp32 [kv_splits][B][Hq][Lq], sized for workspace_splits
-    int workspace_splits;     // the most splits a call of these sizes plans (fwd_max_packed_heads): the workspace does
-                              // not depend on the mask, lifetimes and bias heads that decide the packing
-    u64 bitmaps;              // with a mask: the occupied bitmap, then the full one
+    int workspace_splits;     // the most splits a call of these sizes plans (fwd_workspace_splits): the workspace does
+                              // not depend on the device or on the mask, lifetimes and bias heads that decide the packing
+    u64 bitmaps;              // with a mask: the occupied bitmap, then the full one (room for fwd_workspace_query_tiles)
     u64 bitmap_words;         // of one bitmap: [mask planes][query tiles][words]
     u64 workspace_bytes;
 };
 
-// device_kernel: the device's kernel for calls longer than decode; kFwdWgmma only for a head dim with
-// has_wgmma_forward.
+// device_kernel: the device's kernel for calls longer than decode (device_fwd_kernel).
 FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s, FwdKernel device_kernel = kFwdMmaSync) {
     FwdPlan p{};
     const FwdKernel kernel = fwd_kernel_of(s, device_kernel);
@@ -238,9 +282,8 @@ FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s, FwdKernel dev
     p.packed_heads = fwd_packed_heads(s);
     p.m_tiles = tiles_of(s.seqlen_q, p.tile.block_m);
     p.n_tiles = tiles_of(s.seqlen_k, p.tile.block_n);
-    const long long head_tiles = static_cast<long long>(p.m_tiles) * s.batch;  // query tiles of each (batch, head)
-    p.kv_splits = fwd_kv_splits(head_tiles * (s.heads_q / p.packed_heads), p.n_tiles);
-    p.workspace_splits = fwd_kv_splits(head_tiles * (s.heads_q / fwd_max_packed_heads(s)), p.n_tiles);
+    p.kv_splits = fwd_splits_on(s, kernel, p.packed_heads);
+    p.workspace_splits = fwd_workspace_splits(s);
     p.grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(s.heads_q / p.packed_heads),
                   static_cast<unsigned>(s.batch * p.kv_splits)};
     p.threads = p.tile.warps * 32;
@@ -262,7 +305,7 @@ FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s, FwdKernel dev
     if (mask_planes > 0) {
         p.bitmaps = end;
         p.bitmap_words = static_cast<u64>(mask_planes) * p.m_tiles * occupancy_words(p.n_tiles);
-        end += align256(2 * p.bitmap_words * 4);
+        end += align256(2 * static_cast<u64>(mask_planes) * fwd_workspace_query_tiles(s) * occupancy_words(p.n_tiles) * 4);
     }
     p.workspace_bytes = end;
     return p;

@@ -17,8 +17,12 @@
 
 namespace fdma {
 
-constexpr int kOccupancyTilesPerWarp = 4;  // 8 warps x 4 tiles = one 32-bit bitmap word per block
-static_assert(kOccupancyThreads / 32 * kOccupancyTilesPerWarp == 32, "a block fills one bitmap word");
+// A block fills one bitmap word: a row of 8 warps of 4 key tiles side by side covers its 32 tiles, and the block's
+// rows of warps (occupancy_threads in plan.cuh: 1 or kOccupancyMaxRowGroups) share the query tile's rows: row group g
+// takes rows g, g + groups, ... (two rows at a time on the aligned path).
+constexpr int kOccupancyTilesPerWarp = 4;
+constexpr int kOccupancyTileWarps = 32 / kOccupancyTilesPerWarp;
+static_assert(kOccupancyTileWarps * 32 == kOccupancyThreads, "a row of warps fills one bitmap word");
 
 // 0xff in each of the first `count` bytes (count clamped to [0, 4]).
 __device__ __forceinline__ u32 first_bytes(int count) {
@@ -48,15 +52,19 @@ FDMA_HOST_DEVICE constexpr bool every_tile_is_occupancy_wide() {
 }
 static_assert(every_tile_is_occupancy_wide(), "the pre-pass builds the bitmaps of 64-key tiles");
 
-__global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const AttentionParams p, int block_m) {
+__global__ void __launch_bounds__(kOccupancyMaxRowGroups * kOccupancyThreads) tile_occupancy_kernel(const AttentionParams p, int block_m) {
     constexpr int kBlockN = kOccupancyBlockN;
-    __shared__ u32 occupied_word, full_word;
-    if (threadIdx.x == 0) occupied_word = full_word = 0;
+    // The row groups' tiles meet here: a tile is occupied if some group saw a visible pair, and full unless some group
+    // saw a masked one (partial_word; full = its complement).
+    __shared__ u32 occupied_word, partial_word;
+    if (threadIdx.x == 0) occupied_word = partial_word = 0;
     __syncthreads();
 
     const int m_tile = blockIdx.x;
     const int bh = blockIdx.z;
-    const int warp = threadIdx.x / 32;
+    const int warp = threadIdx.x / 32 % kOccupancyTileWarps;  // which 4 tiles of the word
+    const int row_group = threadIdx.x / kOccupancyThreads;
+    const int row_groups = blockDim.x / kOccupancyThreads;
     const int lane = threadIdx.x % 32;
     const int Lq = p.seqlen_q;
     const int Lk = p.seqlen_k;
@@ -68,13 +76,13 @@ __global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const
     const i64 stride_key = p.mask.stride_key;
     const int warp_tile0 = blockIdx.y * 32 + warp * kOccupancyTilesPerWarp;
 
-    u32 occupied_bits = 0, full_bits = 0;
+    u32 occupied_bits = 0, partial_bits = 0;
     if (stride_key == 1 && ((reinterpret_cast<u64>(mask) | static_cast<u64>(p.mask.stride_row)) & 15) == 0) {
         // 16-byte loads: lane = (row parity, 16-key chunk of the warp's 4 tiles).
         const int c = warp_tile0 * kBlockN + (lane % 16) * 16;
         bool any = false, all = true;
 #pragma unroll 4
-        for (int r = m0 + lane / 16; r <= last_row; r += 2) {
+        for (int r = m0 + 2 * row_group + lane / 16; r <= last_row; r += 2 * row_groups) {
             const int limit = bounds.last_key(r);
             if (c > limit) continue;
             const u8* src = mask + r * p.mask.stride_row + c;
@@ -101,7 +109,7 @@ __global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const
             const u32 tile_lanes = (0xfu << (4 * t)) | (0xfu << (16 + 4 * t));
             const u32 bit = 1u << (warp * kOccupancyTilesPerWarp + t);
             if (any_lanes & tile_lanes) occupied_bits |= bit;
-            if (!(partial_lanes & tile_lanes)) full_bits |= bit;
+            if (partial_lanes & tile_lanes) partial_bits |= bit;
         }
     } else {
         // Unaligned or strided mask: lane = two neighbouring keys of one tile, tiles in turn.
@@ -110,7 +118,7 @@ __global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const
             const int c = (warp_tile0 + t) * kBlockN + 2 * lane;
             bool any = false, all = true;
 #pragma unroll 8
-            for (int r = m0; r <= last_row; ++r) {
+            for (int r = m0 + row_group; r <= last_row; r += row_groups) {
                 const int limit = bounds.last_key(r);
                 const u8* src = mask + r * p.mask.stride_row + c * stride_key;
                 const u32 bytes = (c <= limit ? __ldg(src) : 0u) | (c + 1 <= limit ? static_cast<u32>(__ldg(src + stride_key)) << 8 : 0u);
@@ -118,14 +126,15 @@ __global__ void __launch_bounds__(kOccupancyThreads) tile_occupancy_kernel(const
             }
             const u32 bit = 1u << (warp * kOccupancyTilesPerWarp + t);
             if (__any_sync(0xffffffffu, any)) occupied_bits |= bit;
-            if (__all_sync(0xffffffffu, all)) full_bits |= bit;
+            if (!__all_sync(0xffffffffu, all)) partial_bits |= bit;
         }
     }
     if (lane == 0) {
         if (occupied_bits) atomicOr(&occupied_word, occupied_bits);
-        if (full_bits) atomicOr(&full_word, full_bits);
+        if (partial_bits) atomicOr(&partial_word, partial_bits);
     }
     __syncthreads();
+    const u32 full_word = ~partial_word;
     if (threadIdx.x == 0) {
         const i64 index = (static_cast<i64>(bh) * gridDim.x + m_tile) * gridDim.y + blockIdx.y;
         p.occupancy[index] = occupied_word;

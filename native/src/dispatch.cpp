@@ -1,3 +1,4 @@
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -7,6 +8,9 @@
 namespace fdma {
 
 namespace {
+
+// Devices whose compute capability select_fwd_kernel remembers; a device past them runs mma.sync.
+constexpr int kMaxDevices = 64;
 
 // Calls launch.operator()<dtype, head dim>() of the instantiation matching the run-time values.
 template <int kElementType, typename Launch>
@@ -46,17 +50,26 @@ struct BwdLaunch {
 }  // namespace
 
 FwdKernel select_fwd_kernel(int head_dim) {
-    static const bool requested = [] {
+    static const bool switched_off = [] {
         const char* value = std::getenv("FDMA_FWD_KERNEL");
-        return value != nullptr && std::strcmp(value, "wgmma") == 0;
+        return value != nullptr && std::strcmp(value, "mma_sync") == 0;
     }();
-    if (!kWgmmaForwardBuilt || !requested || !has_wgmma_forward(head_dim)) return kFwdMmaSync;
-    int device = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
-        return kFwdMmaSync;
-    return major == 9 && minor == 0 ? kFwdWgmma : kFwdMmaSync;
+    if (!kWgmmaForwardBuilt || switched_off || !has_wgmma_forward(head_dim)) return kFwdMmaSync;
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return kFwdMmaSync;
+    // Each device's compute capability, asked once (0: not yet); a race asks twice and stores the same value.
+    static std::atomic<int> archs[kMaxDevices];
+    if (device < 0 || device >= kMaxDevices) return kFwdMmaSync;
+    int arch = archs[device].load(std::memory_order_relaxed);
+    if (arch == 0) {
+        int major = 0, minor = 0;
+        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
+            return kFwdMmaSync;
+        arch = major * 10 + minor;
+        archs[device].store(arch, std::memory_order_relaxed);
+    }
+    return device_fwd_kernel(head_dim, arch, true);
 }
 
 cudaError_t dispatch_fwd(const FwdParams& params, const FwdPlan& plan, int dtype, int head_dim, cudaStream_t stream) {

@@ -23,9 +23,9 @@ constexpr bool kWgmmaForwardBuilt = FDMA_WGMMA_FORWARD != 0;
 template <int kElementType, int kHeadDim, typename Visibility>
 cudaError_t launch_fwd_wgmma(const FwdParams& params, const FwdPlan& plan, cudaStream_t stream);
 
-// The forward's main kernel for a call of this head dim on the current device: wgmma where this build has it, the
-// head dim is one it covers, the device is compute capability 9.0 and the environment sets FDMA_FWD_KERNEL=wgmma
-// (read once); else mma.sync. The switch stays until the wgmma path wins the benchmark and passes every test.
+// The forward's main kernel for calls of this head dim (longer than decode) on the current device:
+// device_fwd_kernel (plan.cuh) with wgmma available where this build has its sm_90a code and the environment does not
+// set FDMA_FWD_KERNEL=mma_sync (read once per process). Each device's compute capability is asked once.
 FwdKernel select_fwd_kernel(int head_dim);
 
 // dtype: fdma_dtype (fp16 or bf16); head_dim: a supported one (checked by the caller).

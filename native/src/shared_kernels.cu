@@ -6,7 +6,8 @@
 namespace fdma {
 
 cudaError_t launch_tile_occupancy(const AttentionParams& attn, Tile tile, Dim3 grid, cudaStream_t stream) {
-    tile_occupancy_kernel<<<dim3(grid.x, grid.y, grid.z), kOccupancyThreads, 0, stream>>>(attn, tile.block_m);
+    const int threads = occupancy_threads(grid, attn.seqlen_q < tile.block_m ? attn.seqlen_q : tile.block_m);
+    tile_occupancy_kernel<<<dim3(grid.x, grid.y, grid.z), threads, 0, stream>>>(attn, tile.block_m);
     return cudaGetLastError();
 }
 

@@ -107,10 +107,10 @@ def test_bias_staging_layouts(bias_dtype, head_dim, rows, layout):
 
 
 def test_forward_kernel_switch():
-    """FDMA_FWD_KERNEL=wgmma (read once per process) picks the wgmma forward for D = 128 on compute capability 9.0 in a
-    build for it: fdma_fwd_tile_shape reports its 128-row tile there. Every other head dim, and every call without
-    the switch, keeps the mma.sync tiles."""
-    wgmma = (os.environ.get("FDMA_FWD_KERNEL") == "wgmma" and torch.cuda.get_device_capability() == (9, 0)
+    """The wgmma forward runs D = 128 on compute capability 9.0 in a build with its sm_90a code, unless
+    FDMA_FWD_KERNEL=mma_sync (read once per process) switches it off: fdma_fwd_tile_shape reports its 128-row tile
+    there. Every other head dim, device or build keeps the mma.sync tiles."""
+    wgmma = (os.environ.get("FDMA_FWD_KERNEL") != "mma_sync" and torch.cuda.get_device_capability() == (9, 0)
              and 90 in fdma.compiled_archs())
     for dtype in (torch.float16, torch.bfloat16):
         assert fdma.tile_shape(128, dtype) == ((128, 64) if wgmma else (64, 64))
@@ -121,7 +121,7 @@ def test_forward_kernel_switch():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("lq,lk", [(1, 3000), (37, 1500), (700, 1300), (1500, 1500)])
 def test_long_rows_at_d128(dtype, lq, lk):
-    """D = 128, the head dim of the sm_90 wgmma forward (FDMA_FWD_KERNEL=wgmma): row blocks that walk many key
+    """D = 128, the head dim of the sm_90 wgmma forward: row blocks that walk many key
     tiles, GQA, split-KV, a random mask and a row bias, causal and not."""
     B, Hq, Hkv, D = 1, 4, 2, 128
     q = rand(B, lq, Hq, D, dtype=dtype)

@@ -49,7 +49,7 @@ internal static class KernelModules
         }
 
         // Compiled (or read from disk) outside the lock: seconds, and other variants need not wait for it.
-        KernelImage image = NvrtcKernelBuilder.Default.GetImage(variant, TargetOf(device));
+        KernelImage image = NvrtcKernelBuilder.Default.GetImage(variant, variant.Sm90a ? CompileTarget.Sm90a : TargetOf(device));
         lock (Gate)
         {
             if (Functions.TryGetValue((contextKey, variant), out nint function))

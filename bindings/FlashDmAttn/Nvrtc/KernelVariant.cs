@@ -4,21 +4,25 @@ namespace FlashDmAttn;
 // defines it, and the name expression NVRTC instantiates and reports the mangled name of. The tile kernels take the
 // mask form's visibility policy (visibility.cuh) as a template argument, as the native library instantiates them:
 // fdma::DenseMask for the 8-bit mask (or none), fdma::KeyLifetimes for key lifetimes; a lifetimes variant's slug ends
-// in "_lifetimes".
-internal readonly record struct KernelVariant(string Header, string NameExpression, string Slug)
+// in "_lifetimes". Sm90a: the variant uses Hopper's arch-specific instructions (wgmma) and compiles for sm_90a only
+// (NVRTC 12 or later), whatever the device's usual target.
+internal readonly record struct KernelVariant(string Header, string NameExpression, string Slug, bool Sm90a = false)
 {
-    // kernel: MmaSync (dmattn_fwd_kernel) or Decode (dmattn_fwd_decode_kernel, calls of at most 16 queries; its slug
-    // ends in "_decode").
+    // kernel: MmaSync (dmattn_fwd_kernel), Wgmma (dmattn_fwd_wgmma_kernel, sm_90a, the head dims
+    // LaunchPlan.HasWgmmaForward names; slug suffix "_wgmma") or Decode (dmattn_fwd_decode_kernel, calls of at most
+    // 16 queries; slug suffix "_decode").
     public static KernelVariant Forward(ScalarType dtype, int headDim, bool lifetimes, FwdKernel kernel = FwdKernel.MmaSync)
     {
         (string element, string slug) = Element(dtype, "The forward kernel takes");
         (string header, string function, string suffix) = kernel switch
         {
             FwdKernel.MmaSync => ("fwd_kernel.cuh", "dmattn_fwd_kernel", ""),
+            FwdKernel.Wgmma when LaunchPlan.HasWgmmaForward(headDim) => ("fwd_wgmma.cuh", "dmattn_fwd_wgmma_kernel", "_wgmma"),
             FwdKernel.Decode => ("fwd_decode.cuh", "dmattn_fwd_decode_kernel", "_decode"),
-            _ => throw new ArgumentOutOfRangeException(nameof(kernel), $"The NVRTC backend compiles the MmaSync and Decode forward kernels; got {kernel}."),
+            _ => throw new ArgumentOutOfRangeException(nameof(kernel), $"No {kernel} forward kernel for head dim {headDim}."),
         };
-        return new(header, $"fdma::{function}<{element}, {headDim}, {Visibility(lifetimes)}>", $"fwd_{slug}_d{headDim}{FormSuffix(lifetimes)}{suffix}");
+        return new(header, $"fdma::{function}<{element}, {headDim}, {Visibility(lifetimes)}>", $"fwd_{slug}_d{headDim}{FormSuffix(lifetimes)}{suffix}",
+            Sm90a: kernel == FwdKernel.Wgmma);
     }
 
     // fwd_combine_kernel<E, D>: the split-KV forward's merge of the partial outputs.
@@ -78,8 +82,8 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
         return new("bwd_prepost.cuh", $"fdma::bwd_convert_dbias_kernel<{element}>", $"bwd_convert_dbias_{slug}");
     }
 
-    // Every variant a call can need: the forward (for each mask form, long calls and decode) and its split-KV combine pass for each element
-    // type and head dim, the pre-pass for each tile (the backward's 64 x 64 is one of the forward's), and the backward's
+    // Every variant a call can need: the forward (for each mask form, long calls on mma.sync, and on wgmma for the head
+    // dims that have it, and decode) and its split-KV combine pass for each element type and head dim, the pre-pass for each tile (the backward's 64 x 64 is one of the forward's), and the backward's
     // kernels as native/src/bwd_launch.cuh instantiates them: dK/dV and deterministic dQ for each element type, head dim
     // and mask form, the gathered dK/dV for each element type and head dim, the Delta pass (dQ's for bf16, dO . O for
     // fp16), the rows' conversion (dQ; gathered dK, dV) for each element type and the dBias conversion for each dBias type.
@@ -91,7 +95,8 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
             from dtype in dtypes
             from headDim in LaunchPlan.HeadDims
             from variant in (from lifetimes in forms
-                             from kernel in new[] { FwdKernel.MmaSync, FwdKernel.Decode }
+                             from kernel in new[] { FwdKernel.MmaSync, FwdKernel.Wgmma, FwdKernel.Decode }
+                             where kernel != FwdKernel.Wgmma || LaunchPlan.HasWgmmaForward(headDim)
                              select Forward(dtype, headDim, lifetimes, kernel)).Append(ForwardCombine(dtype, headDim))
             select variant;
         IEnumerable<KernelVariant> backward =

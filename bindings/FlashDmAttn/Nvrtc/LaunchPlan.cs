@@ -10,6 +10,9 @@ internal static class LaunchPlan
     public static readonly int[] HeadDims = [32, 64, 96, 128, 192, 256];
 
     public const int OccupancyThreads = 256;
+    public const int OccupancyMaxRowGroups = 4;
+    public const long OccupancySmallGrid = 1024;
+    public const int OccupancyGroupRows = 64;
     public const int CombineThreads = 256;
     public const int CombineSplitsPerWarp = 16;
     public const int RowPassThreads = 128;
@@ -26,14 +29,23 @@ internal static class LaunchPlan
 
     public static bool IsSupportedHeadDim(int headDim) => Array.IndexOf(HeadDims, headDim) >= 0;
 
-    // The NVRTC backend compiles the mma.sync kernels only: its calls run MmaSync or, at most DecodeQueries queries,
-    // Decode (fwd_kernel_of).
-    public static Tile FwdTile(int headDim, FwdKernel kernel = FwdKernel.MmaSync) =>
-        kernel == FwdKernel.Decode ? new(16, 64, 4) : headDim <= 64 ? new(128, 64, 4) : new(64, 64, 4);
+    public static bool HasWgmmaForward(int headDim) => headDim == 128;
+
+    // arch: the device's compute capability, major * 10 + minor; wgmmaAvailable: NVRTC 12 or later (sm_90a) and
+    // FDMA_FWD_KERNEL=mma_sync not set (NvrtcBackend.DeviceFwdKernel).
+    public static FwdKernel DeviceFwdKernel(int headDim, int arch, bool wgmmaAvailable) =>
+        wgmmaAvailable && arch == 90 && HasWgmmaForward(headDim) ? FwdKernel.Wgmma : FwdKernel.MmaSync;
+
+    public static Tile FwdTile(int headDim, FwdKernel kernel = FwdKernel.MmaSync) => kernel switch
+    {
+        FwdKernel.Wgmma => new(128, 64, 8),
+        FwdKernel.Decode => new(16, 64, 4),
+        _ => headDim <= 64 ? new(128, 64, 4) : new(64, 64, 4),
+    };
 
     public const int DecodeQueries = 16;
 
-    public static FwdKernel FwdKernelOf(ProblemShape s) => s.SeqLenQ <= DecodeQueries ? FwdKernel.Decode : FwdKernel.MmaSync;
+    public static FwdKernel FwdKernelOf(ProblemShape s, FwdKernel deviceKernel) => s.SeqLenQ <= DecodeQueries ? FwdKernel.Decode : deviceKernel;
 
     public static int FwdMaxPackedHeads(ProblemShape s)
     {
@@ -68,13 +80,21 @@ internal static class LaunchPlan
 
     public static int PaddedRowElems(int headDim) => headDim + 8;
 
-    // The decode kernel's K, V and bias slots (kFwdDecodeSlots): the next tile loads while one computes.
+    // The wgmma forward's K (and bias) and V slots (kFwdKeySlots, kFwdValueSlots); the decode kernel's (kFwdDecodeSlots).
+    public const int FwdWgmmaKeySlots = 2;
+    public const int FwdWgmmaValueSlots = 3;
     public const int FwdDecodeSlots = 2;
 
-    public static int FwdKeySlots(FwdKernel kernel) => kernel == FwdKernel.Decode ? FwdDecodeSlots : 1;
+    public static int FwdKeySlots(FwdKernel kernel) =>
+        kernel == FwdKernel.Wgmma ? FwdWgmmaKeySlots : kernel == FwdKernel.Decode ? FwdDecodeSlots : 1;
+
+    public static int FwdValueSlots(FwdKernel kernel) =>
+        kernel == FwdKernel.Wgmma ? FwdWgmmaValueSlots : kernel == FwdKernel.Decode ? FwdDecodeSlots : 1;
 
     public static int FwdTilesSmemBytes(int headDim, FwdKernel kernel = FwdKernel.MmaSync) =>
-        (FwdTile(headDim, kernel).BlockM + 2 * FwdKeySlots(kernel) * FwdTile(headDim, kernel).BlockN) * PaddedRowElems(headDim) * 2;
+        (kernel == FwdKernel.Wgmma ? 1024 : 0) +
+        (FwdTile(headDim, kernel).BlockM + (FwdKeySlots(kernel) + FwdValueSlots(kernel)) * FwdTile(headDim, kernel).BlockN) *
+        (kernel == FwdKernel.Wgmma ? headDim : PaddedRowElems(headDim)) * 2;
 
     // biasType: a ScalarType's value, 0 without a bias.
     public static int BiasStageBytes(Tile tile, int biasType, bool biasPerRow) =>
@@ -100,16 +120,40 @@ internal static class LaunchPlan
 
     public static ulong Align256(ulong bytes) => (bytes + 255) / 256 * 256;
 
-    public static ForwardPlan PlanFwd(ProblemShape s)
+    public static int OccupancyThreadsOf(Dim3 grid, int tileRows) =>
+        (long)grid.X * grid.Y * grid.Z <= OccupancySmallGrid && tileRows >= OccupancyGroupRows ? OccupancyMaxRowGroups * OccupancyThreads : OccupancyThreads;
+
+    public static int FwdSplitsOn(ProblemShape s, FwdKernel kernel, int packedHeads)
     {
-        FwdKernel kernel = FwdKernelOf(s);
+        Tile tile = FwdTile(s.HeadDim, kernel);
+        return FwdKvSplits((long)TilesOf(s.SeqLenQ, tile.BlockM) * s.Batch * (s.HeadsQ / packedHeads), TilesOf(s.SeqLenK, tile.BlockN));
+    }
+
+    public static int FwdWorkspaceSplits(ProblemShape s)
+    {
+        int packed = FwdMaxPackedHeads(s);
+        int mmaSync = FwdSplitsOn(s, FwdKernelOf(s, FwdKernel.MmaSync), packed);
+        int wgmma = HasWgmmaForward(s.HeadDim) ? FwdSplitsOn(s, FwdKernelOf(s, FwdKernel.Wgmma), packed) : 1;
+        return Math.Max(mmaSync, wgmma);
+    }
+
+    public static int FwdWorkspaceQueryTiles(ProblemShape s)
+    {
+        int mmaSync = TilesOf(s.SeqLenQ, FwdTile(s.HeadDim, FwdKernelOf(s, FwdKernel.MmaSync)).BlockM);
+        int wgmma = HasWgmmaForward(s.HeadDim) ? TilesOf(s.SeqLenQ, FwdTile(s.HeadDim, FwdKernelOf(s, FwdKernel.Wgmma)).BlockM) : 1;
+        return Math.Max(mmaSync, wgmma);
+    }
+
+    // deviceKernel: the device's kernel for calls longer than decode (DeviceFwdKernel).
+    public static ForwardPlan PlanFwd(ProblemShape s, FwdKernel deviceKernel = FwdKernel.MmaSync)
+    {
+        FwdKernel kernel = FwdKernelOf(s, deviceKernel);
         Tile tile = FwdTile(s.HeadDim, kernel);
         int packedHeads = FwdPackedHeads(s);
         int mTiles = TilesOf(s.SeqLenQ, tile.BlockM);
         int nTiles = TilesOf(s.SeqLenK, tile.BlockN);
-        long headTiles = (long)mTiles * s.Batch;
-        int kvSplits = FwdKvSplits(headTiles * (s.HeadsQ / packedHeads), nTiles);
-        int workspaceSplits = FwdKvSplits(headTiles * (s.HeadsQ / FwdMaxPackedHeads(s)), nTiles);
+        int kvSplits = FwdSplitsOn(s, kernel, packedHeads);
+        int workspaceSplits = FwdWorkspaceSplits(s);
         int maskPlanes = s.MaskBatch * s.MaskHeads;
         ulong rows = (ulong)s.Batch * (ulong)s.HeadsQ * (ulong)s.SeqLenQ;
         ulong end = 0, oPartial = 0, lsePartial = 0, bitmaps = 0, bitmapWords = 0;
@@ -125,7 +169,7 @@ internal static class LaunchPlan
         {
             bitmaps = end;
             bitmapWords = (ulong)maskPlanes * (ulong)mTiles * (ulong)OccupancyWords(nTiles);
-            end += Align256(2 * bitmapWords * 4);
+            end += Align256(2 * (ulong)maskPlanes * (ulong)FwdWorkspaceQueryTiles(s) * (ulong)OccupancyWords(nTiles) * 4);
         }
 
         return new ForwardPlan
@@ -239,10 +283,11 @@ internal static class LaunchPlan
 // fdma::Tile.
 internal readonly record struct Tile(int BlockM, int BlockN, int Warps);
 
-// fdma::FwdKernel, the values the NVRTC backend plans (it has no wgmma kernel: kFwdWgmma = 1 is not ported).
+// fdma::FwdKernel.
 internal enum FwdKernel
 {
     MmaSync = 0,
+    Wgmma = 1, // sm_90a: NVRTC 12 or later
     Decode = 2,
 }
 

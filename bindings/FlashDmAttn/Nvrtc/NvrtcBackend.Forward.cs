@@ -8,7 +8,7 @@ internal sealed partial class NvrtcBackend
     public unsafe void Forward(DeviceForwardArgs args, AttentionOptions options, nint stream, int device)
     {
         AttentionShape shape = args.Shape;
-        ForwardPlan plan = LaunchPlan.PlanFwd(ProblemShape.Of(args));
+        ForwardPlan plan = LaunchPlan.PlanFwd(ProblemShape.Of(args), DeviceFwdKernel(device, shape.HeadDim));
         CheckForward(args, plan, device);
         var parameters = new KernelParams.Forward
         {

@@ -13,10 +13,58 @@ internal sealed partial class NvrtcBackend : IAttentionBackend
 
     public FlashDmAttnBackend Kind => FlashDmAttnBackend.Nvrtc;
 
+    // The tile of calls longer than decode on the device a call would run on now: the current context's, else device 0;
+    // without a usable driver, the mma.sync tile (as on every device but compute capability 9.0).
     public (int BlockM, int BlockN) ForwardTileShape(int headDim, ScalarType dtype)
     {
-        Tile tile = LaunchPlan.FwdTile(headDim);
+        Tile tile = LaunchPlan.FwdTile(headDim, LaunchPlan.HasWgmmaForward(headDim) ? HostQueryFwdKernel(headDim) : FwdKernel.MmaSync);
         return (tile.BlockM, tile.BlockN);
+    }
+
+    // FDMA_FWD_KERNEL=mma_sync switches the wgmma forward off, read once per process as the native library reads it.
+    private static readonly bool WgmmaSwitchedOff = Environment.GetEnvironmentVariable("FDMA_FWD_KERNEL") == "mma_sync";
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, int> Architectures = new();
+
+    // The forward's kernel for calls longer than decode on `device` (LaunchPlan.DeviceFwdKernel): wgmma is available
+    // where NVRTC compiles sm_90a (version 12 or later) and the environment does not switch it off.
+    public static FwdKernel DeviceFwdKernel(int device, int headDim)
+    {
+        if (!LaunchPlan.HasWgmmaForward(headDim) || WgmmaSwitchedOff || !NvrtcCompiler.CompilesSm90a)
+            return FwdKernel.MmaSync;
+        int arch = Architectures.GetOrAdd(device, d =>
+        {
+            (int major, int minor) = CudaDriver.ComputeCapability(d);
+            return major * 10 + minor;
+        });
+        return LaunchPlan.DeviceFwdKernel(headDim, arch, wgmmaAvailable: true);
+    }
+
+    private static FwdKernel HostQueryFwdKernel(int headDim)
+    {
+        try
+        {
+            CudaDriver.EnsureInitialized();
+            int device = 0;
+            CudaDriver.ThrowIfFailed(Interop.Cuda.cuCtxGetCurrent(out nint context));
+            if (context != 0)
+            {
+                CudaDriver.ThrowIfFailed(Interop.Cuda.cuCtxGetDevice(out int current));
+                int count = CudaDriver.DeviceCount();
+                for (int ordinal = 0; ordinal < count; ordinal++)
+                {
+                    CudaDriver.ThrowIfFailed(Interop.Cuda.cuDeviceGet(out int handle, ordinal));
+                    if (handle == current)
+                        device = ordinal;
+                }
+            }
+
+            return DeviceFwdKernel(device, headDim);
+        }
+        catch (Exception e) when (e is NativeLibraryException or CudaException or DllNotFoundException)
+        {
+            return FwdKernel.MmaSync;
+        }
     }
 
     public (int BlockM, int BlockN) BackwardTileShape(int headDim, ScalarType dtype)
@@ -101,7 +149,8 @@ internal sealed partial class NvrtcBackend : IAttentionBackend
     {
         int blockM = tile.BlockM;
         void** arguments = stackalloc void*[] { attention, &blockM };
-        NvrtcLaunch.Kernel(function, (grid.X, grid.Y, grid.Z), LaunchPlan.OccupancyThreads, 0, stream, arguments);
+        int threads = LaunchPlan.OccupancyThreadsOf(grid, Math.Min(attention->SeqLenQ, blockM));
+        NvrtcLaunch.Kernel(function, (grid.X, grid.Y, grid.Z), threads, 0, stream, arguments);
     }
 
     private static nint Pointer(ulong address) => unchecked((nint)address);

@@ -21,6 +21,9 @@ internal readonly record struct CompileTarget(string Architecture)
 
     public ImageKind Kind => Architecture.StartsWith("sm_", StringComparison.Ordinal) ? ImageKind.Cubin : ImageKind.Ptx;
 
+    // Machine code with Hopper's arch-specific instructions (wgmma): the target of KernelVariant.Sm90a variants.
+    public static CompileTarget Sm90a { get; } = new("sm_90a");
+
     public static CompileTarget ForDevice(int major, int minor, IReadOnlyCollection<int> supported)
     {
         int arch = major * 10 + minor;
@@ -51,6 +54,23 @@ internal static unsafe class NvrtcCompiler
     public static string Version => Library.Value.Version;
 
     public static IReadOnlyCollection<int> SupportedArchitectures => Library.Value.Architectures;
+
+    // Whether this NVRTC compiles Hopper's arch-specific target sm_90a (NVRTC 12 or later), false where it cannot be
+    // loaded.
+    public static bool CompilesSm90a
+    {
+        get
+        {
+            try
+            {
+                return int.Parse(Version.Split('.')[0], System.Globalization.CultureInfo.InvariantCulture) >= 12 && SupportedArchitectures.Contains(90);
+            }
+            catch (NativeLibraryException)
+            {
+                return false;
+            }
+        }
+    }
 
     public static string Location => NativeLibraryResolver.Nvrtc.Location;
 

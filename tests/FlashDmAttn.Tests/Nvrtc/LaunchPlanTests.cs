@@ -176,7 +176,17 @@ public class LaunchPlanTests
         Assert.That(training.KvSplits, Is.EqualTo(1));
         Assert.That(training.Grid, Is.EqualTo(new Dim3(128, 2, 1)));
         Assert.That(training.SmemBytes, Is.EqualTo((64 + 2 * 64) * 136 * 2 + 72 * 2), "Q, K, V and one bf16 bias row");
-        Assert.That(training.WorkspaceBytes, Is.EqualTo(2UL * 128 * 4 * 4), "two bitmaps of 128 query tiles x 4 words of 128 key tiles");
+        // The workspace fits the wgmma plan too (compute capability 9.0): 64 query tiles of 128 rows x 2 heads = 128
+        // blocks, so 4 splits, whose partials come first; the bitmaps keep room for mma.sync's 128 query tiles.
+        ForwardPlan hopper = LaunchPlan.PlanFwd(ProblemShape.Of(new(1, 8192, 8192, 2, 1, 128), new(1, 1, 8192), new(1, 1, 1), ScalarType.BFloat16), FwdKernel.Wgmma);
+        Assert.That(hopper.KvSplits, Is.EqualTo(4));
+        Assert.That(hopper.Grid, Is.EqualTo(new Dim3(64, 2, 4)));
+        Assert.That(hopper.BitmapWords, Is.EqualTo(64UL * 4));
+        ulong partials = 4UL * 2 * 8192 * 128 * 4 + 4UL * 2 * 8192 * 4;
+        Assert.That(training.WorkspaceSplits, Is.EqualTo(4));
+        Assert.That(training.Bitmaps, Is.EqualTo(partials));
+        Assert.That(training.WorkspaceBytes, Is.EqualTo(partials + 2UL * 128 * 4 * 4), "the partials, then two bitmaps of 128 query tiles x 4 words of 128 key tiles");
+        Assert.That(hopper.WorkspaceBytes, Is.EqualTo(training.WorkspaceBytes), "one workspace size whatever the device");
     }
 
     [Test]
@@ -263,9 +273,10 @@ public class LaunchPlanTests
     // decode and longer shapes, GQA groups that pack or not, and mask, bias and lifetimes heads that allow or forbid
     // the packing (the workspace is sized for the most packed grid; the call's splits follow its own grid).
     [Test]
-    public void ForwardPartials_FitTheWorkspace_WhateverTheHeadsPack()
+    public void ForwardPartials_FitTheWorkspace_WhateverTheHeadsPackAndTheDevicesKernel()
     {
         int checkedPlans = 0;
+        foreach (FwdKernel deviceKernel in new[] { FwdKernel.MmaSync, FwdKernel.Wgmma })
         foreach (int seqLenQ in new[] { 1, 2, 16, 17, 300 })
         foreach (int headsKv in new[] { 1, 2, 8 })
         foreach (int group in new[] { 1, 2, 3, 4, 6, 8, 16, 32, 64 })
@@ -277,20 +288,24 @@ public class LaunchPlanTests
             BroadcastShape perQuery = new(2, headsQ, 1), shared = new(1, headsKv, 1);
             ProblemShape problem = ProblemShape.Of(shape, perHead == 1 ? perQuery : null, perHead == 2 ? perQuery : shared,
                 ScalarType.BFloat16, perHead == 3 ? perQuery : null);
-            ForwardPlan plan = LaunchPlan.PlanFwd(problem);
+            ForwardPlan plan = LaunchPlan.PlanFwd(problem, deviceKernel);
             ulong rows = 2UL * (ulong)headsQ * (ulong)seqLenQ;
 
+            Assert.That(plan.WorkspaceBytes, Is.EqualTo(LaunchPlan.PlanFwd(problem).WorkspaceBytes), $"{problem}: one size whatever the device");
             Assert.That(plan.WorkspaceSplits, Is.GreaterThanOrEqualTo(plan.KvSplits), $"{problem}");
             Assert.That(plan.Grid.Y * plan.PackedHeads, Is.EqualTo((uint)headsQ), $"{problem}");
             if (plan.KvSplits > 1)
             {
                 Assert.That(plan.OPartial + (ulong)plan.KvSplits * rows * 128 * 4, Is.LessThanOrEqualTo(plan.LsePartial), $"{problem}");
-                Assert.That(plan.LsePartial + (ulong)plan.KvSplits * rows * 4, Is.LessThanOrEqualTo(plan.WorkspaceBytes), $"{problem}");
+                Assert.That(plan.LsePartial + (ulong)plan.KvSplits * rows * 4, Is.LessThanOrEqualTo(plan.Bitmaps > 0 ? plan.Bitmaps : plan.WorkspaceBytes), $"{problem}");
             }
+
+            if (plan.BitmapWords > 0)
+                Assert.That(plan.Bitmaps + 2 * plan.BitmapWords * 4, Is.LessThanOrEqualTo(plan.WorkspaceBytes), $"{problem}");
 
             checkedPlans++;
         }
 
-        Assert.That(checkedPlans, Is.EqualTo(5 * 3 * 9 * 5 * 4));
+        Assert.That(checkedPlans, Is.EqualTo(2 * 5 * 3 * 9 * 5 * 4));
     }
 }

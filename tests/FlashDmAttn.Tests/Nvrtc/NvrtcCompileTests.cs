@@ -5,20 +5,23 @@ namespace FlashDmAttn.Tests.Nvrtc;
 
 /// <summary>
 /// The kernel sources as they travel in the assembly compile under NVRTC, with no host headers: every variant the NVRTC
-/// backend can need (forward and backward), to PTX for compute_80 and compute_90, through the backend's own compile path.
+/// backend can need (forward and backward), to PTX for compute_80 and compute_90 (the sm_90a variants, wgmma, for
+/// compute_90a, where NVRTC is 12 or later), through the backend's own compile path.
 /// </summary>
 [Parallelizable(ParallelScope.Children)]
 public class NvrtcCompileTests : NvrtcTest
 {
     private static IEnumerable<TestCaseData> Variants() =>
-        from architecture in new[] { 80, 90 }
         from variant in KernelVariant.All()
+        from architecture in variant.Sm90a ? ["90a"] : new[] { "80", "90" }
         select new TestCaseData(variant.Slug, architecture).SetArgDisplayNames(variant.Slug, $"compute_{architecture}");
 
     [TestCaseSource(nameof(Variants))]
-    public void Variant_CompilesToPtxForTheArchitecture(string slug, int architecture)
+    public void Variant_CompilesToPtxForTheArchitecture(string slug, string architecture)
     {
         KernelVariant variant = KernelVariant.All().Single(v => v.Slug == slug);
+        if (variant.Sm90a)
+            Assume.That(NvrtcCompiler.CompilesSm90a, $"sm_90a needs NVRTC 12 or later; this one is {NvrtcCompiler.Version}");
         var target = new CompileTarget($"compute_{architecture}");
         var clock = Stopwatch.StartNew();
 
@@ -58,10 +61,13 @@ public class NvrtcCompileTests : NvrtcTest
         Assert.That(slugs, Is.Unique);
         Assert.That(slugs.Where(s => s.StartsWith("bwd_", StringComparison.Ordinal)), Is.EquivalentTo(backward));
         // native/src/fwd_launch.cuh, for each (type, head dim): the forward kernel of each mask form, for long calls and
-        // for decode (suffix _decode), and the split-KV combine pass.
+        // for decode (suffix _decode), and the split-KV combine pass; fwd_wgmma_instance.cu.in, for D = 128: the wgmma
+        // forward of each mask form (suffix _wgmma), the only sm_90a variants.
         Assert.That(slugs.Where(s => s.StartsWith("fwd_", StringComparison.Ordinal)), Is.EquivalentTo(
             (from t in types from d in headDims from f in forms from k in new[] { "", "_decode" } select $"fwd_{t}_d{d}{f}{k}")
+            .Concat(from t in types from f in forms select $"fwd_{t}_d128{f}_wgmma")
             .Concat(from t in types from d in headDims select $"fwd_combine_{t}_d{d}")));
+        Assert.That(KernelVariant.All().Where(v => v.Sm90a).Select(v => v.Slug), Is.EquivalentTo(slugs.Where(s => s.EndsWith("_wgmma", StringComparison.Ordinal))));
         Assert.That(slugs.Where(s => s.StartsWith("occupancy", StringComparison.Ordinal)), Is.EquivalentTo(new[] { "occupancy" }), "one pre-pass for both directions' tiles");
     }
 

@@ -94,6 +94,8 @@ public class NvrtcMirrorTests : NvrtcTest
             string cppProblem = $"fdma::ProblemShape{{{q.Batch}, {q.SeqLenQ}, {q.SeqLenK}, {q.HeadsQ}, {q.HeadsKv}, {q.HeadDim}, " +
                 $"{q.MaskBatch}, {q.MaskHeads}, {q.BiasType}, {q.BiasBatch}, {q.BiasHeads}, {q.BiasRows}, {q.LifetimeHeads}}}";
             AppendFieldAsserts(asserts, $"fwd{n}", $"fdma::plan_fwd({cppProblem})", LaunchPlan.PlanFwd(problem));
+            if (LaunchPlan.HasWgmmaForward(shape.HeadDim))
+                AppendFieldAsserts(asserts, $"fwd_wgmma{n}", $"fdma::plan_fwd({cppProblem}, fdma::kFwdWgmma)", LaunchPlan.PlanFwd(problem, FwdKernel.Wgmma));
             foreach (bool deterministic in new[] { false, true })
             {
                 foreach (bool withDBias in bias is null ? [false] : new[] { false, true })
@@ -119,6 +121,16 @@ public class NvrtcMirrorTests : NvrtcTest
             asserts.AppendLine($"static_assert(fdma::is_supported_head_dim({d}), \"head dim {d}\");");
             AppendFieldAsserts(asserts, $"fwd_tile{d}", $"fdma::fwd_tile({d})", LaunchPlan.FwdTile(d));
             AppendFieldAsserts(asserts, $"decode_tile{d}", $"fdma::fwd_tile({d}, fdma::kFwdDecode)", LaunchPlan.FwdTile(d, FwdKernel.Decode));
+            AppendFieldAsserts(asserts, $"wgmma_tile{d}", $"fdma::fwd_tile({d}, fdma::kFwdWgmma)", LaunchPlan.FwdTile(d, FwdKernel.Wgmma));
+            asserts.AppendLine($"static_assert(fdma::has_wgmma_forward({d}) == {(LaunchPlan.HasWgmmaForward(d) ? "true" : "false")}, \"has_wgmma_forward({d})\");");
+            foreach (int arch in new[] { 80, 86, 89, 90, 100 })
+            {
+                foreach (bool available in new[] { false, true })
+                {
+                    string cpp = $"fdma::device_fwd_kernel({d}, {arch}, {(available ? "true" : "false")})";
+                    asserts.AppendLine($"static_assert({cpp} == {(int)LaunchPlan.DeviceFwdKernel(d, arch, available)}, \"{cpp}\");");
+                }
+            }
             AppendFieldAsserts(asserts, $"bwd_tile{d}", $"fdma::bwd_tile({d})", LaunchPlan.BwdTile(d));
             // The kernels' traits read the plan's functions: their thread counts are the plans'.
             asserts.AppendLine($"static_assert(fdma::FwdTraits<{d}>::kThreads == {LaunchPlan.FwdTile(d).Warps * 32}, \"FwdTraits<{d}>\");");
@@ -129,11 +141,13 @@ public class NvrtcMirrorTests : NvrtcTest
             asserts.AppendLine($"static_assert(!fdma::is_supported_head_dim({d}), \"head dim {d} is not supported\");");
         foreach ((string cpp, int value) in new[]
                  {
-                     ("kOccupancyThreads", LaunchPlan.OccupancyThreads), ("kCombineThreads", LaunchPlan.CombineThreads),
+                     ("kOccupancyThreads", LaunchPlan.OccupancyThreads), ("kOccupancyMaxRowGroups", LaunchPlan.OccupancyMaxRowGroups),
+                     ("kCombineThreads", LaunchPlan.CombineThreads),
                      ("kRowPassThreads", LaunchPlan.RowPassThreads), ("kConvertDBiasThreads", LaunchPlan.ConvertDBiasThreads),
                      ("kKvSplitTargetBlocks", LaunchPlan.KvSplitTargetBlocks), ("kKvSplitMinTiles", LaunchPlan.KvSplitMinTiles),
                      ("kKvSplitMax", LaunchPlan.KvSplitMax), ("kDecodeQueries", LaunchPlan.DecodeQueries),
                      ("kFwdDecodeSlots", LaunchPlan.FwdDecodeSlots),
+                     ("kFwdKeySlots", LaunchPlan.FwdWgmmaKeySlots), ("kFwdValueSlots", LaunchPlan.FwdWgmmaValueSlots),
                      ("kGatherRangeTiles", LaunchPlan.GatherRangeTiles), ("kGatherKeySlots", LaunchPlan.GatherKeySlots),
                      ("kFwdStatCounters", KernelParams.ForwardStatCounters), ("kBwdStatCounters", KernelParams.BackwardStatCounters),
                  })
@@ -141,6 +155,18 @@ public class NvrtcMirrorTests : NvrtcTest
             asserts.AppendLine($"static_assert(fdma::{cpp} == {value}, \"{cpp}\");");
         }
 
+        foreach ((uint x, uint y, uint z) in new[] { (1u, 1u, 1u), (16u, 1u, 1u), (64u, 4u, 4u), (64u, 4u, 5u), (256u, 8u, 1u), (8u, 128u, 1u), (4096u, 4096u, 0u) })
+        {
+            foreach (int rows in new[] { 1, 16, 63, 64, 128 })
+            {
+                string cpp = $"fdma::occupancy_threads(fdma::Dim3{{{x}, {y}, {z}}}, {rows})";
+                asserts.AppendLine($"static_assert({cpp} == {LaunchPlan.OccupancyThreadsOf(new Dim3(x, y, z), rows)}, \"{cpp}\");");
+            }
+        }
+
+        asserts.AppendLine($"static_assert(fdma::kOccupancyGroupRows == {LaunchPlan.OccupancyGroupRows}, \"kOccupancyGroupRows\");");
+
+        asserts.AppendLine($"static_assert(fdma::kOccupancySmallGrid == {LaunchPlan.OccupancySmallGrid}, \"kOccupancySmallGrid\");");
         foreach (long blocks in new long[] { 1, 2, 3, 7, 100, 255, 256, 257, 100000 })
         {
             foreach (int keyTiles in new[] { 1, 2, 3, 5, 64, 1000, 8192 })
