@@ -56,21 +56,20 @@ internal static unsafe class NvrtcCompiler
     public static IReadOnlyCollection<int> SupportedArchitectures => Library.Value.Architectures;
 
     // Whether this NVRTC compiles Hopper's arch-specific target sm_90a (NVRTC 12 or later), false where it cannot be
-    // loaded.
-    public static bool CompilesSm90a
+    // loaded. Asked on every forward call of the NVRTC backend: decided once.
+    public static bool CompilesSm90a => Sm90a.Value;
+
+    private static readonly Lazy<bool> Sm90a = new(() =>
     {
-        get
+        try
         {
-            try
-            {
-                return int.Parse(Version.Split('.')[0], System.Globalization.CultureInfo.InvariantCulture) >= 12 && SupportedArchitectures.Contains(90);
-            }
-            catch (NativeLibraryException)
-            {
-                return false;
-            }
+            return int.Parse(Version.Split('.')[0], System.Globalization.CultureInfo.InvariantCulture) >= 12 && SupportedArchitectures.Contains(90);
         }
-    }
+        catch (NativeLibraryException)
+        {
+            return false;
+        }
+    });
 
     public static string Location => NativeLibraryResolver.Nvrtc.Location;
 
