@@ -61,16 +61,33 @@ public class BackendSelectionTests
     [Test]
     public void HostQueries_OfTheNvrtcBackend_NeedNoLibrary()
     {
-        var shape = new AttentionShape(16, 300, 333, 4, 2, 128); // 5 query tiles x 4 heads x 16 batches: no split-KV
+        // 5 query tiles of 64 rows (3 of the Hopper forward's 128) x 4 heads x 32 batches: no split-KV on either kernel.
+        var shape = new AttentionShape(32, 300, 333, 4, 2, 128);
         var decode = new AttentionShape(1, 1, 4096, 2, 1, 128);  // 2 blocks: 64 key tiles in 32 splits
 
-        Assert.That(DynamicMaskAttention.ForwardTileShape(128, ScalarType.BFloat16, FlashDmAttnBackend.Nvrtc), Is.EqualTo((64, 64)));
+        // D = 128: the Hopper forward's 128-row tile where device 0 (no context is current here) is compute capability
+        // 9.0 and NVRTC compiles sm_90a; the mma.sync tile everywhere else, a machine without a driver included.
+        Assert.That(DynamicMaskAttention.ForwardTileShape(128, ScalarType.BFloat16, FlashDmAttnBackend.Nvrtc),
+            Is.EqualTo(DeviceZeroRunsTheHopperForward() ? (128, 64) : (64, 64)));
         Assert.That(DynamicMaskAttention.ForwardTileShape(64, ScalarType.Float16, FlashDmAttnBackend.Nvrtc), Is.EqualTo((128, 64)));
         Assert.That(DynamicMaskAttention.ForwardWorkspaceSize(shape, ScalarType.BFloat16, null, FlashDmAttnBackend.Nvrtc), Is.Zero);
-        // 16 x 4 mask planes x 5 query tiles x 1 word, twice (occupied and full), 4 bytes a word.
-        Assert.That(DynamicMaskAttention.ForwardWorkspaceSize(shape, ScalarType.BFloat16, new(16, 4, 300), FlashDmAttnBackend.Nvrtc), Is.EqualTo(16 * 4 * 5 * 1 * 2 * 4));
+        // 32 x 4 mask planes x 5 query tiles (the most either kernel has) x 1 word, twice (occupied and full), 4 bytes a word.
+        Assert.That(DynamicMaskAttention.ForwardWorkspaceSize(shape, ScalarType.BFloat16, new(32, 4, 300), FlashDmAttnBackend.Nvrtc), Is.EqualTo(32 * 4 * 5 * 1 * 2 * 4));
         // 32 splits x 2 rows of fp32 partial outputs (128 values) and LSEs, each region rounded up to 256 bytes.
         Assert.That(DynamicMaskAttention.ForwardWorkspaceSize(decode, ScalarType.BFloat16, null, FlashDmAttnBackend.Nvrtc), Is.EqualTo(32 * 2 * 128 * 4 + 256));
+    }
+
+    private static bool DeviceZeroRunsTheHopperForward()
+    {
+        try
+        {
+            return CudaDriver.DeviceCount() > 0 && CudaDriver.ComputeCapability(0) == (9, 0) && NvrtcCompiler.CompilesSm90a &&
+                Environment.GetEnvironmentVariable("FDMA_FWD_KERNEL") != "mma_sync";
+        }
+        catch (Exception e) when (e is NativeLibraryException or CudaException or DllNotFoundException)
+        {
+            return false;
+        }
     }
 
     [Test]
