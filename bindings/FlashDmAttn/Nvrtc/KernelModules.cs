@@ -36,6 +36,9 @@ internal static class KernelModules
         return CompileTarget.ForDevice(major, minor, NvrtcCompiler.SupportedArchitectures);
     });
 
+    // What NVRTC compiles a variant for on a device: sm_90a for the arch-specific ones (wgmma), else TargetOf(device).
+    public static CompileTarget TargetOf(KernelVariant variant, int device) => variant.Sm90a ? CompileTarget.Sm90a : TargetOf(device);
+
     // The kernel of a variant in the current context, which belongs to `device`; dynamicSharedBytes is the most the
     // launches will ask for.
     public static nint GetFunction(KernelVariant variant, int device, int dynamicSharedBytes)
@@ -49,7 +52,7 @@ internal static class KernelModules
         }
 
         // Compiled (or read from disk) outside the lock: seconds, and other variants need not wait for it.
-        KernelImage image = NvrtcKernelBuilder.Default.GetImage(variant, variant.Sm90a ? CompileTarget.Sm90a : TargetOf(device));
+        KernelImage image = NvrtcKernelBuilder.Default.GetImage(variant, TargetOf(variant, device));
         lock (Gate)
         {
             if (Functions.TryGetValue((contextKey, variant), out nint function))
