@@ -79,10 +79,9 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdWgmma>::kThreads)
     cp_async_commit();
 
     float acc_o[1][kDTiles][4];
-    float row_max[1][2] = {{neg_inf(), neg_inf()}};  // log2 domain; -inf until a visible key is seen
-    float row_sum[1][2] = {{0.f, 0.f}};              // this thread's share; the quad is summed at the end
-#pragma unroll
-    for (int d = 0; d < kDTiles; ++d) acc_o[0][d][0] = acc_o[0][d][1] = acc_o[0][d][2] = acc_o[0][d][3] = 0.f;
+    float row_max[1][2];  // log2 domain; -inf until a visible key is seen
+    float row_sum[1][2];  // this thread's share; the quad is summed at the end
+    start_softmax<Traits>(acc_o, row_max, row_sum);
     u32 p_prev[kBlockN / 16][4];  // P of the tile before, packed: the A operand of its O += P V
     u32 visible_pairs = 0;        // this thread's visible score registers, for the statistics
     int computed = 0;             // tiles computed; tile i's K in key slot i % 2, its V in value slot i % 3

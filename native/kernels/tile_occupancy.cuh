@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kOccupancyMaxRowGroups * kOccupancyThreads) ti
 
     const int m_tile = blockIdx.x;
     const int bh = blockIdx.z;
-    const int warp = threadIdx.x / 32 % kOccupancyTileWarps;  // which 4 tiles of the word
+    const int word_tile0 = threadIdx.x / 32 % kOccupancyTileWarps * kOccupancyTilesPerWarp;  // the warp's first tile in the word
     const int row_group = threadIdx.x / kOccupancyThreads;
     const int row_groups = blockDim.x / kOccupancyThreads;
     const int lane = threadIdx.x % 32;
@@ -74,7 +74,7 @@ __global__ void __launch_bounds__(kOccupancyMaxRowGroups * kOccupancyThreads) ti
     const u8* mask = static_cast<const u8*>(p.mask.data) + (bh / p.mask.heads) * p.mask.stride_batch +
                      (bh % p.mask.heads) * p.mask.stride_head;
     const i64 stride_key = p.mask.stride_key;
-    const int warp_tile0 = blockIdx.y * 32 + warp * kOccupancyTilesPerWarp;
+    const int warp_tile0 = blockIdx.y * 32 + word_tile0;
 
     u32 occupied_bits = 0, partial_bits = 0;
     if (stride_key == 1 && ((reinterpret_cast<u64>(mask) | static_cast<u64>(p.mask.stride_row)) & 15) == 0) {
@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(kOccupancyMaxRowGroups * kOccupancyThreads) ti
 #pragma unroll
         for (int t = 0; t < kOccupancyTilesPerWarp; ++t) {
             const u32 tile_lanes = (0xfu << (4 * t)) | (0xfu << (16 + 4 * t));
-            const u32 bit = 1u << (warp * kOccupancyTilesPerWarp + t);
+            const u32 bit = 1u << (word_tile0 + t);
             if (any_lanes & tile_lanes) occupied_bits |= bit;
             if (partial_lanes & tile_lanes) partial_bits |= bit;
         }
@@ -124,7 +124,7 @@ __global__ void __launch_bounds__(kOccupancyMaxRowGroups * kOccupancyThreads) ti
                 const u32 bytes = (c <= limit ? __ldg(src) : 0u) | (c + 1 <= limit ? static_cast<u32>(__ldg(src + stride_key)) << 8 : 0u);
                 fold(bytes, first_bytes(min(limit - c + 1, 2)), any, all);
             }
-            const u32 bit = 1u << (warp * kOccupancyTilesPerWarp + t);
+            const u32 bit = 1u << (word_tile0 + t);
             if (__any_sync(0xffffffffu, any)) occupied_bits |= bit;
             if (!__all_sync(0xffffffffu, all)) partial_bits |= bit;
         }

@@ -13,6 +13,7 @@ internal static class KernelModules
     private static readonly Dictionary<(ulong Context, KernelVariant Variant), nint> Functions = [];
     private static readonly HashSet<ulong> SeenContexts = [];
     private static readonly ConcurrentDictionary<int, CudaPrimaryContext> RetainedPrimaryContexts = new();
+    private static readonly ConcurrentDictionary<int, (int Major, int Minor)> ComputeCapabilities = new();
     private static readonly ConcurrentDictionary<int, CompileTarget> Targets = new();
 
     // The device's primary context, retained for the life of the process: where a device-pointer call runs when the
@@ -29,10 +30,13 @@ internal static class KernelModules
         return RetainedPrimaryContexts[device];
     }
 
+    // A device's compute capability, asked of the driver once per process.
+    public static (int Major, int Minor) ComputeCapability(int device) => ComputeCapabilities.GetOrAdd(device, CudaDriver.ComputeCapability);
+
     // What NVRTC compiles for on a device: its exact architecture where NVRTC knows it.
     public static CompileTarget TargetOf(int device) => Targets.GetOrAdd(device, d =>
     {
-        (int major, int minor) = CudaDriver.ComputeCapability(d);
+        (int major, int minor) = ComputeCapability(d);
         return CompileTarget.ForDevice(major, minor, NvrtcCompiler.SupportedArchitectures);
     });
 

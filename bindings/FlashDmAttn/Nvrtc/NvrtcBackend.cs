@@ -24,20 +24,14 @@ internal sealed partial class NvrtcBackend : IAttentionBackend
     // FDMA_FWD_KERNEL=mma_sync switches the wgmma forward off, read once per process as the native library reads it.
     private static readonly bool WgmmaSwitchedOff = Environment.GetEnvironmentVariable("FDMA_FWD_KERNEL") == "mma_sync";
 
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, int> Architectures = new();
-
     // The forward's kernel for calls longer than decode on `device` (LaunchPlan.DeviceFwdKernel): wgmma is available
     // where NVRTC compiles sm_90a (version 12 or later) and the environment does not switch it off.
     public static FwdKernel DeviceFwdKernel(int device, int headDim)
     {
         if (!LaunchPlan.HasWgmmaForward(headDim) || WgmmaSwitchedOff || !NvrtcCompiler.CompilesSm90a)
             return FwdKernel.MmaSync;
-        int arch = Architectures.GetOrAdd(device, d =>
-        {
-            (int major, int minor) = CudaDriver.ComputeCapability(d);
-            return major * 10 + minor;
-        });
-        return LaunchPlan.DeviceFwdKernel(headDim, arch, wgmmaAvailable: true);
+        (int major, int minor) = KernelModules.ComputeCapability(device);
+        return LaunchPlan.DeviceFwdKernel(headDim, major * 10 + minor, wgmmaAvailable: true);
     }
 
     private static FwdKernel HostQueryFwdKernel(int headDim)
