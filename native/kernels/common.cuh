@@ -20,6 +20,9 @@ enum DType { kFloat16 = 1, kBFloat16 = 2, kFloat32 = 3 };  // the values of fdma
 
 FDMA_HOST_DEVICE constexpr int element_size(int type) { return type == kFloat32 ? 4 : 2; }
 
+// log2 of a power of two.
+FDMA_HOST_DEVICE constexpr int log2_of(int power_of_two) { return power_of_two <= 1 ? 0 : 1 + log2_of(power_of_two / 2); }
+
 // The kernels keep scores and LSEs in log2 units (ex2 is one instruction); the ABI's LSE is natural.
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;

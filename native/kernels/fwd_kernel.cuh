@@ -165,6 +165,12 @@ __device__ __forceinline__ void online_softmax(float (&s)[Traits::kMTiles][Trait
 template <typename Traits>
 __device__ __forceinline__ void rescale_output(float (&acc_o)[Traits::kMTiles][Traits::kDTiles][4],
                                                const float (&rescale)[Traits::kMTiles][2]) {
+    // Past a row's first tiles its maximum seldom moves: where no row of the warp's moved (every factor exactly 1),
+    // the products would leave every accumulator as it is (x * 1 == x, NaN included), so the warp skips them.
+    bool unchanged = true;
+#pragma unroll
+    for (int mi = 0; mi < Traits::kMTiles; ++mi) unchanged &= rescale[mi][0] == 1.f && rescale[mi][1] == 1.f;
+    if (__all_sync(0xffffffffu, unchanged)) return;
 #pragma unroll
     for (int mi = 0; mi < Traits::kMTiles; ++mi)
 #pragma unroll

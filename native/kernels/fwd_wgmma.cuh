@@ -92,7 +92,10 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdWgmma>::kThreads)
     fence_proxy_async_shared();
     __syncthreads();  // Q and the first tile landed
 
-    const u32 q_rows = sQ + (warp / 4) * 64 * 128;  // this warpgroup's 64 rows (a multiple of the 8-row atom)
+    // This warpgroup's 64 rows (a multiple of the 8-row atom). Its index read through a shuffle from lane 0: the
+    // compiler then knows it is the same across the warp and builds the Q descriptors in uniform registers, where
+    // the MMAs read them, instead of moving them there from per-thread registers before each MMA.
+    const u32 q_rows = sQ + __shfl_sync(0xffffffffu, warp / 4, 0) * 64 * 128;
     // O += P V of the tile before, its V in value slot `slot`; committed as one group.
     auto issue_accumulate = [&](int slot) {
 #pragma unroll

@@ -63,10 +63,28 @@ __device__ __forceinline__ void load_mapped_rows_async(u32 smem_tile, const char
     }
 }
 
+// The same for contiguous rows. Where the block's threads cover whole rows (kThreads a multiple of kChunks) and the
+// tile whole passes of them, a thread keeps its chunk column and moves kThreads / kChunks rows (a multiple of 8, so
+// the same swizzle) per pass: its address is worked out once and then stepped, not recomputed with a 64-bit
+// multiply per chunk, in a loop the compiler unrolls.
 template <typename Traits, int kRows>
 __device__ __forceinline__ void load_tile_async(u32 smem_tile, const char* gmem, i64 row_stride_bytes,
                                                 int row0, int seqlen) {
-    load_mapped_rows_async<Traits, kRows>(smem_tile, gmem, row_stride_bytes, [row0](int r) { return row0 + r; }, seqlen);
+    constexpr u32 kChunks = Traits::kChunks, kThreads = Traits::kThreads, kRowsPerPass = kThreads / kChunks;
+    if constexpr (kThreads % kChunks != 0 || kRows % kRowsPerPass != 0 || kRowsPerPass % 8 != 0) {
+        load_mapped_rows_async<Traits, kRows>(smem_tile, gmem, row_stride_bytes, [row0](int r) { return row0 + r; }, seqlen);
+    } else {
+        const u32 r = threadIdx.x / kChunks, chunk = threadIdx.x % kChunks;
+        const int row = row0 + static_cast<int>(r);
+        const char* src = gmem + row * row_stride_bytes + chunk * 16;
+        const i64 step = kRowsPerPass * row_stride_bytes;
+#pragma unroll
+        for (u32 pass = 0; pass < kRows / kRowsPerPass; ++pass, src += step) {
+            const bool in_range = row + static_cast<int>(pass * kRowsPerPass) < seqlen;
+            cp_async_16(smem_tile + Traits::Layout::template offset<kRows>(r + pass * kRowsPerPass, chunk), in_range ? src : gmem,
+                        in_range ? 16 : 0);
+        }
+    }
 }
 
 // Copies rows rows[0, kRows) (gathered keys; seqlen or more: a zero row) the same way.
@@ -161,13 +179,16 @@ struct BiasStage {
         const int size = element_size();
         const i64 row_stride = this->row_stride();
         if (vectorized) {
-            const int chunks = Traits::kBlockN * size / 16;
+            // A row's chunks: kBlockN / 8 (16-bit) or kBlockN / 4 (fp32), a power of two, so c splits by shift and mask.
+            static_assert((Traits::kBlockN & (Traits::kBlockN - 1)) == 0, "kBlockN is a power of two");
+            const u32 chunk_shift = log2_of(Traits::kBlockN / 8) + (size == 4 ? 1 : 0);
+            const u32 chunks = 1u << chunk_shift;
             const int chunk_elements = 16 / size;
-            for (int c = threadIdx.x; c < rows() * chunks; c += Traits::kThreads) {
-                const int r = c / chunks;
-                const int col = n0 + (c % chunks) * chunk_elements;
+            for (u32 c = threadIdx.x; c < rows() * chunks; c += Traits::kThreads) {
+                const int r = static_cast<int>(c >> chunk_shift);
+                const int col = n0 + static_cast<int>(c & (chunks - 1)) * chunk_elements;
                 const int valid = m0 + r < Lq ? max(0, min(chunk_elements, Lk - col)) : 0;
-                unsigned char* dst = smem + r * row_bytes() + (c % chunks) * 16;
+                unsigned char* dst = smem + r * row_bytes() + (c & (chunks - 1)) * 16;
                 const char* src = gmem + (m0 + r) * row_stride + col * size;
                 if (valid == chunk_elements) cp_async_16(smem_addr(dst), src, 16);
                 else if (valid == 0) cp_async_16(smem_addr(dst), gmem, 0);
