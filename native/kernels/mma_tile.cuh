@@ -181,7 +181,8 @@ struct BiasStage {
         if (vectorized) {
             // A row's chunks: kBlockN / 8 (16-bit) or kBlockN / 4 (fp32), a power of two, so c splits by shift and mask.
             static_assert((Traits::kBlockN & (Traits::kBlockN - 1)) == 0, "kBlockN is a power of two");
-            const u32 chunk_shift = log2_of(Traits::kBlockN / 8) + (size == 4 ? 1 : 0);
+            constexpr u32 kChunkShift16 = log2_of(Traits::kBlockN / 8);  // 16-bit elements
+            const u32 chunk_shift = kChunkShift16 + (size == 4 ? 1 : 0);
             const u32 chunks = 1u << chunk_shift;
             const int chunk_elements = 16 / size;
             for (u32 c = threadIdx.x; c < rows() * chunks; c += Traits::kThreads) {
