@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdDecode>::kThreads) dma
         int n_after = n_end;
         if (!Visibility::kGathers && n_next < n_end) n_after = policy.next(n_next + 1);
         u32 visible[kMTiles];
-        visibility.compute(n, elementwise, raw, visible);
+        const bool every_visible = visibility.compute(n, elementwise, raw, visible);
 #pragma unroll
         for (int mi = 0; mi < kMTiles; ++mi) visible_pairs += __popc(visible[mi]);
         elementwise = n_next < n_end && policy.elementwise(n_next);
@@ -124,9 +124,9 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdDecode>::kThreads) dma
 
         float s[kMTiles][kNTiles][4];
         mma.scores(s, mma.key_slot(slot));
-        score_mod_tile<Traits>(s, visible, a.score, bias.slot(slot), bias_type, at.pack, warp, lane);
+        const float score_scale = score_mod_tile<Traits>(s, visible, every_visible, a.score, bias.slot(slot), bias_type, at.pack, warp, lane);
         float rescale[kMTiles][2];
-        online_softmax<Traits>(s, row_max, row_sum, rescale);
+        online_softmax<Traits>(s, row_max, row_sum, rescale, score_scale);
         rescale_output<Traits>(acc_o, rescale);
         mma.accumulate(acc_o, s, mma.value_slot(slot));
         ++computed;

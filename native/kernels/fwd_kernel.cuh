@@ -60,55 +60,81 @@ struct FwdTraits {
     static_assert(kHeadDim % 16 == 0, "head dim is a multiple of the MMA k");
 };
 
-// Turns raw q.k products into log2-space scores (score_mod.cuh; kBiasType 0: no bias), hidden ones to -inf.
+// Turns raw q.k products into log2-space scores (score_mod.cuh; kBiasType 0: no bias). Without a bias or a softcap
+// the score is qk * qk_scale alone: the products stay raw here and the softmax scales them in the same fused
+// multiply-add that subtracts the row maximum (kScaledBySoftmax), one instruction per score fewer.
+template <int kBiasType, bool kSoftcap>
+constexpr bool kScaledBySoftmax = kBiasType == 0 && !kSoftcap;
+
 template <typename Traits, int kBiasType, bool kSoftcap>
-__device__ __forceinline__ void apply_score_mod(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
-                                                const u32 (&visible)[Traits::kMTiles], const ScoreModParams& m,
+__device__ __forceinline__ void apply_score_mod(float (&s)[Traits::kMTiles][Traits::kNTiles][4], const ScoreModParams& m,
                                                 const BiasStage<Traits>& bias, int pack, int warp, int lane) {
+    if constexpr (!kScaledBySoftmax<kBiasType, kSoftcap>) {
 #pragma unroll
-    for (int mi = 0; mi < Traits::kMTiles; ++mi) {
+        for (int mi = 0; mi < Traits::kMTiles; ++mi) {
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            const int row = ThreadRows<Traits>::query(ThreadRows<Traits>::of(warp, lane, mi, half), pack);
+            for (int half = 0; half < 2; ++half) {
+                const int row = ThreadRows<Traits>::query(ThreadRows<Traits>::of(warp, lane, mi, half), pack);
 #pragma unroll
-            for (int ni = 0; ni < Traits::kNTiles; ++ni) {
-                float b[2] = {0.f, 0.f};
-                if (kBiasType != 0)
-                    bias.template pair<kBiasType>(row, first_key_column<Traits>(warp) + ni * 8 + (lane % 4) * 2, b[0], b[1]);
+                for (int ni = 0; ni < Traits::kNTiles; ++ni) {
+                    float b[2] = {0.f, 0.f};
+                    if (kBiasType != 0)
+                        bias.template pair<kBiasType>(row, first_key_column<Traits>(warp) + ni * 8 + (lane % 4) * 2, b[0], b[1]);
 #pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    float& x = s[mi][ni][half * 2 + e];
-                    const bool is_visible = (visible[mi] >> (ni * 4 + half * 2 + e)) & 1u;
-                    float slope;
-                    const float score = modified_score<kBiasType != 0, kSoftcap>(m, x, b[e], slope);
-                    x = is_visible ? score : neg_inf();
+                    for (int e = 0; e < 2; ++e) {
+                        float& x = s[mi][ni][half * 2 + e];
+                        float slope;
+                        x = modified_score<kBiasType != 0, kSoftcap>(m, x, b[e], slope);
+                    }
                 }
             }
         }
     }
 }
 
+// Returns the factor the softmax still applies to the scores (online_softmax's score_scale).
 template <typename Traits, int kBiasType>
-__device__ __forceinline__ void apply_score_mod(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
-                                                const u32 (&visible)[Traits::kMTiles], const ScoreModParams& m,
-                                                const BiasStage<Traits>& bias, int pack, int warp, int lane) {
-    if (m.softcap_out == 0.f) apply_score_mod<Traits, kBiasType, false>(s, visible, m, bias, pack, warp, lane);
-    else apply_score_mod<Traits, kBiasType, true>(s, visible, m, bias, pack, warp, lane);
+__device__ __forceinline__ float apply_score_mod(float (&s)[Traits::kMTiles][Traits::kNTiles][4], const ScoreModParams& m,
+                                                 const BiasStage<Traits>& bias, int pack, int warp, int lane) {
+    if (m.softcap_out == 0.f) {
+        apply_score_mod<Traits, kBiasType, false>(s, m, bias, pack, warp, lane);
+        return kScaledBySoftmax<kBiasType, false> ? m.qk_scale : 1.f;
+    }
+    apply_score_mod<Traits, kBiasType, true>(s, m, bias, pack, warp, lane);
+    return 1.f;
+}
+
+// Hidden pairs' scores to -inf (bit ni * 4 + half * 2 + e of visible[mi] clear: s[mi][ni][half * 2 + e] hidden).
+template <typename Traits>
+__device__ __forceinline__ void hide_scores(float (&s)[Traits::kMTiles][Traits::kNTiles][4], const u32 (&visible)[Traits::kMTiles]) {
+#pragma unroll
+    for (int mi = 0; mi < Traits::kMTiles; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < Traits::kNTiles; ++ni)
+#pragma unroll
+            for (int k = 0; k < 4; ++k)
+                if (((visible[mi] >> (ni * 4 + k)) & 1u) == 0) s[mi][ni][k] = neg_inf();
 }
 
 // Scores to log2 space with bias and softcap, hidden ones to -inf: one straight-line variant per feature set
 // (per-element branches would serialise the warp). bias_type: the bias's DType, 0 without one; pack: the block's
-// heads per query (ThreadRows).
+// heads per query (ThreadRows); every_visible: TileVisibility::compute found no hidden pair in the tile, so no score
+// needs hiding (the interior of the causal triangle: most tiles). Returns the factor the softmax still applies (1,
+// or qk_scale without bias or softcap).
 template <typename Traits>
-__device__ __forceinline__ void score_mod_tile(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
-                                               const u32 (&visible)[Traits::kMTiles], const ScoreModParams& m,
-                                               const BiasStage<Traits>& bias, int bias_type, int pack, int warp, int lane) {
+__device__ __forceinline__ float score_mod_tile(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
+                                                const u32 (&visible)[Traits::kMTiles], bool every_visible,
+                                                const ScoreModParams& m, const BiasStage<Traits>& bias, int bias_type,
+                                                int pack, int warp, int lane) {
+    float score_scale;
     switch (bias_type) {
-        case 0: apply_score_mod<Traits, 0>(s, visible, m, bias, pack, warp, lane); break;
-        case kFloat16: apply_score_mod<Traits, kFloat16>(s, visible, m, bias, pack, warp, lane); break;
-        case kBFloat16: apply_score_mod<Traits, kBFloat16>(s, visible, m, bias, pack, warp, lane); break;
-        default: apply_score_mod<Traits, kFloat32>(s, visible, m, bias, pack, warp, lane); break;
+        case 0: score_scale = apply_score_mod<Traits, 0>(s, m, bias, pack, warp, lane); break;
+        case kFloat16: score_scale = apply_score_mod<Traits, kFloat16>(s, m, bias, pack, warp, lane); break;
+        case kBFloat16: score_scale = apply_score_mod<Traits, kBFloat16>(s, m, bias, pack, warp, lane); break;
+        default: score_scale = apply_score_mod<Traits, kFloat32>(s, m, bias, pack, warp, lane); break;
     }
+    if (!every_visible) hide_scores<Traits>(s, visible);
+    return score_scale;
 }
 
 // The rows' softmax state before the first key tile: no output, maximum -inf (no visible key yet), sum 0.
@@ -127,11 +153,13 @@ __device__ __forceinline__ void start_softmax(float (&acc_o)[Traits::kMTiles][Tr
 // The online softmax step of one key tile: the running maximum and sum of each of the thread's rows take in
 // the tile's scores, the scores become the unnormalised probabilities P (in place), and `rescale` says by what
 // the output accumulators must be multiplied to meet the new maximum (rescale_output; the wgmma forward does it
-// once the product in flight on them has finished).
+// once the product in flight on them has finished). score_scale (> 0; score_mod_tile's result) turns the tile's
+// values into log2-space scores: scaling preserves order, so the maximum is taken first and each score scaled in
+// the multiply-add that subtracts it.
 template <typename Traits>
 __device__ __forceinline__ void online_softmax(float (&s)[Traits::kMTiles][Traits::kNTiles][4],
                                                float (&row_max)[Traits::kMTiles][2], float (&row_sum)[Traits::kMTiles][2],
-                                               float (&rescale)[Traits::kMTiles][2]) {
+                                               float (&rescale)[Traits::kMTiles][2], float score_scale) {
 #pragma unroll
     for (int mi = 0; mi < Traits::kMTiles; ++mi) {
 #pragma unroll
@@ -142,7 +170,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[Traits::kMTiles][Trait
                 tile_max = fmaxf(tile_max, fmaxf(s[mi][ni][half * 2], s[mi][ni][half * 2 + 1]));
             tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
             tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-            const float new_max = fmaxf(row_max[mi][half], tile_max);
+            const float new_max = fmaxf(row_max[mi][half], tile_max * score_scale);
             const float base = new_max == neg_inf() ? 0.f : new_max;  // all hidden so far: p = 0, no NaN
             rescale[mi][half] = ex2_approx(row_max[mi][half] - base);
             row_max[mi][half] = new_max;
@@ -152,7 +180,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[Traits::kMTiles][Trait
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     float& x = s[mi][ni][half * 2 + e];
-                    x = ex2_approx(x - base);
+                    x = ex2_approx(fmaf(x, score_scale, -base));
                     sum += x;
                 }
             }
@@ -251,8 +279,9 @@ __device__ __forceinline__ void write_fwd_output(const FwdParams& p, const FwdPl
 // and V it reads, the bias's DType (0 without one), and its share of the key tiles with the visibility policy that
 // walks them. Key tiles [0, causal_end) can hold a visible key for some row of the block; the rest are causally
 // hidden, skipped without a look. A split takes its share of them, as the policy shares them out. Block-wide: every
-// thread constructs it (the share's search synchronizes the block).
-template <typename Traits, typename Visibility>
+// one of the block's kBlockThreads threads (a producer warpgroup's too) constructs it (the share's search
+// synchronizes the block).
+template <typename Traits, typename Visibility, int kBlockThreads = Traits::kThreads>
 struct FwdBlock {
     const FwdPlace at;
     const char* const q;
@@ -272,7 +301,7 @@ struct FwdBlock {
           bias_type(p.attn.bias.data == nullptr ? 0 : p.attn.bias.type),
           bounds(p.attn),
           causal_end(bounds.template key_tile_end<Traits::kBlockM, Traits::kBlockN>(at.m0)),
-          share(Visibility::template split_tiles<Traits::kBlockM, Traits::kBlockN, Traits::kThreads>(
+          share(Visibility::template split_tiles<Traits::kBlockM, Traits::kBlockN, kBlockThreads>(
               p.attn, at.batch, at.head, at.m_tile, at.split, p.kv_splits, causal_end)),
           visibility{Visibility::template by_query_tile<Traits::kBlockM, Traits::kBlockN>(p.attn, at.batch, at.head, at.m_tile,
                                                                                           share.begin, share.end),
@@ -444,7 +473,7 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads) dmattn_fwd_kern
         policy.template load_keys<Traits>(sV, v_g, 2 * a.v_strides.seq, n);
         cp_async_commit();
         u32 visible[kMTiles];
-        visibility.compute(n, elementwise, raw, visible);
+        const bool every_visible = visibility.compute(n, elementwise, raw, visible);
 #pragma unroll
         for (int mi = 0; mi < kMTiles; ++mi) visible_pairs += __popc(visible[mi]);
         const int n_next = policy.next(n + 1);
@@ -454,9 +483,9 @@ __global__ void __launch_bounds__(FwdTraits<kHeadDim>::kThreads) dmattn_fwd_kern
         float s[kMTiles][kNTiles][4];
         mma.scores(s, sK);
 
-        score_mod_tile<Traits>(s, visible, a.score, bias, bias_type, at.pack, warp, lane);
+        const float score_scale = score_mod_tile<Traits>(s, visible, every_visible, a.score, bias, bias_type, at.pack, warp, lane);
         float rescale[kMTiles][2];
-        online_softmax<Traits>(s, row_max, row_sum, rescale);
+        online_softmax<Traits>(s, row_max, row_sum, rescale, score_scale);
         rescale_output<Traits>(acc_o, rescale);
 
         cp_async_wait<0>();

@@ -47,13 +47,28 @@ struct Swizzle128Rows {
     }
 };
 
+// The threads that copy tiles into shared memory are Traits::kThreads: a block's (threadIdx.x < kThreads), or a
+// producer warpgroup's after the block's first threads (CopiedBy), this one's index among them.
+template <typename Traits>
+__device__ __forceinline__ u32 copy_thread() {
+    static_assert((Traits::kThreads & (Traits::kThreads - 1)) == 0, "a power of two: the index is a mask");
+    return threadIdx.x % Traits::kThreads;
+}
+
+// Traits whose tiles kCopyThreads threads copy (a warp-specialized kernel's producer warpgroup, the last threads of
+// its block), the layout and sizes unchanged.
+template <typename Traits, int kCopyThreads>
+struct CopiedBy : Traits {
+    static constexpr int kThreads = kCopyThreads;
+};
+
 // Copies rows [row0, row0 + kRows) of a [seqlen, head dim] slice into a shared-memory tile (Traits: kChunks
 // 16-byte chunks per row, kThreads, and the tile's Layout); rows at or past seqlen are zero-filled so that no
 // garbage (or NaN) reaches the MMAs. Unsigned indices: their divisions are shifts, with no sign to correct.
 template <typename Traits, int kRows, typename RowOf>
 __device__ __forceinline__ void load_mapped_rows_async(u32 smem_tile, const char* gmem, i64 row_stride_bytes, RowOf row_of,
                                                        int seqlen) {
-    for (u32 c = threadIdx.x; c < kRows * Traits::kChunks; c += Traits::kThreads) {
+    for (u32 c = copy_thread<Traits>(); c < kRows * Traits::kChunks; c += Traits::kThreads) {
         const u32 r = c / Traits::kChunks;
         const u32 chunk = c % Traits::kChunks;
         const int row = row_of(r);
@@ -74,7 +89,7 @@ __device__ __forceinline__ void load_tile_async(u32 smem_tile, const char* gmem,
     if constexpr (kThreads % kChunks != 0 || kRows % kRowsPerPass != 0 || kRowsPerPass % 8 != 0) {
         load_mapped_rows_async<Traits, kRows>(smem_tile, gmem, row_stride_bytes, [row0](int r) { return row0 + r; }, seqlen);
     } else {
-        const u32 r = threadIdx.x / kChunks, chunk = threadIdx.x % kChunks;
+        const u32 r = copy_thread<Traits>() / kChunks, chunk = copy_thread<Traits>() % kChunks;
         const int row = row0 + static_cast<int>(r);
         const char* src = gmem + row * row_stride_bytes + chunk * 16;
         const i64 step = kRowsPerPass * row_stride_bytes;
@@ -185,7 +200,7 @@ struct BiasStage {
             const u32 chunk_shift = kChunkShift16 + (size == 4 ? 1 : 0);
             const u32 chunks = 1u << chunk_shift;
             const int chunk_elements = 16 / size;
-            for (u32 c = threadIdx.x; c < rows() * chunks; c += Traits::kThreads) {
+            for (u32 c = copy_thread<Traits>(); c < rows() * chunks; c += Traits::kThreads) {
                 const int r = static_cast<int>(c >> chunk_shift);
                 const int col = n0 + static_cast<int>(c & (chunks - 1)) * chunk_elements;
                 const int valid = m0 + r < Lq ? max(0, min(chunk_elements, Lk - col)) : 0;
@@ -214,7 +229,7 @@ struct BiasStage {
         constexpr int kBatch = 8;  // loads in flight per thread before their stores
         const i64 key_stride = op.stride_key * size;
         const int total = rows() * Traits::kBlockN;
-        for (int first = threadIdx.x; first < total; first += kBatch * Traits::kThreads) {
+        for (int first = static_cast<int>(copy_thread<Traits>()); first < total; first += kBatch * Traits::kThreads) {
             u32 value[kBatch];
 #pragma unroll
             for (int u = 0; u < kBatch; ++u) {

@@ -534,14 +534,15 @@ struct TileVisibility {
     }
 
     // Sets bit (ni * 4 + e) of visible[mi] when score register s[mi][ni][e] of this thread is
-    // visible in tile n; with elementwise, given the raw data load fetched for it.
-    __device__ __forceinline__ void compute(int n, bool elementwise, const u32 (&raw)[kRawRegs],
+    // visible in tile n; with elementwise, given the raw data load fetched for it. Returns whether the whole tile is
+    // visible (the same answer in every thread of the block), so that no score needs hiding.
+    __device__ __forceinline__ bool compute(int n, bool elementwise, const u32 (&raw)[kRawRegs],
                                             u32 (&visible)[Traits::kMTiles]) const {
         if (!elementwise && bounds.template interior<Traits::kBlockM, Traits::kBlockN>(m0, n * Traits::kBlockN)) {
             constexpr int kBits = Traits::kNTiles * 4;  // a warp's score registers per MMA row tile
 #pragma unroll
             for (int mi = 0; mi < Traits::kMTiles; ++mi) visible[mi] = kBits == 32 ? 0xffffffffu : (1u << kBits) - 1u;
-            return;
+            return true;
         }
 #pragma unroll
         for (int mi = 0; mi < Traits::kMTiles; ++mi) {
@@ -564,6 +565,7 @@ struct TileVisibility {
             }
             visible[mi] = bits;
         }
+        return false;
     }
 };
 

@@ -52,6 +52,40 @@ __device__ __forceinline__ void wgmma_wait() {
 // (wgmma's operand reads); a barrier after it extends that to the other threads.
 __device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
+// Shared-memory barriers (mbarrier) of a warp-specialized pipeline, at a shared address: `count` arrivals complete a
+// phase; a waiter names the phase's parity (the phases of a barrier alternate 0, 1, 0, ...). An arrival releases this
+// thread's earlier writes, and a wait that returns acquires the arrivals' (CTA scope).
+__device__ __forceinline__ void mbarrier_init(u32 bar, u32 count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// Makes the initializations before it visible to the other threads' barrier operations (with a block barrier).
+__device__ __forceinline__ void mbarrier_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+__device__ __forceinline__ void mbarrier_arrive(u32 bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbarrier_wait(u32 bar, u32 parity) {
+    u32 done = 0;
+    while (!done)  // try_wait itself waits a while (a hardware time limit) before it answers false
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+}
+
+// Named block barriers (0 is __syncthreads'): sync waits until `threads` threads have arrived or synced on barrier
+// `id`, arrive counts this thread without waiting.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// Moves this warpgroup's register allocation to kRegs per thread (a multiple of 8 in [24, 256]): a producer warpgroup
+// gives registers back (dec), the consumers take them (inc), within the block's allocation at launch.
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs)); }
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs)); }
+
 // Called after a wgmma wait, these keep the compiler's view in step with the tensor cores': the asm statements
 // that issued the MMAs do not say when the MMAs read their register operands or write their results.
 // Accumulators: no access of them moves above the wait.

@@ -137,6 +137,15 @@ public class NvrtcMirrorTests : NvrtcTest
             asserts.AppendLine($"static_assert(fdma::BwdTraits<{d}>::kThreads == {LaunchPlan.BwdTile(d).Warps * 32}, \"BwdTraits<{d}>\");");
         }
 
+        foreach (FwdKernel kernel in Enum.GetValues<FwdKernel>())
+        {
+            foreach (bool lifetimes in new[] { false, true })
+            {
+                string cpp = $"fdma::fwd_producer_threads(static_cast<fdma::FwdKernel>({(int)kernel}), {(lifetimes ? "true" : "false")})";
+                asserts.AppendLine($"static_assert({cpp} == {LaunchPlan.FwdProducerThreads(kernel, lifetimes)}, \"{cpp}\");");
+            }
+        }
+
         foreach (int d in new[] { 0, 16, 48, 80, 160, 512 })
             asserts.AppendLine($"static_assert(!fdma::is_supported_head_dim({d}), \"head dim {d} is not supported\");");
         foreach ((string cpp, int value) in new[]
@@ -148,6 +157,7 @@ public class NvrtcMirrorTests : NvrtcTest
                      ("kKvSplitMax", LaunchPlan.KvSplitMax), ("kDecodeQueries", LaunchPlan.DecodeQueries),
                      ("kFwdDecodeSlots", LaunchPlan.FwdDecodeSlots),
                      ("kFwdKeySlots", LaunchPlan.FwdWgmmaKeySlots), ("kFwdValueSlots", LaunchPlan.FwdWgmmaValueSlots),
+                     ("kFwdProducerThreads", LaunchPlan.FwdWgmmaProducerThreads),
                      ("kGatherRangeTiles", LaunchPlan.GatherRangeTiles), ("kGatherKeySlots", LaunchPlan.GatherKeySlots),
                      ("kFwdStatCounters", KernelParams.ForwardStatCounters), ("kBwdStatCounters", KernelParams.BackwardStatCounters),
                  })
