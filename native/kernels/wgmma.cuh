@@ -70,15 +70,6 @@ __device__ __forceinline__ void mbarrier_wait(u32 bar, u32 parity) {
                      : "=r"(done) : "r"(bar), "r"(parity) : "memory");
 }
 
-// Named block barriers (0 is __syncthreads'): sync waits until `threads` threads have arrived or synced on barrier
-// `id`, arrive counts this thread without waiting.
-__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
-    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
-    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
 // Moves this warpgroup's register allocation to kRegs per thread (a multiple of 8 in [24, 256]): a producer warpgroup
 // gives registers back (dec), the consumers take them (inc), within the block's allocation at launch.
 template <int kRegs>
