@@ -50,8 +50,8 @@ struct WgmmaForwardSmem {
 };
 
 // One warpgroup's 64 rows through the key tiles: their output accumulators and softmax state, the two matrix
-// products of a tile and the softmax between them. A schedule calls compute_tile per tile, then issue_accumulate and
-// retire_accumulate for the last one's O += P V.
+// products of a tile and the softmax between them. A schedule calls compute_tile per tile, then accumulate_last for
+// the last one's O += P V.
 template <int kElementType, int kHeadDim, typename Visibility>
 struct WgmmaRows {
     using Traits = FwdTraits<kHeadDim, kFwdWgmma>;
@@ -93,6 +93,13 @@ struct WgmmaRows {
         for (int kk = 0; kk < kBlockN / 16; ++kk)
             wgmma_rs<kElementType, kHeadDim, 1>(acc_o[0], p_prev[kk], mn_major_descriptor<kBlockN>(v_tile, kk), 1);
         wgmma_commit();
+    }
+
+    // O += P V of the last tile, its V at v_tile, waited for.
+    __device__ __forceinline__ void accumulate_last(u32 v_tile) {
+        wgmma_fence();
+        issue_accumulate(v_tile);
+        retire_accumulate();
     }
 
     // Waits for the products in flight; their operands (the tile before's V and P) are free after it.
@@ -258,9 +265,7 @@ __device__ __forceinline__ void fwd_wgmma_warp_specialized(const FwdParams& p) {
         while (n < n_end) compute_tile(true);
         const int last_value_slot = (computed - 1) % kFwdValueSlots;
         mbarrier_wait(value_full(last_value_slot), ((computed - 1) / kFwdValueSlots) & 1);
-        wgmma_fence();
-        rows.issue_accumulate(smem.value_slot(last_value_slot));
-        rows.retire_accumulate();
+        rows.accumulate_last(smem.value_slot(last_value_slot));
     }
     rows.write(p, at, computed, block.owned_tiles(), warp, lane);
 }
@@ -346,9 +351,7 @@ __device__ __forceinline__ void fwd_wgmma_block_synchronized(const FwdParams& p)
     if (n < n_end) {
         compute_tile(false);
         while (n < n_end) compute_tile(true);
-        wgmma_fence();
-        rows.issue_accumulate(smem.value_slot(last_value_slot()));
-        rows.retire_accumulate();
+        rows.accumulate_last(smem.value_slot(last_value_slot()));
     }
     rows.write(p, at, computed, block.owned_tiles(), warp, lane);
 }
