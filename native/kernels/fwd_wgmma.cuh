@@ -12,12 +12,10 @@
 // - Tiles i + 1 and i + 2 load while tile i computes: K and the bias in kFwdKeySlots slots, V in kFwdValueSlots
 //   (tile i - 1's V is still read by the product in flight).
 //
-// Two schedules move the tiles. Contiguous key tiles (DenseMask): warp-specialized, a producer warpgroup after the
-// two computing ones copies Q and each tile (cp.async) and publishes it on a shared-memory barrier once it has landed;
-// each computing warpgroup waits for the tile it needs and frees the slots it has read on barriers of their own, so
-// neither waits for the other and none of them spends instructions on copies. Gathered keys (KeyLifetimes), whose
-// walk is a block-wide step: every thread copies, and one block barrier per tile publishes the next tile and frees
-// the slots the next copy reuses.
+// Warp-specialized: a producer warpgroup after the two computing ones walks the tiles and copies Q and each tile
+// (cp.async), and publishes it on a shared-memory barrier once it has landed; each computing warpgroup waits for the
+// tile it needs and frees the slots it has read on barriers of their own, so neither waits for the other and none of
+// them spends instructions on copies or, with key lifetimes, on the gathering walk.
 //
 // Device-only, no host headers; sm_90a only (wgmma.cuh).
 #pragma once
@@ -150,11 +148,22 @@ struct WgmmaRows {
     }
 };
 
-// Contiguous key tiles, warp-specialized. The shared-memory barriers: a tile's K (with its bias) and V land in
+// The walk's next tile at or after t, as a warp-specialized kernel's producer warpgroup (its threads after the
+// computing ones) steps it alone: gathered tiles are found by a block-wide step, which its threads take among
+// themselves on named barrier 1.
+template <typename Traits, typename Visibility>
+__device__ __forceinline__ int producer_next(const Visibility& policy, int t) {
+    if constexpr (Visibility::kGathers) return policy.template next<Traits::kThreads, 1>(t);
+    else return policy.next(t);
+}
+
+// The warp-specialized forward. The shared-memory barriers: a tile's K (with its bias) and V land in
 // their slots in two copy groups, each published on its slot's `full` barrier by the producer's threads once it has
 // landed (cp.async wait, then the proxy fence that lets the tensor cores read what cp.async wrote); every thread of
 // the computing warpgroups arrives on the slot's `free` barrier once it no longer reads it. Phase k of a slot's
-// barriers is its k-th tile.
+// barriers is its k-th tile. With contiguous tiles the computing warpgroups walk the tiles too (reading only the
+// tile bitmaps); gathered tiles they take from the producer: a key slot says which tile it holds, or that the walk
+// has ended, and the gathered keys' lists stay until the tiles' slots are free (KeyLifetimes::kLists).
 template <int kElementType, int kHeadDim, typename Visibility>
 __device__ __forceinline__ void fwd_wgmma_warp_specialized(const FwdParams& p) {
     using Traits = FwdTraits<kHeadDim, kFwdWgmma>;
@@ -170,6 +179,7 @@ __device__ __forceinline__ void fwd_wgmma_warp_specialized(const FwdParams& p) {
     const WgmmaForwardSmem<kHeadDim> smem(smem_bytes);
     // q_full, then key_full, key_free, value_full, value_free per slot.
     __shared__ __align__(8) u64 barriers[1 + 2 * kFwdKeySlots + 2 * kFwdValueSlots];
+    __shared__ int tile_in_slot[kFwdKeySlots];  // the tile whose K a key slot holds; n_end: the walk ended
     const u32 q_full = smem_addr(barriers);
     auto key_full = [&](int slot) { return q_full + 8 * (1 + slot); };
     auto key_free = [&](int slot) { return q_full + 8 * (1 + kFwdKeySlots + slot); };
@@ -213,9 +223,10 @@ __device__ __forceinline__ void fwd_wgmma_warp_specialized(const FwdParams& p) {
             newest = next;
         };
         int i = 0;  // the tile's index in the walk: its K in key slot i % 2, its V in value slot i % 3
-        for (int n = policy.next(n_begin); n < n_end; n = policy.next(n + 1), ++i) {
+        for (int n = producer_next<Traits>(policy, n_begin); n < n_end; n = producer_next<Traits>(policy, n + 1), ++i) {
             const int key_slot = i % kFwdKeySlots, value_slot = i % kFwdValueSlots;
             if (i >= kFwdKeySlots) mbarrier_wait(key_free(key_slot), (i / kFwdKeySlots - 1) & 1);
+            if (copy_thread<Copy>() == 0) tile_in_slot[key_slot] = n;
             policy.template load_keys<Copy>(smem.key_slot(key_slot), block.k, 2 * a.k_strides.seq, n);
             if (bias_type != 0) policy.stage_bias(bias.slot(key_slot), m0, n);
             cp_async_commit();
@@ -228,14 +239,28 @@ __device__ __forceinline__ void fwd_wgmma_warp_specialized(const FwdParams& p) {
         cp_async_wait<0>();
         fence_proxy_async_shared();
         mbarrier_arrive(newest);
+        if (Visibility::kGathers) {  // the end of the walk, in the key slot a next tile would have taken
+            const int key_slot = i % kFwdKeySlots;
+            if (i >= kFwdKeySlots) mbarrier_wait(key_free(key_slot), (i / kFwdKeySlots - 1) & 1);
+            if (copy_thread<Copy>() == 0) tile_in_slot[key_slot] = n_end;
+            mbarrier_arrive(key_full(key_slot));
+        }
         return;
     }
 
     setmaxnreg_inc<kConsumerRegs>();
     const BiasStage<Traits> bias{smem.bias, a.bias, at.batch, at.head};
     WgmmaRows<kElementType, kHeadDim, Visibility> rows(smem.q, warp);
+    // The tiles in walk order: contiguous ones the computing warpgroups walk themselves, a tile ahead, so that a
+    // tile's mask bytes load while the tile before computes; gathered ones (their walk is the producer's) as the key
+    // slots say, once they have landed.
+    auto landed_tile = [&](int index) {
+        const int slot = index % kFwdKeySlots;
+        mbarrier_wait(key_full(slot), (index / kFwdKeySlots) & 1);
+        return tile_in_slot[slot];
+    };
     u32 raw[TileVisibility<Traits, Visibility>::kRawRegs];
-    int n = policy.next(n_begin);
+    int n = Visibility::kGathers ? landed_tile(0) : policy.next(n_begin);
     bool elementwise = n < n_end && policy.elementwise(n);
     if (elementwise) visibility.load(n, raw);
     if (n < n_end) mbarrier_wait(q_full, 0);
@@ -247,9 +272,13 @@ __device__ __forceinline__ void fwd_wgmma_warp_specialized(const FwdParams& p) {
         const int key_slot = computed % kFwdKeySlots, last_value_slot = (computed + kFwdValueSlots - 1) % kFwdValueSlots;
         u32 visible[1];
         const bool every_visible = visibility.compute(n, elementwise, raw, visible);
-        const int n_next = policy.next(n + 1);
-        const bool next_elementwise = n_next < n_end && policy.elementwise(n_next);
-        if (next_elementwise) visibility.load(n_next, raw);
+        int n_next = n_end;
+        bool next_elementwise = false;
+        if (!Visibility::kGathers) {
+            n_next = policy.next(n + 1);
+            next_elementwise = n_next < n_end && policy.elementwise(n_next);
+            if (next_elementwise) visibility.load(n_next, raw);
+        }
 
         mbarrier_wait(key_full(key_slot), (computed / kFwdKeySlots) & 1);
         if (accumulating) mbarrier_wait(value_full(last_value_slot), ((computed - 1) / kFwdValueSlots) & 1);
@@ -257,6 +286,11 @@ __device__ __forceinline__ void fwd_wgmma_warp_specialized(const FwdParams& p) {
                           bias.slot(key_slot), bias_type, at.pack, warp, lane, [&] { mbarrier_arrive(key_free(key_slot)); },
                           [&] { mbarrier_arrive(value_free(last_value_slot)); });
         ++computed;
+        if (Visibility::kGathers) {
+            n_next = landed_tile(computed);
+            next_elementwise = n_next < n_end && policy.elementwise(n_next);
+            if (next_elementwise) visibility.load(n_next, raw);
+        }
         n = n_next;
         elementwise = next_elementwise;
     };
@@ -270,97 +304,10 @@ __device__ __forceinline__ void fwd_wgmma_warp_specialized(const FwdParams& p) {
     rows.write(p, at, computed, block.owned_tiles(), warp, lane);
 }
 
-// Gathered keys: every thread copies; one block barrier per tile.
 template <int kElementType, int kHeadDim, typename Visibility>
-__device__ __forceinline__ void fwd_wgmma_block_synchronized(const FwdParams& p) {
-    using Traits = FwdTraits<kHeadDim, kFwdWgmma>;
-    const AttentionParams& a = p.attn;
-    constexpr int kBlockM = Traits::kBlockM;
-
-    extern __shared__ __align__(16) unsigned char smem_bytes[];
-    const WgmmaForwardSmem<kHeadDim> smem(smem_bytes);
-    const int warp = threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
-    const FwdBlock<Traits, Visibility> block(p, warp, lane);
-    const FwdPlace& at = block.at;
-    const int m0 = at.m0;
-    const char *k_g = block.k, *v_g = block.v;
-    const int bias_type = block.bias_type;
-    const BiasStage<Traits> bias{smem.bias, a.bias, at.batch, at.head};
-    const int n_begin = block.share.begin, n_end = block.share.end;
-
-    load_tile_async<Traits, kBlockM>(smem.q, block.q, 2 * a.q_strides.seq, m0, a.seqlen_q);
-
-    const TileVisibility<Traits, Visibility>& visibility = block.visibility;
-    const Visibility& policy = visibility.policy;
-    // Key tile n's K and bias into key slot `slot`, its V into value slot `value_slot`.
-    auto load_key_tile = [&](int n, int slot, int value_slot) {
-        policy.template load_keys<Traits>(smem.key_slot(slot), k_g, 2 * a.k_strides.seq, n);
-        policy.template load_keys<Traits>(smem.value_slot(value_slot), v_g, 2 * a.v_strides.seq, n);
-        if (bias_type != 0) policy.stage_bias(bias.slot(slot), m0, n);
-    };
-
-    u32 raw[TileVisibility<Traits, Visibility>::kRawRegs];
-    int n = policy.next(n_begin);
-    bool elementwise = n < n_end && policy.elementwise(n);
-    if (n < n_end) {
-        load_key_tile(n, 0, 0);
-        if (elementwise) visibility.load(n, raw);
-    }
-    cp_async_commit();  // Q and the first tile
-    int n_next = n < n_end ? policy.next(n + 1) : n_end;
-    if (n_next < n_end) load_key_tile(n_next, 1, 1);
-    cp_async_commit();
-
-    WgmmaRows<kElementType, kHeadDim, Visibility> rows(smem.q, warp);
-    int computed = 0;    // tiles computed; tile i's K in key slot i % 2, its V in value slot i % 3
-    int value_slot = 0;  // this tile's; the tile before's V is in the slot before it (last_value_slot)
-    auto last_value_slot = [&] { return (value_slot + kFwdValueSlots - 1) % kFwdValueSlots; };
-
-    cp_async_wait<1>();
-    fence_proxy_async_shared();
-    __syncthreads();  // Q and the first tile landed
-
-    // Tile n, the block's computed-th; then the next tiles move along the slots. Not a generic lambda: NVRTC takes
-    // one for host code. Both calls pass a constant and are inlined, so each keeps only its branch.
-    auto compute_tile = [&](const bool accumulating) {
-        const int key_slot = computed & 1;
-        u32 visible[1];
-        const bool every_visible = visibility.compute(n, elementwise, raw, visible);
-        const bool next_elementwise = n_next < n_end && policy.elementwise(n_next);
-        if (next_elementwise) visibility.load(n_next, raw);
-
-        auto nothing = [] {};  // the barrier below frees the slots
-        rows.compute_tile(accumulating, smem.key_slot(key_slot), smem.value_slot(last_value_slot()), visible, every_visible,
-                          a.score, bias.slot(key_slot), bias_type, at.pack, warp, lane, nothing, nothing);
-        ++computed;
-
-        const int n_after = n_next < n_end ? policy.next(n_next + 1) : n_end;
-        cp_async_wait<0>();
-        fence_proxy_async_shared();
-        __syncthreads();  // the next tile landed; every warp is done with this tile's K and bias and the last tile's V
-        // The tile after next: into this tile's key slot and the last tile's value slot.
-        if (n_after < n_end) load_key_tile(n_after, key_slot, last_value_slot());
-        cp_async_commit();
-        n = n_next;
-        n_next = n_after;
-        elementwise = next_elementwise;
-        value_slot = (value_slot + 1) % kFwdValueSlots;
-    };
-
-    if (n < n_end) {
-        compute_tile(false);
-        while (n < n_end) compute_tile(true);
-        rows.accumulate_last(smem.value_slot(last_value_slot()));
-    }
-    rows.write(p, at, computed, block.owned_tiles(), warp, lane);
-}
-
-template <int kElementType, int kHeadDim, typename Visibility>
-__global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdWgmma>::kThreads + fwd_producer_threads(kFwdWgmma, Visibility::kGathers), 1)
+__global__ void __launch_bounds__(FwdTraits<kHeadDim, kFwdWgmma>::kThreads + fwd_producer_threads(kFwdWgmma), 1)
     dmattn_fwd_wgmma_kernel(const FwdParams p) {
-    if constexpr (Visibility::kGathers) fwd_wgmma_block_synchronized<kElementType, kHeadDim, Visibility>(p);
-    else fwd_wgmma_warp_specialized<kElementType, kHeadDim, Visibility>(p);
+    fwd_wgmma_warp_specialized<kElementType, kHeadDim, Visibility>(p);
 }
 
 }  // namespace fdma

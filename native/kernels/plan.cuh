@@ -99,13 +99,11 @@ FDMA_HOST_DEVICE constexpr int padded_row_elems(int head_dim) { return head_dim 
 constexpr int kFwdKeySlots = 2;
 constexpr int kFwdValueSlots = 3;
 
-// The wgmma forward over contiguous key tiles (no key lifetimes, whose walk is block-wide) is warp-specialized: a
-// producer warpgroup after the block's warps copies Q, K, V and the bias into the slots above, and the two warpgroups
-// of the tile compute as soon as a tile has landed, each at its own pace (fwd_wgmma.cuh).
+// The wgmma forward is warp-specialized: a producer warpgroup after the block's warps walks the tiles (the gathering
+// walk of key lifetimes too) and copies Q, K, V and the bias into the slots above, and the two warpgroups of the tile
+// compute as soon as a tile has landed, each at its own pace (fwd_wgmma.cuh).
 constexpr int kFwdProducerThreads = 128;
-FDMA_HOST_DEVICE constexpr int fwd_producer_threads(FwdKernel kernel, bool key_lifetimes) {
-    return kernel == kFwdWgmma && !key_lifetimes ? kFwdProducerThreads : 0;
-}
+FDMA_HOST_DEVICE constexpr int fwd_producer_threads(FwdKernel kernel) { return kernel == kFwdWgmma ? kFwdProducerThreads : 0; }
 
 // The decode kernel's pipeline (fwd_decode.cuh): the next tile's K, V and bias load while a tile computes, in a
 // second slot.
@@ -294,7 +292,7 @@ FDMA_HOST_DEVICE constexpr FwdPlan plan_fwd(const ProblemShape& s, FwdKernel dev
     p.workspace_splits = fwd_workspace_splits(s);
     p.grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(s.heads_q / p.packed_heads),
                   static_cast<unsigned>(s.batch * p.kv_splits)};
-    p.threads = p.tile.warps * 32 + fwd_producer_threads(kernel, s.lifetime_heads != 0);
+    p.threads = p.tile.warps * 32 + fwd_producer_threads(kernel);
     p.smem_limit = fwd_tiles_smem_bytes(s.head_dim, kernel) + fwd_bias_stages(kernel) * max_bias_stage_bytes(p.tile);
     p.smem_bytes = fwd_tiles_smem_bytes(s.head_dim, kernel) +
                    fwd_bias_stages(kernel) * bias_stage_bytes(p.tile, s.bias_type, s.bias_rows > 1);

@@ -269,8 +269,8 @@ struct KeyLifetimes {
     static constexpr int kKeysPerThread = 4;  // keys each of them tests per scan step: independent loads in flight
     static constexpr int kScanKeys = kScanThreads * kKeysPerThread;
     static constexpr int kTileKeys = 64;      // keys per gathered tile: the kernels' kBlockN
-    // Gathered tile t's keys live in list t % kLists until tile t + kLists is gathered: the pipelined wgmma forward
-    // gathers two tiles ahead of the one it computes (fwd_wgmma.cuh).
+    // Gathered tile t's keys live in list t % kLists until tile t + kLists is gathered: the wgmma forward's producer
+    // gathers tile t + 1 while the computing warpgroups may still read tile t - 1's (fwd_wgmma.cuh).
     static constexpr int kLists = 3;
 
     // The query-major walk's shared memory (static: only the kernels instantiated with this policy hold it).
@@ -348,22 +348,30 @@ struct KeyLifetimes {
           scan_begin(0), scan_end(0), begin(0), end(0) {}
 
     // Key-major: the first query tile >= t in the lifetimes' span, else end.
-    // Query-major: gathers tile t (the kernels call next(n_begin) first, then next(t + 1)), else end.
+    // Query-major: gathers tile t (the kernels call next(n_begin) first, then next(t + 1)), else end: a step of the
+    // walk's threads, every one of which calls it: the block's (kBarrier 0), or the kScanThreads threads from
+    // kFirstThread on, which meet on named barrier kBarrier (a warp-specialized kernel's producer warpgroup).
+    template <int kFirstThread = 0, int kBarrier = 0>
     __device__ __forceinline__ int next(int t) const {
+        auto walk_sync = [] {
+            if constexpr (kBarrier == 0) __syncthreads();
+            else named_barrier_sync(kBarrier, kScanThreads);
+        };
         if (gather == nullptr) {
             t = max(t, begin);
             return t < scan_end ? t : end;
         }
         Gather& g = *gather;
         const bool first_call = t * kTileKeys == scan_begin;
-        __syncthreads();  // every thread is done with the previous tile's keys and with the walk's state
+        walk_sync();  // every thread is done with the previous tile's keys and with the walk's state
+        const unsigned tid = threadIdx.x - kFirstThread;  // unsigned like threadIdx.x: its divisions are shifts
         int count = first_call ? 0 : g.pending_count;
         int cursor = first_call ? scan_begin : g.cursor;
-        const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-        const bool scans = threadIdx.x < kScanThreads;
+        const int warp = tid / 32, lane = tid % 32;
+        const bool scans = tid < kScanThreads;
         while (count < kTileKeys && cursor < scan_end) {
             // This thread's kKeysPerThread neighbouring keys: ascending key order within and across threads.
-            const int key0 = cursor + threadIdx.x * kKeysPerThread;
+            const int key0 = cursor + tid * kKeysPerThread;
             int2 life[kKeysPerThread];
             u32 alive = 0;  // bit k: key0 + k
 #pragma unroll
@@ -380,7 +388,7 @@ struct KeyLifetimes {
                 if (lane >= offset) before += other;
             }
             if (lane == 31 && scans) g.found[warp] = before;
-            __syncthreads();
+            walk_sync();
             int offset = count + before - mine, total = 0;
 #pragma unroll
             for (int w = 0; w < kScanThreads / 32; ++w) {
@@ -397,13 +405,13 @@ struct KeyLifetimes {
             }
             count += total;
             cursor += kScanKeys;
-            __syncthreads();  // pending written; found free for the next step
+            walk_sync();  // pending written; found free for the next step
         }
         if (count == 0) return end;
-        if (threadIdx.x < kTileKeys) {
-            const bool filled = threadIdx.x < count;
-            g.keys[t % kLists][threadIdx.x] = filled ? g.pending[threadIdx.x] : a.seqlen_k;
-            g.life[t % kLists][threadIdx.x] = filled ? g.pending_life[threadIdx.x] : int2{0, 0};
+        if (tid < kTileKeys) {
+            const bool filled = tid < count;
+            g.keys[t % kLists][tid] = filled ? g.pending[tid] : a.seqlen_k;
+            g.life[t % kLists][tid] = filled ? g.pending_life[tid] : int2{0, 0};
         }
         // The rest moves to the front: at most kScanKeys - 1 entries, a few per thread.
         const int rest = count - kTileKeys;
@@ -412,24 +420,24 @@ struct KeyLifetimes {
         int2 moved_life[kMoves];
 #pragma unroll
         for (int i = 0; i < kMoves; ++i) {
-            const int from = kTileKeys + threadIdx.x + i * kScanThreads;
-            const bool moves = scans && threadIdx.x + i * kScanThreads < rest;
+            const int from = kTileKeys + tid + i * kScanThreads;
+            const bool moves = scans && tid + i * kScanThreads < rest;
             moved_key[i] = moves ? g.pending[from] : 0;
             moved_life[i] = moves ? g.pending_life[from] : int2{0, 0};
         }
-        __syncthreads();
+        walk_sync();
 #pragma unroll
         for (int i = 0; i < kMoves; ++i) {
-            if (scans && threadIdx.x + i * kScanThreads < rest) {
-                g.pending[threadIdx.x + i * kScanThreads] = moved_key[i];
-                g.pending_life[threadIdx.x + i * kScanThreads] = moved_life[i];
+            if (scans && tid + i * kScanThreads < rest) {
+                g.pending[tid + i * kScanThreads] = moved_key[i];
+                g.pending_life[tid + i * kScanThreads] = moved_life[i];
             }
         }
-        if (threadIdx.x == 0) {
+        if (tid == 0) {
             g.pending_count = max(rest, 0);
             g.cursor = cursor;
         }
-        __syncthreads();
+        walk_sync();
         return t;
     }
 

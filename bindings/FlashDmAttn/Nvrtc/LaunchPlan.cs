@@ -85,12 +85,10 @@ internal static class LaunchPlan
     public const int FwdWgmmaValueSlots = 3;
     public const int FwdDecodeSlots = 2;
 
-    // The warp-specialized wgmma forward's producer warpgroup (kFwdProducerThreads, fwd_producer_threads): not with key
-    // lifetimes.
+    // The warp-specialized wgmma forward's producer warpgroup (kFwdProducerThreads, fwd_producer_threads).
     public const int FwdWgmmaProducerThreads = 128;
 
-    public static int FwdProducerThreads(FwdKernel kernel, bool keyLifetimes) =>
-        kernel == FwdKernel.Wgmma && !keyLifetimes ? FwdWgmmaProducerThreads : 0;
+    public static int FwdProducerThreads(FwdKernel kernel) => kernel == FwdKernel.Wgmma ? FwdWgmmaProducerThreads : 0;
 
     public static int FwdKeySlots(FwdKernel kernel) =>
         kernel == FwdKernel.Wgmma ? FwdWgmmaKeySlots : kernel == FwdKernel.Decode ? FwdDecodeSlots : 1;
@@ -189,7 +187,7 @@ internal static class LaunchPlan
             KvSplits = kvSplits,
             WorkspaceSplits = workspaceSplits,
             Grid = new((uint)mTiles, (uint)(s.HeadsQ / packedHeads), (uint)(s.Batch * kvSplits)),
-            Threads = tile.Warps * 32 + FwdProducerThreads(kernel, s.LifetimeHeads != 0),
+            Threads = tile.Warps * 32 + FwdProducerThreads(kernel),
             SmemBytes = FwdTilesSmemBytes(s.HeadDim, kernel) + FwdKeySlots(kernel) * BiasStageBytes(tile, s.BiasType, s.BiasRows > 1),
             SmemLimit = FwdTilesSmemBytes(s.HeadDim, kernel) + FwdKeySlots(kernel) * MaxBiasStageBytes(tile),
             OccupancyGrid = new((uint)mTiles, (uint)OccupancyWords(nTiles), (uint)maskPlanes),
