@@ -281,6 +281,15 @@ __device__ __forceinline__ void dkdv_dq(const BwdParams& bp, u32 sdS, u32 sK, in
     }
 }
 
+// The (batch, kv head) pairs a key-major dK/dV block walks: its own (grid z, y), or every one along an axis the dBias
+// broadcasts over (BwdParams' owner_batches, owner_heads), so that one block adds up each key's dBias.
+struct DkdvOwners {
+    int batch_first, batch_last, kv_head_first, kv_head_last;
+    __device__ __forceinline__ explicit DkdvOwners(const BwdParams& bp)
+        : batch_first(bp.owner_batches == 1 ? 0 : blockIdx.z), batch_last(bp.owner_batches == 1 ? bp.attn.batch - 1 : blockIdx.z),
+          kv_head_first(bp.owner_heads == 1 ? 0 : blockIdx.y), kv_head_last(bp.owner_heads == 1 ? bp.attn.heads_kv - 1 : blockIdx.y) {}
+};
+
 template <int kElementType, int kHeadDim, typename Visibility>
 __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     dmattn_bwd_dkdv_kernel(const BwdParams bp) {
@@ -316,13 +325,10 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     const int key_row = warp * 16 + lane / 4;  // + 8 * half: this thread's keys within the tile
 
     long long computed = 0, skipped = 0;
-    const int b_first = bp.owner_batches == 1 ? 0 : blockIdx.z;
-    const int b_last = bp.owner_batches == 1 ? p.batch - 1 : blockIdx.z;
-    const int g_first = bp.owner_heads == 1 ? 0 : blockIdx.y;
-    const int g_last = bp.owner_heads == 1 ? p.heads_kv - 1 : blockIdx.y;
+    const DkdvOwners owners(bp);
 
-    for (int batch = b_first; batch <= b_last; ++batch) {
-        for (int kv_head = g_first; kv_head <= g_last; ++kv_head) {
+    for (int batch = owners.batch_first; batch <= owners.batch_last; ++batch) {
+        for (int kv_head = owners.kv_head_first; kv_head <= owners.kv_head_last; ++kv_head) {
             const char* k_g = head_slice(p.k, p.k_strides, batch, kv_head);
             const char* v_g = head_slice(p.v, p.v_strides, batch, kv_head);
             load_tile_async<Traits, kBlockN>(sK, k_g, 2 * p.k_strides.seq, n0, Lk);
@@ -438,6 +444,22 @@ struct ThreadKeyLifetimes {
     }
 };
 
+// The query tiles [x, y) of the rows [r0, r1) that some key of a gathered tile lives in (and, with causal, that see its
+// first key, the tile's keys ascending).
+template <int kBlockM, int kBlockN>
+__device__ __forceinline__ int2 gathered_query_tiles(const int* tile_keys, const int2* tile_lifetimes, int r0, int r1,
+                                                     const TileBounds& bounds) {
+    int lo = r1, hi = r0;
+    for (int c = 0; c < kBlockN; ++c) {
+        const int2 life = tile_lifetimes[c];
+        const int first = max(life.x, r0), stop = min(life.y, r1);
+        if (first < stop) lo = min(lo, first), hi = max(hi, stop);
+    }
+    if (bounds.causal()) lo = max(lo, tile_keys[0] - bounds.shift());
+    const int begin = lo / kBlockM;
+    return int2{begin, lo < hi ? tiles_of(hi, kBlockM) : begin};
+}
+
 // dK and dV with key lifetimes, outside the deterministic mode. A key that stays selected for a long run of queries
 // would serialise the key-major kernel's block, and a key tile of neighbouring keys would compute every query its
 // longest-lived key sees for all 64 keys. So the work goes query-major, as in the forward: one block per (range of
@@ -512,16 +534,8 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
             key_bias.key[half] = bias_g != nullptr && p.bias.stride_row == 0 && keys[half] < Lk
                 ? load_bias(bias_g, keys[half] * p.bias.stride_key, p.bias.type) : 0.f;
 
-        // The range's query tiles some key of the tile lives in (and, with causal, sees its first key).
-        int lo = r1, hi = r0;
-        for (int c = 0; c < kBlockN; ++c) {
-            const int2 life = tile_lifetimes[c];
-            const int first = max(life.x, r0), stop = min(life.y, r1);
-            if (first < stop) lo = min(lo, first), hi = max(hi, stop);
-        }
-        if (bounds.causal()) lo = max(lo, tile_keys[0] - bounds.shift());
-        const int m_begin = lo / kBlockM;
-        const int m_stop = lo < hi ? tiles_of(hi, kBlockM) : m_begin;
+        const int2 span = gathered_query_tiles<kBlockM, kBlockN>(tile_keys, tile_lifetimes, r0, r1, bounds);
+        const int m_begin = span.x, m_stop = span.y;
 
         float acc_dk[kSliceTiles][4], acc_dv[kSliceTiles][4];
 #pragma unroll
@@ -591,27 +605,64 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     }
 }
 
+// The query-major kernel's matrix products on mma.sync (every architecture): Q, dO, K and V in padded rows, each
+// operand fragment read by ldmatrix. (bwd_wgmma.cuh has the sm_90a ones, DqWgmma.)
+template <int kElementType, int kHeadDim>
+struct DqMmaSync {
+    using Traits = BwdTraits<kHeadDim>;  // the tiles' layout and copies, and the bias stage
+    using Ops = ElementOps<kElementType>;
+    static constexpr int kDTiles = kHeadDim / 8;
+
+    // Tile i (Q, dO, K, V) of the kernel's shared memory at `base`.
+    static __device__ __forceinline__ u32 tile(u32 base, int i) { return base + i * Traits::kTileBytes; }
+    // Between the copies' wait and the block barrier that shows them to the products: nothing to add for ldmatrix.
+    static __device__ __forceinline__ void publish_copies() {}
+
+    // S = Q K^T and dP = dO V^T for this warp's 16 queries.
+    static __device__ __forceinline__ void scores(float (&s)[8][4], float (&dp)[8][4], u32 sQ, u32 sdO, u32 sK, u32 sV, int warp,
+                                                  int lane) {
+        two_products<Traits, Ops>(s, dp, sQ, sdO, sK, sV, warp, lane);
+    }
+
+    // dQ += dX K (dX in dp), K at sK.
+    static __device__ __forceinline__ void accumulate_dq(float (&acc_dq)[kDTiles][4], const float (&dp)[8][4], u32 sK, int lane) {
+#pragma unroll
+        for (int kk = 0; kk < Traits::kBlockN / 16; ++kk) {
+            u32 a[4];
+            pack_p<Ops>(a, dp, kk);
+#pragma unroll
+            for (int dj = 0; dj < kDTiles / 2; ++dj) {
+                u32 b[4];
+                ldmatrix_x4_trans(b, sK + ((kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Traits::kRowElems + dj * 16 + (lane / 16) * 8) * 2);
+                Ops::mma(acc_dq[2 * dj], a, b[0], b[1]);
+                Ops::mma(acc_dq[2 * dj + 1], a, b[2], b[3]);
+            }
+        }
+    }
+};
+
 // Deterministic dQ: one block per (query tile, query head, batch) walks its key tiles like the
 // forward and accumulates dQ = dX K in registers. With kDeltaPass it instead writes
 // Delta = rowsum(P * dP) exactly, for bf16 where dO . O (O rounded to 8 bits) is too coarse: the
 // error of Delta moves every dX of a row alike, and dQ = sum_j dX_j k_j then keeps it in full
-// wherever the keys are not centred on zero.
-template <int kElementType, int kHeadDim, typename Visibility, bool kDeltaPass>
+// wherever the keys are not centred on zero. Products: the matrix products and the tiles' layout (DqMmaSync, or
+// DqWgmma on sm_90a).
+template <int kElementType, int kHeadDim, typename Visibility, bool kDeltaPass, typename Products = DqMmaSync<kElementType, kHeadDim>>
 __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     dmattn_bwd_dq_kernel(const BwdParams bp) {
-    using Traits = BwdTraits<kHeadDim>;
+    using Traits = typename Products::Traits;
     using Ops = ElementOps<kElementType>;
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
-    constexpr int kRowElems = Traits::kRowElems;
-    constexpr int kDTiles = Traits::kDTiles;
+    constexpr int kDTiles = kHeadDim / 8;
+    static_assert(Traits::kThreads == BwdTraits<kHeadDim>::kThreads, "the launch's threads");
     const AttentionParams& p = bp.attn;
 
     extern __shared__ __align__(16) unsigned char smem[];
-    const u32 sQ = smem_addr(smem);
-    const u32 sdO = sQ + Traits::kTileBytes;
-    const u32 sK = sdO + Traits::kTileBytes;
-    const u32 sV = sK + Traits::kTileBytes;
+    const u32 sQ = Products::tile(smem_addr(smem), 0);
+    const u32 sdO = Products::tile(smem_addr(smem), 1);
+    const u32 sK = Products::tile(smem_addr(smem), 2);
+    const u32 sV = Products::tile(smem_addr(smem), 3);
 
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
@@ -627,7 +678,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     const char* k_g = head_slice(p.k, p.k_strides, batch, kv_head);
     const char* v_g = head_slice(p.v, p.v_strides, batch, kv_head);
     const int bias_type = p.bias.data == nullptr ? 0 : p.bias.type;
-    const BiasStage<Traits> bias{smem + 4 * Traits::kTileBytes, p.bias, batch, head};
+    const BiasStage<Traits> bias{smem + 4 * bwd_tile_bytes(kHeadDim), p.bias, batch, head};
     const Visibility policy = Visibility::template by_query_tile<kBlockM, kBlockN>(p, batch, head, blockIdx.x, 0, n_end);
 
     load_tile_async<Traits, kBlockM>(sQ, q_g, 2 * p.q_strides.seq, m0, Lq);
@@ -656,10 +707,11 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
         cp_async_commit();
         const bool elementwise = policy.elementwise(n);
         cp_async_wait<0>();
+        Products::publish_copies();
         __syncthreads();
 
         float s[8][4], dp[8][4];
-        two_products<Traits, Ops>(s, dp, sQ, sdO, sK, sV, warp, lane);
+        Products::scores(s, dp, sQ, sdO, sK, sV, warp, lane);
 
         auto coords = [&](int ni, int e) {
             return ScoreCoords{m0 + warp * 16 + lane / 4 + (e / 2) * 8, policy.template key<kBlockN>(n, ni * 8 + (lane % 4) * 2 + e % 2),
@@ -678,21 +730,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) delta[e / 2] += s[ni][e] * dp[ni][e];
         } else {
-#pragma unroll
-            for (int kk = 0; kk < kBlockN / 16; ++kk) {
-                u32 a[4];
-                a[0] = Ops::pack(dp[2 * kk][0], dp[2 * kk][1]);
-                a[1] = Ops::pack(dp[2 * kk][2], dp[2 * kk][3]);
-                a[2] = Ops::pack(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-                a[3] = Ops::pack(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
-#pragma unroll
-                for (int dj = 0; dj < kDTiles / 2; ++dj) {
-                    u32 b[4];
-                    ldmatrix_x4_trans(b, sK + ((kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kRowElems + dj * 16 + (lane / 16) * 8) * 2);
-                    Ops::mma(acc_dq[2 * dj], a, b[0], b[1]);
-                    Ops::mma(acc_dq[2 * dj + 1], a, b[2], b[3]);
-                }
-            }
+            Products::accumulate_dq(acc_dq, dp, sK, lane);
         }
         __syncthreads();  // every warp is done with sK, sV and the bias
     }

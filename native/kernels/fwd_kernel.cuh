@@ -326,16 +326,6 @@ __device__ __forceinline__ void count_fwd_tiles(const FwdParams& p, u32 visible_
     }
 }
 
-// The A fragment of P for keys [16 kk, 16 kk + 16) of one 16-row MMA tile, from its score registers: the
-// accumulator layout of two neighbouring 8-key tiles is the m16n8k16 A-fragment layout (for wgmma's register A too).
-template <typename Ops, int kNTiles>
-__device__ __forceinline__ void pack_p(u32 (&a)[4], const float (&s)[kNTiles][4], int kk) {
-    a[0] = Ops::pack(s[2 * kk][0], s[2 * kk][1]);
-    a[1] = Ops::pack(s[2 * kk][2], s[2 * kk][3]);
-    a[2] = Ops::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-    a[3] = Ops::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-}
-
 // The forward's matrix products on mma.sync: Q, K and V in padded rows, each operand fragment read by ldmatrix
 // when a product needs it; a warp's keys are the tile's (kFwdMmaSync) or its share of them (kFwdDecode).
 template <int kElementType, int kHeadDim, FwdKernel kKernel>

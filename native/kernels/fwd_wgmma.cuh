@@ -80,7 +80,7 @@ struct WgmmaRows {
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < kHeadDim / 16; ++kk)
-            wgmma_ss_m64n64<kElementType>(s[0], k_major_descriptor<Traits::kBlockM>(q_rows, kk),
+            wgmma_ss<kElementType, kBlockN>(s[0], k_major_descriptor<Traits::kBlockM>(q_rows, kk),
                                           k_major_descriptor<kBlockN>(k_tile, kk), kk > 0);
         wgmma_commit();
     }

@@ -28,6 +28,16 @@ struct ElementOps<kBFloat16> {
     }
 };
 
+// The A fragment of P for keys [16 kk, 16 kk + 16) of one 16-row MMA tile, from its score registers: the
+// accumulator layout of two neighbouring 8-key tiles is the m16n8k16 A-fragment layout (for wgmma's register A too).
+template <typename Ops, int kNTiles>
+__device__ __forceinline__ void pack_p(u32 (&a)[4], const float (&s)[kNTiles][4], int kk) {
+    a[0] = Ops::pack(s[2 * kk][0], s[2 * kk][1]);
+    a[1] = Ops::pack(s[2 * kk][2], s[2 * kk][3]);
+    a[2] = Ops::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    a[3] = Ops::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+}
+
 // A [kRows, head dim] tile of 16-bit elements in rows padded by 8 elements (padded_row_elems), the layout
 // the mma.sync kernels read with ldmatrix: byte offset of 16-byte chunk `chunk` of row r.
 template <int kHeadDim>

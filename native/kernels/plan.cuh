@@ -157,6 +157,18 @@ FDMA_HOST_DEVICE constexpr int bwd_dkdv_smem_bytes(int head_dim) {
 // The query-major backward kernels (dQ, bf16's Delta): Q, dO, K and V, then the bias stage.
 FDMA_HOST_DEVICE constexpr int bwd_dq_smem_bytes(int head_dim) { return 4 * bwd_tile_bytes(head_dim); }
 
+// The backward's wgmma kernels (bwd_wgmma.cuh: sm_90a, compute capability 9.0), for these head dims: in dK/dV two
+// warpgroups share a 64-key tile (contiguous or gathered), each with every other query tile of its walk; Delta and the
+// deterministic dQ are dmattn_bwd_dq_kernel with wgmma products.
+FDMA_HOST_DEVICE constexpr bool has_wgmma_backward(int head_dim) { return head_dim == 128; }
+constexpr int kBwdWgmmaThreads = 256;
+
+// The dK/dV kernel's shared memory: K and V, then per warpgroup Q and dO in two stages, dX^T (64 x 64) and LSE and Delta in two
+// stages; 1 KiB more to start the swizzled tiles on a 1024-byte boundary.
+FDMA_HOST_DEVICE constexpr int bwd_wgmma_smem_bytes(int head_dim) {
+    return 1024 + 2 * 64 * head_dim * 2 + 2 * (4 * 64 * head_dim * 2 + 64 * 64 * 2 + 4 * 64 * 4);
+}
+
 // ---- split-KV ----
 
 // A forward grid of fewer than kKvSplitTargetBlocks / 2 blocks (query tiles x heads x batch:
@@ -334,11 +346,13 @@ struct BwdPlan {
     Dim3 occupancy_grid;             // tile_occupancy_kernel; z = 0 without a mask
     Dim3 query_tile_grid;            // dmattn_bwd_dq_kernel (dQ, bf16's Delta): (query tiles, Hq, B)
     bool gathered_dkdv;              // dK/dV by dmattn_bwd_dkdv_gathered_kernel (key lifetimes, not deterministic)
+    bool wgmma;                      // the sm_90a kernels (bwd_wgmma.cuh): dK/dV, Delta and dQ
     Dim3 dkdv_grid;                  // dmattn_bwd_dkdv_kernel: (key tiles x slices, owner heads, owner batches);
                                      // gathered: (query ranges x key slots x slices, Hq, B)
     unsigned row_blocks;             // bwd_delta_kernel, bwd_convert_rows_kernel of dQ
     unsigned kv_row_blocks;          // bwd_convert_rows_kernel of dK and dV, when gathered
     unsigned convert_d_bias_blocks;  // bwd_convert_dbias_kernel; 0 without dBias
+    int dkdv_threads;                // threads is the other tile kernels'
     int dkdv_smem_bytes;
     int dq_smem_bytes;               // this call's, for the query-major kernels
     int dq_smem_limit;               // their attribute, the same for every call
@@ -353,7 +367,9 @@ struct BwdPlan {
     u64 workspace_bytes;
 };
 
-FDMA_HOST_DEVICE constexpr BwdPlan plan_bwd(const ProblemShape& s, bool deterministic, bool with_d_bias) {
+// wgmma_available: the device is of compute capability 9.0 and the backend can run the backward's wgmma kernels.
+FDMA_HOST_DEVICE constexpr BwdPlan plan_bwd(const ProblemShape& s, bool deterministic, bool with_d_bias,
+                                            bool wgmma_available = false) {
     BwdPlan p{};
     p.tile = bwd_tile(s.head_dim);
     p.m_tiles = tiles_of(s.seqlen_q, p.tile.block_m);
@@ -367,6 +383,7 @@ FDMA_HOST_DEVICE constexpr BwdPlan plan_bwd(const ProblemShape& s, bool determin
                             static_cast<unsigned>(mask_planes)};
     p.query_tile_grid = Dim3{static_cast<unsigned>(p.m_tiles), static_cast<unsigned>(s.heads_q), static_cast<unsigned>(s.batch)};
     p.gathered_dkdv = s.lifetime_heads != 0 && !deterministic;
+    p.wgmma = wgmma_available && has_wgmma_backward(s.head_dim);
     p.dkdv_grid = p.gathered_dkdv
         ? Dim3{static_cast<unsigned>(tiles_of(p.m_tiles, kGatherRangeTiles) * kGatherKeySlots * p.slices),
                static_cast<unsigned>(s.heads_q), static_cast<unsigned>(s.batch)}
@@ -378,7 +395,8 @@ FDMA_HOST_DEVICE constexpr BwdPlan plan_bwd(const ProblemShape& s, bool determin
     p.kv_row_blocks = p.gathered_dkdv ? warp_row_blocks(static_cast<long long>(kv_rows), kRowPassThreads) : 0;
     const u64 d_bias_elements = with_d_bias ? static_cast<u64>(s.bias_batch) * s.bias_heads * s.bias_rows * s.seqlen_k : 0;
     p.convert_d_bias_blocks = static_cast<unsigned>((d_bias_elements + kConvertDBiasThreads - 1) / kConvertDBiasThreads);
-    p.dkdv_smem_bytes = bwd_dkdv_smem_bytes(s.head_dim);
+    p.dkdv_threads = p.wgmma ? kBwdWgmmaThreads : p.threads;
+    p.dkdv_smem_bytes = p.wgmma ? bwd_wgmma_smem_bytes(s.head_dim) : bwd_dkdv_smem_bytes(s.head_dim);
     p.dq_smem_bytes = bwd_dq_smem_bytes(s.head_dim) + bias_stage_bytes(p.tile, s.bias_type, s.bias_rows > 1);
     p.dq_smem_limit = bwd_dq_smem_bytes(s.head_dim) + max_bias_stage_bytes(p.tile);
     u64 end = 0;

@@ -126,19 +126,32 @@ __device__ __forceinline__ void fence_operands(u32 (&a)[kN][4]) {
     : FDMA_WGMMA_D8(0), FDMA_WGMMA_D8(8) \
     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate), "n"(kTransB))
 
-// D (64 x 64, fp32) += A (64 x 16) * B (16 x 64), both from shared memory through K-major descriptors.
+// D (64 x N, fp32) += A (64 x 16) * B (16 x N), both from shared memory through descriptors; kTransA / kTransB 1:
+// A M-major / B N-major, else K-major.
 #define FDMA_WGMMA_SS_M64N64(TYPE) \
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n" \
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " " \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15," \
-    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}" ", %32, %33, p, 1, 1, 0, 0;\n}\n" \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}" ", %32, %33, p, 1, 1, %35, %36;\n}\n" \
     : FDMA_WGMMA_D8(0) \
-    : "l"(desc_a), "l"(desc_b), "r"(accumulate))
+    : "l"(desc_a), "l"(desc_b), "r"(accumulate), "n"(kTransA), "n"(kTransB))
+#define FDMA_WGMMA_SS_M64N128(TYPE) \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n" \
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " " \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15," \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31," \
+    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47," \
+    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}" ", %64, %65, p, 1, 1, %67, %68;\n}\n" \
+    : FDMA_WGMMA_D8(0), FDMA_WGMMA_D8(8) \
+    : "l"(desc_a), "l"(desc_b), "r"(accumulate), "n"(kTransA), "n"(kTransB))
 
-template <int kElementType>
-__device__ __forceinline__ void wgmma_ss_m64n64(float (&d)[8][4], u64 desc_a, u64 desc_b, int accumulate) {
-    if constexpr (kElementType == kFloat16) FDMA_WGMMA_SS_M64N64("f16");
-    else FDMA_WGMMA_SS_M64N64("bf16");
+template <int kElementType, int kN, int kTransA = 0, int kTransB = 0>
+__device__ __forceinline__ void wgmma_ss(float (&d)[kN / 8][4], u64 desc_a, u64 desc_b, int accumulate) {
+    static_assert(kN == 64 || kN == 128, "wgmma shapes m64n64k16 and m64n128k16");
+    if constexpr (kN == 64 && kElementType == kFloat16) FDMA_WGMMA_SS_M64N64("f16");
+    else if constexpr (kN == 64) FDMA_WGMMA_SS_M64N64("bf16");
+    else if constexpr (kElementType == kFloat16) FDMA_WGMMA_SS_M64N128("f16");
+    else FDMA_WGMMA_SS_M64N128("bf16");
 }
 
 template <int kElementType, int kN, int kTransB>
@@ -153,6 +166,7 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[kN / 8][4], const u32 (&a)[4
 #undef FDMA_WGMMA_RS_M64N64
 #undef FDMA_WGMMA_RS_M64N128
 #undef FDMA_WGMMA_SS_M64N64
+#undef FDMA_WGMMA_SS_M64N128
 #undef FDMA_WGMMA_D8
 
 }  // namespace fdma

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <string>
 
+#include "bwd_launch.h"
 #include "checks.h"
 #include "fwd_args.h"
 #include "problem.h"
@@ -15,7 +16,7 @@ fdma_status plan_bwd_call(const fdma_bwd_params* in, BwdPlan& plan) {
     if (in->deterministic != 0 && in->deterministic != 1)
         return fail(FDMA_STATUS_INVALID_ARGUMENT, "params.deterministic must be 0 or 1; got " + str(in->deterministic));
     const bool with_d_bias = in->d_bias.data != nullptr && in->problem.bias.data != nullptr;
-    plan = plan_bwd(problem_shape(in->problem), in->deterministic != 0, with_d_bias);
+    plan = plan_bwd(problem_shape(in->problem), in->deterministic != 0, with_d_bias, select_bwd_wgmma(in->problem.head_dim));
     return FDMA_STATUS_SUCCESS;
 }
 

@@ -5,6 +5,7 @@
 
 #include "../kernels/bwd_kernel.cuh"
 #include "bwd_launch.h"
+#include "fwd_launch.h"
 #include "shared_kernels.h"
 
 namespace fdma {
@@ -27,33 +28,45 @@ cudaError_t launch_bwd_kernels(const BwdParams& params, const BwdPlan& plan, cud
     if (attn.mask.data != nullptr && (err = launch_tile_occupancy(attn, plan.tile, plan.occupancy_grid, stream))) return err;
     const dim3 threads(plan.threads);
     const dim3 query_tiles(plan.query_tile_grid.x, plan.query_tile_grid.y, plan.query_tile_grid.z);
+    // The wgmma plan's kernels, in the sm_90a translation units (bwd_wgmma_instance.cu.in).
+    auto wgmma = [&](BwdWgmmaStep step) {
+        if constexpr (kWgmmaForwardBuilt && has_wgmma_backward(kHeadDim))
+            return launch_bwd_wgmma<kElementType, kHeadDim, Visibility>(step, params, plan, stream);
+        else return cudaErrorNotSupported;  // never planned: select_bwd_wgmma asks for the build's sm_90a code
+    };
+    auto query_major = [&](auto kernel) {  // dmattn_bwd_dq_kernel on mma.sync
+        const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.dq_smem_limit);
+        if (e == cudaSuccess) kernel<<<query_tiles, threads, plan.dq_smem_bytes, stream>>>(params);
+        return e;
+    };
     if constexpr (kElementType == kBFloat16) {  // Delta from P and dP: see dmattn_bwd_dq_kernel
-        const auto delta = dmattn_bwd_dq_kernel<kElementType, kHeadDim, Visibility, true>;
-        if ((err = cudaFuncSetAttribute(delta, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.dq_smem_limit))) return err;
-        delta<<<query_tiles, threads, plan.dq_smem_bytes, stream>>>(params);
+        err = plan.wgmma ? wgmma(kBwdWgmmaDelta) : query_major(dmattn_bwd_dq_kernel<kElementType, kHeadDim, Visibility, true>);
     } else {
-        if ((err = launch_bwd_delta_fp16(params, plan, kHeadDim, stream))) return err;
+        err = launch_bwd_delta_fp16(params, plan, kHeadDim, stream);
     }
+    if (err != cudaSuccess) return err;
 
     const dim3 dkdv_grid(plan.dkdv_grid.x, plan.dkdv_grid.y, plan.dkdv_grid.z);
-    if (plan.gathered_dkdv) {
+    if (plan.wgmma) {
+        err = wgmma(kBwdWgmmaDkdv);
+        if (err != cudaSuccess) return err;
+    } else if (plan.gathered_dkdv) {
         if constexpr (Visibility::kGathers) {
             const auto dkdv = dmattn_bwd_dkdv_gathered_kernel<kElementType, kHeadDim>;
             if ((err = cudaFuncSetAttribute(dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.dkdv_smem_bytes))) return err;
-            dkdv<<<dkdv_grid, threads, plan.dkdv_smem_bytes, stream>>>(params);
+            dkdv<<<dkdv_grid, plan.dkdv_threads, plan.dkdv_smem_bytes, stream>>>(params);
         } else {
             return cudaErrorInvalidValue;  // a plan gathers only with key lifetimes, whose policy gathers
         }
     } else {
         const auto dkdv = dmattn_bwd_dkdv_kernel<kElementType, kHeadDim, Visibility>;
         if ((err = cudaFuncSetAttribute(dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.dkdv_smem_bytes))) return err;
-        dkdv<<<dkdv_grid, threads, plan.dkdv_smem_bytes, stream>>>(params);
+        dkdv<<<dkdv_grid, plan.dkdv_threads, plan.dkdv_smem_bytes, stream>>>(params);
     }
 
     if (params.d_q_accum == nullptr) {
-        const auto dq = dmattn_bwd_dq_kernel<kElementType, kHeadDim, Visibility, false>;
-        if ((err = cudaFuncSetAttribute(dq, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.dq_smem_limit))) return err;
-        dq<<<query_tiles, threads, plan.dq_smem_bytes, stream>>>(params);
+        err = plan.wgmma ? wgmma(kBwdWgmmaDq) : query_major(dmattn_bwd_dq_kernel<kElementType, kHeadDim, Visibility, false>);
+        if (err != cudaSuccess) return err;
     } else if ((err = launch_bwd_convert_rows(params.d_q_accum, params.d_q, params.d_q_strides, attn.batch, attn.seqlen_q,
                                               attn.heads_q, kHeadDim, plan.row_blocks, kElementType, stream))) {
         return err;

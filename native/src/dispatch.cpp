@@ -9,7 +9,7 @@ namespace fdma {
 
 namespace {
 
-// Devices whose compute capability select_fwd_kernel remembers; a device past them runs mma.sync.
+// Devices whose compute capability current_device_arch remembers; a device past them runs mma.sync.
 constexpr int kMaxDevices = 64;
 
 // Calls launch.operator()<dtype, head dim>() of the instantiation matching the run-time values.
@@ -47,29 +47,42 @@ struct BwdLaunch {
     cudaError_t operator()() const { return launch_bwd<kElementType, kHeadDim>(params, plan, stream); }
 };
 
-}  // namespace
 
-FwdKernel select_fwd_kernel(int head_dim) {
-    static const bool switched_off = [] {
-        const char* value = std::getenv("FDMA_FWD_KERNEL");
-        return value != nullptr && std::strcmp(value, "mma_sync") == 0;
-    }();
-    if (!kWgmmaForwardBuilt || switched_off || !has_wgmma_forward(head_dim)) return kFwdMmaSync;
+// The current device's compute capability (major * 10 + minor), asked once per device; 0 where it cannot be told.
+int current_device_arch() {
     int device = 0;
-    if (cudaGetDevice(&device) != cudaSuccess) return kFwdMmaSync;
+    if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return 0;
     // Each device's compute capability, asked once (0: not yet); a race asks twice and stores the same value.
     static std::atomic<int> archs[kMaxDevices];
-    if (device < 0 || device >= kMaxDevices) return kFwdMmaSync;
     int arch = archs[device].load(std::memory_order_relaxed);
     if (arch == 0) {
         int major = 0, minor = 0;
         if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
             cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
-            return kFwdMmaSync;
+            return 0;
         arch = major * 10 + minor;
         archs[device].store(arch, std::memory_order_relaxed);
     }
-    return device_fwd_kernel(head_dim, arch, true);
+    return arch;
+}
+
+// Whether environment variable `name` is set to `value` (read once per call site by the callers' statics).
+bool environment_says(const char* name, const char* value) {
+    const char* set = std::getenv(name);
+    return set != nullptr && std::strcmp(set, value) == 0;
+}
+
+}  // namespace
+
+FwdKernel select_fwd_kernel(int head_dim) {
+    static const bool switched_off = environment_says("FDMA_FWD_KERNEL", "mma_sync");
+    if (!kWgmmaForwardBuilt || switched_off || !has_wgmma_forward(head_dim)) return kFwdMmaSync;
+    return device_fwd_kernel(head_dim, current_device_arch(), true);
+}
+
+bool select_bwd_wgmma(int head_dim) {
+    static const bool switched_on = environment_says("FDMA_BWD_KERNEL", "wgmma");
+    return kWgmmaForwardBuilt && switched_on && has_wgmma_backward(head_dim) && current_device_arch() == 90;
 }
 
 cudaError_t dispatch_fwd(const FwdParams& params, const FwdPlan& plan, int dtype, int head_dim, cudaStream_t stream) {

@@ -35,29 +35,35 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
     // tile_occupancy_kernel: the dense mask's pre-pass, for either direction's tiles (block_m is its argument).
     public static KernelVariant Occupancy { get; } = new("tile_occupancy.cuh", "&fdma::tile_occupancy_kernel", "occupancy");
 
-    // dmattn_bwd_dkdv_kernel<E, D, V>: dK, dV and dBias (and, in the default mode, dQ by atomics).
-    public static KernelVariant BackwardDkDv(ScalarType dtype, int headDim, bool lifetimes)
+    // dmattn_bwd_dkdv_kernel<E, D, V>: dK, dV and dBias (and, in the default mode, dQ by atomics). wgmma: its sm_90a
+    // counterpart dmattn_bwd_dkdv_wgmma_kernel (the head dims LaunchPlan.HasWgmmaBackward names; slug suffix "_wgmma").
+    public static KernelVariant BackwardDkDv(ScalarType dtype, int headDim, bool lifetimes, bool wgmma = false)
     {
         (string element, string slug) = Element(dtype, "The backward kernels take");
-        return new("bwd_kernel.cuh", $"fdma::dmattn_bwd_dkdv_kernel<{element}, {headDim}, {Visibility(lifetimes)}>",
-            $"bwd_dkdv_{slug}_d{headDim}{FormSuffix(lifetimes)}");
+        (string header, string function) = BackwardWgmma(wgmma, headDim, "dmattn_bwd_dkdv_kernel", "dmattn_bwd_dkdv_wgmma_kernel");
+        return new(header, $"fdma::{function}<{element}, {headDim}, {Visibility(lifetimes)}>",
+            $"bwd_dkdv_{slug}_d{headDim}{FormSuffix(lifetimes)}{WgmmaSuffix(wgmma)}", Sm90a: wgmma);
     }
 
     // dmattn_bwd_dkdv_gathered_kernel<E, D>: key lifetimes outside the deterministic mode, query-major over the keys
     // gathered by range of query tiles; dK and dV by fp32 atomics into their accumulators, dQ and dBias as the key-major
-    // kernel; no visibility parameter (key lifetimes' own).
-    public static KernelVariant BackwardDkDvGathered(ScalarType dtype, int headDim)
+    // kernel; no visibility parameter (key lifetimes' own). wgmma: dmattn_bwd_dkdv_gathered_wgmma_kernel.
+    public static KernelVariant BackwardDkDvGathered(ScalarType dtype, int headDim, bool wgmma = false)
     {
         (string element, string slug) = Element(dtype, "The backward kernels take");
-        return new("bwd_kernel.cuh", $"fdma::dmattn_bwd_dkdv_gathered_kernel<{element}, {headDim}>", $"bwd_dkdv_gathered_{slug}_d{headDim}");
+        (string header, string function) = BackwardWgmma(wgmma, headDim, "dmattn_bwd_dkdv_gathered_kernel", "dmattn_bwd_dkdv_gathered_wgmma_kernel");
+        return new(header, $"fdma::{function}<{element}, {headDim}>", $"bwd_dkdv_gathered_{slug}_d{headDim}{WgmmaSuffix(wgmma)}", Sm90a: wgmma);
     }
 
-    // dmattn_bwd_dq_kernel<E, D, V, kDeltaPass>: the deterministic dQ, or (deltaPass) bf16's exact Delta.
-    public static KernelVariant BackwardDq(ScalarType dtype, int headDim, bool lifetimes, bool deltaPass)
+    // dmattn_bwd_dq_kernel<E, D, V, kDeltaPass>: the deterministic dQ, or (deltaPass) bf16's exact Delta. wgmma: with
+    // the sm_90a products, fdma::DqWgmma<E, D>.
+    public static KernelVariant BackwardDq(ScalarType dtype, int headDim, bool lifetimes, bool deltaPass, bool wgmma = false)
     {
         (string element, string slug) = Element(dtype, "The backward kernels take");
-        return new("bwd_kernel.cuh", $"fdma::dmattn_bwd_dq_kernel<{element}, {headDim}, {Visibility(lifetimes)}, {(deltaPass ? "true" : "false")}>",
-            $"bwd_dq{(deltaPass ? "_delta" : "")}_{slug}_d{headDim}{FormSuffix(lifetimes)}");
+        (string header, _) = BackwardWgmma(wgmma, headDim, "", "");
+        string products = wgmma ? $", fdma::DqWgmma<{element}, {headDim}>" : "";
+        return new(header, $"fdma::dmattn_bwd_dq_kernel<{element}, {headDim}, {Visibility(lifetimes)}, {(deltaPass ? "true" : "false")}{products}>",
+            $"bwd_dq{(deltaPass ? "_delta" : "")}_{slug}_d{headDim}{FormSuffix(lifetimes)}{WgmmaSuffix(wgmma)}", Sm90a: wgmma);
     }
 
     // bwd_delta_kernel<E>: Delta = rowsum(dO * O), fp16's Delta pass.
@@ -85,7 +91,8 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
     // Every variant a call can need: the forward (for each mask form, long calls on mma.sync, and on wgmma for the head
     // dims that have it, and decode) and its split-KV combine pass for each element type and head dim, the pre-pass for each tile (the backward's 64 x 64 is one of the forward's), and the backward's
     // kernels as native/src/bwd_launch.cuh instantiates them: dK/dV and deterministic dQ for each element type, head dim
-    // and mask form, the gathered dK/dV for each element type and head dim, the Delta pass (dQ's for bf16, dO . O for
+    // and mask form, the gathered dK/dV for each element type and head dim (each on mma.sync, and on wgmma for the head
+    // dims that have it), the Delta pass (dQ's for bf16, dO . O for
     // fp16), the rows' conversion (dQ; gathered dK, dV) for each element type and the dBias conversion for each dBias type.
     public static IEnumerable<KernelVariant> All()
     {
@@ -104,7 +111,8 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
             from headDim in LaunchPlan.HeadDims
             from deterministic in new[] { false, true }
             from lifetimes in forms
-            from variant in NvrtcBackend.BackwardKernels(dtype, headDim, deterministic, lifetimes).All
+            from wgmma in LaunchPlan.HasWgmmaBackward(headDim) ? new[] { false, true } : [false]
+            from variant in NvrtcBackend.BackwardKernels(dtype, headDim, deterministic, lifetimes, wgmma).All
             select variant;
         IEnumerable<KernelVariant> conversions =
             dtypes.Select(BackwardConvertRows)
@@ -121,6 +129,14 @@ internal readonly record struct KernelVariant(string Header, string NameExpressi
     private static string Visibility(bool lifetimes) => lifetimes ? "fdma::KeyLifetimes" : "fdma::DenseMask";
 
     private static string FormSuffix(bool lifetimes) => lifetimes ? "_lifetimes" : "";
+
+    private static string WgmmaSuffix(bool wgmma) => wgmma ? "_wgmma" : "";
+
+    // The header and function of a backward kernel on mma.sync or, for the head dims that have them, on wgmma.
+    private static (string Header, string Function) BackwardWgmma(bool wgmma, int headDim, string mmaSync, string onWgmma) =>
+        !wgmma ? ("bwd_kernel.cuh", mmaSync)
+        : LaunchPlan.HasWgmmaBackward(headDim) ? ("bwd_wgmma.cuh", onWgmma)
+        : throw new ArgumentOutOfRangeException(nameof(headDim), $"No wgmma backward kernels for head dim {headDim}.");
 
     // kernelTakes: the start of the refusal, "The forward kernel takes".
     private static (string Element, string Slug) Element(ScalarType dtype, string kernelTakes) => dtype switch

@@ -116,6 +116,14 @@ internal static class LaunchPlan
 
     public static int BwdDqSmemBytes(int headDim) => 4 * BwdTileBytes(headDim);
 
+    // The backward's wgmma kernels (has_wgmma_backward, kBwdWgmmaThreads, bwd_wgmma_smem_bytes): sm_90a, compute
+    // capability 9.0, where the backend can compile them and FDMA_BWD_KERNEL=mma_sync is not set.
+    public static bool HasWgmmaBackward(int headDim) => headDim == 128;
+
+    public const int BwdWgmmaThreads = 256;
+
+    public static int BwdWgmmaSmemBytes(int headDim) => 1024 + 2 * 64 * headDim * 2 + 2 * (4 * 64 * headDim * 2 + 64 * 64 * 2 + 4 * 64 * 4);
+
     public static int FwdKvSplits(long blocks, int keyTiles)
     {
         long byBlocks = 2 * blocks >= KvSplitTargetBlocks ? 1 : (KvSplitTargetBlocks + blocks - 1) / blocks;
@@ -200,7 +208,8 @@ internal static class LaunchPlan
         };
     }
 
-    public static BackwardPlan PlanBwd(ProblemShape s, bool deterministic, bool withDBias)
+    // wgmmaAvailable: the device is of compute capability 9.0 and the backend can run the backward's wgmma kernels.
+    public static BackwardPlan PlanBwd(ProblemShape s, bool deterministic, bool withDBias, bool wgmmaAvailable = false)
     {
         Tile tile = BwdTile(s.HeadDim);
         int mTiles = TilesOf(s.SeqLenQ, tile.BlockM);
@@ -212,6 +221,7 @@ internal static class LaunchPlan
         ulong rows = (ulong)s.Batch * (ulong)s.HeadsQ * (ulong)s.SeqLenQ;
         ulong dBiasElements = withDBias ? (ulong)s.BiasBatch * (ulong)s.BiasHeads * (ulong)s.BiasRows * (ulong)s.SeqLenK : 0;
         bool gatheredDkdv = s.LifetimeHeads != 0 && !deterministic;
+        bool wgmma = wgmmaAvailable && HasWgmmaBackward(s.HeadDim);
         ulong kvRows = (ulong)s.Batch * (ulong)s.SeqLenK * (ulong)s.HeadsKv;
         ulong end = 0, dqAccum = 0, dqAccumBytes = 0, dBiasAccum = 0, dBiasAccumBytes = 0, bitmaps = 0, bitmapWords = 0, bitmapTWords = 0;
         ulong dkAccum = 0, dvAccum = 0, dkvAccumBytes = 0;
@@ -260,13 +270,15 @@ internal static class LaunchPlan
             OccupancyGrid = new((uint)mTiles, (uint)OccupancyWords(nTiles), (uint)maskPlanes),
             QueryTileGrid = new((uint)mTiles, (uint)s.HeadsQ, (uint)s.Batch),
             GatheredDkdv = gatheredDkdv,
+            Wgmma = wgmma,
             DkdvGrid = gatheredDkdv
                 ? new((uint)(TilesOf(mTiles, GatherRangeTiles) * GatherKeySlots * slices), (uint)s.HeadsQ, (uint)s.Batch)
                 : new((uint)(nTiles * slices), (uint)ownerHeads, (uint)ownerBatches),
             RowBlocks = WarpRowBlocks((long)rows, RowPassThreads),
             KvRowBlocks = gatheredDkdv ? WarpRowBlocks((long)kvRows, RowPassThreads) : 0,
             ConvertDBiasBlocks = (uint)((dBiasElements + ConvertDBiasThreads - 1) / ConvertDBiasThreads),
-            DkdvSmemBytes = BwdDkdvSmemBytes(s.HeadDim),
+            DkdvThreads = wgmma ? BwdWgmmaThreads : tile.Warps * 32,
+            DkdvSmemBytes = wgmma ? BwdWgmmaSmemBytes(s.HeadDim) : BwdDkdvSmemBytes(s.HeadDim),
             DqSmemBytes = BwdDqSmemBytes(s.HeadDim) + BiasStageBytes(tile, s.BiasType, s.BiasRows > 1),
             DqSmemLimit = BwdDqSmemBytes(s.HeadDim) + MaxBiasStageBytes(tile),
             Delta = delta,
@@ -355,10 +367,12 @@ internal readonly record struct BackwardPlan
     public Dim3 OccupancyGrid { get; init; }
     public Dim3 QueryTileGrid { get; init; }
     public bool GatheredDkdv { get; init; }
+    public bool Wgmma { get; init; }
     public Dim3 DkdvGrid { get; init; }
     public uint RowBlocks { get; init; }
     public uint KvRowBlocks { get; init; }
     public uint ConvertDBiasBlocks { get; init; }
+    public int DkdvThreads { get; init; }
     public int DkdvSmemBytes { get; init; }
     public int DqSmemBytes { get; init; }
     public int DqSmemLimit { get; init; }

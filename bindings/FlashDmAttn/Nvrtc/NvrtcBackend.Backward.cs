@@ -15,22 +15,37 @@ internal sealed partial class NvrtcBackend
     // query-major kernel for bf16, dO . O by a row pass for fp16; dK/dV, gathered with key lifetimes outside the
     // deterministic mode (plan_bwd's gathered_dkdv); dQ by the query-major kernel when deterministic, else the
     // conversion of the atomics' fp32 sum by a row pass, which also converts the gathered dK and dV.
-    // lifetimes: the tile kernels take the key-lifetimes visibility policy rather than the dense mask's.
-    public static BackwardKernels BackwardKernels(ScalarType dtype, int headDim, bool deterministic, bool lifetimes)
+    // lifetimes: the tile kernels take the key-lifetimes visibility policy rather than the dense mask's; wgmma: the
+    // tile kernels are the sm_90a ones (the plan's Wgmma).
+    public static BackwardKernels BackwardKernels(ScalarType dtype, int headDim, bool deterministic, bool lifetimes, bool wgmma = false)
     {
         bool gathered = lifetimes && !deterministic;
         return new(
-            dtype == ScalarType.BFloat16 ? KernelVariant.BackwardDq(dtype, headDim, lifetimes, deltaPass: true) : KernelVariant.BackwardDelta(dtype),
-            gathered ? KernelVariant.BackwardDkDvGathered(dtype, headDim) : KernelVariant.BackwardDkDv(dtype, headDim, lifetimes),
-            deterministic ? KernelVariant.BackwardDq(dtype, headDim, lifetimes, deltaPass: false) : KernelVariant.BackwardConvertRows(dtype),
+            dtype == ScalarType.BFloat16 ? KernelVariant.BackwardDq(dtype, headDim, lifetimes, deltaPass: true, wgmma) : KernelVariant.BackwardDelta(dtype),
+            gathered ? KernelVariant.BackwardDkDvGathered(dtype, headDim, wgmma) : KernelVariant.BackwardDkDv(dtype, headDim, lifetimes, wgmma),
+            deterministic ? KernelVariant.BackwardDq(dtype, headDim, lifetimes, deltaPass: false, wgmma) : KernelVariant.BackwardConvertRows(dtype),
             gathered);
+    }
+
+    // FDMA_BWD_KERNEL=wgmma switches the wgmma backward on (an opt-in for now), read once per process as the native
+    // library reads it.
+    private static readonly bool BwdWgmmaSwitchedOn = Environment.GetEnvironmentVariable("FDMA_BWD_KERNEL") == "wgmma";
+
+    // plan_bwd's wgmma_available on `device` (select_bwd_wgmma): a device of compute capability 9.0, NVRTC 12 or later
+    // (sm_90a), a head dim that has the kernels, and the environment switching them on.
+    public static bool DeviceBwdWgmma(int device, int headDim)
+    {
+        if (!LaunchPlan.HasWgmmaBackward(headDim) || !BwdWgmmaSwitchedOn || !NvrtcCompiler.CompilesSm90a)
+            return false;
+        (int major, int minor) = KernelModules.ComputeCapability(device);
+        return major * 10 + minor == 90;
     }
 
     public unsafe void Backward(DeviceBackwardArgs args, AttentionOptions options, bool deterministic, nint stream, int device)
     {
         DeviceForwardArgs forward = args.Forward;
         AttentionShape shape = forward.Shape;
-        BackwardPlan plan = LaunchPlan.PlanBwd(ProblemShape.Of(forward), deterministic, args.DBias is not null);
+        BackwardPlan plan = LaunchPlan.PlanBwd(ProblemShape.Of(forward), deterministic, args.DBias is not null, DeviceBwdWgmma(device, shape.HeadDim));
         CheckBackward(args, plan, device);
         var parameters = new KernelParams.Backward
         {
@@ -56,12 +71,12 @@ internal sealed partial class NvrtcBackend
 
         // Every kernel of the call, compiled or loaded before anything is queued: a compilation failure leaves the
         // outputs untouched. Those not yet built are compiled at once, in parallel (seconds each).
-        BackwardKernels kernels = BackwardKernels(forward.DType, shape.HeadDim, deterministic, forward.Lifetimes is not null);
+        BackwardKernels kernels = BackwardKernels(forward.DType, shape.HeadDim, deterministic, forward.Lifetimes is not null, plan.Wgmma);
         if (kernels.GatheredDkDv != plan.GatheredDkdv)
             throw new InvalidOperationException($"{BackwardFunction}: the kernels ({kernels.DkDv}) and the plan disagree on the gathered dK/dV.");
         KernelVariant? occupancyKernel = forward.Mask is null ? null : KernelVariant.Occupancy;
         KernelVariant? convertDBiasKernel = args.DBias is { } dBias ? KernelVariant.BackwardConvertDBias(dBias.DType) : null;
-        BuildImages([occupancyKernel, kernels.Delta, kernels.DkDv, kernels.Dq, convertDBiasKernel], KernelModules.TargetOf(device));
+        BuildImages([occupancyKernel, kernels.Delta, kernels.DkDv, kernels.Dq, convertDBiasKernel], device);
         nint occupancy = occupancyKernel is { } o ? KernelModules.GetFunction(o, device, 0) : 0;
         nint delta = KernelModules.GetFunction(kernels.Delta, device, kernels.DeltaIsRowPass ? 0 : plan.DqSmemLimit);
         nint dkdv = KernelModules.GetFunction(kernels.DkDv, device, plan.DkdvSmemBytes);
@@ -90,7 +105,7 @@ internal sealed partial class NvrtcBackend
                 NvrtcLaunch.Kernel(delta, (plan.RowBlocks, 1, 1), LaunchPlan.RowPassThreads, 0, stream, deltaArguments);
             else
                 Launch(delta, plan.QueryTileGrid, plan.Threads, plan.DqSmemBytes, stream, bp);
-            Launch(dkdv, plan.DkdvGrid, plan.Threads, plan.DkdvSmemBytes, stream, bp);
+            Launch(dkdv, plan.DkdvGrid, plan.DkdvThreads, plan.DkdvSmemBytes, stream, bp);
             if (kernels.DqIsRowPass)
                 LaunchConvertRows(dq, parameters.DQAccum, parameters.DQ, parameters.DQStrides, shape.Batch, shape.SeqLenQ, shape.HeadsQ, headDim, plan.RowBlocks, stream);
             else
@@ -169,22 +184,23 @@ internal sealed partial class NvrtcBackend
         ], device, BackwardFunction);
     }
 
-    private static void BuildImages(ReadOnlySpan<KernelVariant?> variants, CompileTarget target)
+    private static void BuildImages(ReadOnlySpan<KernelVariant?> variants, int device)
     {
-        var missing = new List<KernelVariant>();
+        // Each variant for its own target on the device (sm_90a for the wgmma ones).
+        var missing = new List<(KernelVariant Variant, CompileTarget Target)>();
         foreach (KernelVariant? variant in variants)
         {
-            if (variant is { } v && !Built.ContainsKey((v, target)))
-                missing.Add(v);
+            if (variant is { } v && !Built.ContainsKey((v, KernelModules.TargetOf(v, device))))
+                missing.Add((v, KernelModules.TargetOf(v, device)));
         }
 
         if (missing.Count > 1)
         {
             // The first failure is the one reported, as a sequential build would report it.
-            Task.WhenAll(missing.Select(v => Task.Run(() => NvrtcKernelBuilder.Default.GetImage(v, target)))).GetAwaiter().GetResult();
+            Task.WhenAll(missing.Select(m => Task.Run(() => NvrtcKernelBuilder.Default.GetImage(m.Variant, m.Target)))).GetAwaiter().GetResult();
         }
 
-        foreach (KernelVariant variant in missing)
+        foreach ((KernelVariant variant, CompileTarget target) in missing)
         {
             _ = NvrtcKernelBuilder.Default.GetImage(variant, target); // built above, or the one missing
             Built.TryAdd((variant, target), 0);

@@ -129,6 +129,26 @@ public class LaunchPlanTests
     }
 
     [Test]
+    public void BackwardOnWgmma_IsTheSm90aKernels_WhereTheHeadDimHasThem()
+    {
+        BackwardKernels keyMajor = NvrtcBackend.BackwardKernels(ScalarType.BFloat16, 128, deterministic: true, lifetimes: false, wgmma: true);
+        BackwardKernels gathered = NvrtcBackend.BackwardKernels(ScalarType.Float16, 128, deterministic: false, lifetimes: true, wgmma: true);
+        BackwardPlan plan = LaunchPlan.PlanBwd(ProblemShape.Of(Shape, null, null, default), deterministic: true, withDBias: false, wgmmaAvailable: true);
+        BackwardPlan d64 = LaunchPlan.PlanBwd(ProblemShape.Of(Shape with { HeadDim = 64 }, null, null, default), deterministic: true, withDBias: false, wgmmaAvailable: true);
+
+        Assert.That(keyMajor.Delta.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dq_kernel<fdma::kBFloat16, 128, fdma::DenseMask, true, fdma::DqWgmma<fdma::kBFloat16, 128>>"));
+        Assert.That(keyMajor.DkDv.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dkdv_wgmma_kernel<fdma::kBFloat16, 128, fdma::DenseMask>"));
+        Assert.That(keyMajor.Dq.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dq_kernel<fdma::kBFloat16, 128, fdma::DenseMask, false, fdma::DqWgmma<fdma::kBFloat16, 128>>"));
+        Assert.That(keyMajor.All.Select(v => (v.Header, v.Sm90a)), Is.All.EqualTo(("bwd_wgmma.cuh", true)));
+        Assert.That(keyMajor.All.Select(v => v.Slug), Is.EqualTo(new[] { "bwd_dq_delta_bf16_d128_wgmma", "bwd_dkdv_bf16_d128_wgmma", "bwd_dq_bf16_d128_wgmma" }));
+        Assert.That(gathered.DkDv.NameExpression, Is.EqualTo("fdma::dmattn_bwd_dkdv_gathered_wgmma_kernel<fdma::kFloat16, 128>"));
+        Assert.That(gathered.Delta.Sm90a || gathered.Dq.Sm90a, Is.False, "fp16's Delta and the rows' conversion are row passes");
+        Assert.That((plan.Wgmma, plan.DkdvThreads, plan.DkdvSmemBytes), Is.EqualTo((true, LaunchPlan.BwdWgmmaThreads, LaunchPlan.BwdWgmmaSmemBytes(128))));
+        Assert.That((d64.Wgmma, d64.DkdvThreads, d64.DkdvSmemBytes), Is.EqualTo((false, d64.Threads, LaunchPlan.BwdDkdvSmemBytes(64))));
+        Assert.Throws<ArgumentOutOfRangeException>(() => KernelVariant.BackwardDkDv(ScalarType.Float16, 64, lifetimes: false, wgmma: true));
+    }
+
+    [Test]
     public void Kernels_WithLifetimes_TakeTheKeyLifetimesPolicy_UnderTheirOwnSlug()
     {
         BackwardKernels bf16 = NvrtcBackend.BackwardKernels(ScalarType.BFloat16, 64, deterministic: true, lifetimes: true);

@@ -45,7 +45,7 @@ public class NvrtcCompileTests : NvrtcTest
         // native/src/bwd_launch.cuh, for each (type, head dim): the dK/dV kernel, the gathered dK/dV kernel (key
         // lifetimes, default mode), dQ's deterministic kernel, and the Delta pass (dQ's kernel for bf16, the row pass
         // for fp16); the rows' conversion (dQ; gathered dK, dV) per type and dBias's per dBias type; the pre-pass of its
-        // 64 x 64 tile.
+        // 64 x 64 tile; bwd_wgmma_instance.cu.in, for D = 128: each tile kernel on wgmma too (suffix _wgmma).
         // Each tile kernel for both mask forms: the dense mask's and (suffix _lifetimes) the key lifetimes'.
         string[] forms = ["", "_lifetimes"];
         string[] backward =
@@ -54,6 +54,10 @@ public class NvrtcCompileTests : NvrtcTest
             .. from t in types from d in headDims select $"bwd_dkdv_gathered_{t}_d{d}",
             .. from t in types from d in headDims from f in forms select $"bwd_dq_{t}_d{d}{f}",
             .. from d in headDims from f in forms select $"bwd_dq_delta_bf16_d{d}{f}",
+            .. from t in types from f in forms select $"bwd_dkdv_{t}_d128{f}_wgmma",
+            .. from t in types select $"bwd_dkdv_gathered_{t}_d128_wgmma",
+            .. from t in types from f in forms select $"bwd_dq_{t}_d128{f}_wgmma",
+            .. from f in forms select $"bwd_dq_delta_bf16_d128{f}_wgmma",
             "bwd_delta_fp16", "bwd_convert_rows_fp16", "bwd_convert_rows_bf16",
             "bwd_convert_dbias_fp32", "bwd_convert_dbias_fp16", "bwd_convert_dbias_bf16",
         ];
@@ -62,7 +66,7 @@ public class NvrtcCompileTests : NvrtcTest
         Assert.That(slugs.Where(s => s.StartsWith("bwd_", StringComparison.Ordinal)), Is.EquivalentTo(backward));
         // native/src/fwd_launch.cuh, for each (type, head dim): the forward kernel of each mask form, for long calls and
         // for decode (suffix _decode), and the split-KV combine pass; fwd_wgmma_instance.cu.in, for D = 128: the wgmma
-        // forward of each mask form (suffix _wgmma), the only sm_90a variants.
+        // forward of each mask form (suffix _wgmma); with the backward's above, the sm_90a variants.
         Assert.That(slugs.Where(s => s.StartsWith("fwd_", StringComparison.Ordinal)), Is.EquivalentTo(
             (from t in types from d in headDims from f in forms from k in new[] { "", "_decode" } select $"fwd_{t}_d{d}{f}{k}")
             .Concat(from t in types from f in forms select $"fwd_{t}_d128{f}_wgmma")

@@ -100,9 +100,13 @@ public class NvrtcMirrorTests : NvrtcTest
             {
                 foreach (bool withDBias in bias is null ? [false] : new[] { false, true })
                 {
-                    string name = $"bwd{n}_{(deterministic ? 1 : 0)}{(withDBias ? 1 : 0)}";
-                    AppendFieldAsserts(asserts, name, $"fdma::plan_bwd({cppProblem}, {(deterministic ? "true" : "false")}, {(withDBias ? "true" : "false")})",
-                        LaunchPlan.PlanBwd(problem, deterministic, withDBias));
+                    foreach (bool wgmma in new[] { false, true })
+                    {
+                        string name = $"bwd{n}_{(deterministic ? 1 : 0)}{(withDBias ? 1 : 0)}{(wgmma ? 1 : 0)}";
+                        AppendFieldAsserts(asserts, name,
+                            $"fdma::plan_bwd({cppProblem}, {(deterministic ? "true" : "false")}, {(withDBias ? "true" : "false")}, {(wgmma ? "true" : "false")})",
+                            LaunchPlan.PlanBwd(problem, deterministic, withDBias, wgmma));
+                    }
                 }
             }
 
@@ -123,6 +127,8 @@ public class NvrtcMirrorTests : NvrtcTest
             AppendFieldAsserts(asserts, $"decode_tile{d}", $"fdma::fwd_tile({d}, fdma::kFwdDecode)", LaunchPlan.FwdTile(d, FwdKernel.Decode));
             AppendFieldAsserts(asserts, $"wgmma_tile{d}", $"fdma::fwd_tile({d}, fdma::kFwdWgmma)", LaunchPlan.FwdTile(d, FwdKernel.Wgmma));
             asserts.AppendLine($"static_assert(fdma::has_wgmma_forward({d}) == {(LaunchPlan.HasWgmmaForward(d) ? "true" : "false")}, \"has_wgmma_forward({d})\");");
+            asserts.AppendLine($"static_assert(fdma::has_wgmma_backward({d}) == {(LaunchPlan.HasWgmmaBackward(d) ? "true" : "false")}, \"has_wgmma_backward({d})\");");
+            asserts.AppendLine($"static_assert(fdma::bwd_wgmma_smem_bytes({d}) == {LaunchPlan.BwdWgmmaSmemBytes(d)}, \"bwd_wgmma_smem_bytes({d})\");");
             foreach (int arch in new[] { 80, 86, 89, 90, 100 })
             {
                 foreach (bool available in new[] { false, true })
@@ -154,7 +160,7 @@ public class NvrtcMirrorTests : NvrtcTest
                      ("kKvSplitMax", LaunchPlan.KvSplitMax), ("kDecodeQueries", LaunchPlan.DecodeQueries),
                      ("kFwdDecodeSlots", LaunchPlan.FwdDecodeSlots),
                      ("kFwdKeySlots", LaunchPlan.FwdWgmmaKeySlots), ("kFwdValueSlots", LaunchPlan.FwdWgmmaValueSlots),
-                     ("kFwdProducerThreads", LaunchPlan.FwdWgmmaProducerThreads),
+                     ("kFwdProducerThreads", LaunchPlan.FwdWgmmaProducerThreads), ("kBwdWgmmaThreads", LaunchPlan.BwdWgmmaThreads),
                      ("kGatherRangeTiles", LaunchPlan.GatherRangeTiles), ("kGatherKeySlots", LaunchPlan.GatherKeySlots),
                      ("kFwdStatCounters", KernelParams.ForwardStatCounters), ("kBwdStatCounters", KernelParams.BackwardStatCounters),
                  })
