@@ -4,15 +4,17 @@
 // deterministic dQ) with DqWgmma's products. They compute what the mma.sync kernels compute, from the same pieces
 // (visibility policy, score_grads, dBias); the dK/dV schedule differs:
 //
-// - A block owns a 64-key tile of a (batch, kv head), K and V in shared memory for the whole walk, and two
-//   warpgroups that take every other query tile of the walk each, with their own Q, dO, LSE and Delta in two stages
-//   (the next tile copies while this one computes) and their own named barrier: neither waits for the other, and
-//   one's score pass overlaps the other's products on the tensor cores.
+// - A block owns a 64-key tile, K and V in shared memory while it lasts (key-major: a (batch, kv head)'s contiguous
+//   keys; gathered: a tile of the keys alive in a range of query tiles), and two warpgroups that take every other query
+//   tile of its walk each, with their own Q, dO, LSE and Delta in two stages (the next tile copies while this one
+//   computes) and their own named barrier: neither waits for the other, and one's score pass overlaps the other's
+//   products on the tensor cores.
 // - Per query tile a warpgroup computes S^T = K Q^T and dP^T = V dO^T (m64n64k16, both operands from shared memory),
 //   P^T and dX^T in registers (score_grads, in the m16n8 accumulator layout the mma.sync kernel has), dV += P^T dO and
-//   dK += dX^T Q (m64nDk16, A from registers, B N-major), then dQ = dX K (A, dX^T written to shared memory, read
-//   M-major; B N-major) into the fp32 buffer by atomics.
-// - At the end of a (batch, kv head) the two warpgroups' dK and dV are summed through shared memory.
+//   dK += dX^T Q (m64nDk16, A from registers, B N-major), then dQ = dX K (A: dX^T written to shared memory, read
+//   M-major; B N-major), added to the fp32 buffer by float4 atomics.
+// - Key-major, the two warpgroups' dK and dV are summed through shared memory at the end of a (batch, kv head);
+//   gathered, each adds its own to the fp32 accumulators.
 //
 // Device-only, no host headers; sm_90a only (wgmma.cuh).
 #pragma once
