@@ -78,6 +78,21 @@ __device__ __forceinline__ void add_quads(float* row_lo, float* row_hi, int d, c
     atomicAdd(reinterpret_cast<float4*>(row + d * 8 + (lane & 2) * 2), quad);
 }
 
+// S = A1 B1^T and dP = A2 B2^T over the head dim (m64n64k16 steps), the four 64-row tiles K-major in shared memory;
+// waited for. The dK/dV kernels' A are K and V, B are Q and dO; the query-major kernel's the other way round.
+template <int kElementType, int kHeadDim>
+__device__ __forceinline__ void wgmma_two_products(float (&s)[8][4], float (&dp)[8][4], u32 a1, u32 b1, u32 a2, u32 b2) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) wgmma_ss<kElementType, 64>(s, k_major_descriptor<64>(a1, kk), k_major_descriptor<64>(b1, kk), kk > 0);
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) wgmma_ss<kElementType, 64>(dp, k_major_descriptor<64>(a2, kk), k_major_descriptor<64>(b2, kk), kk > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_accumulators(s);
+    fence_accumulators(dp);
+}
+
 // One warpgroup's 64 keys (a block's key tile, K and V in shared memory) through its query tiles: dK and dV in
 // registers. Per query tile: products(), then the caller's score_grads (its visibility and bias), then accumulate().
 template <int kElementType, int kHeadDim>
@@ -99,19 +114,7 @@ struct WgmmaKeyRows {
     // S^T = K Q^T and dP^T = V dO^T, the query tile's Q and dO in stage `stage`.
     __device__ __forceinline__ static void products(float (&s)[8][4], float (&dp)[8][4], const WgmmaBackwardSmem<kHeadDim>& smem,
                                                     int stage) {
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < kHeadDim / 16; ++kk)
-            wgmma_ss<kElementType, kBlockM>(s, k_major_descriptor<kBlockN>(smem.k, kk), k_major_descriptor<kBlockM>(smem.q(stage), kk),
-                                            kk > 0);
-#pragma unroll
-        for (int kk = 0; kk < kHeadDim / 16; ++kk)
-            wgmma_ss<kElementType, kBlockM>(dp, k_major_descriptor<kBlockN>(smem.v, kk),
-                                            k_major_descriptor<kBlockM>(smem.d_o(stage), kk), kk > 0);
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_accumulators(s);
-        fence_accumulators(dp);
+        wgmma_two_products<kElementType, kHeadDim>(s, dp, smem.k, smem.q(stage), smem.v, smem.d_o(stage));
     }
 
     // From P^T (s) and dX^T (dp): dV += P^T dO and dK += dX^T Q; with dq_rows (this (batch, head)'s rows of the fp32 dQ
@@ -188,19 +191,7 @@ struct DqWgmma {
     static __device__ __forceinline__ void publish_copies() { fence_proxy_async_shared(); }
 
     static __device__ __forceinline__ void scores(float (&s)[8][4], float (&dp)[8][4], u32 sQ, u32 sdO, u32 sK, u32 sV, int, int) {
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < kHeadDim / 16; ++kk)
-            wgmma_ss<kElementType, Traits::kBlockN>(s, k_major_descriptor<Traits::kBlockM>(sQ, kk),
-                                                    k_major_descriptor<Traits::kBlockN>(sK, kk), kk > 0);
-#pragma unroll
-        for (int kk = 0; kk < kHeadDim / 16; ++kk)
-            wgmma_ss<kElementType, Traits::kBlockN>(dp, k_major_descriptor<Traits::kBlockM>(sdO, kk),
-                                                    k_major_descriptor<Traits::kBlockN>(sV, kk), kk > 0);
-        wgmma_commit();
-        wgmma_wait<0>();
-        fence_accumulators(s);
-        fence_accumulators(dp);
+        wgmma_two_products<kElementType, kHeadDim>(s, dp, sQ, sK, sdO, sV);
     }
 
     static __device__ __forceinline__ void accumulate_dq(float (&acc_dq)[kDTiles][4], const float (&dp)[8][4], u32 sK, int) {
