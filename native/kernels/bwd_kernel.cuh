@@ -444,6 +444,28 @@ struct ThreadKeyLifetimes {
     }
 };
 
+// A gathered dK/dV block's place in the plan's grid (x: query range, key slot, head-dim slice, the slice fastest;
+// y: query head; z: batch), its range's rows [r0, r1) and the key tiles [0, n_end) its walk gathers from.
+template <int kBlockM, int kBlockN, int kSlices>
+struct GatheredRange {
+    static constexpr int kRangeRows = kGatherRangeTiles * kBlockM;
+    int slice, slot, range, head, batch, kv_head, r0, r1, n_end;
+
+    __device__ __forceinline__ GatheredRange(const AttentionParams& p, const TileBounds& bounds)
+        : slice(blockIdx.x % kSlices), slot(blockIdx.x / kSlices % kGatherKeySlots), range(blockIdx.x / kSlices / kGatherKeySlots),
+          head(blockIdx.y), batch(blockIdx.z), kv_head(head / p.kv_group), r0(range * kRangeRows),
+          r1(min(r0 + kRangeRows, p.seqlen_q)), n_end(bounds.template key_tile_end<kRangeRows, kBlockN>(r0)) {}
+
+    // The walk over the keys alive in the range's rows, kBlockN at a time.
+    __device__ __forceinline__ KeyLifetimes walk(const AttentionParams& p) const {
+        return KeyLifetimes::by_query_tile<kRangeRows, kBlockN>(p, batch, head, range, 0, n_end);
+    }
+    // The range's (query tile, key tile) pairs, computed or not: the statistics' total.
+    __device__ __forceinline__ u64 tiles(int seqlen_k) const {
+        return static_cast<u64>(tiles_of(r1 - r0, kBlockM)) * tiles_of(seqlen_k, kBlockN);
+    }
+};
+
 // The query tiles [x, y) of the rows [r0, r1) that some key of a gathered tile lives in (and, with causal, that see its
 // first key, the tile's keys ascending).
 template <int kBlockM, int kBlockN>
@@ -475,7 +497,6 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
     constexpr int kSliceTiles = Traits::kSliceTiles;
-    constexpr int kRangeRows = kGatherRangeTiles * kBlockM;
     const AttentionParams& p = bp.attn;
 
     extern __shared__ __align__(16) unsigned char smem[];
@@ -490,21 +511,15 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
 
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
-    const int d0 = (blockIdx.x % Traits::kSlices) * Traits::kDSlice;
+    const TileBounds bounds(p);
+    const GatheredRange<kBlockM, kBlockN, Traits::kSlices> at(p, bounds);
+    const int d0 = at.slice * Traits::kDSlice;
     const bool first_slice = d0 == 0;
-    const int slot = blockIdx.x / Traits::kSlices % kGatherKeySlots;
-    const int range = blockIdx.x / Traits::kSlices / kGatherKeySlots;
-    const int head = blockIdx.y;
-    const int batch = blockIdx.z;
-    const int kv_head = head / p.kv_group;
+    const int slot = at.slot, head = at.head, batch = at.batch, kv_head = at.kv_head, r0 = at.r0, r1 = at.r1, n_end = at.n_end;
     const int Lq = p.seqlen_q;
     const int Lk = p.seqlen_k;
-    const int r0 = range * kRangeRows;
-    const int r1 = min(r0 + kRangeRows, Lq);
     const int key_row = warp * 16 + lane / 4;  // + 8 * half: this thread's keys within the tile
-    const TileBounds bounds(p);
-    const int n_end = bounds.template key_tile_end<kRangeRows, kBlockN>(r0);
-    const KeyLifetimes walk = KeyLifetimes::by_query_tile<kRangeRows, kBlockN>(p, batch, head, range, 0, n_end);
+    const KeyLifetimes walk = at.walk(p);
 
     const char* q_g = head_slice(p.q, p.q_strides, batch, head);
     const char* do_g = head_slice(bp.d_o, bp.d_o_strides, batch, head);
@@ -600,7 +615,7 @@ __global__ void __launch_bounds__(BwdTraits<kHeadDim>::kThreads)
     // adds the range's tiles, every first-slice block takes its computed ones off (modulo 2^64).
     if (bp.tile_stats != nullptr && first_slice && threadIdx.x == 0) {
         atomicAdd(bp.tile_stats, static_cast<u64>(computed));
-        const u64 range_tiles = slot == 0 ? static_cast<u64>(tiles_of(r1 - r0, kBlockM)) * tiles_of(Lk, kBlockN) : 0;
+        const u64 range_tiles = slot == 0 ? at.tiles(Lk) : 0;
         atomicAdd(bp.tile_stats + 1, range_tiles - static_cast<u64>(computed));
     }
 }

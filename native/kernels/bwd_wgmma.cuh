@@ -453,24 +453,18 @@ __global__ void __launch_bounds__(kBwdWgmmaThreads, 1) dmattn_bwd_dkdv_gathered_
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
     constexpr int kDTiles = kHeadDim / 8;
-    constexpr int kRangeRows = kGatherRangeTiles * kBlockM;
     const AttentionParams& p = bp.attn;
 
     extern __shared__ __align__(16) unsigned char smem_bytes[];
     const WgmmaBwdThread<kHeadDim> me(smem_bytes);
     const WgmmaBackwardSmem<kHeadDim>& smem = me.smem;
-    const int slot = blockIdx.x % kGatherKeySlots;
-    const int range = blockIdx.x / kGatherKeySlots;
-    const int head = blockIdx.y;
-    const int batch = blockIdx.z;
-    const int kv_head = head / p.kv_group;
+    const TileBounds bounds(p);
+    static_assert(BwdTraits<kHeadDim>::kSlices == 1, "a block takes the whole head dim");
+    const GatheredRange<kBlockM, kBlockN, BwdTraits<kHeadDim>::kSlices> at(p, bounds);
+    const int slot = at.slot, head = at.head, batch = at.batch, kv_head = at.kv_head, r0 = at.r0, r1 = at.r1, n_end = at.n_end;
     const int Lq = p.seqlen_q;
     const int Lk = p.seqlen_k;
-    const int r0 = range * kRangeRows;
-    const int r1 = min(r0 + kRangeRows, Lq);
-    const TileBounds bounds(p);
-    const int n_end = bounds.template key_tile_end<kRangeRows, kBlockN>(r0);
-    const KeyLifetimes walk = KeyLifetimes::by_query_tile<kRangeRows, kBlockN>(p, batch, head, range, 0, n_end);
+    const KeyLifetimes walk = at.walk(p);
 
     const QueryTileStream<kHeadDim> stream(bp, smem, batch, head);
     const char* k_g = head_slice(p.k, p.k_strides, batch, kv_head);
@@ -539,7 +533,7 @@ __global__ void __launch_bounds__(kBwdWgmmaThreads, 1) dmattn_bwd_dkdv_gathered_
     // range's tiles, every group takes its computed ones off (modulo 2^64).
     if (bp.tile_stats != nullptr && me.group_thread == 0) {
         atomicAdd(bp.tile_stats, static_cast<u64>(computed));
-        const u64 range_tiles = slot == 0 && me.group == 0 ? static_cast<u64>(tiles_of(r1 - r0, kBlockM)) * tiles_of(Lk, kBlockN) : 0;
+        const u64 range_tiles = slot == 0 && me.group == 0 ? at.tiles(Lk) : 0;
         atomicAdd(bp.tile_stats + 1, range_tiles - static_cast<u64>(computed));
     }
 }

@@ -190,8 +190,8 @@ internal sealed partial class NvrtcBackend
         var missing = new List<(KernelVariant Variant, CompileTarget Target)>();
         foreach (KernelVariant? variant in variants)
         {
-            if (variant is { } v && !Built.ContainsKey((v, KernelModules.TargetOf(v, device))))
-                missing.Add((v, KernelModules.TargetOf(v, device)));
+            if (variant is { } v && KernelModules.TargetOf(v, device) is var target && !Built.ContainsKey((v, target)))
+                missing.Add((v, target));
         }
 
         if (missing.Count > 1)
